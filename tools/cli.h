@@ -1,0 +1,34 @@
+/*
+ * cli.h - what the `tongyun` subcommands share: the command signature, and small argument helpers that turn a bad
+ * flag value into a clear message instead of a silent zero. Each subcommand lives in its own tools/cmd-*.c file.
+ */
+#ifndef TY_CLI_H
+#define TY_CLI_H
+
+#include "base/base.h"
+
+#include <stdio.h>
+
+/* A subcommand: argv[0] is the subcommand name. Returns the process exit code (0 ok, 1 failure, 2 usage error). */
+typedef int (*ty_cli_cmd)(int argc, char **argv);
+
+int ty_cmd_run(int argc, char **argv);
+int ty_cmd_chat(int argc, char **argv);
+int ty_cmd_inspect(int argc, char **argv);
+int ty_cmd_perplexity(int argc, char **argv);
+int ty_cmd_tokenize(int argc, char **argv);
+int ty_cmd_detokenize(int argc, char **argv);
+int ty_cmd_convert(int argc, char **argv);
+int ty_cmd_quantize(int argc, char **argv);
+
+/* True when argv[i] is `-h` or `--help`. */
+bool ty_cli_is_help(const char *arg);
+/* Takes the value after flag argv[*i] (advancing *i), or prints "FLAG needs a value" and returns NULL. */
+const char *ty_cli_value(int argc, char **argv, int *i);
+/* Parse numbers strictly: the whole string must be a number in range, else a message naming the flag is printed. */
+bool ty_cli_int(const char *flag, const char *s, long min, long max, long *out);
+bool ty_cli_float(const char *flag, const char *s, double min, double max, double *out);
+/* Prints "tongyun CMD: " + ty_last_error() (or status text) to stderr and returns 1. */
+int ty_cli_fail(const char *cmd, enum ty_status st);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * tongyun.c - the `tongyun` command: dispatches to one subcommand per file (tools/cmd-*.c) and holds the argument
+ * helpers they share. This is the only place that turns a status into a process exit code.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+static const struct {
+    const char *name;
+    ty_cli_cmd fn;
+    const char *summary;
+} commands[] = {
+    {"run", ty_cmd_run, "generate text from a prompt"},
+    {"chat", ty_cmd_chat, "interactive multi-turn chat"},
+    {"inspect", ty_cmd_inspect, "show a GGUF file's metadata, tensors and memory needs"},
+    {"perplexity", ty_cmd_perplexity, "measure perplexity of a model on a text file"},
+    {"tokenize", ty_cmd_tokenize, "text to token ids"},
+    {"detokenize", ty_cmd_detokenize, "token ids to text"},
+    {"convert", ty_cmd_convert, "convert a Hugging Face checkpoint to GGUF"},
+    {"quantize", ty_cmd_quantize, "re-encode a GGUF model's weights in another type"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: tongyun COMMAND [ARGS]   (tongyun COMMAND --help for details)\n\n"
+               "Tongyun %d.%d.%d - the Qwen model, cloud and chip stack.\n\ncommands:\n",
+            TY_VERSION_MAJOR, TY_VERSION_MINOR, TY_VERSION_PATCH);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+}
+
+bool ty_cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
+
+const char *ty_cli_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "tongyun: %s needs a value\n", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+bool ty_cli_int(const char *flag, const char *s, long min, long max, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "tongyun: %s expects an integer in [%ld, %ld], got '%s'\n", flag, min, max, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool ty_cli_float(const char *flag, const char *s, double min, double max, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max)) {
+        fprintf(stderr, "tongyun: %s expects a number in [%g, %g], got '%s'\n", flag, min, max, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int ty_cli_fail(const char *cmd, enum ty_status st) {
+    const char *msg = ty_last_error();
+    fprintf(stderr, "tongyun %s: %s\n", cmd, msg[0] ? msg : ty_status_str(st));
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || ty_cli_is_help(argv[1])) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("tongyun %d.%d.%d\n", TY_VERSION_MAJOR, TY_VERSION_MINOR, TY_VERSION_PATCH);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "tongyun: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
