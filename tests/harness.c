@@ -28,13 +28,17 @@ const char *ty_test_src(const char *rel) {
     return ring_path(src ? src : ".", "/", rel);
 }
 
+static char exe_build_dir[4096] = "build";
+
 static const char *build_dir(void) {
     const char *b = getenv("TY_BUILD_DIR");
-    return b ? b : "build";
+    return b ? b : exe_build_dir;
 }
 
 const char *ty_test_tmp(const char *rel) {
     char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tests", build_dir());
+    mkdir(dir, 0755);
     snprintf(dir, sizeof dir, "%s/tests/tmp-%s", build_dir(), test_name);
     mkdir(dir, 0755);
     return ring_path(dir, "/", rel);
@@ -65,6 +69,10 @@ int ty_test_sh(const char *cmd, char **out) {
 int main(int argc, char **argv) {
     const char *slash = strrchr(argv[0], '/');
     test_name = slash ? slash + 1 : argv[0];
+    /* Binaries live in BUILD/tests/: without TY_BUILD_DIR, BUILD is two levels up from argv[0]. */
+    if (slash) {
+        snprintf(exe_build_dir, sizeof exe_build_dir, "%.*s/..", (int)(slash - argv[0]), argv[0]);
+    }
     ty_tests();
     printf("%s: %d checks, %d failed\n", test_name, ty_test_checks, ty_test_failures);
     if (ty_test_checks == 0) {
