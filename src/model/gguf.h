@@ -55,7 +55,9 @@ struct ty_gguf_tensor {
 
 struct ty_gguf;
 
-/* Opens and validates a GGUF file (mmapped). Free with ty__gguf_close(). */
+/* Opens and validates a GGUF file (mmapped). Free with ty__gguf_close(). Fails with TY_ERR_FORMAT for a malformed
+ * file, TY_ERR_UNSUPPORTED for a well-formed one this reader cannot use (GGUF v1, big-endian, a tensor type without
+ * traits in quant.h) and TY_ERR_IO when the file cannot be read; the message names the key, tensor or field. */
 enum ty_status ty__gguf_open(const char *path, struct ty_gguf **out);
 /* The same over a caller-owned buffer that must outlive the reader (used by the fuzzer and tests). */
 enum ty_status ty__gguf_open_memory(const void *data, size_t size, struct ty_gguf **out);
