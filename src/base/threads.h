@@ -1,0 +1,40 @@
+/*
+ * threads.h - a small persistent thread pool for data-parallel kernels. A caller hands the pool one function; every
+ * thread (the caller included) runs it with its own index, and the call returns when all have finished. Workers
+ * live as long as the pool, so a forward pass pays a wake-up per op, never a thread creation.
+ *
+ * Splitting work is the task's business: `ith` of `nth` takes its share (see ty__split_range). Results must not
+ * depend on the number of threads, so kernels split whole output elements, never a reduction.
+ */
+#ifndef TY_THREADS_H
+#define TY_THREADS_H
+
+#include "base/base.h"
+
+struct ty_threadpool;
+
+/* One share of a parallel task: called with ith in [0, nth); ith 0 runs on the calling thread. */
+typedef void (*ty_task_fn)(void *arg, int ith, int nth);
+
+/* The number of online CPU cores (at least 1). */
+int ty__cpu_count(void);
+
+/* Starts a pool of `n_threads` threads in total, counting the caller (so n_threads - 1 workers); 0 means one per
+ * core. Free with ty__threadpool_free(). */
+enum ty_status ty__threadpool_init(int n_threads, struct ty_threadpool **out);
+/* Stops and joins the workers. NULL is allowed. Must not be called while a ty__threadpool_run is in progress. */
+void ty__threadpool_free(struct ty_threadpool *pool);
+/* Threads in the pool, the caller included. */
+int ty__threadpool_size(const struct ty_threadpool *pool);
+/* Runs fn(arg, ith, nth) on every thread and returns when all calls have returned. Concurrent callers are
+ * serialised. `fn` must not call ty__threadpool_run on the same pool. */
+void ty__threadpool_run(struct ty_threadpool *pool, ty_task_fn fn, void *arg);
+
+/* The share [*begin, *end) of n items that thread ith of nth takes: contiguous, sizes differing by at most one. */
+static inline void ty__split_range(int64_t n, int ith, int nth, int64_t *begin, int64_t *end) {
+    int64_t per = n / nth, rest = n % nth;
+    *begin = ith * per + (ith < rest ? ith : rest);
+    *end = *begin + per + (ith < rest ? 1 : 0);
+}
+
+#endif /* TY_THREADS_H */

@@ -1,0 +1,300 @@
+/*
+ * backend.h - the chip layer's compute interface: buffers, tensors that view them, and the ops a Qwen forward pass
+ * needs, at the granularity a GPU would want (one call per matrix product, per attention, per norm over a batch).
+ *
+ * A backend is `{iface, ctx}`: a table of documented function pointers with a version, and the backend's own state.
+ * Model code never touches the table; it calls the inline wrappers at the end of this file (`ty__backend_matmul(be,
+ * ...)`), which check shapes and types once for every backend and apply the stated fallback when an optional entry is
+ * NULL. Backends are found by name through the registry (registry.c), the only place that knows which are compiled in.
+ *
+ * Execution model: ops are issued in order and may run asynchronously; a backend must execute them as if one after
+ * another. ty__backend_tensor_get() and ty__backend_sync() wait for every op issued before them. Host memory passed
+ * to tensor_set may be reused as soon as the call returns.
+ *
+ * Tensors: up to 4 dimensions, ne[0] fastest. Rows (dimension 0) are always contiguous (nb[0] is the element size,
+ * or the block size for quantised types); the other dimensions may have any stride, so a slice of a KV cache or one
+ * column of a batch is a view, not a copy. Activations are F32; weights may be any type of quant.h; the KV cache is
+ * F32 or F16.
+ *
+ * Adding an op: add the entry at the end of the iface (bumping TY_BACKEND_IFACE_VERSION), give it a wrapper that
+ * checks shapes, implement it in cpu/ as the plain reference, and compare every other backend against that.
+ */
+#ifndef TY_BACKEND_H
+#define TY_BACKEND_H
+
+#include "base/base.h"
+
+#define TY_BACKEND_IFACE_VERSION 1
+#define TY_TENSOR_MAX_DIMS       4
+#define TY_ROPE_MAX_DIMS         512 /* rotated dimensions per head */
+#define TY_ATTN_MAX_HEAD_DIM     512
+
+struct ty_backend;
+
+/* ==== Buffers and tensors ==== */
+
+/* A block of backend memory. Allocated and freed through the backend (ty__backend_buffer_alloc/_wrap/_free). */
+struct ty_buffer {
+    struct ty_backend *backend;
+    void *data;   /* the backend's address of byte 0: a host pointer on host backends, a device pointer on a GPU */
+    size_t size;  /* bytes */
+    bool host;    /* `data` is host memory that the CPU may read and write directly */
+    bool wrapped; /* `data` belongs to the caller (ty__backend_buffer_wrap); freeing the buffer leaves it alone */
+    void *priv;   /* the backend's own per-buffer state */
+};
+
+/* A typed view of part of a buffer. Plain value: copying a tensor copies the view, never the data. */
+struct ty_tensor {
+    enum ty_type type;
+    int64_t ne[TY_TENSOR_MAX_DIMS]; /* elements per dimension, ne[0] fastest; unused dimensions are 1 */
+    size_t nb[TY_TENSOR_MAX_DIMS];  /* byte strides; nb[0] = bytes of one element (one block if quantised) */
+    struct ty_buffer *buf;
+    size_t offs; /* byte offset of element 0 in buf */
+};
+
+/* Fills `t` as a contiguous tensor of shape ne0 x ne1 x ne2 x ne3 at byte `offs` of `buf`. */
+void ty__tensor_init(struct ty_tensor *t, struct ty_buffer *buf, size_t offs, enum ty_type type, int64_t ne0,
+                     int64_t ne1, int64_t ne2, int64_t ne3);
+int64_t ty__tensor_nelements(const struct ty_tensor *t);
+int64_t ty__tensor_nrows(const struct ty_tensor *t); /* ne[1] * ne[2] * ne[3] */
+/* Bytes a contiguous tensor of this shape occupies. */
+size_t ty__tensor_size(const struct ty_tensor *t);
+bool ty__tensor_is_contiguous(const struct ty_tensor *t);
+bool ty__tensor_same_shape(const struct ty_tensor *a, const struct ty_tensor *b);
+/* The view of indices [first, first + n) along dimension `dim`. */
+struct ty_tensor ty__tensor_slice(const struct ty_tensor *t, int dim, int64_t first, int64_t n);
+/* The same contiguous data seen with another shape of as many elements. */
+struct ty_tensor ty__tensor_reshape(const struct ty_tensor *t, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+/* Host address of element 0; only for tensors in host buffers (backend kernels, tests). */
+static inline void *ty__tensor_host(const struct ty_tensor *t) {
+    TY_ASSERT(t->buf && t->buf->host);
+    return (char *)t->buf->data + t->offs;
+}
+/* Host address of row (i1, i2, i3). */
+static inline void *ty__tensor_row(const struct ty_tensor *t, int64_t i1, int64_t i2, int64_t i3) {
+    return (char *)ty__tensor_host(t) + (size_t)i1 * t->nb[1] + (size_t)i2 * t->nb[2] + (size_t)i3 * t->nb[3];
+}
+
+/* ==== Op parameters ==== */
+
+enum ty_rope_scaling {
+    TY_ROPE_SCALING_NONE = 0,
+    TY_ROPE_SCALING_LINEAR = 1, /* positions divided by `factor` */
+    TY_ROPE_SCALING_YARN = 2,   /* YaRN (arXiv:2309.00071) as Hugging Face transformers computes it */
+    TY_ROPE_SCALING_COUNT
+};
+
+/* RoPE as a model describes it. */
+struct ty_rope_config {
+    int32_t n_dims;  /* rotated dimensions at the start of each head (even, <= TY_ROPE_MAX_DIMS) */
+    float freq_base; /* theta */
+    enum ty_rope_scaling scaling;
+    float factor;      /* context extension factor (linear, YaRN) */
+    int32_t orig_ctx;  /* YaRN: context length the model was trained with before extension */
+    float beta_fast;   /* YaRN: rotations at which interpolation starts; 0 = 32 */
+    float beta_slow;   /* YaRN: rotations at which it is complete; 0 = 1 */
+    float attn_factor; /* YaRN: multiplier of cos and sin; 0 = 0.1 * ln(factor) + 1 */
+};
+
+/* RoPE as the op applies it: NeoX style (dimension i pairs with i + n_dims/2), angle = pos * inv_freq[i] rounded to
+ * f32, rotated values scaled by attn_factor. Computed once from a ty_rope_config by ty__rope_init. */
+struct ty_rope {
+    int32_t n_dims;
+    float attn_factor;
+    float inv_freq[TY_ROPE_MAX_DIMS / 2]; /* (n_dims / 2) */
+};
+
+/* Derives the per-pair frequencies, as Hugging Face transformers' _compute_*_rope_parameters do (in f32 where they
+ * compute in f32). TY_ERR_INVALID_ARG (with a message) for an impossible configuration. */
+enum ty_status ty__rope_init(const struct ty_rope_config *cfg, struct ty_rope *out);
+
+struct ty_attn {
+    float scale;  /* multiplies q.k; 1/sqrt(head_dim) for Qwen */
+    int32_t pos0; /* cache position of the first query: query t sees keys 0 .. pos0 + t (causal) */
+};
+
+/* ==== The interface ==== */
+
+struct ty_backend_iface {
+    uint32_t version; /* TY_BACKEND_IFACE_VERSION of the header the backend was built against */
+    const char *name; /* registry name, e.g. "cpu-ref" */
+
+    /* Frees the backend and its ctx. Every buffer must have been freed before. */
+    void (*free)(struct ty_backend *be);
+
+    /* ---- memory ---- */
+    /* Allocates `size` bytes (64-byte aligned, contents undefined): sets buf->data, buf->host and buf->priv. */
+    enum ty_status (*buffer_alloc)(struct ty_backend *be, struct ty_buffer *buf, size_t size);
+    /* Optional. Makes a buffer of caller-owned host memory (weights mapped from a file) without copying: sets
+     * buf->data, buf->host, buf->priv. NULL: the wrapper allocates a buffer and uploads a copy (a GPU backend). */
+    enum ty_status (*buffer_wrap)(struct ty_backend *be, struct ty_buffer *buf, void *host, size_t size);
+    /* Releases what buffer_alloc or buffer_wrap set up (never the caller's memory of a wrapped buffer). */
+    void (*buffer_free)(struct ty_backend *be, struct ty_buffer *buf);
+    /* Copies `size` bytes from host `src` to byte `offset` of the contiguous tensor `t`. */
+    enum ty_status (*tensor_set)(struct ty_backend *be, const struct ty_tensor *t, const void *src, size_t offset,
+                                 size_t size);
+    /* Waits for pending ops, then copies `size` bytes at byte `offset` of the contiguous tensor `t` to host `dst`. */
+    enum ty_status (*tensor_get)(struct ty_backend *be, const struct ty_tensor *t, void *dst, size_t offset,
+                                 size_t size);
+    /* Optional. Waits until every issued op has finished. NULL: ops are synchronous. */
+    enum ty_status (*sync)(struct ty_backend *be);
+
+    /* ---- ops (shapes are checked by the wrappers; "may alias" means dst may be the same view as that input) ---- */
+    /* dst[:, t] = row ids[t] of w, converted to f32. dst (n_embd, n) F32; w (n_embd, n_rows) any weight type;
+     * ids (n) I32, each in [0, n_rows). */
+    enum ty_status (*get_rows)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w,
+                               const struct ty_tensor *ids);
+    /* Per row r of x: dst_r = w * (x_r / sqrt(mean(x_r^2) + eps)), in f32 as HF's RMSNorm. x, dst (d, ...) F32;
+     * w (d) F32. dst may alias x. */
+    enum ty_status (*rms_norm)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
+                               const struct ty_tensor *w, float eps);
+    /* dst[o, t] = sum_i w[i, o] * x[i, t] (+ bias[o]). w (n_in, n_out) any weight type; x (n_in, n) F32;
+     * bias (n_out) F32 or NULL; dst (n_out, n) F32. No aliasing. */
+    enum ty_status (*matmul)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w,
+                             const struct ty_tensor *x, const struct ty_tensor *bias);
+    /* NeoX RoPE of each head: x, dst (head_dim, n_heads, n) F32; pos (n) I32. dst may alias x. Dimensions past
+     * rope->n_dims are copied unchanged. */
+    enum ty_status (*rope)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
+                           const struct ty_tensor *pos, const struct ty_rope *rope);
+    /* dst = src converted to dst's type (F32, F16 or BF16; f16/bf16 round to nearest even). src F32, same shape.
+     * Writes the KV cache. */
+    enum ty_status (*copy)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *src);
+    /* Causal scaled dot-product attention with grouped KV heads. q (dk, n_head, n) F32; k (dk, n_kv_head, n_kv) and
+     * v (dv, n_kv_head, n_kv) F32 or F16 (cache views, n_kv >= pos0 + n); dst (dv, n_head, n) F32. Query head h
+     * reads KV head h / (n_head / n_kv_head). Softmax in f32 with the running maximum subtracted. No aliasing. */
+    enum ty_status (*attention)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_attn *attn);
+    /* dst = silu(gate) * up, silu(x) = x / (1 + exp(-x)). All F32, same shape. dst may alias either input. */
+    enum ty_status (*swiglu)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *gate,
+                             const struct ty_tensor *up);
+    /* dst = a + b. All F32, same shape. dst may alias either input. */
+    enum ty_status (*add)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *a,
+                          const struct ty_tensor *b);
+};
+
+struct ty_backend {
+    const struct ty_backend_iface *iface;
+    void *ctx; /* the backend's state */
+};
+
+/* ==== Registry (registry.c) ==== */
+
+/* Starts the backend called `name` ("cpu", "cpu-ref"; NULL = the best one compiled in) with `n_threads` host threads
+ * (0 = one per core). Free with ty__backend_free(). Unknown or compiled-out names are TY_ERR_UNSUPPORTED with the
+ * list of available ones. */
+enum ty_status ty__backend_init(const char *name, int n_threads, struct ty_backend **out);
+void ty__backend_free(struct ty_backend *be);
+/* Comma-separated names of the backends compiled in, for messages and --help. */
+const char *ty__backend_names(void);
+
+/* The reference CPU backend (cpu/cpu-ref.c): plain C, threaded over output rows, the yardstick for every other. */
+enum ty_status ty__backend_cpu_ref_init(int n_threads, struct ty_backend **out);
+
+/* ==== Wrappers: the only way callers reach a backend ==== */
+
+static inline const char *ty__backend_name(const struct ty_backend *be) {
+    return be->iface->name;
+}
+
+/* Allocates a buffer of `size` bytes. Free with ty__backend_buffer_free. */
+enum ty_status ty__backend_buffer_alloc(struct ty_backend *be, size_t size, struct ty_buffer **out);
+/* A buffer over caller-owned host memory that must outlive it: zero-copy where the backend can read host memory,
+ * else an uploaded copy. */
+enum ty_status ty__backend_buffer_wrap(struct ty_backend *be, void *host, size_t size, struct ty_buffer **out);
+void ty__backend_buffer_free(struct ty_buffer *buf); /* NULL is allowed */
+
+static inline enum ty_status ty__backend_tensor_set(struct ty_backend *be, const struct ty_tensor *t, const void *src,
+                                                    size_t offset, size_t size) {
+    TY_ASSERT(ty__tensor_is_contiguous(t) && offset + size <= ty__tensor_size(t));
+    TY_ASSERT(t->offs + offset + size <= t->buf->size);
+    return be->iface->tensor_set(be, t, src, offset, size);
+}
+
+static inline enum ty_status ty__backend_tensor_get(struct ty_backend *be, const struct ty_tensor *t, void *dst,
+                                                    size_t offset, size_t size) {
+    TY_ASSERT(ty__tensor_is_contiguous(t) && offset + size <= ty__tensor_size(t));
+    TY_ASSERT(t->offs + offset + size <= t->buf->size);
+    return be->iface->tensor_get(be, t, dst, offset, size);
+}
+
+static inline enum ty_status ty__backend_sync(struct ty_backend *be) {
+    return be->iface->sync ? be->iface->sync(be) : TY_OK;
+}
+
+/* True for the types a weight matrix may have (F32, F16, BF16 and the quantised types of quant.h). */
+bool ty__backend_weight_type_ok(enum ty_type type);
+
+static inline bool ty__is_f32_rows(const struct ty_tensor *t) {
+    return t->type == TY_TYPE_F32 && t->nb[0] == sizeof(float);
+}
+
+static inline enum ty_status ty__backend_get_rows(struct ty_backend *be, const struct ty_tensor *dst,
+                                                  const struct ty_tensor *w, const struct ty_tensor *ids) {
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__backend_weight_type_ok(w->type) && ids->type == TY_TYPE_I32);
+    TY_ASSERT(dst->ne[0] == w->ne[0] && dst->ne[1] == ids->ne[0] && ty__tensor_is_contiguous(ids));
+    TY_ASSERT(dst->ne[2] == 1 && dst->ne[3] == 1 && w->ne[2] == 1 && w->ne[3] == 1);
+    return be->iface->get_rows(be, dst, w, ids);
+}
+
+static inline enum ty_status ty__backend_rms_norm(struct ty_backend *be, const struct ty_tensor *dst,
+                                                  const struct ty_tensor *x, const struct ty_tensor *w, float eps) {
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(x) && ty__is_f32_rows(w) && ty__tensor_same_shape(dst, x));
+    TY_ASSERT(w->ne[0] == x->ne[0] && ty__tensor_nrows(w) == 1);
+    return be->iface->rms_norm(be, dst, x, w, eps);
+}
+
+static inline enum ty_status ty__backend_matmul(struct ty_backend *be, const struct ty_tensor *dst,
+                                                const struct ty_tensor *w, const struct ty_tensor *x,
+                                                const struct ty_tensor *bias) {
+    TY_ASSERT(ty__backend_weight_type_ok(w->type) && ty__is_f32_rows(x) && ty__is_f32_rows(dst));
+    TY_ASSERT(w->ne[0] == x->ne[0] && dst->ne[0] == w->ne[1] && dst->ne[1] == x->ne[1]);
+    TY_ASSERT(w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == 1 && x->ne[3] == 1 && dst->ne[2] == 1 && dst->ne[3] == 1);
+    TY_ASSERT(!bias || (ty__is_f32_rows(bias) && bias->ne[0] == w->ne[1] && ty__tensor_nrows(bias) == 1));
+    return be->iface->matmul(be, dst, w, x, bias);
+}
+
+static inline enum ty_status ty__backend_rope(struct ty_backend *be, const struct ty_tensor *dst,
+                                              const struct ty_tensor *x, const struct ty_tensor *pos,
+                                              const struct ty_rope *rope) {
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(x) && ty__tensor_same_shape(dst, x) && x->ne[3] == 1);
+    TY_ASSERT(pos->type == TY_TYPE_I32 && pos->ne[0] == x->ne[2] && ty__tensor_is_contiguous(pos));
+    TY_ASSERT(rope->n_dims % 2 == 0 && rope->n_dims <= x->ne[0] && rope->n_dims <= TY_ROPE_MAX_DIMS);
+    return be->iface->rope(be, dst, x, pos, rope);
+}
+
+static inline enum ty_status ty__backend_copy(struct ty_backend *be, const struct ty_tensor *dst,
+                                              const struct ty_tensor *src) {
+    TY_ASSERT(ty__is_f32_rows(src) && ty__tensor_same_shape(dst, src));
+    TY_ASSERT(dst->type == TY_TYPE_F32 || dst->type == TY_TYPE_F16 || dst->type == TY_TYPE_BF16);
+    return be->iface->copy(be, dst, src);
+}
+
+static inline enum ty_status ty__backend_attention(struct ty_backend *be, const struct ty_tensor *dst,
+                                                   const struct ty_tensor *q, const struct ty_tensor *k,
+                                                   const struct ty_tensor *v, const struct ty_attn *attn) {
+    TY_ASSERT(ty__is_f32_rows(q) && ty__is_f32_rows(dst));
+    TY_ASSERT(k->type == TY_TYPE_F32 || k->type == TY_TYPE_F16);
+    TY_ASSERT(v->type == k->type && k->nb[0] == v->nb[0]);
+    TY_ASSERT(q->ne[0] == k->ne[0] && dst->ne[0] == v->ne[0] && dst->ne[1] == q->ne[1] && dst->ne[2] == q->ne[2]);
+    TY_ASSERT(k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2] && k->ne[1] > 0 && q->ne[1] % k->ne[1] == 0);
+    TY_ASSERT(attn->pos0 >= 0 && attn->pos0 + q->ne[2] <= k->ne[2]);
+    TY_ASSERT(q->ne[0] <= TY_ATTN_MAX_HEAD_DIM && v->ne[0] <= TY_ATTN_MAX_HEAD_DIM);
+    TY_ASSERT(q->ne[3] == 1 && k->ne[3] == 1 && v->ne[3] == 1 && dst->ne[3] == 1);
+    return be->iface->attention(be, dst, q, k, v, attn);
+}
+
+static inline enum ty_status ty__backend_swiglu(struct ty_backend *be, const struct ty_tensor *dst,
+                                                const struct ty_tensor *gate, const struct ty_tensor *up) {
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(gate) && ty__is_f32_rows(up));
+    TY_ASSERT(ty__tensor_same_shape(dst, gate) && ty__tensor_same_shape(dst, up));
+    return be->iface->swiglu(be, dst, gate, up);
+}
+
+static inline enum ty_status ty__backend_add(struct ty_backend *be, const struct ty_tensor *dst,
+                                             const struct ty_tensor *a, const struct ty_tensor *b) {
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(a) && ty__is_f32_rows(b));
+    TY_ASSERT(ty__tensor_same_shape(dst, a) && ty__tensor_same_shape(dst, b));
+    return be->iface->add(be, dst, a, b);
+}
+
+#endif /* TY_BACKEND_H */

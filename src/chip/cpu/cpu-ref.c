@@ -1,0 +1,377 @@
+/*
+ * cpu-ref.c - the reference CPU backend: every op of backend.h in plain C, the yardstick that faster backends are
+ * tested against. It is meant to be read, but it is not needlessly slow:
+ *  - weights are read in place (buffers can wrap the mapped GGUF file);
+ *  - a matrix product dequantises a slice of a weight row at a time into a stack buffer and dots it with every
+ *    token of the batch, so each weight byte is read once per batch and nothing is allocated;
+ *  - matmul and attention split their outputs across the thread pool. Each output element is computed by one thread
+ *    in a fixed order, so results do not depend on the thread count or the batch size (decoding a token gives the
+ *    same logits as prefilling it).
+ * Accumulation is in f32 with 32 partial sums, which is both more accurate than one running sum and easy for the
+ * compiler to vectorise.
+ */
+#include "base/threads.h"
+#include "chip/backend.h"
+#include "model/quant.h"
+
+#include <math.h>
+#include <pthread.h>
+
+/* Weight elements dequantised per step: a multiple of every block size (32, 256), 4 KiB of stack. */
+#define MATMUL_CHUNK 1024
+/* Below this many multiply-adds an op runs on the calling thread: waking the pool would cost more than the work. */
+#define MIN_PARALLEL_WORK (1 << 17)
+
+struct cpu {
+    struct ty_threadpool *pool;
+};
+
+/* Runs fn on the pool, or alone on this thread for small work (results do not depend on the split). */
+static void run_split(struct cpu *c, double work, ty_task_fn fn, void *arg) {
+    if (work < MIN_PARALLEL_WORK)
+        fn(arg, 0, 1);
+    else
+        ty__threadpool_run(c->pool, fn, arg);
+}
+
+/* ==== Small helpers ==== */
+
+/* f16 -> f32 by table: the attention loop converts every cached key and value, and a call per element would
+ * dominate it. Filled once from the exact conversion in base/half.c. */
+static float f16_table[1 << 16];
+static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
+static void f16_table_init(void) {
+    for (uint32_t i = 0; i < (1u << 16); i++) f16_table[i] = ty__f16_to_f32((ty_f16)i);
+}
+
+/* 32 partial sums: independent chains, so the compiler can keep several vector FMAs in flight instead of waiting on
+ * one accumulator, and a more accurate sum than a single running total. */
+#define DOT_LANES 32
+
+static float sum_lanes(const float *acc) {
+    float s[DOT_LANES / 2];
+    for (int j = 0; j < DOT_LANES / 2; j++) s[j] = acc[j] + acc[j + DOT_LANES / 2];
+    for (int w = DOT_LANES / 4; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) s[j] = s[j] + s[j + w];
+    return s[0];
+}
+
+static float dot_f32(const float *a, const float *b, int64_t n) {
+    float acc[DOT_LANES] = {0};
+    int64_t i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (int j = 0; j < DOT_LANES; j++) acc[j] += a[i + j] * b[i + j];
+    for (int j = 0; i < n; i++, j++) acc[j] += a[i] * b[i];
+    return sum_lanes(acc);
+}
+
+static float dot_f16(const float *a, const ty_f16 *b, int64_t n) {
+    float acc[DOT_LANES] = {0};
+    int64_t i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (int j = 0; j < DOT_LANES; j++) acc[j] += a[i + j] * f16_table[b[i + j]];
+    for (int j = 0; i < n; i++, j++) acc[j] += a[i] * f16_table[b[i]];
+    return sum_lanes(acc);
+}
+
+/* Row r (counting over dimensions 1..3) of a tensor whose rows may be strided. */
+static inline void *row_ptr(const struct ty_tensor *t, int64_t r) {
+    int64_t i1 = r % t->ne[1], i2 = (r / t->ne[1]) % t->ne[2], i3 = r / (t->ne[1] * t->ne[2]);
+    return ty__tensor_row(t, i1, i2, i3);
+}
+
+/* ==== Memory ==== */
+
+static enum ty_status cpu_buffer_alloc(struct ty_backend *be, struct ty_buffer *buf, size_t size) {
+    buf->data = ty__malloc_aligned(size ? size : 1);
+    if (!buf->data)
+        return ty__error(TY_ERR_NO_MEMORY, "out of memory allocating %zu bytes (%.1f MiB); use a smaller context", size,
+                         (double)size / (1 << 20));
+    buf->host = true;
+    return TY_OK;
+}
+
+static enum ty_status cpu_buffer_wrap(struct ty_backend *be, struct ty_buffer *buf, void *host, size_t size) {
+    buf->data = host;
+    buf->host = true;
+    return TY_OK;
+}
+
+static void cpu_buffer_free(struct ty_backend *be, struct ty_buffer *buf) {
+    if (!buf->wrapped) ty__free_aligned(buf->data);
+    buf->data = NULL;
+}
+
+static enum ty_status cpu_tensor_set(struct ty_backend *be, const struct ty_tensor *t, const void *src, size_t offset,
+                                     size_t size) {
+    memcpy((char *)ty__tensor_host(t) + offset, src, size);
+    return TY_OK;
+}
+
+static enum ty_status cpu_tensor_get(struct ty_backend *be, const struct ty_tensor *t, void *dst, size_t offset,
+                                     size_t size) {
+    memcpy(dst, (const char *)ty__tensor_host(t) + offset, size);
+    return TY_OK;
+}
+
+/* ==== Ops ==== */
+
+static enum ty_status cpu_get_rows(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w,
+                                   const struct ty_tensor *ids) {
+    const struct ty_type_traits *tr = ty__type_traits(w->type);
+    const int32_t *id = ty__tensor_host(ids);
+    for (int64_t t = 0; t < dst->ne[1]; t++) {
+        TY_ASSERT(id[t] >= 0 && id[t] < w->ne[1]);
+        tr->to_float(ty__tensor_row(w, id[t], 0, 0), ty__tensor_row(dst, t, 0, 0), w->ne[0]);
+    }
+    return TY_OK;
+}
+
+static enum ty_status cpu_rms_norm(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
+                                   const struct ty_tensor *w, float eps) {
+    const float *wt = ty__tensor_host(w);
+    int64_t d = x->ne[0];
+    for (int64_t r = 0; r < ty__tensor_nrows(x); r++) {
+        const float *xr = row_ptr(x, r);
+        float *yr = row_ptr(dst, r);
+        double ss = 0.0; /* the mean of squares rounded once, as a pairwise f32 sum nearly is */
+        for (int64_t i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
+        float var = (float)(ss / (double)d);
+        float scale = 1.0f / sqrtf(var + eps);
+        for (int64_t i = 0; i < d; i++) yr[i] = wt[i] * (xr[i] * scale);
+    }
+    return TY_OK;
+}
+
+struct matmul_task {
+    const struct ty_tensor *dst, *w, *x, *bias;
+    const struct ty_type_traits *tr;
+};
+
+static void matmul_rows(void *arg, int ith, int nth) {
+    const struct matmul_task *m = arg;
+    const struct ty_tensor *dst = m->dst, *w = m->w, *x = m->x;
+    int64_t n_in = w->ne[0], n_tok = x->ne[1];
+    int64_t r0, r1;
+    ty__split_range(w->ne[1], ith, nth, &r0, &r1);
+    const float *bias = m->bias ? ty__tensor_host(m->bias) : NULL;
+    float tmp[MATMUL_CHUNK];
+    size_t block_bytes = m->tr->type_size;
+    int64_t block = m->tr->block_size;
+    for (int64_t r = r0; r < r1; r++) {
+        const char *wrow = ty__tensor_row(w, r, 0, 0);
+        for (int64_t c0 = 0; c0 < n_in; c0 += MATMUL_CHUNK) {
+            int64_t len = n_in - c0 < MATMUL_CHUNK ? n_in - c0 : MATMUL_CHUNK;
+            const char *src = wrow + (size_t)(c0 / block) * block_bytes;
+            const float *wv;
+            if (w->type == TY_TYPE_F32 && (uintptr_t)src % sizeof(float) == 0) {
+                wv = (const float *)src; /* read in place */
+            } else {
+                m->tr->to_float(src, tmp, len);
+                wv = tmp;
+            }
+            for (int64_t t = 0; t < n_tok; t++) {
+                const float *xv = (const float *)ty__tensor_row(x, t, 0, 0) + c0;
+                float *out = (float *)ty__tensor_row(dst, t, 0, 0) + r;
+                float part = dot_f32(wv, xv, len);
+                *out = c0 == 0 ? part : *out + part;
+            }
+        }
+        if (bias)
+            for (int64_t t = 0; t < n_tok; t++) ((float *)ty__tensor_row(dst, t, 0, 0))[r] += bias[r];
+    }
+}
+
+static enum ty_status cpu_matmul(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w,
+                                 const struct ty_tensor *x, const struct ty_tensor *bias) {
+    struct cpu *c = be->ctx;
+    struct matmul_task m = {dst, w, x, bias, ty__type_traits(w->type)};
+    if (w->ne[0] == 0) { /* an empty sum: only the bias remains */
+        for (int64_t t = 0; t < x->ne[1]; t++)
+            for (int64_t r = 0; r < w->ne[1]; r++)
+                ((float *)ty__tensor_row(dst, t, 0, 0))[r] = bias ? ((const float *)ty__tensor_host(bias))[r] : 0;
+        return TY_OK;
+    }
+    run_split(c, (double)w->ne[0] * (double)w->ne[1] * (double)x->ne[1], matmul_rows, &m);
+    return TY_OK;
+}
+
+static enum ty_status cpu_rope(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
+                               const struct ty_tensor *pos, const struct ty_rope *rope) {
+    const int32_t *p = ty__tensor_host(pos);
+    int half = rope->n_dims / 2;
+    float cs[TY_ROPE_MAX_DIMS / 2], sn[TY_ROPE_MAX_DIMS / 2];
+    for (int64_t t = 0; t < x->ne[2]; t++) {
+        /* HF: angle = inv_freq * pos as an f32 product, then cos/sin, each times the attention factor. */
+        for (int i = 0; i < half; i++) {
+            float theta = rope->inv_freq[i] * (float)p[t];
+            cs[i] = (float)cos((double)theta) * rope->attn_factor;
+            sn[i] = (float)sin((double)theta) * rope->attn_factor;
+        }
+        for (int64_t h = 0; h < x->ne[1]; h++) {
+            const float *xr = ty__tensor_row(x, h, t, 0);
+            float *yr = ty__tensor_row(dst, h, t, 0);
+            for (int i = 0; i < half; i++) {
+                float x0 = xr[i], x1 = xr[i + half];
+                yr[i] = x0 * cs[i] - x1 * sn[i];
+                yr[i + half] = x1 * cs[i] + x0 * sn[i];
+            }
+            if (yr != xr)
+                for (int64_t i = rope->n_dims; i < x->ne[0]; i++) yr[i] = xr[i];
+        }
+    }
+    return TY_OK;
+}
+
+static enum ty_status cpu_copy(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *src) {
+    int64_t d = src->ne[0];
+    for (int64_t r = 0; r < ty__tensor_nrows(src); r++) {
+        const float *s = row_ptr(src, r);
+        void *o = row_ptr(dst, r);
+        switch (dst->type) {
+        case TY_TYPE_F32:
+            memmove(o, s, (size_t)d * sizeof(float));
+            break;
+        case TY_TYPE_F16:
+            for (int64_t i = 0; i < d; i++) ((ty_f16 *)o)[i] = ty__f32_to_f16(s[i]);
+            break;
+        case TY_TYPE_BF16:
+            for (int64_t i = 0; i < d; i++) ((ty_bf16 *)o)[i] = ty__f32_to_bf16(s[i]);
+            break;
+        default:
+            return ty__error(TY_ERR_UNSUPPORTED, "copy to %s is not supported", ty_type_name(dst->type));
+        }
+    }
+    return TY_OK;
+}
+
+struct attn_task {
+    const struct ty_tensor *dst, *q, *k, *v;
+    const struct ty_attn *attn;
+};
+
+/* One (query, head) pair: a single pass over the visible keys with a running maximum, so no score row of the
+ * context's length is ever stored (the "online softmax" of Milakov & Gimelshein, 2018). */
+static void attend_one(const struct attn_task *a, int64_t t, int64_t h) {
+    const struct ty_tensor *q = a->q, *k = a->k, *v = a->v;
+    int64_t dk = q->ne[0], dv = v->ne[0];
+    int64_t kvh = h / (q->ne[1] / k->ne[1]);
+    int64_t n_keys = a->attn->pos0 + t + 1;
+    bool f16 = k->type == TY_TYPE_F16;
+    const float *qr = ty__tensor_row(q, h, t, 0);
+    float acc[TY_ATTN_MAX_HEAD_DIM];
+    for (int64_t d = 0; d < dv; d++) acc[d] = 0.0f;
+    float max = -INFINITY, sum = 0.0f;
+    for (int64_t j = 0; j < n_keys; j++) {
+        const void *kr = ty__tensor_row(k, kvh, j, 0);
+        float score = (f16 ? dot_f16(qr, kr, dk) : dot_f32(qr, kr, dk)) * a->attn->scale;
+        if (score > max) {
+            float c = expf(max - score);
+            sum *= c;
+            for (int64_t d = 0; d < dv; d++) acc[d] *= c;
+            max = score;
+        }
+        float p = expf(score - max);
+        sum += p;
+        const void *vr = ty__tensor_row(v, kvh, j, 0);
+        if (f16)
+            for (int64_t d = 0; d < dv; d++) acc[d] += p * f16_table[((const ty_f16 *)vr)[d]];
+        else
+            for (int64_t d = 0; d < dv; d++) acc[d] += p * ((const float *)vr)[d];
+    }
+    float *out = ty__tensor_row(a->dst, h, t, 0);
+    for (int64_t d = 0; d < dv; d++) out[d] = acc[d] / sum;
+}
+
+static void attention_pairs(void *arg, int ith, int nth) {
+    const struct attn_task *a = arg;
+    int64_t n_head = a->q->ne[1];
+    int64_t i0, i1;
+    ty__split_range(a->q->ne[2] * n_head, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) attend_one(a, i / n_head, i % n_head);
+}
+
+static enum ty_status cpu_attention(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                    const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_attn *attn) {
+    struct cpu *c = be->ctx;
+    struct attn_task a = {dst, q, k, v, attn};
+    double n = (double)q->ne[2], keys = (double)attn->pos0 + (n + 1) / 2; /* average keys per query */
+    run_split(c, n * (double)q->ne[1] * keys * (double)(q->ne[0] + v->ne[0]), attention_pairs, &a);
+    return TY_OK;
+}
+
+static enum ty_status cpu_swiglu(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *gate,
+                                 const struct ty_tensor *up) {
+    int64_t d = dst->ne[0];
+    for (int64_t r = 0; r < ty__tensor_nrows(dst); r++) {
+        const float *g = row_ptr(gate, r), *u = row_ptr(up, r);
+        float *o = row_ptr(dst, r);
+        for (int64_t i = 0; i < d; i++) {
+            float silu = g[i] / (1.0f + expf(-g[i]));
+            o[i] = silu * u[i];
+        }
+    }
+    return TY_OK;
+}
+
+static enum ty_status cpu_add(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *a,
+                              const struct ty_tensor *b) {
+    int64_t d = dst->ne[0];
+    for (int64_t r = 0; r < ty__tensor_nrows(dst); r++) {
+        const float *x = row_ptr(a, r), *y = row_ptr(b, r);
+        float *o = row_ptr(dst, r);
+        for (int64_t i = 0; i < d; i++) o[i] = x[i] + y[i];
+    }
+    return TY_OK;
+}
+
+/* ==== The backend ==== */
+
+static void cpu_free(struct ty_backend *be) {
+    struct cpu *c = be->ctx;
+    ty__threadpool_free(c->pool);
+    ty_free(c);
+    ty_free(be);
+}
+
+static const struct ty_backend_iface cpu_ref_iface = {
+    .version = TY_BACKEND_IFACE_VERSION,
+    .name = "cpu-ref",
+    .free = cpu_free,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_wrap = cpu_buffer_wrap,
+    .buffer_free = cpu_buffer_free,
+    .tensor_set = cpu_tensor_set,
+    .tensor_get = cpu_tensor_get,
+    .sync = NULL, /* every op has finished when it returns */
+    .get_rows = cpu_get_rows,
+    .rms_norm = cpu_rms_norm,
+    .matmul = cpu_matmul,
+    .rope = cpu_rope,
+    .copy = cpu_copy,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+};
+
+enum ty_status ty__backend_cpu_ref_init(int n_threads, struct ty_backend **out) {
+    *out = NULL;
+    pthread_once(&f16_table_once, f16_table_init);
+    struct ty_backend *be = ty__calloc(1, sizeof *be);
+    struct cpu *c = ty__calloc(1, sizeof *c);
+    if (!be || !c) {
+        ty_free(be);
+        ty_free(c);
+        return ty__error(TY_ERR_NO_MEMORY, "out of memory creating the CPU backend");
+    }
+    enum ty_status st = ty__threadpool_init(n_threads, &c->pool);
+    if (st != TY_OK) {
+        ty_free(be);
+        ty_free(c);
+        return st;
+    }
+    be->iface = &cpu_ref_iface;
+    be->ctx = c;
+    *out = be;
+    return TY_OK;
+}

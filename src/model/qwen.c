@@ -1,0 +1,115 @@
+/*
+ * qwen.c - the Qwen2 / Qwen3 decoder forward pass, written once against the backend interface (chip/backend.h) so
+ * that every backend runs the same graph. It follows Hugging Face transformers' Qwen2Model / Qwen3Model:
+ *
+ *   x = embed(tokens)
+ *   per layer:  h = rms_norm(x);  q, k, v = h Wq + bq, h Wk + bk, h Wv + bv      (biases: Qwen2)
+ *               q, k = rms_norm per head (q_norm, k_norm)                        (Qwen3 only)
+ *               q, k = rope(q), rope(k);  cache <- k, v
+ *               x = x + attention(q, cache) Wo
+ *               h = rms_norm(x);  x = x + (silu(h Wgate) * h Wup) Wdown
+ *   logits = rms_norm(x) Woutput                                                 (Woutput = embed when tied)
+ *
+ * Keys and values are always read back from the cache, also for the tokens of the current batch, so a batch and
+ * token-by-token decoding see the same (possibly f16-rounded) values.
+ */
+#include "model/model-impl.h"
+
+#include <math.h>
+
+#define OP(call) TY_TRY(call)
+
+/* The first n token columns of a (d, n_batch) activation. */
+static struct ty_tensor cols(const struct ty_tensor *t, int64_t first, int64_t n) {
+    return ty__tensor_slice(t, 1, first, n);
+}
+
+/* A (head_dim, n_heads, n_batch) activation as (head_dim * n_heads, n) columns for a matrix product. */
+static struct ty_tensor flat_cols(const struct ty_tensor *t, int64_t n) {
+    struct ty_tensor f = ty__tensor_reshape(t, t->ne[0] * t->ne[1], t->ne[2], 1, 1);
+    return ty__tensor_slice(&f, 1, 0, n);
+}
+
+static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, const struct ty_tensor *pos) {
+    const struct ty_model *m = ctx->model;
+    const struct ty_hparams *hp = &m->hp;
+    const struct ty_layer *l = &m->layers[il];
+    struct ty_backend *be = ctx->be;
+    int32_t p0 = ctx->n_past;
+
+    struct ty_tensor x = cols(&ctx->x, 0, n), xn = cols(&ctx->xn, 0, n), proj = cols(&ctx->proj, 0, n);
+    struct ty_tensor q2 = flat_cols(&ctx->q, n), k2 = flat_cols(&ctx->k, n), v2 = flat_cols(&ctx->v, n);
+    struct ty_tensor q3 = ty__tensor_slice(&ctx->q, 2, 0, n), k3 = ty__tensor_slice(&ctx->k, 2, 0, n);
+    struct ty_tensor v3 = ty__tensor_slice(&ctx->v, 2, 0, n);
+    struct ty_tensor att2 = flat_cols(&ctx->att, n), att3 = ty__tensor_slice(&ctx->att, 2, 0, n);
+
+    /* attention block */
+    OP(ty__backend_rms_norm(be, &xn, &x, l->attn_norm, hp->norm_eps));
+    OP(ty__backend_matmul(be, &q2, l->wq, &xn, l->bq));
+    OP(ty__backend_matmul(be, &k2, l->wk, &xn, l->bk));
+    OP(ty__backend_matmul(be, &v2, l->wv, &xn, l->bv));
+    if (l->q_norm) OP(ty__backend_rms_norm(be, &q3, &q3, l->q_norm, hp->norm_eps));
+    if (l->k_norm) OP(ty__backend_rms_norm(be, &k3, &k3, l->k_norm, hp->norm_eps));
+    OP(ty__backend_rope(be, &q3, &q3, pos, &m->rope));
+    OP(ty__backend_rope(be, &k3, &k3, pos, &m->rope));
+
+    struct ty_tensor k_new = ty__tensor_slice(&ctx->k_cache[il], 2, p0, n);
+    struct ty_tensor v_new = ty__tensor_slice(&ctx->v_cache[il], 2, p0, n);
+    OP(ty__backend_copy(be, &k_new, &k3));
+    OP(ty__backend_copy(be, &v_new, &v3));
+    struct ty_tensor k_all = ty__tensor_slice(&ctx->k_cache[il], 2, 0, p0 + n);
+    struct ty_tensor v_all = ty__tensor_slice(&ctx->v_cache[il], 2, 0, p0 + n);
+    /* HF multiplies the f32 scores by head_dim ** -0.5 (a double rounded to f32 by the kernel). */
+    struct ty_attn attn = {(float)(1.0 / sqrt((double)hp->head_dim_k)), p0};
+    OP(ty__backend_attention(be, &att3, &q3, &k_all, &v_all, &attn));
+    OP(ty__backend_matmul(be, &proj, l->wo, &att2, NULL));
+    OP(ty__backend_add(be, &x, &x, &proj));
+
+    /* feed-forward block */
+    struct ty_tensor gate = cols(&ctx->gate, 0, n), up = cols(&ctx->up, 0, n);
+    OP(ty__backend_rms_norm(be, &xn, &x, l->ffn_norm, hp->norm_eps));
+    OP(ty__backend_matmul(be, &gate, l->w_gate, &xn, NULL));
+    OP(ty__backend_matmul(be, &up, l->w_up, &xn, NULL));
+    OP(ty__backend_swiglu(be, &gate, &gate, &up));
+    OP(ty__backend_matmul(be, &proj, l->w_down, &gate, NULL));
+    OP(ty__backend_add(be, &x, &x, &proj));
+    return TY_OK;
+}
+
+/* Final norm and output projection of token columns [first, first + n), n <= the logits tensor's columns, copied to
+ * host `out` (n rows of n_vocab floats). */
+static enum ty_status output_rows(struct ty_context *ctx, int32_t first, int32_t n, float *out) {
+    const struct ty_model *m = ctx->model;
+    struct ty_backend *be = ctx->be;
+    struct ty_tensor x = cols(&ctx->x, first, n), xn = cols(&ctx->xn, first, n);
+    struct ty_tensor lg = cols(&ctx->logits, 0, n);
+    OP(ty__backend_rms_norm(be, &xn, &x, m->output_norm, m->hp.norm_eps));
+    OP(ty__backend_matmul(be, &lg, m->output, &xn, NULL));
+    return ty__backend_tensor_get(be, &lg, out, 0, (size_t)n * (size_t)m->hp.n_vocab * sizeof(float));
+}
+
+enum ty_status ty__qwen_forward(struct ty_context *ctx, const int32_t *tokens, int32_t n, bool all, bool last,
+                                float *logits) {
+    const struct ty_model *m = ctx->model;
+    struct ty_backend *be = ctx->be;
+    TY_ASSERT(n > 0 && n <= ctx->n_batch && ctx->n_past + n <= ctx->n_ctx);
+
+    struct ty_tensor ids = ty__tensor_slice(&ctx->ids, 0, 0, n), pos = ty__tensor_slice(&ctx->pos, 0, 0, n);
+    for (int32_t i = 0; i < n; i++) ctx->host_pos[i] = ctx->n_past + i;
+    OP(ty__backend_tensor_set(be, &ids, tokens, 0, (size_t)n * sizeof(int32_t)));
+    OP(ty__backend_tensor_set(be, &pos, ctx->host_pos, 0, (size_t)n * sizeof(int32_t)));
+
+    struct ty_tensor x = cols(&ctx->x, 0, n);
+    OP(ty__backend_get_rows(be, &x, m->tok_embd, &ids));
+    for (int il = 0; il < m->hp.n_layer; il++) TY_TRY(layer_forward(ctx, il, n, &pos));
+
+    size_t row = (size_t)m->hp.n_vocab;
+    int32_t chunk = (int32_t)ctx->logits.ne[1];
+    if (all) {
+        for (int32_t c0 = 0; c0 < n; c0 += chunk)
+            TY_TRY(output_rows(ctx, c0, n - c0 < chunk ? n - c0 : chunk, logits + (size_t)c0 * row));
+    } else if (last) {
+        TY_TRY(output_rows(ctx, n - 1, 1, logits));
+    }
+    return ty__backend_sync(be);
+}
