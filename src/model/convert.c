@@ -1,0 +1,802 @@
+/*
+ * convert.c - Hugging Face checkpoint to GGUF: reads config.json, maps each safetensors tensor to its llama.cpp name,
+ * converts the data tensor by tensor into the chosen type, and writes the hyperparameters, tokenizer and chat template
+ * as the metadata keys llama.cpp's convert_hf_to_gguf.py writes for the same architecture.
+ *
+ * What is supported is data, not code: `archs[]` lists the Hugging Face architectures and the tensors each one has
+ * (`rules[]`), so a new dense variant is a table row. MoE and hybrid (Qwen3-Next) models need expert and
+ * linear-attention rules and keys; they are refused by name until then.
+ *
+ * Layout: safetensors and GGUF store the same row-major bytes; GGUF lists dimensions fastest-first, so a PyTorch
+ * [out, in] weight becomes ne = {in, out} with no transpose. Qwen2/Qwen3 use NeoX-style RoPE (rotate halves), so unlike
+ * llama.cpp's LLaMA conversion no q/k permutation is applied.
+ */
+#include "model/convert.h"
+
+#include "base/threads.h"
+#include "model/gguf.h"
+#include "model/quant.h"
+#include "model/safetensors.h"
+#include "model/tokenizer-impl.h" /* ty__tokenizer_pad_vocab, ty__tokenizer_chat_template */
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+/* ==== Architectures and tensor names ==== */
+
+/* Which models of the table a rule applies to. */
+enum need {
+    NEED_ALWAYS,   /* every architecture, required */
+    NEED_UNTIED,   /* required unless tie_word_embeddings (then skipped if present) */
+    NEED_QKV_BIAS, /* required where arch->qkv_bias, unexpected elsewhere */
+    NEED_QK_NORM,  /* required where arch->qk_norm, unexpected elsewhere */
+};
+
+/* Expected PyTorch shapes, in terms of the config. */
+enum shape {
+    SH_VOCAB_EMBD, /* [n_vocab, n_embd] */
+    SH_EMBD,       /* [n_embd] */
+    SH_QO_EMBD,    /* [n_head * head_dim, n_embd] */
+    SH_KV_EMBD,    /* [n_head_kv * head_dim, n_embd] */
+    SH_EMBD_QO,    /* [n_embd, n_head * head_dim] */
+    SH_QO,         /* [n_head * head_dim] */
+    SH_KV,         /* [n_head_kv * head_dim] */
+    SH_HEAD,       /* [head_dim] */
+    SH_FF_EMBD,    /* [n_ff, n_embd] */
+    SH_EMBD_FF     /* [n_embd, n_ff] */
+};
+
+struct rule {
+    const char *hf;   /* full name, or for per-layer rules the part after "model.layers.N." */
+    const char *gguf; /* full name, or the part after "blk.N." */
+    bool per_layer;
+    enum need need;
+    enum shape shape;
+};
+
+/* In the order tensors are written: embeddings, then each block, then the head (llama.cpp's usual order). */
+static const struct rule rules[] = {
+    {"model.embed_tokens.weight", "token_embd.weight", false, NEED_ALWAYS, SH_VOCAB_EMBD},
+    {"input_layernorm.weight", "attn_norm.weight", true, NEED_ALWAYS, SH_EMBD},
+    {"self_attn.q_proj.weight", "attn_q.weight", true, NEED_ALWAYS, SH_QO_EMBD},
+    {"self_attn.q_proj.bias", "attn_q.bias", true, NEED_QKV_BIAS, SH_QO},
+    {"self_attn.k_proj.weight", "attn_k.weight", true, NEED_ALWAYS, SH_KV_EMBD},
+    {"self_attn.k_proj.bias", "attn_k.bias", true, NEED_QKV_BIAS, SH_KV},
+    {"self_attn.v_proj.weight", "attn_v.weight", true, NEED_ALWAYS, SH_KV_EMBD},
+    {"self_attn.v_proj.bias", "attn_v.bias", true, NEED_QKV_BIAS, SH_KV},
+    {"self_attn.q_norm.weight", "attn_q_norm.weight", true, NEED_QK_NORM, SH_HEAD},
+    {"self_attn.k_norm.weight", "attn_k_norm.weight", true, NEED_QK_NORM, SH_HEAD},
+    {"self_attn.o_proj.weight", "attn_output.weight", true, NEED_ALWAYS, SH_EMBD_QO},
+    {"post_attention_layernorm.weight", "ffn_norm.weight", true, NEED_ALWAYS, SH_EMBD},
+    {"mlp.gate_proj.weight", "ffn_gate.weight", true, NEED_ALWAYS, SH_FF_EMBD},
+    {"mlp.up_proj.weight", "ffn_up.weight", true, NEED_ALWAYS, SH_FF_EMBD},
+    {"mlp.down_proj.weight", "ffn_down.weight", true, NEED_ALWAYS, SH_EMBD_FF},
+    {"model.norm.weight", "output_norm.weight", false, NEED_ALWAYS, SH_EMBD},
+    {"lm_head.weight", "output.weight", false, NEED_UNTIED, SH_VOCAB_EMBD},
+};
+#define N_RULES (int)(sizeof rules / sizeof rules[0])
+
+struct arch {
+    const char *hf;   /* config.json "architectures"[0] */
+    const char *gguf; /* general.architecture */
+    bool qkv_bias;    /* q/k/v projections carry biases */
+    bool qk_norm;     /* per-head RMS norms on q and k */
+};
+
+static const struct arch archs[] = {
+    {"Qwen2ForCausalLM", "qwen2", true, false},
+    {"Qwen3ForCausalLM", "qwen3", false, true},
+};
+#define N_ARCHS (int)(sizeof archs / sizeof archs[0])
+
+const char *ty__convert_supported_archs(void) {
+    return "Qwen2ForCausalLM, Qwen3ForCausalLM";
+}
+
+static bool rule_applies(const struct rule *r, const struct arch *a) {
+    switch (r->need) {
+    case NEED_QKV_BIAS:
+        return a->qkv_bias;
+    case NEED_QK_NORM:
+        return a->qk_norm;
+    default:
+        return true;
+    }
+}
+
+/* ==== Types ==== */
+
+bool ty__convert_type_ok(enum ty_type type) {
+    if (type == TY_TYPE_Q8_K) return false; /* an activation format for dot products, never stored */
+    const struct ty_type_traits *tt = ty__type_traits(type);
+    return tt && tt->from_float;
+}
+
+int ty__convert_file_type(enum ty_type type) {
+    /* llama.cpp's LLAMA_FTYPE values; the K types map to their "_S" (all-one-type) variants. */
+    switch (type) {
+    case TY_TYPE_F32:
+        return 0;
+    case TY_TYPE_F16:
+        return 1;
+    case TY_TYPE_Q4_0:
+        return 2;
+    case TY_TYPE_Q4_1:
+        return 3;
+    case TY_TYPE_Q8_0:
+        return 7;
+    case TY_TYPE_Q5_0:
+        return 8;
+    case TY_TYPE_Q5_1:
+        return 9;
+    case TY_TYPE_Q2_K:
+        return 10;
+    case TY_TYPE_Q3_K:
+        return 11;
+    case TY_TYPE_Q4_K:
+        return 14;
+    case TY_TYPE_Q5_K:
+        return 16;
+    case TY_TYPE_Q6_K:
+        return 18;
+    case TY_TYPE_BF16:
+        return 32;
+    default:
+        return -1;
+    }
+}
+
+struct ty_convert_params ty__convert_default_params(void) {
+    struct ty_convert_params p = {.type = TY_TYPE_F16, .name = NULL, .n_threads = 0};
+    return p;
+}
+
+/* ==== config.json ==== */
+
+struct hparams {
+    const struct arch *arch;
+    int64_t n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, n_ctx;
+    double rope_theta, norm_eps;
+    bool tied;
+    /* RoPE scaling: type NULL when none */
+    const char *rope_type;
+    double rope_factor;
+    int64_t rope_orig_ctx;
+    bool has_attn_factor, has_beta_fast, has_beta_slow, has_ext_factor;
+    double attn_factor, beta_fast, beta_slow, ext_factor;
+};
+
+static enum ty_status cfg_int(const char *path, const json_t *cfg, const char *key, bool required, int64_t def,
+                              int64_t min, int64_t max, int64_t *out) {
+    const json_t *v = json_object_get(cfg, key);
+    if (!v || json_is_null(v)) {
+        if (required) return ty__error(TY_ERR_FORMAT, "%s: missing \"%s\"", path, key);
+        *out = def;
+        return TY_OK;
+    }
+    if (!json_is_integer(v)) return ty__error(TY_ERR_FORMAT, "%s: \"%s\" must be an integer", path, key);
+    int64_t x = json_integer_value(v);
+    if (x < min || x > max)
+        return ty__error(TY_ERR_FORMAT, "%s: \"%s\" = %lld is outside [%lld, %lld]", path, key, (long long)x,
+                         (long long)min, (long long)max);
+    *out = x;
+    return TY_OK;
+}
+
+static enum ty_status cfg_num(const char *path, const json_t *obj, const char *key, bool *present, double *out) {
+    const json_t *v = json_object_get(obj, key);
+    *present = false;
+    if (!v || json_is_null(v)) return TY_OK;
+    if (!json_is_number(v) || !isfinite(json_number_value(v)))
+        return ty__error(TY_ERR_FORMAT, "%s: \"%s\" must be a finite number", path, key);
+    *present = true;
+    *out = json_number_value(v);
+    return TY_OK;
+}
+
+static enum ty_status parse_rope_scaling(const char *path, const json_t *cfg, struct hparams *hp) {
+    /* transformers 5 folds everything into "rope_parameters"; 4.x uses "rope_scaling" (and "type" before
+     * "rope_type"). */
+    const json_t *rs = json_object_get(cfg, "rope_parameters");
+    if (!json_is_object(rs)) rs = json_object_get(cfg, "rope_scaling");
+    if (!rs || json_is_null(rs)) return TY_OK;
+    if (!json_is_object(rs)) return ty__error(TY_ERR_FORMAT, "%s: \"rope_scaling\" must be an object", path);
+    bool present;
+    double theta;
+    TY_TRY(cfg_num(path, rs, "rope_theta", &present, &theta));
+    if (present) hp->rope_theta = theta;
+    const json_t *jt = json_object_get(rs, "rope_type");
+    if (!json_is_string(jt)) jt = json_object_get(rs, "type");
+    if (!jt || json_is_null(jt)) return TY_OK;
+    if (!json_is_string(jt)) return ty__error(TY_ERR_FORMAT, "%s: rope_scaling \"rope_type\" must be a string", path);
+    const char *type = json_string_value(jt);
+    if (!strcmp(type, "default")) return TY_OK;
+    if (strcmp(type, "linear") && strcmp(type, "yarn"))
+        return ty__error(TY_ERR_UNSUPPORTED, "%s: RoPE scaling type \"%s\" is not supported (supported: linear, yarn)",
+                         path, type);
+    hp->rope_type = !strcmp(type, "linear") ? "linear" : "yarn";
+    TY_TRY(cfg_num(path, rs, "factor", &present, &hp->rope_factor));
+    if (!present || !(hp->rope_factor > 0))
+        return ty__error(TY_ERR_FORMAT, "%s: rope_scaling of type %s needs a positive \"factor\"", path, type);
+    if (!strcmp(type, "linear")) return TY_OK;
+
+    /* YaRN, with transformers' defaults: original context = max_position_embeddings when not given. */
+    TY_TRY(cfg_int(path, rs, "original_max_position_embeddings", false, hp->n_ctx, 1, INT32_MAX, &hp->rope_orig_ctx));
+    TY_TRY(cfg_num(path, rs, "attention_factor", &hp->has_attn_factor, &hp->attn_factor));
+    TY_TRY(cfg_num(path, rs, "beta_fast", &hp->has_beta_fast, &hp->beta_fast));
+    TY_TRY(cfg_num(path, rs, "beta_slow", &hp->has_beta_slow, &hp->beta_slow));
+    TY_TRY(cfg_num(path, rs, "extrapolation_factor", &hp->has_ext_factor, &hp->ext_factor));
+    double unused;
+    TY_TRY(cfg_num(path, rs, "mscale", &present, &unused));
+    bool present2;
+    TY_TRY(cfg_num(path, rs, "mscale_all_dim", &present2, &unused));
+    if (present || present2)
+        return ty__error(TY_ERR_UNSUPPORTED, "%s: YaRN \"mscale\"/\"mscale_all_dim\" are not supported", path);
+    const json_t *tr = json_object_get(rs, "truncate");
+    if (tr && !json_is_true(tr) && !json_is_null(tr))
+        return ty__error(TY_ERR_UNSUPPORTED, "%s: YaRN with \"truncate\": false is not supported", path);
+    return TY_OK;
+}
+
+static enum ty_status parse_config(const char *path, const json_t *cfg, struct hparams *hp) {
+    memset(hp, 0, sizeof *hp);
+    if (!json_is_object(cfg)) return ty__error(TY_ERR_FORMAT, "%s: not a JSON object", path);
+    const json_t *ja = json_object_get(cfg, "architectures");
+    const char *an = json_is_array(ja) ? json_string_value(json_array_get(ja, 0)) : NULL;
+    if (!an)
+        return ty__error(TY_ERR_FORMAT, "%s: no \"architectures\" list; supported: %s", path,
+                         ty__convert_supported_archs());
+    for (int i = 0; i < N_ARCHS; i++)
+        if (!strcmp(archs[i].hf, an)) hp->arch = &archs[i];
+    if (!hp->arch)
+        return ty__error(TY_ERR_UNSUPPORTED, "%s: architecture %s is not supported; supported: %s", path, an,
+                         ty__convert_supported_archs());
+
+    const int64_t big = INT32_MAX;
+    TY_TRY(cfg_int(path, cfg, "hidden_size", true, 0, 1, big, &hp->n_embd));
+    TY_TRY(cfg_int(path, cfg, "intermediate_size", true, 0, 1, big, &hp->n_ff));
+    TY_TRY(cfg_int(path, cfg, "num_hidden_layers", true, 0, 1, 100000, &hp->n_layer));
+    TY_TRY(cfg_int(path, cfg, "num_attention_heads", true, 0, 1, big, &hp->n_head));
+    TY_TRY(cfg_int(path, cfg, "num_key_value_heads", false, hp->n_head, 1, big, &hp->n_head_kv));
+    TY_TRY(cfg_int(path, cfg, "max_position_embeddings", true, 0, 1, big, &hp->n_ctx));
+    TY_TRY(cfg_int(path, cfg, "vocab_size", false, 0, 0, big, &hp->n_vocab)); /* 0: take it from the embedding */
+    if (hp->n_head % hp->n_head_kv)
+        return ty__error(TY_ERR_FORMAT, "%s: num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
+                         path, (long long)hp->n_head, (long long)hp->n_head_kv);
+    if (!json_object_get(cfg, "head_dim") || json_is_null(json_object_get(cfg, "head_dim"))) {
+        if (hp->n_embd % hp->n_head)
+            return ty__error(TY_ERR_FORMAT, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld", path,
+                             (long long)hp->n_embd, (long long)hp->n_head);
+        hp->head_dim = hp->n_embd / hp->n_head;
+    } else {
+        TY_TRY(cfg_int(path, cfg, "head_dim", true, 0, 2, 65536, &hp->head_dim));
+    }
+    if (hp->head_dim % 2)
+        return ty__error(TY_ERR_FORMAT, "%s: head_dim %lld is odd; RoPE needs pairs", path, (long long)hp->head_dim);
+
+    bool present;
+    hp->rope_theta = 10000.0; /* transformers' default for Qwen2/Qwen3 */
+    double v;
+    TY_TRY(cfg_num(path, cfg, "rope_theta", &present, &v));
+    if (present) hp->rope_theta = v;
+    hp->norm_eps = 1e-6;
+    TY_TRY(cfg_num(path, cfg, "rms_norm_eps", &present, &v));
+    if (present) hp->norm_eps = v;
+    if (!(hp->rope_theta > 0) || !(hp->norm_eps > 0))
+        return ty__error(TY_ERR_FORMAT, "%s: rope_theta and rms_norm_eps must be positive", path);
+
+    const json_t *tie = json_object_get(cfg, "tie_word_embeddings");
+    if (tie && !json_is_boolean(tie))
+        return ty__error(TY_ERR_FORMAT, "%s: \"tie_word_embeddings\" must be true or false", path);
+    hp->tied = json_is_true(tie); /* Qwen2Config and Qwen3Config default to false */
+
+    const json_t *act = json_object_get(cfg, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
+        return ty__error(TY_ERR_UNSUPPORTED, "%s: hidden_act %s is not supported (Qwen uses silu)", path,
+                         json_is_string(act) ? json_string_value(act) : "(not a string)");
+    const json_t *bias = json_object_get(cfg, "attention_bias");
+    if (!hp->arch->qkv_bias && json_is_true(bias))
+        return ty__error(TY_ERR_UNSUPPORTED, "%s: %s with attention_bias = true is not supported", path, an);
+
+    /* Sliding-window layers change the attention mask; refuse rather than convert a model we would run wrongly. */
+    const json_t *lt = json_object_get(cfg, "layer_types");
+    size_t i;
+    const json_t *e;
+    json_array_foreach(lt, i, e) {
+        if (json_is_string(e) && strcmp(json_string_value(e), "full_attention"))
+            return ty__error(TY_ERR_UNSUPPORTED, "%s: layer %zu is \"%s\"; only full attention is supported", path, i,
+                             json_string_value(e));
+    }
+    if (!lt && json_is_true(json_object_get(cfg, "use_sliding_window")))
+        return ty__error(TY_ERR_UNSUPPORTED, "%s: use_sliding_window = true is not supported", path);
+    return parse_rope_scaling(path, cfg, hp);
+}
+
+static void expected_shape(const struct hparams *hp, enum shape s, int *n, int64_t d[2]) {
+    int64_t qo = hp->n_head * hp->head_dim, kv = hp->n_head_kv * hp->head_dim;
+    *n = 2;
+    switch (s) {
+    case SH_VOCAB_EMBD:
+        d[0] = hp->n_vocab, d[1] = hp->n_embd;
+        break;
+    case SH_QO_EMBD:
+        d[0] = qo, d[1] = hp->n_embd;
+        break;
+    case SH_KV_EMBD:
+        d[0] = kv, d[1] = hp->n_embd;
+        break;
+    case SH_EMBD_QO:
+        d[0] = hp->n_embd, d[1] = qo;
+        break;
+    case SH_FF_EMBD:
+        d[0] = hp->n_ff, d[1] = hp->n_embd;
+        break;
+    case SH_EMBD_FF:
+        d[0] = hp->n_embd, d[1] = hp->n_ff;
+        break;
+    case SH_EMBD:
+        *n = 1, d[0] = hp->n_embd;
+        break;
+    case SH_QO:
+        *n = 1, d[0] = qo;
+        break;
+    case SH_KV:
+        *n = 1, d[0] = kv;
+        break;
+    case SH_HEAD:
+        *n = 1, d[0] = hp->head_dim;
+        break;
+    }
+}
+
+static void shape_str(char *buf, size_t cap, int n, const int64_t *d) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < n && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)d[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+/* ==== Planning: which checkpoint tensor becomes which GGUF tensor ==== */
+
+struct item {
+    const struct ty_st_tensor *src;
+    char name[96];
+    enum ty_type type;
+    int n_dims;
+    int64_t ne[2]; /* GGUF order: ne[0] = the last PyTorch dimension */
+};
+
+struct plan {
+    struct item *items;
+    int n_items;
+    int cap;
+};
+
+static enum ty_status plan_add(struct plan *p, const struct ty_st_tensor *src, const char *name) {
+    if (p->n_items == p->cap) {
+        int cap = p->cap ? 2 * p->cap : 64;
+        struct item *it = ty__realloc(p->items, sizeof *it * (size_t)cap);
+        if (!it) return ty__error(TY_ERR_NO_MEMORY, "out of memory");
+        p->items = it;
+        p->cap = cap;
+    }
+    struct item *it = &p->items[p->n_items++];
+    memset(it, 0, sizeof *it);
+    it->src = src;
+    snprintf(it->name, sizeof it->name, "%s", name);
+    return TY_OK;
+}
+
+/* Parses "model.layers.<n>.<rest>" with n a canonical decimal; returns rest or NULL. */
+static const char *layer_suffix(const char *name, int64_t *layer) {
+    static const char prefix[] = "model.layers.";
+    if (strncmp(name, prefix, sizeof prefix - 1)) return NULL;
+    const char *p = name + sizeof prefix - 1;
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9')) return NULL;
+    int64_t n = 0;
+    while (*p >= '0' && *p <= '9') {
+        n = n * 10 + (*p - '0');
+        if (n > 1000000) return NULL;
+        p++;
+    }
+    if (*p != '.') return NULL;
+    *layer = n;
+    return p + 1;
+}
+
+static bool is_ignorable(const char *name) {
+    /* Rotary tables some exporters saved as buffers: recomputed from rope_theta. */
+    size_t n = strlen(name);
+    static const char inv[] = ".rotary_emb.inv_freq";
+    return n >= sizeof inv - 1 && !strcmp(name + n - (sizeof inv - 1), inv);
+}
+
+static enum ty_status build_plan(const struct ty_checkpoint *ck, const struct hparams *hp, struct plan *plan) {
+    const struct arch *a = hp->arch;
+    /* Every checkpoint tensor must be accounted for: mapped, skipped for a stated reason, or an error. */
+    int64_t n = ty__checkpoint_n_tensors(ck);
+    struct ty_buf unknown = {0};
+    int n_unknown = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const struct ty_st_tensor *t = ty__checkpoint_tensor(ck, i);
+        int64_t layer = -1;
+        const char *rest = layer_suffix(t->name, &layer);
+        bool known = false;
+        for (int r = 0; r < N_RULES && !known; r++) {
+            const struct rule *ru = &rules[r];
+            if (!rule_applies(ru, a)) continue;
+            known = ru->per_layer ? (rest && layer < hp->n_layer && !strcmp(rest, ru->hf)) : !strcmp(t->name, ru->hf);
+        }
+        if (known) continue;
+        if (is_ignorable(t->name)) {
+            TY_LOG_W("convert: skipping %s (recomputed at run time)", t->name);
+            continue;
+        }
+        if (n_unknown < 8) ty__buf_printf(&unknown, "%s%s", n_unknown ? ", " : "", t->name);
+        n_unknown++;
+    }
+    if (n_unknown) {
+        if (n_unknown > 8) ty__buf_printf(&unknown, ", ... (%d in all)", n_unknown);
+        enum ty_status st =
+            ty__error(TY_ERR_UNSUPPORTED,
+                      "%s checkpoint has tensors that are not part of a %s model: %s; the checkpoint does not match "
+                      "its config.json, or it is a variant Tongyun cannot convert",
+                      a->hf, a->gguf, unknown.data ? unknown.data : "?");
+        ty__buf_free(&unknown);
+        return st;
+    }
+    ty__buf_free(&unknown);
+
+    /* Then in write order, checking presence and shape. */
+    char name[96], hfname[128];
+    for (int pass = 0; pass < 3; pass++) {
+        /* pass 0: globals before the blocks; pass 1: blocks; pass 2: globals after the blocks */
+        int64_t layers = pass == 1 ? hp->n_layer : 1;
+        for (int64_t l = 0; l < layers; l++) {
+            for (int r = 0; r < N_RULES; r++) {
+                const struct rule *ru = &rules[r];
+                if (ru->per_layer != (pass == 1)) continue;
+                if (pass != 1 && ((pass == 0) != (r == 0))) continue;
+                if (!rule_applies(ru, a)) continue;
+                if (ru->per_layer) {
+                    snprintf(hfname, sizeof hfname, "model.layers.%lld.%s", (long long)l, ru->hf);
+                    snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, ru->gguf);
+                } else {
+                    snprintf(hfname, sizeof hfname, "%s", ru->hf);
+                    snprintf(name, sizeof name, "%s", ru->gguf);
+                }
+                const struct ty_st_tensor *t = ty__checkpoint_find(ck, hfname);
+                if (ru->need == NEED_UNTIED && hp->tied) {
+                    if (t)
+                        TY_LOG_I("convert: %s ignored: tie_word_embeddings is true (the output reuses token_embd)",
+                                 hfname);
+                    continue;
+                }
+                if (!t) {
+                    if (ru->need == NEED_UNTIED)
+                        return ty__error(TY_ERR_FORMAT,
+                                         "tensor %s is missing and config.json says tie_word_embeddings is false; the "
+                                         "checkpoint is incomplete",
+                                         hfname);
+                    return ty__error(TY_ERR_FORMAT, "tensor %s is missing; a %s checkpoint must have it", hfname,
+                                     a->hf);
+                }
+                int en;
+                int64_t ed[2];
+                expected_shape(hp, ru->shape, &en, ed);
+                bool ok = t->n_dims == en;
+                for (int d = 0; ok && d < en; d++) ok = t->shape[d] == ed[d];
+                if (!ok) {
+                    char got[64], want[64];
+                    shape_str(got, sizeof got, t->n_dims, t->shape);
+                    shape_str(want, sizeof want, en, ed);
+                    return ty__error(TY_ERR_FORMAT, "%s: tensor %s has shape %s but config.json implies %s", t->file,
+                                     hfname, got, want);
+                }
+                TY_TRY(plan_add(plan, t, name));
+                struct item *it = &plan->items[plan->n_items - 1];
+                it->n_dims = en;
+                it->ne[0] = en == 2 ? ed[1] : ed[0];
+                it->ne[1] = en == 2 ? ed[0] : 1;
+            }
+        }
+    }
+    return TY_OK;
+}
+
+/* ==== Metadata ==== */
+
+static enum ty_status set_u32(struct ty_gguf_writer *w, const char *arch, const char *key, int64_t v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return ty__gguf_writer_set_u32(w, k, (uint32_t)v);
+}
+
+static enum ty_status set_f32(struct ty_gguf_writer *w, const char *arch, const char *key, double v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return ty__gguf_writer_set_f32(w, k, (float)v);
+}
+
+static enum ty_status write_hparams(struct ty_gguf_writer *w, const struct hparams *hp, const char *name,
+                                    enum ty_type type) {
+    const char *a = hp->arch->gguf;
+    TY_TRY(ty__gguf_writer_set_str(w, "general.architecture", a));
+    TY_TRY(ty__gguf_writer_set_str(w, "general.name", name));
+    TY_TRY(ty__gguf_writer_set_u32(w, "general.file_type", (uint32_t)ty__convert_file_type(type)));
+    TY_TRY(ty__gguf_writer_set_u32(w, "general.quantization_version", 2));
+    TY_TRY(set_u32(w, a, "block_count", hp->n_layer));
+    TY_TRY(set_u32(w, a, "context_length", hp->n_ctx));
+    TY_TRY(set_u32(w, a, "embedding_length", hp->n_embd));
+    TY_TRY(set_u32(w, a, "feed_forward_length", hp->n_ff));
+    TY_TRY(set_u32(w, a, "attention.head_count", hp->n_head));
+    TY_TRY(set_u32(w, a, "attention.head_count_kv", hp->n_head_kv));
+    TY_TRY(set_f32(w, a, "rope.freq_base", hp->rope_theta));
+    TY_TRY(set_f32(w, a, "attention.layer_norm_rms_epsilon", hp->norm_eps));
+    /* llama.cpp writes these only when config.json has head_dim; writing them always is equivalent and explicit. */
+    TY_TRY(set_u32(w, a, "attention.key_length", hp->head_dim));
+    TY_TRY(set_u32(w, a, "attention.value_length", hp->head_dim));
+    if (hp->rope_type) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", a);
+        TY_TRY(ty__gguf_writer_set_str(w, k, hp->rope_type));
+        TY_TRY(set_f32(w, a, "rope.scaling.factor", hp->rope_factor));
+        if (!strcmp(hp->rope_type, "yarn")) {
+            TY_TRY(set_u32(w, a, "rope.scaling.original_context_length", hp->rope_orig_ctx));
+            if (hp->has_ext_factor) TY_TRY(set_f32(w, a, "rope.scaling.yarn_ext_factor", hp->ext_factor));
+            if (hp->has_attn_factor) TY_TRY(set_f32(w, a, "rope.scaling.yarn_attn_factor", hp->attn_factor));
+            if (hp->has_beta_fast) TY_TRY(set_f32(w, a, "rope.scaling.yarn_beta_fast", hp->beta_fast));
+            if (hp->has_beta_slow) TY_TRY(set_f32(w, a, "rope.scaling.yarn_beta_slow", hp->beta_slow));
+        }
+    }
+    return TY_OK;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = ty__malloc(a + b + 2);
+    if (!p) return NULL;
+    snprintf(p, a + b + 2, "%s%s%s", dir, a && dir[a - 1] == '/' ? "" : "/", name);
+    return p;
+}
+
+static bool exists(const char *path) {
+    struct stat s;
+    return stat(path, &s) == 0 && S_ISREG(s.st_mode);
+}
+
+/* The tokenizer carries tokenizer_config.json's chat template into tokenizer.chat_template; newer transformers
+ * versions save it beside that file as chat_template.jinja instead, which is read here. */
+static enum ty_status write_chat_template(struct ty_gguf_writer *w, const struct ty_tokenizer *tok, const char *dir) {
+    if (ty__tokenizer_chat_template(tok)) return TY_OK;
+    char *jinja = join(dir, "chat_template.jinja");
+    if (!jinja) return ty__error(TY_ERR_NO_MEMORY, "out of memory");
+    enum ty_status st = TY_OK;
+    if (exists(jinja)) {
+        char *text = NULL;
+        st = ty__file_read(jinja, (size_t)16 << 20, &text, NULL);
+        if (st == TY_OK) st = ty__gguf_writer_set_str(w, "tokenizer.chat_template", text);
+        ty_free(text);
+    } else {
+        TY_LOG_W("convert: no chat template in %s (tokenizer_config.json or chat_template.jinja); the GGUF has none",
+                 dir);
+    }
+    ty_free(jinja);
+    return st;
+}
+
+/* ==== Tensor data ==== */
+
+struct scratch {
+    struct ty_threadpool *pool;
+    float *f32;
+    size_t f32_cap; /* floats */
+    uint8_t *out;
+    size_t out_cap; /* bytes */
+};
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return true;
+    void *q = ty__realloc(*p, need * elem);
+    if (!q) return false;
+    *p = q;
+    *cap = need;
+    return true;
+}
+
+static bool same_type(enum ty_st_dtype d, enum ty_type t) {
+    return (d == TY_ST_F32 && t == TY_TYPE_F32) || (d == TY_ST_F16 && t == TY_TYPE_F16) ||
+           (d == TY_ST_BF16 && t == TY_TYPE_BF16);
+}
+
+/* One tensor's rows, shared out among the pool's threads; each converts its rows a step at a time through its own
+ * slice of the float scratch. Rows are independent (every type's blocks lie within a row), so the bytes do not depend
+ * on the thread count. */
+struct conv_job {
+    const struct ty_st_tensor *src;
+    const struct ty_type_traits *tt;
+    uint8_t *out;
+    size_t row_bytes;
+    int64_t ncols, nrows, step; /* step: rows per read, per thread */
+    float *f32;                 /* (nth, step * ncols) */
+};
+
+static void conv_rows(void *arg, int ith, int nth) {
+    const struct conv_job *j = arg;
+    int64_t begin, end;
+    ty__split_range(j->nrows, ith, nth, &begin, &end);
+    float *f = j->f32 + (size_t)ith * (size_t)(j->step * j->ncols);
+    for (int64_t r = begin; r < end; r += j->step) {
+        int64_t nr = end - r < j->step ? end - r : j->step;
+        /* The dtype was checked before the job started, and the range is inside the tensor: this cannot fail. */
+        enum ty_status st = ty__st_read_f32(j->src, r * j->ncols, nr * j->ncols, f);
+        TY_ASSERT(st == TY_OK);
+        j->tt->from_float(f, j->out + (size_t)r * j->row_bytes, nr * j->ncols);
+    }
+}
+
+/* Converts one tensor into `it->type` and hands it to the writer. The output buffer holds one tensor (the writer takes
+ * a tensor's bytes in one call); the float scratch holds a few rows per thread. */
+static enum ty_status write_item(struct ty_gguf_writer *w, const struct item *it, struct scratch *s) {
+    const struct ty_st_tensor *t = it->src;
+    size_t nbytes;
+    TY_TRY(ty__tensor_nbytes(it->type, it->n_dims, it->ne, it->name, &nbytes));
+    if (same_type(t->dtype, it->type)) {
+        TY_ASSERT(nbytes == t->nbytes);
+        return ty__gguf_writer_write_tensor(w, t->data, nbytes);
+    }
+    TY_TRY(ty__st_read_f32(t, 0, 0, NULL)); /* names the tensor if its dtype cannot be read as floats */
+    struct conv_job j = {.src = t, .tt = ty__type_traits(it->type), .ncols = it->ne[0], .nrows = it->ne[1]};
+    TY_ASSERT(j.tt && j.tt->from_float);
+    TY_TRY(ty__row_size(it->type, j.ncols, &j.row_bytes));
+    int nth = ty__threadpool_size(s->pool);
+    j.step = j.ncols ? (int64_t)(((size_t)1 << 16) / (size_t)j.ncols) : 1;
+    if (j.step < 1) j.step = 1;
+    if (!grow((void **)&s->out, &s->out_cap, nbytes ? nbytes : 1, 1) ||
+        !grow((void **)&s->f32, &s->f32_cap, (size_t)nth * (size_t)(j.step * j.ncols) + 1, sizeof(float)))
+        return ty__error(TY_ERR_NO_MEMORY, "tensor %s: out of memory for a %zu-byte conversion buffer", it->name,
+                         nbytes);
+    j.out = s->out;
+    j.f32 = s->f32;
+    ty__threadpool_run(s->pool, conv_rows, &j);
+    return ty__gguf_writer_write_tensor(w, s->out, nbytes);
+}
+
+/* ==== Driver ==== */
+
+static const char *base_name(const char *dir, char *buf, size_t cap) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    size_t len = n - b < cap - 1 ? n - b : cap - 1;
+    memcpy(buf, dir + b, len);
+    buf[len] = 0;
+    return buf[0] ? buf : "model";
+}
+
+enum ty_status ty__convert_hf(const char *hf_dir, const char *out_path, const struct ty_convert_params *params) {
+    struct ty_convert_params p = params ? *params : ty__convert_default_params();
+    if (!ty__convert_type_ok(p.type))
+        return ty__error(TY_ERR_INVALID_ARG, "cannot convert to type %s; choose one of %s", ty_type_name(p.type),
+                         ty__supported_types());
+
+    enum ty_status st = TY_OK;
+    char *cfg_path = join(hf_dir, "config.json"), *tok_path = join(hf_dir, "tokenizer.json"),
+         *tokcfg_path = join(hf_dir, "tokenizer_config.json");
+    char *cfg_text = NULL;
+    json_t *cfg = NULL;
+    struct ty_checkpoint *ck = NULL;
+    struct ty_tokenizer *tok = NULL;
+    struct ty_gguf_writer *w = NULL;
+    struct plan plan = {0};
+    struct scratch s = {0};
+    struct hparams hp;
+    if (!cfg_path || !tok_path || !tokcfg_path) {
+        st = ty__error(TY_ERR_NO_MEMORY, "out of memory");
+        goto done;
+    }
+
+    /* Everything is checked before the output file is created. */
+    size_t cfg_len;
+    st = ty__file_read(cfg_path, (size_t)16 << 20, &cfg_text, &cfg_len);
+    if (st != TY_OK) goto done;
+    json_error_t jerr;
+    cfg = json_loadb(cfg_text, cfg_len, 0, &jerr);
+    if (!cfg) {
+        st = ty__error(TY_ERR_FORMAT, "%s: not valid JSON (%s, line %d)", cfg_path, jerr.text, jerr.line);
+        goto done;
+    }
+    if ((st = parse_config(cfg_path, cfg, &hp)) != TY_OK) goto done;
+    if ((st = ty__checkpoint_open(hf_dir, &ck)) != TY_OK) goto done;
+    const struct ty_st_tensor *emb = ty__checkpoint_find(ck, "model.embed_tokens.weight");
+    if (!hp.n_vocab && emb && emb->n_dims == 2 && emb->shape[0] <= INT32_MAX) hp.n_vocab = emb->shape[0];
+    if ((st = build_plan(ck, &hp, &plan)) != TY_OK) goto done;
+
+    if (!exists(tok_path)) {
+        st = ty__error(TY_ERR_NOT_FOUND, "%s: missing; the tokenizer is needed to write a usable GGUF", tok_path);
+        goto done;
+    }
+    if ((st = ty__tokenizer_load_hf(tok_path, exists(tokcfg_path) ? tokcfg_path : NULL, &tok)) != TY_OK) goto done;
+    int32_t n_tok = ty_tokenizer_n_vocab(tok);
+    if (n_tok > hp.n_vocab) {
+        st = ty__error(TY_ERR_FORMAT,
+                       "%s has %d tokens but the embedding has only %lld rows; tokenizer and weights do not match",
+                       tok_path, n_tok, (long long)hp.n_vocab);
+        goto done;
+    }
+    if (n_tok < hp.n_vocab) {
+        /* llama.cpp takes n_vocab from the token list, so it must match the embedding: pad with UNUSED tokens. */
+        TY_LOG_I("convert: embedding has %lld rows for %d tokens; adding %lld [PAD] tokens", (long long)hp.n_vocab,
+                 n_tok, (long long)hp.n_vocab - n_tok);
+        if ((st = ty__tokenizer_pad_vocab(tok, (int32_t)hp.n_vocab)) != TY_OK) goto done;
+    }
+
+    /* Types: matrices in the chosen type, 1-D tensors in F32; a quantized type that does not divide a row falls
+     * back to F16 (llama.cpp's converter does the same). */
+    const struct ty_type_traits *tt = ty__type_traits(p.type);
+    int n_fallback = 0;
+    for (int i = 0; i < plan.n_items; i++) {
+        struct item *it = &plan.items[i];
+        it->type = it->n_dims == 1 ? TY_TYPE_F32 : p.type;
+        if (it->n_dims == 2 && tt->block_size > 1 && it->ne[0] % tt->block_size) {
+            if (n_fallback++ < 4)
+                TY_LOG_W("convert: %s: rows of %lld are not a multiple of the %s block size %lld; writing F16",
+                         it->name, (long long)it->ne[0], tt->name, (long long)tt->block_size);
+            it->type = TY_TYPE_F16;
+        }
+    }
+    if (n_fallback > 4) TY_LOG_W("convert: %d matrices in all fell back to F16", n_fallback);
+
+    char namebuf[256];
+    if ((st = ty__gguf_writer_init(&w)) != TY_OK) goto done;
+    if ((st = write_hparams(w, &hp, p.name ? p.name : base_name(hf_dir, namebuf, sizeof namebuf), p.type)) != TY_OK)
+        goto done;
+    if ((st = ty__tokenizer_to_gguf(tok, w)) != TY_OK) goto done;
+    if ((st = write_chat_template(w, tok, hf_dir)) != TY_OK) goto done;
+    uint64_t total = 0;
+    for (int i = 0; i < plan.n_items; i++) {
+        const struct item *it = &plan.items[i];
+        if ((st = ty__gguf_writer_add_tensor(w, it->name, it->type, it->n_dims, it->ne)) != TY_OK) goto done;
+        total += it->src->nbytes;
+    }
+    if ((st = ty__threadpool_init(p.n_threads, &s.pool)) != TY_OK) goto done;
+    if ((st = ty__gguf_writer_begin(w, out_path)) != TY_OK) goto done;
+
+    struct ty_progress prog;
+    ty__progress_begin(&prog, "converting", total);
+    uint64_t done_bytes = 0;
+    for (int i = 0; i < plan.n_items; i++) {
+        const struct item *it = &plan.items[i];
+        char shp[64];
+        shape_str(shp, sizeof shp, it->n_dims, it->ne);
+        TY_LOG_D("convert: %-28s %-5s -> %-5s ne = %s", it->name, ty__st_dtype_name(it->src->dtype),
+                 ty_type_name(it->type), shp);
+        if ((st = write_item(w, it, &s)) != TY_OK) break;
+        done_bytes += it->src->nbytes;
+        ty__progress_update(&prog, done_bytes);
+    }
+    ty__progress_end(&prog);
+    if (st != TY_OK) goto done;
+    if ((st = ty__gguf_writer_finish(w)) != TY_OK) goto done;
+    TY_LOG_I("convert: wrote %s: %s, %d tensors, %s weights", out_path, hp.arch->gguf, plan.n_items,
+             ty_type_name(p.type));
+
+done:
+    ty__gguf_writer_free(w);
+    ty_tokenizer_free(tok);
+    ty__checkpoint_close(ck);
+    json_decref(cfg);
+    ty_free(cfg_text);
+    ty_free(plan.items);
+    ty__threadpool_free(s.pool);
+    ty_free(s.f32);
+    ty_free(s.out);
+    ty_free(cfg_path);
+    ty_free(tok_path);
+    ty_free(tokcfg_path);
+    return st;
+}
