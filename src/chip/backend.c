@@ -102,6 +102,21 @@ bool ty__backend_weight_type_ok(enum ty_type type) {
     }
 }
 
+/* ==== Host kernels shared by host backends and the wrappers' fallbacks ==== */
+
+void ty__scatter_add_host(const struct ty_tensor *dst, const struct ty_tensor *src, const struct ty_tensor *ids,
+                          const struct ty_tensor *scale) {
+    const int32_t *id = ty__tensor_host(ids);
+    const float *sc = ty__tensor_host(scale);
+    int64_t d = dst->ne[0];
+    for (int64_t j = 0; j < src->ne[1]; j++) {
+        TY_ASSERT(id[j] >= 0 && id[j] < dst->ne[1]);
+        const float *s = ty__tensor_row(src, j, 0, 0);
+        float *o = ty__tensor_row(dst, id[j], 0, 0);
+        for (int64_t i = 0; i < d; i++) o[i] += sc[j] * s[i];
+    }
+}
+
 /* ==== Buffers ==== */
 
 enum ty_status ty__backend_buffer_alloc(struct ty_backend *be, size_t size, struct ty_buffer **out) {

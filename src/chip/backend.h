@@ -24,10 +24,12 @@
 
 #include "base/base.h"
 
-#define TY_BACKEND_IFACE_VERSION 1
+#define TY_BACKEND_IFACE_VERSION 2
 #define TY_TENSOR_MAX_DIMS       4
 #define TY_ROPE_MAX_DIMS         512 /* rotated dimensions per head */
 #define TY_ATTN_MAX_HEAD_DIM     512
+#define TY_GDN_MAX_HEAD_DIM      256 /* key and value dimensions per head of a gated delta rule */
+#define TY_GDN_CHUNK             64  /* steps per chunk of the chunked gated delta rule (transformers' chunk_size) */
 
 struct ty_backend;
 
@@ -170,6 +172,35 @@ struct ty_backend_iface {
     /* dst = a + b. All F32, same shape. dst may alias either input. */
     enum ty_status (*add)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *a,
                           const struct ty_tensor *b);
+
+    /* ---- version 2 ---- */
+    /* Optional. For j = 0, 1, ... in order: dst[:, ids[j]] += scale[j] * src[:, j]. dst (d, n) F32; src (d, m) F32;
+     * ids (m) I32, each in [0, n), may repeat; scale (m) F32. Combines the outputs of the experts of a mixture of
+     * experts, each computed on the tokens routed to it (gathered with get_rows), into the residual stream. No
+     * aliasing. NULL: the wrapper runs ty__scatter_add_host when the tensors are in host memory, else fails with
+     * TY_ERR_UNSUPPORTED (MoE models then do not run on that backend). */
+    enum ty_status (*scatter_add)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *src,
+                                  const struct ty_tensor *ids, const struct ty_tensor *scale);
+
+    /* The linear-attention (Gated DeltaNet) ops; each optional. NULL: the wrapper runs the host kernel of
+     * linear-attn.c when every tensor is in host memory, else fails with TY_ERR_UNSUPPORTED. */
+    /* Per row r of x: dst_r = x_r / sqrt(sum(x_r^2) + eps) (transformers' l2norm). x, dst (d, ...) F32, same shape;
+     * dst may alias x. */
+    enum ty_status (*l2_norm)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x, float eps);
+    /* Causal depthwise conv1d over time, kernel K, then SiLU when `silu`: with xp = [state | x] (the K - 1 inputs
+     * before this batch, then the batch), dst[c, t] = act(sum_j w[j, c] * xp[c, t + j]). x, dst (C, n) F32; w (K, C)
+     * F32 (the layout of a PyTorch Conv1d(C, C, K, groups=C) weight); state (C, K - 1) F32, oldest column first,
+     * replaced by the last K - 1 columns of xp. No aliasing. */
+    enum ty_status (*conv1d_causal)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
+                                    const struct ty_tensor *w, const struct ty_tensor *state, bool silu);
+    /* The gated delta rule over n steps (formula in linear-attn.c), per value head h with state S_h (dk x dv):
+     * S = exp(g_t) S;  S += k_t (beta_t (v_t - S^T k_t))^T;  o_t = S^T (scale q_t). q, k (dk, n_head_k, n) F32, value
+     * head h reading q/k head h / (n_head / n_head_k); v, dst (dv, n_head, n) F32; g (log decay), beta (n_head, n) F32;
+     * state (dv, dk, n_head) F32, read and updated in place. A backend may compute any form equal in exact arithmetic
+     * (cpu-ref: chunked from TY_GDN_CHUNK steps on, else recurrent). No aliasing. */
+    enum ty_status (*gated_delta)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                  const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_tensor *g,
+                                  const struct ty_tensor *beta, const struct ty_tensor *state, float scale);
 };
 
 struct ty_backend {
@@ -295,6 +326,102 @@ static inline enum ty_status ty__backend_add(struct ty_backend *be, const struct
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(a) && ty__is_f32_rows(b));
     TY_ASSERT(ty__tensor_same_shape(dst, a) && ty__tensor_same_shape(dst, b));
     return be->iface->add(be, dst, a, b);
+}
+
+/* The scatter_add op in plain C on host tensors: the reference kernel, and the fallback for backends without it. */
+void ty__scatter_add_host(const struct ty_tensor *dst, const struct ty_tensor *src, const struct ty_tensor *ids,
+                          const struct ty_tensor *scale);
+
+static inline enum ty_status ty__backend_scatter_add(struct ty_backend *be, const struct ty_tensor *dst,
+                                                     const struct ty_tensor *src, const struct ty_tensor *ids,
+                                                     const struct ty_tensor *scale) {
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(src) && ty__is_f32_rows(scale) && ids->type == TY_TYPE_I32);
+    TY_ASSERT(dst->ne[0] == src->ne[0] && src->ne[1] == ids->ne[0] && scale->ne[0] == ids->ne[0]);
+    TY_ASSERT(ty__tensor_is_contiguous(ids) && ty__tensor_is_contiguous(scale) && ty__tensor_nrows(ids) == 1);
+    TY_ASSERT(dst->ne[2] == 1 && dst->ne[3] == 1 && src->ne[2] == 1 && src->ne[3] == 1 && ty__tensor_nrows(scale) == 1);
+    if (be->iface->scatter_add) return be->iface->scatter_add(be, dst, src, ids, scale);
+    if (dst->buf->host && src->buf->host && ids->buf->host && scale->buf->host) {
+        TY_TRY(ty__backend_sync(be));
+        ty__scatter_add_host(dst, src, ids, scale);
+        return TY_OK;
+    }
+    return ty__error(TY_ERR_UNSUPPORTED,
+                     "backend %s has no scatter_add op, which mixture-of-experts models need; use the cpu backend",
+                     be->iface->name);
+}
+
+/* ---- linear attention: host kernels (linear-attn.c) and wrappers ---- */
+
+enum ty_gdn_form {
+    TY_GDN_AUTO = 0,      /* chunked from TY_GDN_CHUNK steps on, else recurrent */
+    TY_GDN_RECURRENT = 1, /* one step at a time */
+    TY_GDN_CHUNKED = 2    /* chunks of TY_GDN_CHUNK steps */
+};
+
+void ty__l2_norm_host(const struct ty_tensor *dst, const struct ty_tensor *x, float eps);
+void ty__conv1d_causal_host(const struct ty_tensor *dst, const struct ty_tensor *x, const struct ty_tensor *w,
+                            const struct ty_tensor *state, bool silu);
+/* The gated delta rule for value heads [h0, h1) in the given form (heads are independent, so they may be split among
+ * threads). */
+void ty__gated_delta_host(const struct ty_tensor *dst, const struct ty_tensor *q, const struct ty_tensor *k,
+                          const struct ty_tensor *v, const struct ty_tensor *g, const struct ty_tensor *beta,
+                          const struct ty_tensor *state, float scale, enum ty_gdn_form form, int64_t h0, int64_t h1);
+
+static inline bool ty__all_host(const struct ty_tensor *const *ts, int n) {
+    for (int i = 0; i < n; i++)
+        if (!ts[i]->buf->host) return false;
+    return true;
+}
+
+static inline enum ty_status ty__backend_no_op(struct ty_backend *be, const char *op) {
+    return ty__error(TY_ERR_UNSUPPORTED,
+                     "backend %s has no %s op, which linear-attention models need; use the cpu backend",
+                     be->iface->name, op);
+}
+
+static inline enum ty_status ty__backend_l2_norm(struct ty_backend *be, const struct ty_tensor *dst,
+                                                 const struct ty_tensor *x, float eps) {
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(x) && ty__tensor_same_shape(dst, x));
+    if (be->iface->l2_norm) return be->iface->l2_norm(be, dst, x, eps);
+    const struct ty_tensor *ts[] = {dst, x};
+    if (!ty__all_host(ts, 2)) return ty__backend_no_op(be, "l2_norm");
+    TY_TRY(ty__backend_sync(be));
+    ty__l2_norm_host(dst, x, eps);
+    return TY_OK;
+}
+
+static inline enum ty_status ty__backend_conv1d_causal(struct ty_backend *be, const struct ty_tensor *dst,
+                                                       const struct ty_tensor *x, const struct ty_tensor *w,
+                                                       const struct ty_tensor *state, bool silu) {
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(x) && ty__is_f32_rows(w) && ty__is_f32_rows(state));
+    TY_ASSERT(ty__tensor_same_shape(dst, x) && ty__tensor_nrows(x) == x->ne[1] && w->ne[0] >= 1);
+    TY_ASSERT(w->ne[1] == x->ne[0] && ty__tensor_nrows(w) == w->ne[1]);
+    TY_ASSERT(state->ne[0] == x->ne[0] && state->ne[1] == w->ne[0] - 1 && ty__tensor_nrows(state) == state->ne[1]);
+    if (be->iface->conv1d_causal) return be->iface->conv1d_causal(be, dst, x, w, state, silu);
+    const struct ty_tensor *ts[] = {dst, x, w, state};
+    if (!ty__all_host(ts, 4)) return ty__backend_no_op(be, "conv1d_causal");
+    TY_TRY(ty__backend_sync(be));
+    ty__conv1d_causal_host(dst, x, w, state, silu);
+    return TY_OK;
+}
+
+static inline enum ty_status ty__backend_gated_delta(struct ty_backend *be, const struct ty_tensor *dst,
+                                                     const struct ty_tensor *q, const struct ty_tensor *k,
+                                                     const struct ty_tensor *v, const struct ty_tensor *g,
+                                                     const struct ty_tensor *beta, const struct ty_tensor *state,
+                                                     float scale) {
+    const struct ty_tensor *ts[] = {dst, q, k, v, g, beta, state};
+    for (int i = 0; i < 7; i++) TY_ASSERT(ty__is_f32_rows(ts[i]) && ts[i]->ne[3] == 1);
+    TY_ASSERT(ty__tensor_same_shape(q, k) && ty__tensor_same_shape(dst, v));
+    TY_ASSERT(q->ne[0] <= TY_GDN_MAX_HEAD_DIM && v->ne[0] <= TY_GDN_MAX_HEAD_DIM);
+    TY_ASSERT(q->ne[1] > 0 && v->ne[1] % q->ne[1] == 0 && q->ne[2] == v->ne[2]);
+    TY_ASSERT(g->ne[0] == v->ne[1] && g->ne[1] == v->ne[2] && g->ne[2] == 1 && ty__tensor_same_shape(g, beta));
+    TY_ASSERT(state->ne[0] == v->ne[0] && state->ne[1] == q->ne[0] && state->ne[2] == v->ne[1]);
+    if (be->iface->gated_delta) return be->iface->gated_delta(be, dst, q, k, v, g, beta, state, scale);
+    if (!ty__all_host(ts, 7)) return ty__backend_no_op(be, "gated_delta");
+    TY_TRY(ty__backend_sync(be));
+    ty__gated_delta_host(dst, q, k, v, g, beta, state, scale, TY_GDN_AUTO, 0, v->ne[1]);
+    return TY_OK;
 }
 
 #endif /* TY_BACKEND_H */

@@ -1,7 +1,7 @@
 /*
  * context.c - one sequence's state: the KV cache (F16 or F32, sized for n_ctx positions) and the activations of a
- * batch (sized for n_batch tokens), both allocated once here. Evaluation splits the input into batches of n_batch
- * tokens and runs the forward pass (qwen.c) on each.
+ * batch (sized for n_batch tokens, with the expert routing tables of a MoE model), all allocated once here. Evaluation
+ * splits the input into batches of n_batch tokens and runs the forward pass (qwen.c) on each.
  */
 #include "model/model-impl.h"
 
@@ -69,18 +69,43 @@ static enum ty_status alloc_activations(struct ty_context *ctx) {
     place(&lay, &ctx->v, TY_TYPE_F32, hp->head_dim_v, hp->n_head_kv, nb);
     place(&lay, &ctx->att, TY_TYPE_F32, hp->head_dim_v, hp->n_head, nb);
     place(&lay, &ctx->proj, TY_TYPE_F32, hp->n_embd, nb, 1);
-    place(&lay, &ctx->gate, TY_TYPE_F32, hp->n_ff, nb, 1);
-    place(&lay, &ctx->up, TY_TYPE_F32, hp->n_ff, nb, 1);
+    int64_t n_ff = hp->n_dense_ffn > 0 ? hp->n_ff : 1; /* a MoE model may have no dense FFN at all */
+    place(&lay, &ctx->gate, TY_TYPE_F32, n_ff, nb, 1);
+    place(&lay, &ctx->up, TY_TYPE_F32, n_ff, nb, 1);
     place(&lay, &ctx->logits, TY_TYPE_F32, hp->n_vocab, n_logit_cols, 1);
+    int64_t n_pairs = nb * hp->n_expert_used;
+    if (hp->n_expert > 0) {
+        place(&lay, &ctx->router, TY_TYPE_F32, hp->n_expert, nb, 1);
+        place(&lay, &ctx->moe_rows, TY_TYPE_I32, n_pairs, 1, 1);
+        place(&lay, &ctx->moe_scale, TY_TYPE_F32, n_pairs, 1, 1);
+        place(&lay, &ctx->moe_x, TY_TYPE_F32, hp->n_embd, nb, 1);
+        place(&lay, &ctx->moe_gate, TY_TYPE_F32, hp->n_ff_exp, nb, 1);
+        place(&lay, &ctx->moe_up, TY_TYPE_F32, hp->n_ff_exp, nb, 1);
+        place(&lay, &ctx->moe_out, TY_TYPE_F32, hp->n_embd, nb, 1);
+    }
     if (lay.overflow)
         return ty__error(TY_ERR_NO_MEMORY, "activations for a batch of %d tokens do not fit in memory", ctx->n_batch);
     enum ty_status st = ty__backend_buffer_alloc(ctx->be, lay.size, &ctx->act_buf);
     if (st != TY_OK) return ty__error_prefix(st, "activations for a batch of %d tokens", ctx->n_batch);
-    struct ty_tensor *all[] = {&ctx->ids, &ctx->pos, &ctx->x,    &ctx->xn,   &ctx->q,  &ctx->k,
-                               &ctx->v,   &ctx->att, &ctx->proj, &ctx->gate, &ctx->up, &ctx->logits};
+    struct ty_tensor *all[] = {&ctx->ids,       &ctx->pos,      &ctx->x,      &ctx->xn,     &ctx->q,
+                               &ctx->k,         &ctx->v,        &ctx->att,    &ctx->proj,   &ctx->gate,
+                               &ctx->up,        &ctx->logits,   &ctx->router, &ctx->moe_x,  &ctx->moe_rows,
+                               &ctx->moe_scale, &ctx->moe_gate, &ctx->moe_up, &ctx->moe_out};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) all[i]->buf = ctx->act_buf;
     ctx->host_pos = ty__calloc((size_t)nb, sizeof(int32_t));
     if (!ctx->host_pos) return ty__error(TY_ERR_NO_MEMORY, "out of memory for a batch of %d positions", ctx->n_batch);
+    if (hp->n_expert > 0) {
+        ctx->host_router = ty__calloc((size_t)nb * (size_t)hp->n_expert, sizeof(float));
+        ctx->host_sel = ty__calloc((size_t)n_pairs, sizeof(int32_t));
+        ctx->host_selw = ty__calloc((size_t)n_pairs, sizeof(float));
+        ctx->host_rows = ty__calloc((size_t)n_pairs, sizeof(int32_t));
+        ctx->host_scale = ty__calloc((size_t)n_pairs, sizeof(float));
+        ctx->host_count = ty__calloc((size_t)hp->n_expert + 1, sizeof(int32_t));
+        if (!ctx->host_router || !ctx->host_sel || !ctx->host_selw || !ctx->host_rows || !ctx->host_scale ||
+            !ctx->host_count)
+            return ty__error(TY_ERR_NO_MEMORY, "out of memory for the expert routing of a batch of %d tokens",
+                             ctx->n_batch);
+    }
     TY_LOG_I("activations: batch %d, %.1f MiB", ctx->n_batch, (double)lay.size / (1 << 20));
     return TY_OK;
 }
@@ -127,6 +152,12 @@ void ty_context_free(struct ty_context *ctx) {
     ty_free(ctx->k_cache);
     ty_free(ctx->v_cache);
     ty_free(ctx->host_pos);
+    ty_free(ctx->host_router);
+    ty_free(ctx->host_sel);
+    ty_free(ctx->host_selw);
+    ty_free(ctx->host_rows);
+    ty_free(ctx->host_scale);
+    ty_free(ctx->host_count);
     ty_free(ctx);
 }
 

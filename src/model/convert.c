@@ -4,8 +4,9 @@
  * as the metadata keys llama.cpp's convert_hf_to_gguf.py writes for the same architecture.
  *
  * What is supported is data, not code: `archs[]` lists the Hugging Face architectures and the tensors each one has
- * (`rules[]`), so a new dense variant is a table row. MoE and hybrid (Qwen3-Next) models need expert and
- * linear-attention rules and keys; they are refused by name until then.
+ * (`rules[]`), so a new dense variant is a table row. Qwen3-MoE's experts, one module per expert in Hugging Face
+ * (mlp.experts.E.gate_proj.weight), are stacked into llama.cpp's 3-D ffn_*_exps tensors (ne = {in, out, n_expert}).
+ * Hybrid (Qwen3-Next) models need linear-attention rules and keys; they are refused by name until then.
  *
  * Layout: safetensors and GGUF store the same row-major bytes; GGUF lists dimensions fastest-first, so a PyTorch
  * [out, in] weight becomes ne = {in, out} with no transpose. Qwen2/Qwen3 use NeoX-style RoPE (rotate halves), so unlike
@@ -29,10 +30,13 @@
 
 /* Which models of the table a rule applies to. */
 enum need {
-    NEED_ALWAYS,   /* every architecture, required */
-    NEED_UNTIED,   /* required unless tie_word_embeddings (then skipped if present) */
-    NEED_QKV_BIAS, /* required where arch->qkv_bias, unexpected elsewhere */
-    NEED_QK_NORM,  /* required where arch->qk_norm, unexpected elsewhere */
+    NEED_ALWAYS,    /* every architecture, required */
+    NEED_UNTIED,    /* required unless tie_word_embeddings (then skipped if present) */
+    NEED_QKV_BIAS,  /* required where arch->qkv_bias, unexpected elsewhere */
+    NEED_QK_NORM,   /* required where arch->qk_norm, unexpected elsewhere */
+    NEED_DENSE_FFN, /* layers with a dense FFN: every layer of a dense model, HF's mlp_only_layers of a MoE one */
+    NEED_ROUTER,    /* the sparse (expert) layers of a MoE model */
+    NEED_EXPERT     /* the sparse layers, once per expert: `hf` has a %d for the expert; stacked into one tensor */
 };
 
 /* Expected PyTorch shapes, in terms of the config. */
@@ -46,7 +50,10 @@ enum shape {
     SH_KV,         /* [n_head_kv * head_dim] */
     SH_HEAD,       /* [head_dim] */
     SH_FF_EMBD,    /* [n_ff, n_embd] */
-    SH_EMBD_FF     /* [n_embd, n_ff] */
+    SH_EMBD_FF,    /* [n_embd, n_ff] */
+    SH_EXP_EMBD,   /* [n_expert, n_embd] */
+    SH_FFE_EMBD,   /* [n_ff_exp, n_embd] per expert */
+    SH_EMBD_FFE    /* [n_embd, n_ff_exp] per expert */
 };
 
 struct rule {
@@ -71,9 +78,13 @@ static const struct rule rules[] = {
     {"self_attn.k_norm.weight", "attn_k_norm.weight", true, NEED_QK_NORM, SH_HEAD},
     {"self_attn.o_proj.weight", "attn_output.weight", true, NEED_ALWAYS, SH_EMBD_QO},
     {"post_attention_layernorm.weight", "ffn_norm.weight", true, NEED_ALWAYS, SH_EMBD},
-    {"mlp.gate_proj.weight", "ffn_gate.weight", true, NEED_ALWAYS, SH_FF_EMBD},
-    {"mlp.up_proj.weight", "ffn_up.weight", true, NEED_ALWAYS, SH_FF_EMBD},
-    {"mlp.down_proj.weight", "ffn_down.weight", true, NEED_ALWAYS, SH_EMBD_FF},
+    {"mlp.gate_proj.weight", "ffn_gate.weight", true, NEED_DENSE_FFN, SH_FF_EMBD},
+    {"mlp.up_proj.weight", "ffn_up.weight", true, NEED_DENSE_FFN, SH_FF_EMBD},
+    {"mlp.down_proj.weight", "ffn_down.weight", true, NEED_DENSE_FFN, SH_EMBD_FF},
+    {"mlp.gate.weight", "ffn_gate_inp.weight", true, NEED_ROUTER, SH_EXP_EMBD},
+    {"mlp.experts.%d.gate_proj.weight", "ffn_gate_exps.weight", true, NEED_EXPERT, SH_FFE_EMBD},
+    {"mlp.experts.%d.up_proj.weight", "ffn_up_exps.weight", true, NEED_EXPERT, SH_FFE_EMBD},
+    {"mlp.experts.%d.down_proj.weight", "ffn_down_exps.weight", true, NEED_EXPERT, SH_EMBD_FFE},
     {"model.norm.weight", "output_norm.weight", false, NEED_ALWAYS, SH_EMBD},
     {"lm_head.weight", "output.weight", false, NEED_UNTIED, SH_VOCAB_EMBD},
 };
@@ -84,27 +95,18 @@ struct arch {
     const char *gguf; /* general.architecture */
     bool qkv_bias;    /* q/k/v projections carry biases */
     bool qk_norm;     /* per-head RMS norms on q and k */
+    bool moe;         /* sparse layers of experts (num_experts, mlp_only_layers, decoder_sparse_step) */
 };
 
 static const struct arch archs[] = {
-    {"Qwen2ForCausalLM", "qwen2", true, false},
-    {"Qwen3ForCausalLM", "qwen3", false, true},
+    {"Qwen2ForCausalLM", "qwen2", true, false, false},
+    {"Qwen3ForCausalLM", "qwen3", false, true, false},
+    {"Qwen3MoeForCausalLM", "qwen3moe", false, true, true},
 };
 #define N_ARCHS (int)(sizeof archs / sizeof archs[0])
 
 const char *ty__convert_supported_archs(void) {
-    return "Qwen2ForCausalLM, Qwen3ForCausalLM";
-}
-
-static bool rule_applies(const struct rule *r, const struct arch *a) {
-    switch (r->need) {
-    case NEED_QKV_BIAS:
-        return a->qkv_bias;
-    case NEED_QK_NORM:
-        return a->qk_norm;
-    default:
-        return true;
-    }
+    return "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM";
 }
 
 /* ==== Types ==== */
@@ -167,7 +169,53 @@ struct hparams {
     int64_t rope_orig_ctx;
     bool has_attn_factor, has_beta_fast, has_beta_slow, has_ext_factor;
     double attn_factor, beta_fast, beta_slow, ext_factor;
+    /* MoE (arch->moe): n_expert == 0 otherwise */
+    int64_t n_expert, n_expert_used, n_ff_exp, sparse_step;
+    bool norm_topk;
+    const json_t *mlp_only; /* array of dense layer indices, or NULL; borrowed from the config */
 };
+
+/* As transformers' Qwen3MoeDecoderLayer: experts unless the layer is in mlp_only_layers, every sparse_step-th layer. */
+static bool layer_sparse(const struct hparams *hp, int64_t layer) {
+    if (hp->n_expert == 0 || (layer + 1) % hp->sparse_step != 0) return false;
+    size_t i;
+    const json_t *e;
+    json_array_foreach(hp->mlp_only, i, e) {
+        if (json_integer_value(e) == layer) return false;
+    }
+    return true;
+}
+
+/* Whether rule r gives a tensor of layer `layer` (-1 for the global tensors). */
+static bool rule_applies(const struct rule *r, const struct hparams *hp, int64_t layer) {
+    switch (r->need) {
+    case NEED_QKV_BIAS:
+        return hp->arch->qkv_bias;
+    case NEED_QK_NORM:
+        return hp->arch->qk_norm;
+    case NEED_DENSE_FFN:
+        return !layer_sparse(hp, layer);
+    case NEED_ROUTER:
+    case NEED_EXPERT:
+        return layer_sparse(hp, layer);
+    default:
+        return true;
+    }
+}
+
+/* Matches `name` against an expert rule's "prefix%dsuffix" with a canonical decimal below n_expert. */
+static bool match_expert(const char *name, const char *pattern, int64_t n_expert, int64_t *expert) {
+    const char *pct = strstr(pattern, "%d");
+    size_t pre = (size_t)(pct - pattern);
+    if (strncmp(name, pattern, pre)) return false;
+    const char *p = name + pre;
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] >= '0' && p[1] <= '9')) return false;
+    int64_t n = 0;
+    while (*p >= '0' && *p <= '9' && n < n_expert) n = n * 10 + (*p++ - '0');
+    if (n >= n_expert || strcmp(p, pct + 2)) return false;
+    *expert = n;
+    return true;
+}
 
 static enum ty_status cfg_int(const char *path, const json_t *cfg, const char *key, bool required, int64_t def,
                               int64_t min, int64_t max, int64_t *out) {
@@ -238,6 +286,32 @@ static enum ty_status parse_rope_scaling(const char *path, const json_t *cfg, st
     const json_t *tr = json_object_get(rs, "truncate");
     if (tr && !json_is_true(tr) && !json_is_null(tr))
         return ty__error(TY_ERR_UNSUPPORTED, "%s: YaRN with \"truncate\": false is not supported", path);
+    return TY_OK;
+}
+
+static enum ty_status parse_moe(const char *path, const json_t *cfg, struct hparams *hp) {
+    const int64_t big = INT32_MAX;
+    TY_TRY(cfg_int(path, cfg, "num_experts", true, 0, 1, 4096, &hp->n_expert));
+    TY_TRY(cfg_int(path, cfg, "num_experts_per_tok", true, 0, 1, hp->n_expert, &hp->n_expert_used));
+    TY_TRY(cfg_int(path, cfg, "moe_intermediate_size", true, 0, 1, big, &hp->n_ff_exp));
+    TY_TRY(cfg_int(path, cfg, "decoder_sparse_step", false, 1, 1, big, &hp->sparse_step));
+    const json_t *norm = json_object_get(cfg, "norm_topk_prob");
+    if (norm && !json_is_boolean(norm))
+        return ty__error(TY_ERR_FORMAT, "%s: \"norm_topk_prob\" must be true or false", path);
+    hp->norm_topk = json_is_true(norm); /* Qwen3MoeConfig's default is false */
+    const json_t *mo = json_object_get(cfg, "mlp_only_layers");
+    if (mo && !json_is_null(mo)) {
+        size_t i;
+        const json_t *e;
+        if (!json_is_array(mo))
+            return ty__error(TY_ERR_FORMAT, "%s: \"mlp_only_layers\" must be a list of layer indices", path);
+        json_array_foreach(mo, i, e) {
+            if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= hp->n_layer)
+                return ty__error(TY_ERR_FORMAT, "%s: mlp_only_layers[%zu] is not a layer index below %lld", path, i,
+                                 (long long)hp->n_layer);
+        }
+        hp->mlp_only = mo;
+    }
     return TY_OK;
 }
 
@@ -312,6 +386,7 @@ static enum ty_status parse_config(const char *path, const json_t *cfg, struct h
     }
     if (!lt && json_is_true(json_object_get(cfg, "use_sliding_window")))
         return ty__error(TY_ERR_UNSUPPORTED, "%s: use_sliding_window = true is not supported", path);
+    if (hp->arch->moe) TY_TRY(parse_moe(path, cfg, hp));
     return parse_rope_scaling(path, cfg, hp);
 }
 
@@ -349,6 +424,15 @@ static void expected_shape(const struct hparams *hp, enum shape s, int *n, int64
     case SH_HEAD:
         *n = 1, d[0] = hp->head_dim;
         break;
+    case SH_EXP_EMBD:
+        d[0] = hp->n_expert, d[1] = hp->n_embd;
+        break;
+    case SH_FFE_EMBD:
+        d[0] = hp->n_ff_exp, d[1] = hp->n_embd;
+        break;
+    case SH_EMBD_FFE:
+        d[0] = hp->n_embd, d[1] = hp->n_ff_exp;
+        break;
     }
 }
 
@@ -362,18 +446,34 @@ static void shape_str(char *buf, size_t cap, int n, const int64_t *d) {
 /* ==== Planning: which checkpoint tensor becomes which GGUF tensor ==== */
 
 struct item {
-    const struct ty_st_tensor *src;
+    const struct ty_st_tensor *src; /* the source, or the first of a stack */
     char name[96];
     enum ty_type type;
     int n_dims;
-    int64_t ne[2]; /* GGUF order: ne[0] = the last PyTorch dimension */
+    int64_t ne[3];      /* GGUF order: ne[0] = the last PyTorch dimension; ne[2] = the experts of a stack */
+    int stack0;         /* a stack of experts: its sources are plan->stack[stack0 .. stack0 + ne[2]) */
+    uint64_t src_bytes; /* bytes read from the checkpoint */
 };
 
 struct plan {
     struct item *items;
     int n_items;
     int cap;
+    const struct ty_st_tensor **stack; /* sources of stacked items, in expert order */
+    int n_stack, stack_cap;
 };
+
+static enum ty_status stack_add(struct plan *p, const struct ty_st_tensor *src) {
+    if (p->n_stack == p->stack_cap) {
+        int cap = p->stack_cap ? 2 * p->stack_cap : 256;
+        const struct ty_st_tensor **st = ty__realloc(p->stack, sizeof *st * (size_t)cap);
+        if (!st) return ty__error(TY_ERR_NO_MEMORY, "out of memory");
+        p->stack = st;
+        p->stack_cap = cap;
+    }
+    p->stack[p->n_stack++] = src;
+    return TY_OK;
+}
 
 static enum ty_status plan_add(struct plan *p, const struct ty_st_tensor *src, const char *name) {
     if (p->n_items == p->cap) {
@@ -386,6 +486,8 @@ static enum ty_status plan_add(struct plan *p, const struct ty_st_tensor *src, c
     struct item *it = &p->items[p->n_items++];
     memset(it, 0, sizeof *it);
     it->src = src;
+    it->ne[2] = 1;
+    it->src_bytes = src->nbytes;
     snprintf(it->name, sizeof it->name, "%s", name);
     return TY_OK;
 }
@@ -414,6 +516,53 @@ static bool is_ignorable(const char *name) {
     return n >= sizeof inv - 1 && !strcmp(name + n - (sizeof inv - 1), inv);
 }
 
+/* Checks a tensor's PyTorch shape against what config.json implies. */
+static enum ty_status check_shape(const struct ty_st_tensor *t, const char *hfname, int en, const int64_t *ed) {
+    bool ok = t->n_dims == en;
+    for (int d = 0; ok && d < en; d++) ok = t->shape[d] == ed[d];
+    if (ok) return TY_OK;
+    char got[64], want[64];
+    shape_str(got, sizeof got, t->n_dims, t->shape);
+    shape_str(want, sizeof want, en, ed);
+    return ty__error(TY_ERR_FORMAT, "%s: tensor %s has shape %s but config.json implies %s", t->file, hfname, got,
+                     want);
+}
+
+/* One stacked tensor of layer l from the layer's n_expert per-expert tensors of rule ru. */
+static enum ty_status plan_experts(const struct ty_checkpoint *ck, const struct hparams *hp, const struct rule *ru,
+                                   int64_t l, struct plan *plan) {
+    char hfname[160], part[96], name[96];
+    int en;
+    int64_t ed[2];
+    expected_shape(hp, ru->shape, &en, ed);
+    int stack0 = plan->n_stack;
+    uint64_t bytes = 0;
+    for (int64_t e = 0; e < hp->n_expert; e++) {
+        const char *pct = strstr(ru->hf, "%d");
+        snprintf(part, sizeof part, "%.*s%lld%s", (int)(pct - ru->hf), ru->hf, (long long)e, pct + 2);
+        snprintf(hfname, sizeof hfname, "model.layers.%lld.%s", (long long)l, part);
+        const struct ty_st_tensor *t = ty__checkpoint_find(ck, hfname);
+        if (!t)
+            return ty__error(TY_ERR_FORMAT,
+                             "tensor %s is missing; config.json says num_experts = %lld, so a %s checkpoint must have "
+                             "it",
+                             hfname, (long long)hp->n_expert, hp->arch->hf);
+        TY_TRY(check_shape(t, hfname, en, ed));
+        TY_TRY(stack_add(plan, t));
+        bytes += t->nbytes;
+    }
+    snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, ru->gguf);
+    TY_TRY(plan_add(plan, plan->stack[stack0], name));
+    struct item *it = &plan->items[plan->n_items - 1];
+    it->n_dims = 3;
+    it->ne[0] = ed[1];
+    it->ne[1] = ed[0];
+    it->ne[2] = hp->n_expert;
+    it->stack0 = stack0;
+    it->src_bytes = bytes;
+    return TY_OK;
+}
+
 static enum ty_status build_plan(const struct ty_checkpoint *ck, const struct hparams *hp, struct plan *plan) {
     const struct arch *a = hp->arch;
     /* Every checkpoint tensor must be accounted for: mapped, skipped for a stated reason, or an error. */
@@ -427,8 +576,13 @@ static enum ty_status build_plan(const struct ty_checkpoint *ck, const struct hp
         bool known = false;
         for (int r = 0; r < N_RULES && !known; r++) {
             const struct rule *ru = &rules[r];
-            if (!rule_applies(ru, a)) continue;
-            known = ru->per_layer ? (rest && layer < hp->n_layer && !strcmp(rest, ru->hf)) : !strcmp(t->name, ru->hf);
+            if (!rule_applies(ru, hp, ru->per_layer ? layer : -1)) continue;
+            int64_t expert;
+            if (ru->need == NEED_EXPERT)
+                known = rest && layer < hp->n_layer && match_expert(rest, ru->hf, hp->n_expert, &expert);
+            else
+                known =
+                    ru->per_layer ? (rest && layer < hp->n_layer && !strcmp(rest, ru->hf)) : !strcmp(t->name, ru->hf);
         }
         if (known) continue;
         if (is_ignorable(t->name)) {
@@ -460,7 +614,11 @@ static enum ty_status build_plan(const struct ty_checkpoint *ck, const struct hp
                 const struct rule *ru = &rules[r];
                 if (ru->per_layer != (pass == 1)) continue;
                 if (pass != 1 && ((pass == 0) != (r == 0))) continue;
-                if (!rule_applies(ru, a)) continue;
+                if (!rule_applies(ru, hp, ru->per_layer ? l : -1)) continue;
+                if (ru->need == NEED_EXPERT) {
+                    TY_TRY(plan_experts(ck, hp, ru, l, plan));
+                    continue;
+                }
                 if (ru->per_layer) {
                     snprintf(hfname, sizeof hfname, "model.layers.%lld.%s", (long long)l, ru->hf);
                     snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, ru->gguf);
@@ -487,15 +645,7 @@ static enum ty_status build_plan(const struct ty_checkpoint *ck, const struct hp
                 int en;
                 int64_t ed[2];
                 expected_shape(hp, ru->shape, &en, ed);
-                bool ok = t->n_dims == en;
-                for (int d = 0; ok && d < en; d++) ok = t->shape[d] == ed[d];
-                if (!ok) {
-                    char got[64], want[64];
-                    shape_str(got, sizeof got, t->n_dims, t->shape);
-                    shape_str(want, sizeof want, en, ed);
-                    return ty__error(TY_ERR_FORMAT, "%s: tensor %s has shape %s but config.json implies %s", t->file,
-                                     hfname, got, want);
-                }
+                TY_TRY(check_shape(t, hfname, en, ed));
                 TY_TRY(plan_add(plan, t, name));
                 struct item *it = &plan->items[plan->n_items - 1];
                 it->n_dims = en;
@@ -539,6 +689,15 @@ static enum ty_status write_hparams(struct ty_gguf_writer *w, const struct hpara
     /* llama.cpp writes these only when config.json has head_dim; writing them always is equivalent and explicit. */
     TY_TRY(set_u32(w, a, "attention.key_length", hp->head_dim));
     TY_TRY(set_u32(w, a, "attention.value_length", hp->head_dim));
+    if (hp->n_expert > 0) {
+        /* llama.cpp's names; it assumes renormalised weights for qwen3moe, so the flag is written explicitly. */
+        TY_TRY(set_u32(w, a, "expert_count", hp->n_expert));
+        TY_TRY(set_u32(w, a, "expert_used_count", hp->n_expert_used));
+        TY_TRY(set_u32(w, a, "expert_feed_forward_length", hp->n_ff_exp));
+        char k[128];
+        snprintf(k, sizeof k, "%s.expert_weights_norm", a);
+        TY_TRY(ty__gguf_writer_set_bool(w, k, hp->norm_topk));
+    }
     if (hp->rope_type) {
         char k[128];
         snprintf(k, sizeof k, "%s.rope.scaling.type", a);
@@ -638,18 +797,20 @@ static void conv_rows(void *arg, int ith, int nth) {
     }
 }
 
-/* Converts one tensor into `it->type` and hands it to the writer. The output buffer holds one tensor (the writer takes
- * a tensor's bytes in one call); the float scratch holds a few rows per thread. */
-static enum ty_status write_item(struct ty_gguf_writer *w, const struct item *it, struct scratch *s) {
-    const struct ty_st_tensor *t = it->src;
+/* Converts one tensor (or stack of experts, one after another) into `it->type` and hands it to the writer. The output
+ * buffer holds one tensor (the writer takes a tensor's bytes in one call); the float scratch holds a few rows per
+ * thread. */
+static enum ty_status write_item(struct ty_gguf_writer *w, const struct item *it, const struct plan *plan,
+                                 struct scratch *s) {
     size_t nbytes;
     TY_TRY(ty__tensor_nbytes(it->type, it->n_dims, it->ne, it->name, &nbytes));
-    if (same_type(t->dtype, it->type)) {
-        TY_ASSERT(nbytes == t->nbytes);
-        return ty__gguf_writer_write_tensor(w, t->data, nbytes);
+    int64_t n_src = it->n_dims == 3 ? it->ne[2] : 1;
+    if (n_src == 1 && same_type(it->src->dtype, it->type)) {
+        TY_ASSERT(nbytes == it->src->nbytes);
+        return ty__gguf_writer_write_tensor(w, it->src->data, nbytes);
     }
-    TY_TRY(ty__st_read_f32(t, 0, 0, NULL)); /* names the tensor if its dtype cannot be read as floats */
-    struct conv_job j = {.src = t, .tt = ty__type_traits(it->type), .ncols = it->ne[0], .nrows = it->ne[1]};
+    size_t slice = nbytes / (size_t)n_src;
+    struct conv_job j = {.tt = ty__type_traits(it->type), .ncols = it->ne[0], .nrows = it->ne[1]};
     TY_ASSERT(j.tt && j.tt->from_float);
     TY_TRY(ty__row_size(it->type, j.ncols, &j.row_bytes));
     int nth = ty__threadpool_size(s->pool);
@@ -659,9 +820,19 @@ static enum ty_status write_item(struct ty_gguf_writer *w, const struct item *it
         !grow((void **)&s->f32, &s->f32_cap, (size_t)nth * (size_t)(j.step * j.ncols) + 1, sizeof(float)))
         return ty__error(TY_ERR_NO_MEMORY, "tensor %s: out of memory for a %zu-byte conversion buffer", it->name,
                          nbytes);
-    j.out = s->out;
-    j.f32 = s->f32;
-    ty__threadpool_run(s->pool, conv_rows, &j);
+    for (int64_t e = 0; e < n_src; e++) {
+        const struct ty_st_tensor *t = n_src == 1 ? it->src : plan->stack[it->stack0 + e];
+        if (same_type(t->dtype, it->type)) {
+            TY_ASSERT(slice == t->nbytes);
+            memcpy(s->out + (size_t)e * slice, t->data, slice);
+            continue;
+        }
+        TY_TRY(ty__st_read_f32(t, 0, 0, NULL)); /* names the tensor if its dtype cannot be read as floats */
+        j.src = t;
+        j.out = s->out + (size_t)e * slice;
+        j.f32 = s->f32;
+        ty__threadpool_run(s->pool, conv_rows, &j);
+    }
     return ty__gguf_writer_write_tensor(w, s->out, nbytes);
 }
 
@@ -742,7 +913,11 @@ enum ty_status ty__convert_hf(const char *hf_dir, const char *out_path, const st
     for (int i = 0; i < plan.n_items; i++) {
         struct item *it = &plan.items[i];
         it->type = it->n_dims == 1 ? TY_TYPE_F32 : p.type;
-        if (it->n_dims == 2 && tt->block_size > 1 && it->ne[0] % tt->block_size) {
+        /* The router stays F32, as llama.cpp's converter keeps it: rounding its logits would change which experts
+         * a token goes to, not just the values. */
+        size_t len = strlen(it->name);
+        if (len >= 20 && !strcmp(it->name + len - 20, ".ffn_gate_inp.weight")) it->type = TY_TYPE_F32;
+        if (it->type == p.type && it->n_dims >= 2 && tt->block_size > 1 && it->ne[0] % tt->block_size) {
             if (n_fallback++ < 4)
                 TY_LOG_W("convert: %s: rows of %lld are not a multiple of the %s block size %lld; writing F16",
                          it->name, (long long)it->ne[0], tt->name, (long long)tt->block_size);
@@ -761,7 +936,7 @@ enum ty_status ty__convert_hf(const char *hf_dir, const char *out_path, const st
     for (int i = 0; i < plan.n_items; i++) {
         const struct item *it = &plan.items[i];
         if ((st = ty__gguf_writer_add_tensor(w, it->name, it->type, it->n_dims, it->ne)) != TY_OK) goto done;
-        total += it->src->nbytes;
+        total += it->src_bytes;
     }
     if ((st = ty__threadpool_init(p.n_threads, &s.pool)) != TY_OK) goto done;
     if ((st = ty__gguf_writer_begin(w, out_path)) != TY_OK) goto done;
@@ -775,8 +950,8 @@ enum ty_status ty__convert_hf(const char *hf_dir, const char *out_path, const st
         shape_str(shp, sizeof shp, it->n_dims, it->ne);
         TY_LOG_D("convert: %-28s %-5s -> %-5s ne = %s", it->name, ty__st_dtype_name(it->src->dtype),
                  ty_type_name(it->type), shp);
-        if ((st = write_item(w, it, &s)) != TY_OK) break;
-        done_bytes += it->src->nbytes;
+        if ((st = write_item(w, it, &plan, &s)) != TY_OK) break;
+        done_bytes += it->src_bytes;
         ty__progress_update(&prog, done_bytes);
     }
     ty__progress_end(&prog);
@@ -792,6 +967,7 @@ done:
     json_decref(cfg);
     ty_free(cfg_text);
     ty_free(plan.items);
+    ty_free(plan.stack);
     ty__threadpool_free(s.pool);
     ty_free(s.f32);
     ty_free(s.out);

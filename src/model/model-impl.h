@@ -9,7 +9,7 @@
 #include "chip/backend.h"
 #include "model/gguf.h"
 
-enum ty_arch { TY_ARCH_QWEN2 = 0, TY_ARCH_QWEN3 = 1, TY_ARCH_COUNT };
+enum ty_arch { TY_ARCH_QWEN2 = 0, TY_ARCH_QWEN3 = 1, TY_ARCH_QWEN3MOE = 2, TY_ARCH_COUNT };
 
 struct ty_hparams {
     int32_t n_vocab; /* rows of token_embd (may exceed the tokenizer's vocabulary: padding) */
@@ -19,10 +19,16 @@ struct ty_hparams {
     int32_t n_head_kv;   /* key/value heads (GQA groups) */
     int32_t head_dim_k;  /* attention.key_length */
     int32_t head_dim_v;  /* attention.value_length */
-    int32_t n_ff;        /* feed_forward_length */
+    int32_t n_ff;        /* feed_forward_length: the dense FFN (of the layers without experts in a MoE model) */
     int32_t n_ctx_train; /* context_length */
     float norm_eps;      /* attention.layer_norm_rms_epsilon */
     struct ty_rope_config rope;
+    /* mixture of experts (qwen3moe); n_expert == 0 for dense models */
+    int32_t n_expert;      /* expert_count */
+    int32_t n_expert_used; /* expert_used_count: experts per token (top-k) */
+    int32_t n_ff_exp;      /* expert_feed_forward_length */
+    bool expert_norm;      /* expert_weights_norm: renormalise the top-k router weights to sum to 1 */
+    int32_t n_dense_ffn;   /* layers with a dense FFN (all of them in a dense model) */
 };
 
 struct ty_layer {
@@ -40,11 +46,16 @@ struct ty_layer {
     struct ty_tensor *w_gate;    /* (n_embd, n_ff) */
     struct ty_tensor *w_up;      /* (n_embd, n_ff) */
     struct ty_tensor *w_down;    /* (n_ff, n_embd) */
+    /* a MoE layer has these instead of w_gate, w_up, w_down (which are then NULL) */
+    struct ty_tensor *ffn_gate_inp;  /* (n_embd, n_expert) the router */
+    struct ty_tensor *ffn_gate_exps; /* (n_embd, n_ff_exp, n_expert) */
+    struct ty_tensor *ffn_up_exps;   /* (n_embd, n_ff_exp, n_expert) */
+    struct ty_tensor *ffn_down_exps; /* (n_ff_exp, n_embd, n_expert) */
 };
 
 struct ty_model {
     enum ty_arch arch;
-    char *arch_name; /* "qwen2", "qwen3" */
+    char *arch_name; /* "qwen2", "qwen3", "qwen3moe" */
     struct ty_hparams hp;
     struct ty_gguf *gguf; /* the mapped file the weights live in */
     struct ty_tokenizer *tok;
@@ -89,6 +100,20 @@ struct ty_context {
     struct ty_tensor up;     /* (n_ff, n_batch) */
     struct ty_tensor logits; /* (n_vocab, min(n_batch, TY_LOGITS_CHUNK)) */
     int32_t *host_pos;       /* (n_batch) staging for positions */
+    /* mixture of experts (n_expert > 0 only): the tokens of a batch grouped by expert, expert after expert */
+    struct ty_tensor router;    /* (n_expert, n_batch) router logits */
+    struct ty_tensor moe_rows;  /* (n_batch * n_expert_used) I32 token column of each (expert, token) pair */
+    struct ty_tensor moe_scale; /* (n_batch * n_expert_used) router weight of each pair */
+    struct ty_tensor moe_x;     /* (n_embd, n_batch) the normed inputs of one expert's tokens */
+    struct ty_tensor moe_gate;  /* (n_ff_exp, n_batch) */
+    struct ty_tensor moe_up;    /* (n_ff_exp, n_batch) */
+    struct ty_tensor moe_out;   /* (n_embd, n_batch) one expert's outputs */
+    float *host_router;         /* (n_expert * n_batch) router logits read back for top-k */
+    int32_t *host_sel;          /* (n_batch * n_expert_used) experts chosen per token */
+    float *host_selw;           /* (n_batch * n_expert_used) their weights */
+    int32_t *host_rows;         /* (n_batch * n_expert_used) staging for moe_rows */
+    float *host_scale;          /* (n_batch * n_expert_used) staging for moe_scale */
+    int32_t *host_count;        /* (n_expert + 1) tokens per expert, then start offsets */
 };
 
 /* Runs tokens[0..n) (n <= n_batch) at positions n_past.. through the model, appending to the KV cache. Logits:

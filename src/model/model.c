@@ -1,5 +1,5 @@
 /*
- * model.c - loading a Qwen2/Qwen3 model from GGUF: the architecture and every hyperparameter from the file's
+ * model.c - loading a Qwen2/Qwen3/Qwen3-MoE model from GGUF: the architecture and every hyperparameter from the file's
  * metadata, then every tensor by its llama.cpp name, checked for presence, type and shape against those
  * hyperparameters before anything runs. Weights stay in the mapped file: on a host backend the whole tensor data
  * section becomes one zero-copy buffer and each weight a view of it; a GPU backend uploads the section once.
@@ -11,7 +11,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-static const char *const arch_names[TY_ARCH_COUNT] = {"qwen2", "qwen3"};
+static const char *const arch_names[TY_ARCH_COUNT] = {"qwen2", "qwen3", "qwen3moe"};
 
 /* ==== Hyperparameters ==== */
 
@@ -125,6 +125,21 @@ static enum ty_status read_hparams(const struct ty_gguf *g, const char *arch, st
     return read_rope(g, arch, hp);
 }
 
+/* The experts of a qwen3moe model. llama.cpp always renormalises Qwen3-MoE's top-k weights (every released checkpoint
+ * sets norm_topk_prob), so an absent expert_weights_norm means true; our converter writes the config's value. */
+static enum ty_status read_moe_hparams(const struct ty_gguf *g, const char *arch, struct ty_hparams *hp) {
+    const int64_t big = 1 << 20;
+    TY_TRY(hp_int(g, arch, "expert_count", true, 0, 1, 4096, &hp->n_expert));
+    TY_TRY(hp_int(g, arch, "expert_used_count", true, 0, 1, hp->n_expert, &hp->n_expert_used));
+    TY_TRY(hp_int(g, arch, "expert_feed_forward_length", true, 0, 1, big, &hp->n_ff_exp));
+    char key[128];
+    snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+    hp->expert_norm = true;
+    enum ty_status st = ty__gguf_get_bool(g, key, &hp->expert_norm);
+    if (st != TY_OK && st != TY_ERR_NOT_FOUND) return st;
+    return TY_OK;
+}
+
 /* ==== Tensors ==== */
 
 struct loader {
@@ -148,9 +163,10 @@ static void shape_str(char *buf, size_t cap, int n_dims, const int64_t *ne) {
 }
 
 /* Finds tensor `name`, checks it, and makes it a backend tensor. `ne1` == 0 asks for a vector of ne0 elements, which
- * is held as F32 (converted when the file stores it otherwise). A missing optional tensor gives *out = NULL. */
-static enum ty_status load_tensor(struct loader *L, const char *name, bool required, int64_t ne0, int64_t ne1,
-                                  const char *why, struct ty_tensor **out) {
+ * is held as F32 (converted when the file stores it otherwise); `ne2` > 1 for a stack of matrices (the experts of a
+ * MoE layer). A missing optional tensor gives *out = NULL. */
+static enum ty_status load_tensor3(struct loader *L, const char *name, bool required, int64_t ne0, int64_t ne1,
+                                   int64_t ne2, const char *why, struct ty_tensor **out) {
     *out = NULL;
     const struct ty_gguf_tensor *gt = ty__gguf_find_tensor(L->g, name);
     if (!gt) {
@@ -159,9 +175,9 @@ static enum ty_status load_tensor(struct loader *L, const char *name, bool requi
                          L->m->arch_name);
     }
     bool vector = ne1 == 0;
-    int64_t want[2] = {ne0, ne1};
-    int want_dims = vector ? 1 : 2;
-    bool ok = gt->ne[0] == ne0 && gt->ne[2] == 1 && gt->ne[3] == 1 && (vector ? gt->ne[1] == 1 : gt->ne[1] == ne1);
+    int64_t want[3] = {ne0, ne1, ne2};
+    int want_dims = vector ? 1 : ne2 > 1 ? 3 : 2;
+    bool ok = gt->ne[0] == ne0 && gt->ne[2] == ne2 && gt->ne[3] == 1 && (vector ? gt->ne[1] == 1 : gt->ne[1] == ne1);
     if (!ok) {
         char exp[96], act[128];
         shape_str(exp, sizeof exp, want_dims, want);
@@ -185,10 +201,15 @@ static enum ty_status load_tensor(struct loader *L, const char *name, bool requi
         L->n_pending++;
     } else {
         size_t offs = (size_t)((const char *)gt->data - L->data_start);
-        ty__tensor_init(t, L->m->weights, offs, gt->type, ne0, vector ? 1 : ne1, 1, 1);
+        ty__tensor_init(t, L->m->weights, offs, gt->type, ne0, vector ? 1 : ne1, ne2, 1);
     }
     *out = t;
     return TY_OK;
+}
+
+static enum ty_status load_tensor(struct loader *L, const char *name, bool required, int64_t ne0, int64_t ne1,
+                                  const char *why, struct ty_tensor **out) {
+    return load_tensor3(L, name, required, ne0, ne1, 1, why, out);
 }
 
 static enum ty_status load_layer(struct loader *L, int il) {
@@ -197,7 +218,7 @@ static enum ty_status load_layer(struct loader *L, int il) {
     int64_t n_embd = hp->n_embd, n_q = (int64_t)hp->n_head * hp->head_dim_k;
     int64_t n_k = (int64_t)hp->n_head_kv * hp->head_dim_k, n_v = (int64_t)hp->n_head_kv * hp->head_dim_v;
     int64_t n_o = (int64_t)hp->n_head * hp->head_dim_v;
-    bool qwen3 = L->m->arch == TY_ARCH_QWEN3;
+    bool qwen3 = L->m->arch == TY_ARCH_QWEN3 || L->m->arch == TY_ARCH_QWEN3MOE;
     char name[96];
 #define T(field, suffix, req, ne0, ne1, why)                                                                           \
     do {                                                                                                               \
@@ -218,10 +239,35 @@ static enum ty_status load_layer(struct loader *L, int il) {
     }
     T(wo, "attn_output.weight", true, n_o, n_embd, "head_count x value_length, embedding_length");
     T(ffn_norm, "ffn_norm.weight", true, n_embd, 0, "embedding_length");
+    /* A MoE model's layer has experts when it has a router; the others (HF's mlp_only_layers) are dense. */
+    if (hp->n_expert > 0)
+        T(ffn_gate_inp, "ffn_gate_inp.weight", false, n_embd, hp->n_expert, "embedding_length, expert_count");
+    if (l->ffn_gate_inp) {
+        int64_t ne = hp->n_expert, nf = hp->n_ff_exp;
+#define T3(field, suffix, ne0, ne1, why)                                                                               \
+    do {                                                                                                               \
+        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                             \
+        TY_TRY(load_tensor3(L, name, true, ne0, ne1, ne, why, &l->field));                                             \
+    } while (0)
+        T3(ffn_gate_exps, "ffn_gate_exps.weight", n_embd, nf,
+           "embedding_length, expert_feed_forward_length, expert_count");
+        T3(ffn_up_exps, "ffn_up_exps.weight", n_embd, nf, "embedding_length, expert_feed_forward_length, expert_count");
+        T3(ffn_down_exps, "ffn_down_exps.weight", nf, n_embd,
+           "expert_feed_forward_length, embedding_length, expert_count");
+#undef T3
+        return TY_OK;
+    }
+    snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", il);
+    if (hp->n_expert > 0 && !ty__gguf_find_tensor(L->g, name))
+        return ty__error(TY_ERR_FORMAT,
+                         "layer %d has neither experts (blk.%d.ffn_gate_inp.weight) nor a dense FFN (%s); the file is "
+                         "not a complete %s model",
+                         il, il, name, L->m->arch_name);
     T(w_gate, "ffn_gate.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
     T(w_up, "ffn_up.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
     T(w_down, "ffn_down.weight", true, hp->n_ff, n_embd, "feed_forward_length, embedding_length");
 #undef T
+    L->m->hp.n_dense_ffn++;
     return TY_OK;
 }
 
@@ -299,13 +345,15 @@ static enum ty_status read_arch(struct ty_model *m) {
             return TY_OK;
         }
     }
-    return ty__error(TY_ERR_UNSUPPORTED, "architecture '%s' is not supported; supported: qwen2, qwen3", m->arch_name);
+    return ty__error(TY_ERR_UNSUPPORTED, "architecture '%s' is not supported; supported: qwen2, qwen3, qwen3moe",
+                     m->arch_name);
 }
 
 static enum ty_status model_load(struct ty_model *m, const char *path, const struct ty_model_params *params) {
     TY_TRY(ty__gguf_open(path, &m->gguf));
     TY_TRY(read_arch(m));
     TY_TRY(read_hparams(m->gguf, m->arch_name, &m->hp));
+    if (m->arch == TY_ARCH_QWEN3MOE) TY_TRY(read_moe_hparams(m->gguf, m->arch_name, &m->hp));
     TY_TRY(ty__rope_init(&m->hp.rope, &m->rope));
     TY_TRY(ty__backend_init(params->backend, params->n_threads, &m->be));
     TY_TRY(load_tensors(m));
@@ -319,6 +367,10 @@ static enum ty_status model_load(struct ty_model *m, const char *path, const str
     TY_LOG_I("model: %s, %d layers, embd %d, ff %d, heads %d/%d x %d, vocab %d, ctx %d, backend %s", m->arch_name,
              hp->n_layer, hp->n_embd, hp->n_ff, hp->n_head, hp->n_head_kv, hp->head_dim_k, hp->n_vocab, hp->n_ctx_train,
              ty__backend_name(m->be));
+    if (hp->n_expert > 0)
+        TY_LOG_I("model: %d experts, %d per token%s, expert ff %d; %d of %d layers dense", hp->n_expert,
+                 hp->n_expert_used, hp->expert_norm ? " (weights renormalised)" : "", hp->n_ff_exp, hp->n_dense_ffn,
+                 hp->n_layer);
     return TY_OK;
 }
 

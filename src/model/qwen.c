@@ -1,6 +1,7 @@
 /*
- * qwen.c - the Qwen2 / Qwen3 decoder forward pass, written once against the backend interface (chip/backend.h) so
- * that every backend runs the same graph. It follows Hugging Face transformers' Qwen2Model / Qwen3Model:
+ * qwen.c - the Qwen2 / Qwen3 / Qwen3-MoE decoder forward pass, written once against the backend interface
+ * (chip/backend.h) so that every backend runs the same graph. It follows Hugging Face transformers' Qwen2Model /
+ * Qwen3Model / Qwen3MoeModel:
  *
  *   x = embed(tokens)
  *   per layer:  h = rms_norm(x);  q, k, v = h Wq + bq, h Wk + bk, h Wv + bv      (biases: Qwen2)
@@ -9,6 +10,13 @@
  *               x = x + attention(q, cache) Wo
  *               h = rms_norm(x);  x = x + (silu(h Wgate) * h Wup) Wdown
  *   logits = rms_norm(x) Woutput                                                 (Woutput = embed when tied)
+ *
+ * Qwen3-MoE (Qwen3MoeSparseMoeBlock) replaces the FFN of its sparse layers by experts: p = softmax(h Wrouter) in f32,
+ * the top-k experts of each token with weights p_e (divided by their sum when norm_topk_prob), and
+ * x = x + sum over chosen e of p_e * (silu(h Wgate_e) * h Wup_e) Wdown_e. The router logits come back to the host,
+ * which picks the experts and groups the batch's tokens by expert; each chosen expert then runs once on its own
+ * tokens (gathered with get_rows), so one token reads only its k experts' weights and a batch reads each chosen
+ * expert once, and scatter_add adds the weighted outputs into the residual stream.
  *
  * Keys and values are always read back from the cache, also for the tokens of the current batch, so a batch and
  * token-by-token decoding see the same (possibly f16-rounded) values.
@@ -28,6 +36,82 @@ static struct ty_tensor cols(const struct ty_tensor *t, int64_t first, int64_t n
 static struct ty_tensor flat_cols(const struct ty_tensor *t, int64_t n) {
     struct ty_tensor f = ty__tensor_reshape(t, t->ne[0] * t->ne[1], t->ne[2], 1, 1);
     return ty__tensor_slice(&f, 1, 0, n);
+}
+
+/* Top-k of one token's router logits: softmax over all experts (as HF, in f32 with the maximum subtracted), the k
+ * largest probabilities (the lower expert id first on a tie), renormalised to sum to 1 when `norm`. */
+static void route_token(const float *logits, int32_t n_expert, int32_t k, bool norm, int32_t *sel, float *w) {
+    float max = logits[0];
+    for (int32_t e = 1; e < n_expert; e++) max = logits[e] > max ? logits[e] : max;
+    float sum = 0.0f;
+    for (int32_t e = 0; e < n_expert; e++) sum += expf(logits[e] - max);
+    float total = 0.0f;
+    for (int32_t i = 0; i < k; i++) {
+        int32_t best = -1;
+        for (int32_t e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int32_t j = 0; j < i && !taken; j++) taken = sel[j] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+        }
+        sel[i] = best;
+        w[i] = expf(logits[best] - max) / sum;
+        total += w[i];
+    }
+    if (norm)
+        for (int32_t i = 0; i < k; i++) w[i] /= total;
+}
+
+/* The expert FFN of the normed columns xn (n_embd, n), added into x. */
+static enum ty_status moe_forward(struct ty_context *ctx, const struct ty_layer *l, int32_t n,
+                                  const struct ty_tensor *xn, const struct ty_tensor *x) {
+    const struct ty_hparams *hp = &ctx->model->hp;
+    struct ty_backend *be = ctx->be;
+    int32_t n_exp = hp->n_expert, k = hp->n_expert_used;
+
+    struct ty_tensor router = cols(&ctx->router, 0, n);
+    OP(ty__backend_matmul(be, &router, l->ffn_gate_inp, xn, NULL));
+    OP(ty__backend_tensor_get(be, &router, ctx->host_router, 0, (size_t)n * (size_t)n_exp * sizeof(float)));
+    int32_t *count = ctx->host_count;
+    memset(count, 0, ((size_t)n_exp + 1) * sizeof *count);
+    for (int32_t t = 0; t < n; t++) {
+        int32_t *sel = ctx->host_sel + (size_t)t * k;
+        route_token(ctx->host_router + (size_t)t * n_exp, n_exp, k, hp->expert_norm, sel,
+                    ctx->host_selw + (size_t)t * k);
+        for (int32_t i = 0; i < k; i++) count[sel[i] + 1]++;
+    }
+    /* count[e] becomes the start of expert e's run; filling advances it to the end, where e + 1's run starts */
+    for (int32_t e = 0; e < n_exp; e++) count[e + 1] += count[e];
+    for (int32_t t = 0; t < n; t++) {
+        for (int32_t i = 0; i < k; i++) {
+            int32_t e = ctx->host_sel[(size_t)t * k + i], at = count[e]++;
+            ctx->host_rows[at] = t;
+            ctx->host_scale[at] = ctx->host_selw[(size_t)t * k + i];
+        }
+    }
+    int32_t n_pairs = n * k;
+    struct ty_tensor rows = ty__tensor_slice(&ctx->moe_rows, 0, 0, n_pairs);
+    struct ty_tensor scale = ty__tensor_slice(&ctx->moe_scale, 0, 0, n_pairs);
+    OP(ty__backend_tensor_set(be, &rows, ctx->host_rows, 0, (size_t)n_pairs * sizeof(int32_t)));
+    OP(ty__backend_tensor_set(be, &scale, ctx->host_scale, 0, (size_t)n_pairs * sizeof(float)));
+
+    for (int32_t e = 0, start = 0; e < n_exp; start = count[e], e++) {
+        int32_t c = count[e] - start;
+        if (c == 0) continue; /* never read */
+        struct ty_tensor ids = ty__tensor_slice(&ctx->moe_rows, 0, start, c);
+        struct ty_tensor sc = ty__tensor_slice(&ctx->moe_scale, 0, start, c);
+        struct ty_tensor xe = cols(&ctx->moe_x, 0, c), gate = cols(&ctx->moe_gate, 0, c);
+        struct ty_tensor up = cols(&ctx->moe_up, 0, c), out = cols(&ctx->moe_out, 0, c);
+        struct ty_tensor wg = ty__tensor_slice(l->ffn_gate_exps, 2, e, 1);
+        struct ty_tensor wu = ty__tensor_slice(l->ffn_up_exps, 2, e, 1);
+        struct ty_tensor wd = ty__tensor_slice(l->ffn_down_exps, 2, e, 1);
+        OP(ty__backend_get_rows(be, &xe, xn, &ids));
+        OP(ty__backend_matmul(be, &gate, &wg, &xe, NULL));
+        OP(ty__backend_matmul(be, &up, &wu, &xe, NULL));
+        OP(ty__backend_swiglu(be, &gate, &gate, &up));
+        OP(ty__backend_matmul(be, &out, &wd, &gate, NULL));
+        OP(ty__backend_scatter_add(be, x, &out, &ids, &sc));
+    }
+    return TY_OK;
 }
 
 static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, const struct ty_tensor *pos) {
@@ -66,8 +150,9 @@ static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, c
     OP(ty__backend_add(be, &x, &x, &proj));
 
     /* feed-forward block */
-    struct ty_tensor gate = cols(&ctx->gate, 0, n), up = cols(&ctx->up, 0, n);
     OP(ty__backend_rms_norm(be, &xn, &x, l->ffn_norm, hp->norm_eps));
+    if (l->ffn_gate_inp) return moe_forward(ctx, l, n, &xn, &x);
+    struct ty_tensor gate = cols(&ctx->gate, 0, n), up = cols(&ctx->up, 0, n);
     OP(ty__backend_matmul(be, &gate, l->w_gate, &xn, NULL));
     OP(ty__backend_matmul(be, &up, l->w_up, &xn, NULL));
     OP(ty__backend_swiglu(be, &gate, &gate, &up));

@@ -33,7 +33,7 @@ def val(key):
         return None
     return m.get("value", m.get("length"))
 
-arch = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}[cfg["architectures"][0]]
+arch = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3moe"}[cfg["architectures"][0]]
 ftype = {"F32": 0, "F16": 1, "BF16": 32, "Q8_0": 7}[want_type]
 expect("architecture", val("general.architecture"), arch)
 expect("file_type", val("general.file_type"), ftype)
@@ -57,6 +57,12 @@ if rs:
                rs["original_max_position_embeddings"])
 else:
     expect("no rope scaling", [k for k in kv if ".rope.scaling." in k], [])
+n_exp = cfg.get("num_experts", 0) if arch == "qwen3moe" else 0
+if n_exp:
+    for key, want in [("expert_count", n_exp), ("expert_used_count", cfg["num_experts_per_tok"]),
+                      ("expert_feed_forward_length", cfg["moe_intermediate_size"]),
+                      ("expert_weights_norm", cfg.get("norm_topk_prob", False))]:
+        expect(key, val(arch + "." + key), want)
 expect("tokens", val("tokenizer.ggml.tokens"), cfg["vocab_size"])
 expect("token types", val("tokenizer.ggml.token_type"), cfg["vocab_size"])
 expect("tokenizer model", val("tokenizer.ggml.model"), "gpt2")
@@ -72,8 +78,14 @@ if not cfg["tie_word_embeddings"]:
 for i in range(cfg["num_hidden_layers"]):
     b = "blk.%d." % i
     want.update({b + "attn_norm.weight": [H], b + "attn_q.weight": [H, q], b + "attn_k.weight": [H, k],
-                 b + "attn_v.weight": [H, k], b + "attn_output.weight": [q, H], b + "ffn_norm.weight": [H],
-                 b + "ffn_gate.weight": [H, F], b + "ffn_up.weight": [H, F], b + "ffn_down.weight": [F, H]})
+                 b + "attn_v.weight": [H, k], b + "attn_output.weight": [q, H], b + "ffn_norm.weight": [H]})
+    # Qwen3MoeDecoderLayer: experts unless in mlp_only_layers, every decoder_sparse_step-th layer
+    if n_exp and i not in cfg.get("mlp_only_layers", []) and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0:
+        FE = cfg["moe_intermediate_size"]
+        want.update({b + "ffn_gate_inp.weight": [H, n_exp], b + "ffn_gate_exps.weight": [H, FE, n_exp],
+                     b + "ffn_up_exps.weight": [H, FE, n_exp], b + "ffn_down_exps.weight": [FE, H, n_exp]})
+    else:
+        want.update({b + "ffn_gate.weight": [H, F], b + "ffn_up.weight": [H, F], b + "ffn_down.weight": [F, H]})
     if arch == "qwen2":
         want.update({b + "attn_q.bias": [q], b + "attn_k.bias": [k], b + "attn_v.bias": [k]})
     else:
@@ -84,7 +96,7 @@ for name, shape in want.items():
     if not t:
         continue
     expect(name + " shape", t["shape"], shape)
-    expect(name + " type", t["type"], "F32" if len(shape) == 1 else want_type)
+    expect(name + " type", t["type"], "F32" if len(shape) == 1 or name.endswith("ffn_gate_inp.weight") else want_type)
 if errors:
     print("\n".join(errors))
     sys.exit(1)

@@ -22,7 +22,8 @@
 #include <jansson.h>
 #include <stdlib.h>
 
-static const char *const models[] = {"qwen2-tiny", "qwen2-tiny-tied", "qwen3-tiny", "qwen3-tiny-untied"};
+static const char *const models[] = {"qwen2-tiny", "qwen2-tiny-tied", "qwen3-tiny", "qwen3-tiny-untied",
+                                     "qwen3moe-tiny"};
 
 struct run {
     const char *type; /* convert's --type */

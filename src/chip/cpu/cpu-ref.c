@@ -325,6 +325,47 @@ static enum ty_status cpu_add(struct ty_backend *be, const struct ty_tensor *dst
     return TY_OK;
 }
 
+static enum ty_status cpu_scatter_add(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *src,
+                                      const struct ty_tensor *ids, const struct ty_tensor *scale) {
+    ty__scatter_add_host(dst, src, ids, scale);
+    return TY_OK;
+}
+
+static enum ty_status cpu_l2_norm(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
+                                  float eps) {
+    ty__l2_norm_host(dst, x, eps);
+    return TY_OK;
+}
+
+static enum ty_status cpu_conv1d_causal(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
+                                        const struct ty_tensor *w, const struct ty_tensor *state, bool silu) {
+    ty__conv1d_causal_host(dst, x, w, state, silu);
+    return TY_OK;
+}
+
+struct gdn_task {
+    const struct ty_tensor *dst, *q, *k, *v, *g, *beta, *state;
+    float scale;
+};
+
+static void gated_delta_heads(void *arg, int ith, int nth) {
+    const struct gdn_task *a = arg;
+    int64_t h0, h1;
+    ty__split_range(a->v->ne[1], ith, nth, &h0, &h1);
+    ty__gated_delta_host(a->dst, a->q, a->k, a->v, a->g, a->beta, a->state, a->scale, TY_GDN_AUTO, h0, h1);
+}
+
+/* Heads are independent and each is computed by one thread, so results do not depend on the thread count. */
+static enum ty_status cpu_gated_delta(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                      const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_tensor *g,
+                                      const struct ty_tensor *beta, const struct ty_tensor *state, float scale) {
+    struct cpu *c = be->ctx;
+    struct gdn_task a = {dst, q, k, v, g, beta, state, scale};
+    run_split(c, 3.0 * (double)v->ne[1] * (double)v->ne[2] * (double)q->ne[0] * (double)v->ne[0], gated_delta_heads,
+              &a);
+    return TY_OK;
+}
+
 /* ==== The backend ==== */
 
 static void cpu_free(struct ty_backend *be) {
@@ -352,6 +393,10 @@ static const struct ty_backend_iface cpu_ref_iface = {
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
     .add = cpu_add,
+    .scatter_add = cpu_scatter_add,
+    .l2_norm = cpu_l2_norm,
+    .conv1d_causal = cpu_conv1d_causal,
+    .gated_delta = cpu_gated_delta,
 };
 
 enum ty_status ty__backend_cpu_ref_init(int n_threads, struct ty_backend **out) {

@@ -1,0 +1,189 @@
+/*
+ * linear-attn.c - the host kernels of the linear-attention ops of backend.h (Qwen3-Next / Qwen3.5 Gated DeltaNet
+ * layers): L2 normalisation, the short causal depthwise conv1d with its state, and the gated delta rule in both its
+ * recurrent form (one step at a time, what decoding does) and its chunked parallel form (what a prefill does). They are
+ * the reference kernels of the cpu-ref backend and the wrappers' fallback for host backends without these ops; tests
+ * check that the two forms agree.
+ *
+ * The gated delta rule (Yang, Kautz, Hatamizadeh, "Gated Delta Networks", arXiv:2412.06464), per head with state S
+ * (dk x dv) and, per step t, a log decay g_t <= 0, a step size beta_t and vectors q_t, k_t (dk), v_t (dv):
+ *
+ *     S_t = exp(g_t) S_{t-1} + k_t d_t^T,   d_t = beta_t (v_t - exp(g_t) S_{t-1}^T k_t),   o_t = S_t^T (scale q_t)
+ *
+ * as transformers' torch_recurrent_gated_delta_rule computes it. The chunked form unrolls L steps from S_0 with the
+ * cumulative decay G_t = g_1 + ... + g_t inside the chunk:
+ *
+ *     S_t = e^{G_t} S_0 + sum_{s<=t} e^{G_t - G_s} k_s d_s^T
+ *     d_t + beta_t sum_{s<t} e^{G_t - G_s} (k_t . k_s) d_s = beta_t (v_t - e^{G_t} S_0^T k_t)      (lower triangular)
+ *     o_t = e^{G_t} S_0^T q'_t + sum_{s<=t} e^{G_t - G_s} (q'_t . k_s) d_s,   q' = scale q
+ *
+ * so a chunk costs a few L x L and L x d products and one forward substitution instead of L rank-1 updates of S;
+ * every exponent is <= 0, so nothing overflows. This is the same computation as transformers'
+ * torch_chunk_gated_delta_rule (which inverts the triangular system with the UT transform) up to rounding.
+ */
+#include "chip/backend.h"
+
+#include <math.h>
+
+/* ==== L2 norm and conv1d ==== */
+
+void ty__l2_norm_host(const struct ty_tensor *dst, const struct ty_tensor *x, float eps) {
+    int64_t d = x->ne[0];
+    for (int64_t r = 0; r < ty__tensor_nrows(x); r++) {
+        int64_t i1 = r % x->ne[1], i2 = (r / x->ne[1]) % x->ne[2], i3 = r / (x->ne[1] * x->ne[2]);
+        const float *xr = ty__tensor_row(x, i1, i2, i3);
+        float *yr = ty__tensor_row(dst, i1, i2, i3);
+        double ss = 0.0;
+        for (int64_t i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
+        float inv = 1.0f / sqrtf((float)ss + eps); /* HF: x * rsqrt(sum(x * x) + eps) */
+        for (int64_t i = 0; i < d; i++) yr[i] = xr[i] * inv;
+    }
+}
+
+void ty__conv1d_causal_host(const struct ty_tensor *dst, const struct ty_tensor *x, const struct ty_tensor *w,
+                            const struct ty_tensor *state, bool silu) {
+    int64_t C = x->ne[0], n = x->ne[1], K = w->ne[0], P = K - 1;
+    for (int64_t c = 0; c < C; c++) {
+        const float *wc = ty__tensor_row(w, c, 0, 0);
+        for (int64_t t = 0; t < n; t++) {
+            /* input column t + j - P of the batch, or of the state before it */
+            float acc = 0.0f;
+            for (int64_t j = 0; j < K; j++) {
+                int64_t col = t + j - P;
+                float xv = col < 0 ? ((const float *)ty__tensor_row(state, P + col, 0, 0))[c]
+                                   : ((const float *)ty__tensor_row(x, col, 0, 0))[c];
+                acc += wc[j] * xv;
+            }
+            ((float *)ty__tensor_row(dst, t, 0, 0))[c] = silu ? acc / (1.0f + expf(-acc)) : acc;
+        }
+    }
+    /* the new state: the last P inputs of [state | x], oldest first */
+    for (int64_t j = 0; j < P; j++) {
+        int64_t col = n - P + j; /* in the batch when >= 0, else column P + col of the old state */
+        float *dst_col = ty__tensor_row(state, j, 0, 0);
+        if (col >= 0) {
+            memcpy(dst_col, ty__tensor_row(x, col, 0, 0), (size_t)C * sizeof(float));
+        } else {
+            /* P + col >= j, so reading ahead in the state before overwriting it is safe */
+            memmove(dst_col, ty__tensor_row(state, P + col, 0, 0), (size_t)C * sizeof(float));
+        }
+    }
+}
+
+/* ==== Gated delta rule ==== */
+
+struct gdn {
+    const struct ty_tensor *dst, *q, *k, *v, *g, *beta, *state;
+    float scale;
+};
+
+static inline const float *vec(const struct ty_tensor *t, int64_t h, int64_t s) {
+    return ty__tensor_row(t, h, s, 0);
+}
+static inline float scalar(const struct ty_tensor *t, int64_t h, int64_t s) {
+    return ((const float *)ty__tensor_row(t, s, 0, 0))[h];
+}
+
+static float dot(const float *a, const float *b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Head h, steps [0, n), one at a time. */
+static void recurrent_head(const struct gdn *a, int64_t h) {
+    int64_t dk = a->q->ne[0], dv = a->v->ne[0], n = a->q->ne[2];
+    int64_t hk = h / (a->v->ne[1] / a->k->ne[1]);
+    float kv[TY_GDN_MAX_HEAD_DIM], delta[TY_GDN_MAX_HEAD_DIM];
+    for (int64_t t = 0; t < n; t++) {
+        const float *q = vec(a->q, hk, t), *k = vec(a->k, hk, t), *v = vec(a->v, h, t);
+        float decay = expf(scalar(a->g, h, t)), beta = scalar(a->beta, h, t);
+        for (int64_t j = 0; j < dv; j++) kv[j] = 0.0f;
+        for (int64_t i = 0; i < dk; i++) {
+            float *s = ty__tensor_row(a->state, i, h, 0);
+            for (int64_t j = 0; j < dv; j++) {
+                s[j] *= decay;
+                kv[j] += s[j] * k[i];
+            }
+        }
+        for (int64_t j = 0; j < dv; j++) delta[j] = (v[j] - kv[j]) * beta;
+        float *o = ty__tensor_row(a->dst, h, t, 0);
+        for (int64_t j = 0; j < dv; j++) o[j] = 0.0f;
+        for (int64_t i = 0; i < dk; i++) {
+            float *s = ty__tensor_row(a->state, i, h, 0);
+            float qi = q[i] * a->scale;
+            for (int64_t j = 0; j < dv; j++) {
+                s[j] += k[i] * delta[j];
+                o[j] += s[j] * qi;
+            }
+        }
+    }
+}
+
+/* Head h in chunks of TY_GDN_CHUNK steps (see the file comment for the algebra). */
+static void chunked_head(const struct gdn *a, int64_t h) {
+    enum { L = TY_GDN_CHUNK };
+    int64_t dk = a->q->ne[0], dv = a->v->ne[0], n = a->q->ne[2];
+    int64_t hk = h / (a->v->ne[1] / a->k->ne[1]);
+    float G[L], A[L][L], d[L][TY_GDN_MAX_HEAD_DIM];
+    for (int64_t c0 = 0; c0 < n; c0 += L) {
+        int64_t len = n - c0 < L ? n - c0 : L;
+        float acc = 0.0f;
+        for (int64_t t = 0; t < len; t++) G[t] = acc += scalar(a->g, h, c0 + t);
+        /* right-hand sides beta_t (v_t - e^{G_t} S_0^T k_t), and the strictly lower A */
+        for (int64_t t = 0; t < len; t++) {
+            const float *k = vec(a->k, hk, c0 + t), *v = vec(a->v, h, c0 + t);
+            float beta = scalar(a->beta, h, c0 + t), eg = expf(G[t]);
+            for (int64_t j = 0; j < dv; j++) d[t][j] = 0.0f;
+            for (int64_t i = 0; i < dk; i++) {
+                const float *s = ty__tensor_row(a->state, i, h, 0);
+                for (int64_t j = 0; j < dv; j++) d[t][j] += s[j] * k[i];
+            }
+            for (int64_t j = 0; j < dv; j++) d[t][j] = beta * (v[j] - eg * d[t][j]);
+            for (int64_t s = 0; s < t; s++) A[t][s] = beta * expf(G[t] - G[s]) * dot(k, vec(a->k, hk, c0 + s), dk);
+        }
+        /* forward substitution: d_t -= sum_{s<t} A[t][s] d_s */
+        for (int64_t t = 1; t < len; t++)
+            for (int64_t s = 0; s < t; s++)
+                for (int64_t j = 0; j < dv; j++) d[t][j] -= A[t][s] * d[s][j];
+        /* outputs from the state at the chunk's start plus the chunk's own steps */
+        for (int64_t t = 0; t < len; t++) {
+            const float *q = vec(a->q, hk, c0 + t);
+            float *o = ty__tensor_row(a->dst, h, c0 + t, 0);
+            float eg = expf(G[t]);
+            for (int64_t j = 0; j < dv; j++) o[j] = 0.0f;
+            for (int64_t i = 0; i < dk; i++) {
+                const float *s = ty__tensor_row(a->state, i, h, 0);
+                float qi = q[i] * a->scale * eg;
+                for (int64_t j = 0; j < dv; j++) o[j] += s[j] * qi;
+            }
+            for (int64_t s = 0; s <= t; s++) {
+                float w = expf(G[t] - G[s]) * a->scale * dot(q, vec(a->k, hk, c0 + s), dk);
+                for (int64_t j = 0; j < dv; j++) o[j] += w * d[s][j];
+            }
+        }
+        /* the state at the chunk's end */
+        float glast = G[len - 1], elast = expf(glast);
+        for (int64_t i = 0; i < dk; i++) {
+            float *s = ty__tensor_row(a->state, i, h, 0);
+            for (int64_t j = 0; j < dv; j++) s[j] *= elast;
+            for (int64_t t = 0; t < len; t++) {
+                float w = expf(glast - G[t]) * vec(a->k, hk, c0 + t)[i];
+                for (int64_t j = 0; j < dv; j++) s[j] += w * d[t][j];
+            }
+        }
+    }
+}
+
+void ty__gated_delta_host(const struct ty_tensor *dst, const struct ty_tensor *q, const struct ty_tensor *k,
+                          const struct ty_tensor *v, const struct ty_tensor *g, const struct ty_tensor *beta,
+                          const struct ty_tensor *state, float scale, enum ty_gdn_form form, int64_t h0, int64_t h1) {
+    struct gdn a = {dst, q, k, v, g, beta, state, scale};
+    bool chunked = form == TY_GDN_CHUNKED || (form == TY_GDN_AUTO && q->ne[2] >= TY_GDN_CHUNK);
+    for (int64_t h = h0; h < h1; h++) {
+        if (chunked)
+            chunked_head(&a, h);
+        else
+            recurrent_head(&a, h);
+    }
+}
