@@ -156,11 +156,13 @@ struct ty_detokenizer {
     size_t n_pending;
 };
 /* Appends the text of `id` to `out` (capacity `cap`, NUL-terminated on return) and stores its length in `*n_out`.
- * Returns TY_ERR_BUFFER_TOO_SMALL when `cap` cannot hold the bytes plus a NUL (64 bytes always suffice for one token
- * plus pending bytes, except for very long added tokens: size `cap` as ty_token_bytes' length + 16). */
+ * When `cap` cannot hold the bytes plus a NUL it returns TY_ERR_BUFFER_TOO_SMALL, sets `*n_out` to the length needed
+ * (without the NUL) and leaves the stream state unchanged, so the caller can grow the buffer and retry. A buffer of
+ * 3 * (ty_token_bytes' length + 3) + 1 bytes always suffices. Bytes that can never form valid UTF-8 become one U+FFFD
+ * per broken sequence, as Hugging Face's decoder does. */
 TY_API enum ty_status ty_detokenize_push(const struct ty_tokenizer *tok, struct ty_detokenizer *st, int32_t id,
                                          char *out, size_t cap, size_t *n_out);
-/* Emits what is still pending at the end of the stream: an incomplete character becomes U+FFFD per byte. */
+/* Emits what is still pending at the end of the stream: an incomplete character becomes one U+FFFD. */
 TY_API enum ty_status ty_detokenize_flush(struct ty_detokenizer *st, char *out, size_t cap, size_t *n_out);
 
 /* ==== Model ==== */

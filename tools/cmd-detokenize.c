@@ -4,7 +4,7 @@
  * scripts; bytes that do not form UTF-8 become U+FFFD, as the reference decoder does.
  */
 #include "cli.h"
-#include "model/tokenizer-impl.h"
+#include "model/tokenizer.h"
 
 #include <errno.h>
 #include <jansson.h>

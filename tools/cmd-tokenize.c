@@ -4,7 +4,7 @@
  * {"text": ...} lines into one JSON array of ids per line, for scripts and reference comparisons.
  */
 #include "cli.h"
-#include "model/tokenizer-impl.h"
+#include "model/tokenizer.h"
 
 #include <jansson.h>
 #include <stdlib.h>

@@ -18,7 +18,7 @@
 #include "model/gguf.h"
 #include "model/quant.h"
 #include "model/safetensors.h"
-#include "model/tokenizer-impl.h" /* ty__tokenizer_pad_vocab, ty__tokenizer_chat_template */
+#include "model/tokenizer.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -159,13 +159,6 @@ enum ty_status ty__tok_merge_add(struct ty_tokenizer *t, int32_t left, int32_t r
 enum ty_status ty__tok_prepare(struct ty_tokenizer *t);
 /* Fills eog[] from eos/eot and the usual end-of-turn names. */
 void ty__tok_finish_specials(struct ty_tokenizer *t);
-/* Adds UNUSED "[PAD<id>]" tokens up to `n_vocab` (a model whose embedding has more rows than the tokenizer has ids,
- * as Qwen's checkpoints do), as llama.cpp's converter does. */
-enum ty_status ty__tokenizer_pad_vocab(struct ty_tokenizer *t, int32_t n_vocab);
-/* The chat template carried with the tokenizer (tokenizer_config.json or GGUF), or NULL. */
-const char *ty__tokenizer_chat_template(const struct ty_tokenizer *t);
-/* BOS/EOS/padding ids (-1 when unknown). */
-void ty__tokenizer_special_ids(const struct ty_tokenizer *t, int32_t *bos, int32_t *eos, int32_t *pad);
 
 /* ==== Text (tokenizer-text.c) ==== */
 
@@ -234,7 +227,5 @@ enum ty_status ty__tok_pretokenize(const struct ty_tokenizer *t, enum tok_pre_im
 enum ty_status ty__tokenizer_load_hf_mem(const char *json, size_t len, const char *config, size_t config_len,
                                          const char *config_json_ids, size_t ids_len, struct ty_tokenizer **out);
 
-/* Opens a GGUF file only to read its tokenizer (no weights are touched); the tokenizer owns copies of everything. */
-enum ty_status ty__tokenizer_load_gguf_file(const char *path, struct ty_tokenizer **out);
 
 #endif /* TY_TOKENIZER_IMPL_H */

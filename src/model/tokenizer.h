@@ -15,4 +15,14 @@ enum ty_status ty__tokenizer_to_gguf(const struct ty_tokenizer *tok, struct ty_g
 /* Loads tokenizer.json plus the special-token ids of tokenizer_config.json (eos/pad; `config_path` may be NULL). */
 enum ty_status ty__tokenizer_load_hf(const char *json_path, const char *config_path, struct ty_tokenizer **out);
 
+/* Adds UNUSED "[PAD<id>]" tokens up to `n_vocab` (a model whose embedding has more rows than the tokenizer has ids,
+ * as Qwen's checkpoints do), as llama.cpp's converter does. */
+enum ty_status ty__tokenizer_pad_vocab(struct ty_tokenizer *t, int32_t n_vocab);
+/* The chat template carried with the tokenizer (tokenizer_config.json or GGUF), or NULL. */
+const char *ty__tokenizer_chat_template(const struct ty_tokenizer *t);
+/* BOS/EOS/padding ids (-1 when unknown). */
+void ty__tokenizer_special_ids(const struct ty_tokenizer *t, int32_t *bos, int32_t *eos, int32_t *pad);
+/* Opens a GGUF file only to read its tokenizer (no weights are touched); the tokenizer owns copies of everything. */
+enum ty_status ty__tokenizer_load_gguf_file(const char *path, struct ty_tokenizer **out);
+
 #endif
