@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# test_sim_cli.sh - the contract of `tongyun devices`, `tongyun sim` and `tongyun plan`, which other tools script:
+# the JSON fields the issue names, the SVG chart, the planner's ranked output and `--emit serve`, training mode,
+# calibration against a bench JSON, the validation report, and the exit codes and messages of impossible or
+# malformed input (1 = the configuration is impossible, 2 = usage error).
+set -euo pipefail
+T=${TONGYUN:-build/tongyun}
+SRC=${TY_SOURCE_DIR:-.}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+ok() {
+    echo "ok   $1"
+    passed=$((passed + 1))
+}
+# exit_code NAME WANT_CODE WANT_STDERR_SUBSTRING CMD...
+exit_code() {
+    local name=$1 want=$2 msg=$3 rc=0
+    shift 3
+    "$@" > "$work/out" 2> "$work/err" || rc=$?
+    [[ $rc == "$want" ]] || fail "$name: exit code $rc, want $want ($(cat "$work/err"))"
+    grep -qF -- "$msg" "$work/err" || fail "$name: stderr lacks '$msg': $(cat "$work/err")"
+    ok "$name"
+}
+# json_check NAME FILE PYTHON_EXPR (over `d`, the parsed JSON)
+json_check() {
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($3) else 1)" "$2" ||
+        fail "$1: $(head -c 400 "$2")"
+    ok "$1"
+}
+
+# ---- devices ----
+"$T" devices --no-measure > "$work/dev.txt"
+for chip in ppu-810e h20 a800-sxm a800-pcie a100 h100 h200 b200 tpu-v5e tpu-v5p tpu-v6e tpu7x ascend-910b \
+    ascend-910c mi300x host; do
+    grep -q "^$chip " "$work/dev.txt" || fail "devices: no row for $chip"
+done
+grep -q "^ppu-810e .*~2600.*~119" "$work/dev.txt" || fail "devices: the 810E's estimates are not marked"
+ok "devices: every chip of the issue, estimates marked with ~"
+
+"$T" devices --json > "$work/dev.json"
+json_check "devices --json: every figure has a source; the host is measured" "$work/dev.json" \
+    "all(isinstance(v, dict) and v['source'] for c in d['chips'] for k, v in c.items() if isinstance(v, dict)) and \
+     [c for c in d['chips'] if c['name'] == 'host'][0]['mem_bw_gbs']['value'] > 0 and \
+     d['host_microbenchmarks']['fma_gflops'] > 0"
+
+"$T" devices --no-measure --chips-file "$SRC/data/devices/example-chips.json" > "$work/dev2.txt"
+grep -q "^example-npu " "$work/dev2.txt" || fail "devices --chips-file: the file's chip is missing"
+ok "devices --chips-file adds a chip"
+
+# ---- sim ----
+"$T" sim --model qwen3-8b --chip h20 --chips 8 --rate 20 --requests 200 --prompt-len 1024 --output-len 128 \
+    --json > "$work/sim.json"
+json_check "sim --json: the contract's fields" "$work/sim.json" \
+    "all(isinstance(d[k], (int, float)) for k in ['throughput_tok_s', 'prefill_tok_s_per_chip', \
+     'decode_tok_s_per_chip', 'goodput_rps', 'kv_util', 'cost_per_mtok']) and \
+     all(all(isinstance(d[m][p], (int, float)) for p in ['p50', 'p90', 'p99']) for m in ['ttft_ms', 'tpot_ms']) \
+     and d['requests'] == 200 and d['config']['dp'] == 8 and d['ttft_ms']['p99'] >= d['ttft_ms']['p50']"
+
+"$T" sim --model qwen3-30b-a3b --chip ppu-810e --chips 16 --ep 8 --rate 30 --requests 200 \
+    --prompt-len lognormal:2000:0.5 --output-len 200-400 --svg "$work/load.svg" > "$work/sim.txt" 2> "$work/sim.err"
+grep -q "TTFT" "$work/sim.txt" && grep -q "goodput" "$work/sim.txt" && grep -q "per million output tokens" \
+    "$work/sim.txt" || fail "sim table: $(cat "$work/sim.txt")"
+grep -q "<svg" "$work/load.svg" && grep -q "time per output token" "$work/load.svg" || fail "sim --svg: no chart"
+ok "sim: readable table and the SVG latency-against-load chart"
+
+printf 'arrival,prompt_tokens,output_tokens\n0.0,500,50\n0.1,700,20\n0.3,300,90\n' > "$work/trace.csv"
+"$T" sim --model qwen3-0.6b --chip a100 --chips 1 --trace "$work/trace.csv" --json > "$work/trace.json"
+json_check "sim --trace runs the trace's requests" "$work/trace.json" "d['requests'] == 3"
+
+"$T" sim --model qwen3-8b --chip h20 --chips 8 --disagg 2 --rate 10 --requests 100 --json > "$work/pd.json"
+json_check "sim --disagg: prefill/decode disaggregation" "$work/pd.json" \
+    "d['config']['prefill_instances'] == 2 and d['throughput_tok_s'] > 0"
+
+"$T" sim --train --model qwen3-8b --chip ppu-810e --chips 256 --tp 8 --pp 2 --zero 1 --global-batch 512 \
+    --json > "$work/train.json"
+json_check "sim --train: step time and MFU" "$work/train.json" \
+    "0 < d['mfu'] < 1 and d['step_s'] > 0 and d['dp'] == 16"
+
+# ---- impossible or malformed input: exit 1 and a message naming the constraint ----
+exit_code "TP not dividing the heads" 1 "TP 3 does not divide the 32 attention heads" \
+    "$T" sim --model qwen3-8b --chip h20 --chips 3 --tp 3 --rate 1
+exit_code "EP not dividing the experts" 1 "EP 3 does not divide the 128 experts" \
+    "$T" sim --model qwen3-30b-a3b --chip h20 --chips 3 --ep 3 --rate 1
+exit_code "model does not fit" 1 "does not fit the memory" \
+    "$T" sim --model qwen3-235b-a22b --chip h100 --chips 1 --rate 1
+exit_code "unknown chip lists the known ones" 1 "known chips: ppu-810e, h20" \
+    "$T" sim --model qwen3-8b --chip h300 --rate 1
+exit_code "unknown model lists the presets" 1 "qwen3-30b-a3b" "$T" sim --model qwen9 --chip h20 --rate 1
+printf 'arrival,prompt_tokens,output_tokens\n0.0,128,64\n0.5,abc,64\n' > "$work/bad.csv"
+exit_code "malformed trace names the line" 1 "bad.csv:3: prompt length 'abc'" \
+    "$T" sim --model qwen3-8b --chip h20 --trace "$work/bad.csv"
+exit_code "usage: --rate or --trace" 2 "give --rate QPS or --trace FILE" "$T" sim --model qwen3-8b --chip h20
+exit_code "usage: bad number" 2 "--tp expects an integer" "$T" sim --model qwen3-8b --chip h20 --tp x --rate 1
+exit_code "usage: bad precision" 2 "--precision expects" "$T" sim --model qwen3-8b --chip h20 --precision q9
+
+# ---- plan ----
+"$T" plan --model qwen3-8b --rate 40 --ttft-ms 2000 --tpot-ms 50 --chips-from h20,a100,ppu-810e --requests 60 \
+    --json > "$work/plan.json"
+json_check "plan --json: ranked by cost, with a Pareto front" "$work/plan.json" \
+    "len(d['configs']) > 0 and len(d['pareto']) > 0 and \
+     all(a['cost_per_hour'] <= b['cost_per_hour'] for a, b in zip(d['configs'], d['configs'][1:])) and \
+     all(c['replicas'] * c['rate_per_replica'] >= 40 - 1e-6 for c in d['configs'])"
+"$T" plan --model qwen3-8b --rate 5 --ttft-ms 2000 --tpot-ms 50 --chips-from h20 --requests 60 --emit serve \
+    > "$work/serve.txt" 2> /dev/null
+grep -q "^tongyun serve --model qwen3-8b.gguf --max-seqs 256 --ctx 1280$" "$work/serve.txt" ||
+    fail "plan --emit serve: $(cat "$work/serve.txt")"
+ok "plan --emit serve prints a serve command line"
+exit_code "plan: nothing meets an impossible SLO" 1 "" \
+    "$T" plan --model qwen3-8b --rate 5 --ttft-ms 2000 --tpot-ms 0.001 --chips-from h20 --requests 40 --emit serve
+exit_code "plan: required flags" 2 "--rate" "$T" plan --model qwen3-8b
+
+# ---- calibration and the report ----
+printf '[{"model": "qwen3-0.6b", "type": "Q8_0", "pp_tok_s": 50, "tg_tok_s": 10, "mem_bw_gbs": 8}]\n' > "$work/bench.json"
+"$T" sim --calibrate "$work/bench.json" > "$work/cal.json"
+json_check "sim --calibrate compares predictions with a bench run" "$work/cal.json" \
+    "d[0]['predicted']['tg_tok_s'] > 0 and abs(d[0]['error']['tg_tok_s'] - (d[0]['predicted']['tg_tok_s'] / 10 - 1)) < 1e-4"
+"$T" sim --validate "$work/report.md" 2> /dev/null
+grep -q "awaits \`tongyun bench\`" "$work/report.md" && grep -q "infersim-qwen3-30b-a3b-decode" "$work/report.md" ||
+    fail "sim --validate: report incomplete"
+ok "sim --validate writes the report"
+
+echo "test_sim_cli: $passed passed"
