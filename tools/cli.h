@@ -20,6 +20,13 @@ int ty_cmd_tokenize(int argc, char **argv);
 int ty_cmd_detokenize(int argc, char **argv);
 int ty_cmd_convert(int argc, char **argv);
 int ty_cmd_quantize(int argc, char **argv);
+int ty_cmd_serve(int argc, char **argv);
+int ty_cmd_keys(int argc, char **argv);
+int ty_cmd_usage(int argc, char **argv);
+int ty_cmd_mkmodel(int argc, char **argv);
+int ty_cmd_devices(int argc, char **argv);
+int ty_cmd_sim(int argc, char **argv);
+int ty_cmd_plan(int argc, char **argv);
 
 /* True when argv[i] is `-h` or `--help`. */
 bool ty_cli_is_help(const char *arg);

@@ -2,13 +2,15 @@
  * cmd-quantize.c - `tongyun quantize IN.gguf OUT.gguf TYPE`: re-encodes a GGUF model's weight matrices in another
  * weight type, or in one of llama.cpp's K-quant mixes, and copies everything else.
  *
- * Which tensor gets which type is decided up front for the whole file (the rules are in choose_type below and in the
- * help text), then tensors are converted one at a time, rows split across threads: each row is dequantised to f32
- * and re-encoded, so any readable input type works and memory stays at one output tensor plus a row per thread.
+ * Which tensor gets which type is decided up front for the whole file (the rules are in src/model/quant-mix.c, shared
+ * with `tongyun mkmodel`, and in the help text), then tensors are converted one at a time, rows split across threads:
+ * each row is dequantised to f32 and re-encoded, so any readable input type works and memory stays at one output
+ * tensor plus a row per thread.
  */
 #include "cli.h"
 
 #include "model/gguf.h"
+#include "model/quant-mix.h"
 #include "model/quant.h"
 
 #include <inttypes.h>
@@ -56,116 +58,10 @@ static void usage(FILE *f) {
                "left untouched), 2 on a usage error.\n");
 }
 
-/* ==== Targets ==== */
-
-/* llama.cpp's llama_ftype values, written to general.file_type so other tools label the file correctly. */
-enum {
-    FTYPE_ALL_F32 = 0,
-    FTYPE_MOSTLY_F16 = 1,
-    FTYPE_MOSTLY_Q4_0 = 2,
-    FTYPE_MOSTLY_Q4_1 = 3,
-    FTYPE_MOSTLY_Q8_0 = 7,
-    FTYPE_MOSTLY_Q5_0 = 8,
-    FTYPE_MOSTLY_Q5_1 = 9,
-    FTYPE_MOSTLY_Q4_K_S = 14,
-    FTYPE_MOSTLY_Q4_K_M = 15,
-    FTYPE_MOSTLY_Q5_K_S = 16,
-    FTYPE_MOSTLY_Q5_K_M = 17,
-    FTYPE_MOSTLY_Q6_K = 18,
-    FTYPE_MOSTLY_BF16 = 32,
-};
+/* The output types and the rules for which tensor gets which type are in src/model/quant-mix.c, shared with
+ * `tongyun mkmodel`. */
 
 #define GGML_QUANTIZATION_VERSION 2 /* the current block layouts; older files used incompatible ones */
-
-struct target {
-    const char *name;
-    enum ty_type base;
-    bool mix;       /* llama.cpp's per-tensor rules apply */
-    uint32_t ftype; /* general.file_type; a pure K type is labelled as the "S" (mostly that type) variant */
-};
-
-static const struct target targets[] = {
-    {"f32", TY_TYPE_F32, false, FTYPE_ALL_F32},          {"f16", TY_TYPE_F16, false, FTYPE_MOSTLY_F16},
-    {"bf16", TY_TYPE_BF16, false, FTYPE_MOSTLY_BF16},    {"q8_0", TY_TYPE_Q8_0, false, FTYPE_MOSTLY_Q8_0},
-    {"q4_0", TY_TYPE_Q4_0, false, FTYPE_MOSTLY_Q4_0},    {"q4_1", TY_TYPE_Q4_1, false, FTYPE_MOSTLY_Q4_1},
-    {"q5_0", TY_TYPE_Q5_0, false, FTYPE_MOSTLY_Q5_0},    {"q5_1", TY_TYPE_Q5_1, false, FTYPE_MOSTLY_Q5_1},
-    {"q4_k", TY_TYPE_Q4_K, false, FTYPE_MOSTLY_Q4_K_S},  {"q5_k", TY_TYPE_Q5_K, false, FTYPE_MOSTLY_Q5_K_S},
-    {"q6_k", TY_TYPE_Q6_K, false, FTYPE_MOSTLY_Q6_K},    {"q4_k_m", TY_TYPE_Q4_K, true, FTYPE_MOSTLY_Q4_K_M},
-    {"q5_k_m", TY_TYPE_Q5_K, true, FTYPE_MOSTLY_Q5_K_M},
-};
-
-static const struct target *find_target(const char *name) {
-    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
-        if (!strcasecmp(name, targets[i].name)) return &targets[i];
-    return NULL;
-}
-
-/* ==== Which tensor gets which type ==== */
-
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
-/* Dimensions not counting trailing ones: a [4096, 1] tensor is a vector. */
-static int effective_dims(const struct ty_gguf_tensor *t) {
-    int n = t->n_dims;
-    while (n > 1 && t->ne[n - 1] == 1) n--;
-    return n;
-}
-
-static bool is_weight_matrix(const struct ty_gguf_tensor *t) {
-    return ends_with(t->name, ".weight") && effective_dims(t) >= 2 && !strstr(t->name, "_norm.weight") &&
-           !strstr(t->name, "ffn_gate_inp.weight") && !strstr(t->name, "ssm_conv1d.weight");
-}
-
-/* llama.cpp's "use more bits" layers: the first and last eighth, and every third layer in between. */
-static bool use_more_bits(int64_t i, int64_t n) {
-    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
-}
-
-/* The layer number of "blk.N.*", or -1. */
-static int64_t layer_of(const char *name) {
-    if (strncmp(name, "blk.", 4) != 0) return -1;
-    char *end;
-    long long v = strtoll(name + 4, &end, 10);
-    return end != name + 4 && *end == '.' && v >= 0 ? (int64_t)v : -1;
-}
-
-struct mix_state {
-    bool has_output;  /* the file has output.weight (else token_embd doubles as the output matrix) */
-    int64_t n_layer;  /* <arch>.block_count, else 1 + the largest blk.N */
-    int64_t n_attn_v; /* attention value matrices, as llama.cpp counts them (attn_v, attn_qkv, attn_kv_b) */
-    int64_t i_attn_v; /* attn_v matrices seen so far */
-};
-
-static bool row_fits(enum ty_type type, int64_t ne0) {
-    return ne0 % ty__type_traits(type)->block_size == 0;
-}
-
-/* The type a weight matrix gets before the row-length fallback. */
-static enum ty_type mix_type(const struct target *tg, struct mix_state *ms, const struct ty_gguf_tensor *t) {
-    const char *name = t->name;
-    if (!strcmp(name, "output.weight") || (!ms->has_output && !strcmp(name, "token_embd.weight")))
-        return row_fits(tg->base, t->ne[0]) ? TY_TYPE_Q6_K : TY_TYPE_Q8_0;
-    if (strstr(name, "attn_v.weight")) return use_more_bits(ms->i_attn_v++, ms->n_attn_v) ? TY_TYPE_Q6_K : tg->base;
-    if (strstr(name, "ffn_down")) {
-        int64_t layer = layer_of(name);
-        return layer >= 0 && use_more_bits(layer, ms->n_layer) ? TY_TYPE_Q6_K : tg->base;
-    }
-    if (strstr(name, "attn_qkv.weight")) return tg->base == TY_TYPE_Q4_K ? TY_TYPE_Q5_K : TY_TYPE_Q6_K;
-    return tg->base;
-}
-
-/* A type whose block divides the row: llama.cpp's fallbacks, then F16 (always fits). */
-static enum ty_type fallback_type(enum ty_type type, int64_t ne0) {
-    if (row_fits(type, ne0)) return type;
-    enum ty_type next = type == TY_TYPE_Q4_K   ? TY_TYPE_Q5_0
-                        : type == TY_TYPE_Q5_K ? TY_TYPE_Q5_1
-                        : type == TY_TYPE_Q6_K ? TY_TYPE_Q8_0
-                                               : TY_TYPE_F16;
-    return row_fits(next, ne0) ? next : TY_TYPE_F16;
-}
 
 /* ==== Conversion, rows split across threads ==== */
 
@@ -270,49 +166,44 @@ static const char *fmt_mib(size_t n, char *buf, size_t cap) {
 }
 
 /* Decides every tensor's type. Fails when a tensor's type cannot be read. */
-static enum ty_status make_plan(const struct ty_gguf *g, const struct target *tg, struct plan *plan) {
+static enum ty_status make_plan(const struct ty_gguf *g, const struct ty_quant_target *tg, struct plan *plan) {
     int64_t n = ty__gguf_n_tensors(g);
-    struct mix_state ms = {0};
-    int64_t max_layer = -1;
-    for (int64_t i = 0; i < n; i++) {
-        const char *name = ty__gguf_tensor(g, i)->name;
-        if (!strcmp(name, "output.weight")) ms.has_output = true;
-        if (strstr(name, "attn_v.weight") || strstr(name, "attn_qkv.weight") || strstr(name, "attn_kv_b.weight"))
-            ms.n_attn_v++;
-        if (layer_of(name) > max_layer) max_layer = layer_of(name);
-    }
-    ms.n_layer = max_layer + 1;
+    int64_t n_layer = 0;
     char *arch = NULL;
     if (ty__gguf_get_strdup(g, "general.architecture", &arch) == TY_OK) {
         char key[256];
         int64_t v;
         snprintf(key, sizeof key, "%s.block_count", arch);
-        if (ty__gguf_get_int(g, key, &v) == TY_OK && v > 0) ms.n_layer = v;
+        if (ty__gguf_get_int(g, key, &v) == TY_OK && v > 0) n_layer = v;
         ty_free(arch);
     }
-
+    struct ty_quant_mix_tensor *mt = ty__calloc((size_t)(n ? n : 1), sizeof *mt);
+    if (!mt) return ty__error(TY_ERR_NO_MEMORY, "out of memory planning %" PRId64 " tensors", n);
+    enum ty_status st = TY_OK;
     for (int64_t i = 0; i < n; i++) {
         const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
         plan[i].t = t;
-        if (!ty__type_traits(t->type) || !ty__type_traits(t->type)->to_float)
-            return ty__error(TY_ERR_UNSUPPORTED, "tensor %s has type %s, which Tongyun cannot read; readable types: %s",
-                             t->name, ty_type_name(t->type), ty__supported_types());
-        enum ty_type type = TY_TYPE_F32;
-        if (is_weight_matrix(t)) {
-            bool quantized = ty__type_traits(tg->base)->is_quantized;
-            enum ty_type want = tg->mix && quantized ? mix_type(tg, &ms, t) : tg->base;
-            type = fallback_type(want, t->ne[0]);
-            if (type != want)
-                TY_LOG_W("%s: rows of %" PRId64 " are not a multiple of the %s block (%" PRId64 "); using %s", t->name,
-                         t->ne[0], ty_type_name(want), ty__type_traits(want)->block_size, ty_type_name(type));
+        if (!ty__type_traits(t->type) || !ty__type_traits(t->type)->to_float) {
+            st = ty__error(TY_ERR_UNSUPPORTED, "tensor %s has type %s, which Tongyun cannot read; readable types: %s",
+                           t->name, ty_type_name(t->type), ty__supported_types());
+            break;
         }
-        plan[i].type = type;
-        TY_TRY(ty__tensor_nbytes(type, t->n_dims, t->ne, t->name, &plan[i].nbytes));
+        mt[i].name = t->name;
+        mt[i].n_dims = t->n_dims;
+        memcpy(mt[i].ne, t->ne, sizeof mt[i].ne);
     }
-    return TY_OK;
+    if (st == TY_OK) ty__quant_mix_assign(tg, n_layer, mt, n, true, NULL);
+    for (int64_t i = 0; i < n && st == TY_OK; i++) {
+        const struct ty_gguf_tensor *t = plan[i].t;
+        plan[i].type = mt[i].type;
+        st = ty__tensor_nbytes(plan[i].type, t->n_dims, t->ne, t->name, &plan[i].nbytes);
+    }
+    ty_free(mt);
+    return st;
 }
 
-static enum ty_status quantize_file(const char *in_path, const char *out_path, const struct target *tg, int n_threads) {
+static enum ty_status quantize_file(const char *in_path, const char *out_path, const struct ty_quant_target *tg,
+                                    int n_threads) {
     struct ty_gguf *g = NULL;
     struct ty_gguf_writer *w = NULL;
     struct plan *plan = NULL;
@@ -420,12 +311,9 @@ int ty_cmd_quantize(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    const struct target *tg = find_target(pos[2]);
+    const struct ty_quant_target *tg = ty__quant_target_find(pos[2]);
     if (!tg) {
-        fprintf(stderr,
-                "tongyun quantize: unknown type '%s'; use one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, "
-                "q5_k, q6_k, q4_k_m, q5_k_m\n",
-                pos[2]);
+        fprintf(stderr, "tongyun quantize: unknown type '%s'; use one of %s\n", pos[2], ty__quant_target_names());
         return 2;
     }
     enum ty_status st = quantize_file(pos[0], pos[1], tg, (int)n_threads);

@@ -20,6 +20,13 @@ static const struct {
     {"detokenize", ty_cmd_detokenize, "token ids to text"},
     {"convert", ty_cmd_convert, "convert a Hugging Face checkpoint to GGUF"},
     {"quantize", ty_cmd_quantize, "re-encode a GGUF model's weights in another type"},
+    {"serve", ty_cmd_serve, "OpenAI-compatible HTTP server with batching, API keys and metrics"},
+    {"keys", ty_cmd_keys, "create, list and revoke the server's API keys"},
+    {"usage", ty_cmd_usage, "report the server's usage ledger per key per day"},
+    {"mkmodel", ty_cmd_mkmodel, "write a synthetic random-weight model at a released Qwen shape"},
+    {"devices", ty_cmd_devices, "the device catalogue, every figure with its source"},
+    {"sim", ty_cmd_sim, "simulate serving (or training) a model on a cluster of chips"},
+    {"plan", ty_cmd_plan, "find the cheapest chips and parallelism for a load and SLOs"},
 };
 
 static void usage(FILE *f) {
