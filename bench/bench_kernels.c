@@ -1,0 +1,506 @@
+/*
+ * bench_kernels.c - the CPU kernel library against this machine's roofline, measured in the same run:
+ *
+ *   roofline   read bandwidth and the peak of the f32 FMA / integer dot / bf16 dot instructions (roofline.h),
+ *              for each thread count;
+ *   ffn_down   gemv of one Qwen2.5-0.5B FFN down projection (896 rows of 4864), the same matrix again and again: the
+ *              kernel's own speed once the matrix sits in cache (GB/s of weight bytes; no roofline applies);
+ *   model      gemv over every weight matrix of Qwen2.5-0.5B once, as one decode step reads them (24 layers of q, k,
+ *              v, o, gate, up, down, then the 151936-row output matrix: 494M weights), each matrix split by rows
+ *              across the thread pool: GB/s of weight bytes and the percentage of the measured read bandwidth;
+ *   prefill    gemm of the same down projection with --prefill columns (tokens): GOP/s (2 per multiply-add) and
+ *              the percentage of the peak of the instruction the gemm kernel is built on.
+ * Each weight type is run pure (rows that do not fit a K type's 256 fall back as llama.cpp does: Q4_K -> Q5_0,
+ * Q5_K -> Q5_1, Q6_K -> Q8_0), plus q4_k_m, the mix `tongyun quantize q4_k_m` gives Qwen2.5-0.5B. Weights are random
+ * blocks with sane scales (the kernels' speed does not depend on the values); activations are quantised once per
+ * row, outside the timing.
+ *
+ *   bench_kernels [--types q8_0,q4_0,...|all] [--threads 1,2] [--seconds S] [--prefill N]
+ *                 [--layout natural|packed|both] [--isa PATH] [--json]
+ *
+ * Types with a packed layout (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, and the q4_k_m mix: Q5_0 and Q8_0 at this width) run twice
+ * by default: in the file's layout and packed once beforehand as a backend would at load ("/p" in the table).
+ *
+ * Figures are the best repetition within the time budget, as the roofline's are.
+ */
+#include "base/threads.h"
+#include "chip/cpu/roofline.h"
+#include "model/quant.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+/* ==== Random weights ==== */
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t next_u64(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Offsets of the f16 scale fields in a block (-1 ends). */
+static const int *scale_fields(enum ty_type t) {
+    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q6[] = {208, -1}, none[] = {-1};
+    switch (t) {
+    case TY_TYPE_Q4_0:
+    case TY_TYPE_Q5_0:
+    case TY_TYPE_Q8_0:
+        return d0;
+    case TY_TYPE_Q4_1:
+    case TY_TYPE_Q5_1:
+    case TY_TYPE_Q4_K:
+    case TY_TYPE_Q5_K:
+        return dm;
+    case TY_TYPE_Q6_K:
+        return q6;
+    default:
+        return none;
+    }
+}
+
+/* Random bytes, then every float finite and every scale small, so no NaN or denormal slows anything down. */
+static void fill_random(enum ty_type t, uint8_t *w, size_t bytes) {
+    for (size_t i = 0; i + 8 <= bytes; i += 8) {
+        uint64_t v = next_u64();
+        memcpy(w + i, &v, 8);
+    }
+    const struct ty_type_traits *tt = ty__type_traits(t);
+    if (t == TY_TYPE_F32) {
+        for (size_t i = 0; i + 4 <= bytes; i += 4) {
+            uint32_t v;
+            memcpy(&v, w + i, 4);
+            v = (v & 0x807fffffu) | 0x3f000000u;
+            memcpy(w + i, &v, 4);
+        }
+    } else if (t == TY_TYPE_F16 || t == TY_TYPE_BF16) {
+        uint16_t keep = t == TY_TYPE_F16 ? 0x83ff : 0x807f, exp = t == TY_TYPE_F16 ? 0x3800 : 0x3f00;
+        for (size_t i = 0; i + 2 <= bytes; i += 2) {
+            uint16_t v;
+            memcpy(&v, w + i, 2);
+            v = (uint16_t)((v & keep) | exp);
+            memcpy(w + i, &v, 2);
+        }
+    } else {
+        for (size_t b = 0; b < bytes / tt->type_size; b++)
+            for (const int *o = scale_fields(t); *o >= 0; o++) {
+                uint16_t h = (uint16_t)(0x2000 | (next_u64() & 0x3ff)); /* about 2^-7 */
+                memcpy(w + b * tt->type_size + *o, &h, 2);
+            }
+    }
+}
+
+/* ==== The model ==== */
+
+struct mat {
+    const char *name;
+    enum ty_type type;
+    int64_t rows, n;
+    size_t row_bytes;
+    uint8_t *w;
+    void *xq;            /* its activation row */
+    size_t bytes;        /* allocated at w */
+    bool packed;         /* w holds packed panels (ty__pack) */
+    size_t panel_stride; /* bytes per panel when packed */
+};
+
+/* llama.cpp's fallback for rows a K type does not fit. */
+static enum ty_type fit(enum ty_type t, int64_t n) {
+    if (n % ty__type_traits(t)->block_size == 0) return t;
+    switch (t) {
+    case TY_TYPE_Q4_K:
+        return TY_TYPE_Q5_0;
+    case TY_TYPE_Q5_K:
+        return TY_TYPE_Q5_1;
+    case TY_TYPE_Q6_K:
+        return TY_TYPE_Q8_0;
+    default:
+        return TY_TYPE_F16;
+    }
+}
+
+#define MIX_Q4_K_M ((enum ty_type)1000) /* not a weight type: the q4_k_m mix */
+
+/* The type of one matrix: `t`, or the q4_k_m rules (tools/cmd-quantize.c) for Qwen2.5-0.5B's 24 layers. */
+static enum ty_type type_of(enum ty_type t, const char *name, int layer, int64_t n) {
+    if (t != MIX_Q4_K_M) return fit(t, n);
+    const int L = 24;
+    bool more = layer < L / 8 || layer >= 7 * L / 8 || (layer - L / 8) % 3 == 2;
+    if (!strcmp(name, "output")) return n % TY_QK_K == 0 ? TY_TYPE_Q6_K : TY_TYPE_Q8_0;
+    if ((!strcmp(name, "attn_v") || !strcmp(name, "ffn_down")) && more) return fit(TY_TYPE_Q6_K, n);
+    return fit(TY_TYPE_Q4_K, n);
+}
+
+static const char *act_name(enum ty_act_format a) {
+    return a == TY_ACT_Q8 ? "q8" : a == TY_ACT_Q8_K ? "q8_K" : a == TY_ACT_BF16 ? "bf16" : "f32";
+}
+
+static const char *type_label(enum ty_type t) {
+    return t == MIX_Q4_K_M ? "Q4_K_M" : ty_type_name(t);
+}
+
+struct model {
+    struct mat *m;
+    int count;
+    size_t bytes;
+};
+
+/* A random matrix; packed (in place of its rows) when `pack` and the type has a packed layout. */
+static bool add_mat(const struct ty_simd *s, struct model *md, const char *name, enum ty_type t, int64_t rows,
+                    int64_t n, const float *x, bool pack) {
+    struct mat *m = &md->m[md->count];
+    m->name = name, m->type = t, m->rows = rows, m->n = n;
+    if (ty__row_size(t, n, &m->row_bytes) != TY_OK) return false;
+    size_t bytes = m->row_bytes * (size_t)rows;
+    m->bytes = bytes;
+    m->w = ty__roofline_alloc(bytes); /* huge pages, as a backend should hold weights it copies or packs */
+    m->xq = ty__malloc_aligned(ty__simd_act_row_size(s, t, n));
+    if (!m->w || !m->xq) return false;
+    fill_random(t, m->w, bytes);
+    if (pack && ty__pack_supported(t)) {
+        size_t pbytes = ty__pack_size(t, rows, n);
+        uint8_t *pk = ty__roofline_alloc(pbytes);
+        if (!pk) return false;
+        ty__pack(t, rows, n, m->w, m->row_bytes, pk);
+        ty__roofline_free(m->w, bytes);
+        m->w = pk, m->bytes = pbytes, m->packed = true, m->panel_stride = ty__pack_size(t, TY_PACK_ROWS, n);
+    }
+    ty__simd_quantize_act(s, t, x, m->xq, n);
+    md->bytes += bytes;
+    md->count++;
+    return true;
+}
+
+static void free_model(struct model *md) {
+    for (int i = 0; i < md->count; i++) ty__roofline_free(md->m[i].w, md->m[i].bytes), ty__free_aligned(md->m[i].xq);
+    free(md->m);
+    memset(md, 0, sizeof *md);
+}
+
+/* Qwen2.5-0.5B: hidden 896, 14 heads of 64, 2 KV heads, FFN 4864, 24 layers, vocabulary 151936 (output tied to the
+ * embedding, read once per token as the output matrix). */
+static bool build_model(const struct ty_simd *s, enum ty_type t, const float *x, bool pack, struct model *md) {
+    const int64_t d = 896, kv = 128, ff = 4864, vocab = 151936;
+    md->m = calloc(24 * 7 + 1, sizeof *md->m);
+    if (!md->m) return false;
+    for (int l = 0; l < 24; l++) {
+        static const char *names[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+        const int64_t rows[] = {d, kv, kv, d, ff, ff, d}, n[] = {d, d, d, d, d, d, ff};
+        for (int i = 0; i < 7; i++)
+            if (!add_mat(s, md, names[i], type_of(t, names[i], l, n[i]), rows[i], n[i], x, pack)) return false;
+    }
+    return add_mat(s, md, "output", type_of(t, "output", 0, d), vocab, d, x, pack);
+}
+
+/* ==== Timed runs ==== */
+
+struct gemv_job {
+    const struct ty_simd *s;
+    const struct mat *m;
+    float *out;
+};
+
+/* Rows split in multiples of 16 (a packed panel), each thread a contiguous range. */
+static void gemv_task(void *arg, int ith, int nth) {
+    struct gemv_job *j = arg;
+    const struct mat *m = j->m;
+    int64_t b, e;
+    ty__split_range((m->rows + TY_PACK_ROWS - 1) / TY_PACK_ROWS, ith, nth, &b, &e);
+    b *= TY_PACK_ROWS, e *= TY_PACK_ROWS;
+    if (e > m->rows) e = m->rows;
+    if (e <= b) return;
+    if (m->packed)
+        ty__simd_gemv_packed(j->s, m->type, m->n, e - b, m->w + (size_t)(b / TY_PACK_ROWS) * m->panel_stride,
+                             m->panel_stride, m->xq, j->out + b);
+    else
+        ty__simd_gemv(j->s, m->type, m->n, e - b, m->w + (size_t)b * m->row_bytes, m->row_bytes, m->xq, j->out + b);
+}
+
+/* Best and mean seconds of one pass over every matrix of md. */
+static void time_gemv(struct ty_threadpool *pool, const struct ty_simd *s, const struct model *md, float *out,
+                      double seconds, double *best, double *mean) {
+    *best = 1e30;
+    double sum = 0, t_end;
+    int reps = 0;
+    for (int warm = 0; warm < 1; warm++)
+        for (int i = 0; i < md->count; i++) {
+            struct gemv_job j = {s, &md->m[i], out};
+            ty__threadpool_run(pool, gemv_task, &j);
+        }
+    t_end = ty__time_s() + seconds;
+    do {
+        double t0 = ty__time_s();
+        for (int i = 0; i < md->count; i++) {
+            struct gemv_job j = {s, &md->m[i], out};
+            ty__threadpool_run(pool, gemv_task, &j);
+        }
+        double t = ty__time_s() - t0;
+        sum += t;
+        if (t < *best) *best = t;
+        reps++;
+    } while (ty__time_s() < t_end || reps < 3);
+    *mean = sum / reps;
+}
+
+struct gemm_job {
+    const struct ty_simd *s;
+    const struct mat *m;
+    int64_t cols;
+    const uint8_t *xq;
+    size_t xs;
+    float *out;
+    void **scratch;
+};
+
+static void gemm_task(void *arg, int ith, int nth) {
+    struct gemm_job *j = arg;
+    int64_t b, e;
+    ty__split_range((j->m->rows + 15) / 16, ith, nth, &b, &e);
+    b *= 16, e *= 16;
+    if (e > j->m->rows) e = j->m->rows;
+    if (e <= b) return;
+    const struct mat *m = j->m;
+    if (m->packed)
+        ty__simd_gemm_packed(j->s, m->type, m->n, e - b, m->w + (size_t)(b / TY_PACK_ROWS) * m->panel_stride,
+                             m->panel_stride, j->cols, j->xq, j->xs, j->out + b, m->rows, j->scratch[ith]);
+    else
+        ty__simd_gemm(j->s, m->type, m->n, e - b, m->w + (size_t)b * m->row_bytes, m->row_bytes, j->cols, j->xq, j->xs,
+                      j->out + b, m->rows, j->scratch[ith]);
+}
+
+/* ==== Main ==== */
+
+static const enum ty_type default_types[] = {TY_TYPE_F32,  TY_TYPE_F16,  TY_TYPE_BF16, TY_TYPE_Q8_0,
+                                             TY_TYPE_Q6_K, TY_TYPE_Q5_K, TY_TYPE_Q5_1, TY_TYPE_Q5_0,
+                                             TY_TYPE_Q4_K, TY_TYPE_Q4_1, TY_TYPE_Q4_0, MIX_Q4_K_M};
+
+static int usage(void) {
+    fprintf(stderr, "usage: bench_kernels [--types LIST|all] [--threads LIST] [--seconds S] [--prefill N] "
+                    "[--layout natural|packed|both] [--isa PATH] [--json]\n"
+                    "  LIST: comma-separated weight types (f32, f16, bf16, q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1,\n"
+                    "        q4_0) and q4_k_m; thread counts likewise (default: 1 and the core count)\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    enum ty_type types[32];
+    int n_types = 0, threads[8] = {1, ty__cpu_count()}, n_threads = ty__cpu_count() > 1 ? 2 : 1;
+    double seconds = 1.5;
+    int64_t prefill = 128;
+    bool json = false;
+    const char *isa_name = NULL;
+    enum { LAYOUT_BOTH, LAYOUT_NATURAL, LAYOUT_PACKED } layout = LAYOUT_BOTH;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (!strcmp(a, "--types") && v) {
+            i++;
+            if (!strcmp(v, "all")) continue;
+            char buf[512];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *tok = strtok(buf, ","); tok && n_types < 32; tok = strtok(NULL, ",")) {
+                if (!strcasecmp(tok, "q4_k_m")) {
+                    types[n_types++] = MIX_Q4_K_M;
+                } else if (!ty__type_from_name(tok, &types[n_types++])) {
+                    fprintf(stderr, "bench_kernels: unknown type %s\n", tok);
+                    return usage();
+                }
+            }
+        } else if (!strcmp(a, "--threads") && v) {
+            i++;
+            n_threads = 0;
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *tok = strtok(buf, ","); tok && n_threads < 8; tok = strtok(NULL, ","))
+                if ((threads[n_threads++] = atoi(tok)) < 1) return usage();
+        } else if (!strcmp(a, "--seconds") && v) {
+            seconds = atof(argv[++i]);
+        } else if (!strcmp(a, "--prefill") && v) {
+            prefill = atol(argv[++i]);
+        } else if (!strcmp(a, "--layout") && v) {
+            i++;
+            if (!strcmp(v, "natural"))
+                layout = LAYOUT_NATURAL;
+            else if (!strcmp(v, "packed"))
+                layout = LAYOUT_PACKED;
+            else if (!strcmp(v, "both"))
+                layout = LAYOUT_BOTH;
+            else
+                return usage();
+        } else if (!strcmp(a, "--isa") && v) {
+            isa_name = argv[++i];
+        } else {
+            return usage();
+        }
+    }
+    if (n_types == 0) {
+        n_types = (int)(sizeof default_types / sizeof default_types[0]);
+        memcpy(types, default_types, sizeof default_types);
+    }
+    if (n_threads == 2 && threads[1] == 1) n_threads = 1;
+
+    const struct ty_simd *s = ty__simd();
+    if (isa_name) {
+        enum ty_cpu_isa isa;
+        if (!ty__cpu_isa_from_name(isa_name, &isa) || ty__simd_get(isa, &s) != TY_OK) {
+            fprintf(stderr, "bench_kernels: --isa %s: %s\n", isa_name, ty_last_error());
+            return 1;
+        }
+    }
+
+    json_t *root = json_object(), *jroof = json_array(), *jtypes = json_array();
+    json_object_set_new(root, "isa", json_string(s->name));
+    json_object_set_new(root, "cores", json_integer(ty__cpu_count()));
+
+    /* Rooflines */
+    struct ty_roofline roof[8];
+    for (int t = 0; t < n_threads; t++) {
+        if (ty__roofline_measure_ex(&roof[t], threads[t], 2 * seconds, s->isa, 0) != TY_OK) {
+            fprintf(stderr, "bench_kernels: %s\n", ty_last_error());
+            return 1;
+        }
+        json_t *r = json_object();
+        json_object_set_new(r, "threads", json_integer(roof[t].n_threads));
+        json_object_set_new(r, "mem_bw_gbs", json_real(roof[t].mem_bw_gbs));
+        json_object_set_new(r, "mem_bw_mean_gbs", json_real(roof[t].mem_bw_mean_gbs));
+        json_object_set_new(r, "mem_bytes", json_integer((json_int_t)roof[t].mem_bytes));
+        json_object_set_new(r, "fma_gflops", json_real(roof[t].fma_gflops));
+        json_object_set_new(r, "int8_gops", json_real(roof[t].int8_gops));
+        json_object_set_new(r, "bf16_gflops", json_real(roof[t].bf16_gflops));
+        json_object_set_new(r, "fma_insn", json_string(roof[t].fma_insn));
+        json_object_set_new(r, "int8_insn", json_string(roof[t].int8_insn));
+        if (roof[t].bf16_insn) json_object_set_new(r, "bf16_insn", json_string(roof[t].bf16_insn));
+        json_array_append_new(jroof, r);
+        if (!json)
+            printf("roofline %d thread%s (%s): read %.1f GB/s (mean %.1f, %zu MiB x %d), FMA %.0f GFLOP/s [%s], int "
+                   "dot %.0f GOP/s [%s]%s%.0f%s\n",
+                   roof[t].n_threads, roof[t].n_threads > 1 ? "s" : "", s->name, roof[t].mem_bw_gbs,
+                   roof[t].mem_bw_mean_gbs, roof[t].mem_bytes >> 20, roof[t].mem_passes, roof[t].fma_gflops,
+                   roof[t].fma_insn, roof[t].int8_gops, roof[t].int8_insn, roof[t].bf16_insn ? ", bf16 dot " : "",
+                   roof[t].bf16_gflops, roof[t].bf16_insn ? " GFLOP/s" : "");
+    }
+    json_object_set_new(root, "roofline", jroof);
+
+    /* One activation row of each width. */
+    float *x = malloc(4864 * sizeof(float));
+    for (int i = 0; i < 4864; i++) x[i] = (float)((int64_t)(next_u64() % 2001) - 1000) / 500.0f;
+
+    if (!json)
+        printf("\n%-9s %-5s %-12s | %-22s | %-32s | %s\n", "type", "act", "gemv kernel", "ffn_down GB/s (cached)",
+               "model GB/s, % of read roofline", "prefill GOP/s, % of peak");
+    for (int run = 0; run < 2 * n_types; run++) {
+        enum ty_type t = types[run / 2];
+        bool pack = run % 2; /* a second run with packed weights, where the type (or the mix) has any */
+        enum ty_type base = t == MIX_Q4_K_M ? TY_TYPE_Q4_K : t;
+        bool packable = t == MIX_Q4_K_M || ty__pack_supported(t);
+        if (pack ? !packable || layout == LAYOUT_NATURAL : packable && layout == LAYOUT_PACKED) continue;
+        char label[32];
+        snprintf(label, sizeof label, "%s%s", type_label(t), pack ? "/p" : "");
+        json_t *jt = json_object(), *jffn = json_array(), *jmodel = json_array(), *jpre = json_array();
+        json_object_set_new(jt, "type", json_string(type_label(t)));
+        json_object_set_new(jt, "layout", json_string(pack ? "packed" : "natural"));
+        json_object_set_new(jt, "act", json_string(act_name(s->t[base].act)));
+        json_object_set_new(jt, "gemv_isa", json_string(s->t[base].gemv_isa));
+        json_object_set_new(jt, "gemm_isa", json_string(s->t[base].gemm_isa));
+
+        struct model ffn = {0}, md = {0};
+        ffn.m = calloc(1, sizeof *ffn.m);
+        if (!ffn.m || !add_mat(s, &ffn, "ffn_down", base, 896, 4864, x, pack) || !build_model(s, t, x, pack, &md)) {
+            fprintf(stderr, "bench_kernels: out of memory for %s\n", type_label(t));
+            return 1;
+        }
+        size_t out_n = 896 * (size_t)(prefill > 0 ? prefill : 1) > 151936 ? 896 * (size_t)prefill : 151936;
+        float *out = malloc(out_n * sizeof(float));
+        char line_ffn[128] = "", line_model[160] = "", line_pre[160] = "";
+        for (int th = 0; th < n_threads; th++) {
+            struct ty_threadpool *pool;
+            if (ty__threadpool_init(threads[th], &pool) != TY_OK) return 1;
+            int nth = ty__threadpool_size(pool);
+            double best, mean;
+            time_gemv(pool, s, &ffn, out, seconds / 3, &best, &mean);
+            double ffn_gbs = (double)ffn.bytes / best / 1e9;
+            time_gemv(pool, s, &md, out, seconds, &best, &mean);
+            double gbs = (double)md.bytes / best / 1e9, pct = 100 * gbs / roof[th].mem_bw_gbs;
+            json_t *f = json_object(), *m = json_object();
+            json_object_set_new(f, "threads", json_integer(nth));
+            json_object_set_new(f, "gbs", json_real(ffn_gbs));
+            json_array_append_new(jffn, f);
+            json_object_set_new(m, "threads", json_integer(nth));
+            json_object_set_new(m, "bytes", json_integer((json_int_t)md.bytes));
+            json_object_set_new(m, "gbs", json_real(gbs));
+            json_object_set_new(m, "gbs_mean", json_real((double)md.bytes / mean / 1e9));
+            json_object_set_new(m, "ms_per_token", json_real(best * 1e3));
+            json_object_set_new(m, "roofline_pct", json_real(pct));
+            json_array_append_new(jmodel, m);
+            size_t lf = strlen(line_ffn), lm = strlen(line_model);
+            snprintf(line_ffn + lf, sizeof line_ffn - lf, "%s%5.1f", th ? " / " : "", ffn_gbs);
+            snprintf(line_model + lm, sizeof line_model - lm, "%s%5.1f %3.0f%%", th ? " / " : "", gbs, pct);
+
+            if (prefill > 0) { /* gemm of the down projection with `prefill` columns */
+                const struct mat *fm = &ffn.m[0];
+                size_t xs = ty__simd_act_row_size(s, fm->type, fm->n);
+                uint8_t *xq = ty__malloc_aligned(xs * (size_t)prefill);
+                void *scratch[64];
+                for (int c = 0; c < prefill; c++) ty__simd_quantize_act(s, fm->type, x, xq + c * xs, fm->n);
+                for (int i = 0; i < nth && i < 64; i++) scratch[i] = ty__malloc_aligned(ty__gemm_scratch_size());
+                struct gemm_job j = {s, fm, prefill, xq, xs, out, scratch};
+                ty__threadpool_run(pool, gemm_task, &j);
+                double tb = 1e30, t_end = ty__time_s() + seconds / 2;
+                int reps = 0;
+                do {
+                    double t0 = ty__time_s();
+                    ty__threadpool_run(pool, gemm_task, &j);
+                    double tt = ty__time_s() - t0;
+                    if (tt < tb) tb = tt;
+                    reps++;
+                } while (ty__time_s() < t_end || reps < 2);
+                double gops = 2.0 * (double)fm->rows * (double)fm->n * (double)prefill / tb / 1e9;
+                bool fl = s->t[fm->type].act == TY_ACT_F32, bf = s->t[fm->type].act == TY_ACT_BF16;
+                double peak_v = fl ? roof[th].fma_gflops : bf ? roof[th].bf16_gflops : roof[th].int8_gops;
+                json_t *p = json_object();
+                json_object_set_new(p, "threads", json_integer(nth));
+                json_object_set_new(p, "cols", json_integer(prefill));
+                json_object_set_new(p, "gops", json_real(gops));
+                json_object_set_new(p, "peak_name", json_string(fl ? "fma" : bf ? "bf16" : "int8"));
+                json_object_set_new(p, "peak_pct", json_real(100 * gops / peak_v));
+                json_array_append_new(jpre, p);
+                size_t lp = strlen(line_pre);
+                snprintf(line_pre + lp, sizeof line_pre - lp, "%s%5.0f %3.0f%%", th ? " / " : "", gops,
+                         100 * gops / peak_v);
+                for (int i = 0; i < nth && i < 64; i++) ty__free_aligned(scratch[i]);
+                ty__free_aligned(xq);
+            }
+            ty__threadpool_free(pool);
+        }
+        json_object_set_new(jt, "ffn_down", jffn);
+        json_object_set_new(jt, "model", jmodel);
+        json_object_set_new(jt, "model_bytes", json_integer((json_int_t)md.bytes));
+        if (prefill > 0) json_object_set_new(jt, "prefill", jpre);
+        json_array_append_new(jtypes, jt);
+        if (!json)
+            printf("%-9s %-5s %-12s | %-22s | %-32s | %s\n", label, act_name(s->t[base].act), s->t[base].gemv_isa,
+                   line_ffn, line_model, line_pre);
+        fflush(stdout);
+        free(out);
+        free_model(&ffn);
+        free_model(&md);
+    }
+    json_object_set_new(root, "types", jtypes);
+    if (json) {
+        char *txt = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+        puts(txt);
+        free(txt);
+    } else {
+        printf("\n(thread counts: %d", roof[0].n_threads);
+        for (int t = 1; t < n_threads; t++) printf(" / %d", roof[t].n_threads);
+        printf("; model = all %d matrices of Qwen2.5-0.5B once; prefill = ffn_down x %lld tokens)\n", 24 * 7 + 1,
+               (long long)prefill);
+    }
+    json_decref(root);
+    free(x);
+    return 0;
+}

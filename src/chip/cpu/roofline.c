@@ -1,0 +1,422 @@
+/*
+ * roofline.c - the microbenchmarks of roofline.h.
+ *
+ *  - Read bandwidth: every thread sums its own contiguous slice of one large buffer with the widest integer loads of
+ *    the path, eight independent accumulators so the loop is bound by memory, not by the adds. The buffer is written
+ *    once first (by the threads that read it, so pages land near them) and then read in whole passes; a pass's
+ *    bandwidth is the buffer's size over the wall time of the pass.
+ *  - Peaks: every thread runs independent chains of one instruction on registers (twelve chains: more than latency
+ *    times throughput on current cores), a fixed count calibrated to fill the time budget. Results are stored to a
+ *    volatile sink so no compiler can drop the work.
+ * Threads come from the persistent pool of base/threads.h; a repetition is one pool run, timed from the caller.
+ */
+#include "chip/cpu/roofline.h"
+#include "base/threads.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define T_AVX2   __attribute__((target("avx2,fma")))
+#define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define T_VNNI   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define T_BF16   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx2,fma")))
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+#define CHAINS 12
+
+static _Atomic uint64_t sink; /* where every kernel's result goes, so none can be optimised away */
+
+/* ==== Huge-page memory ==== */
+
+#define HUGE_ALIGN ((size_t)2 << 20)
+
+void *ty__roofline_alloc(size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    /* over-allocate to align to 2 MiB, so every page of the buffer can be huge */
+    size_t len = bytes + HUGE_ALIGN;
+    uint8_t *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    size_t tail = (size_t)(raw + len - (p + bytes));
+    if (tail) munmap(p + bytes, tail);
+    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: without THP the buffer still works */
+    return p;
+#else
+    void *p = ty__malloc_aligned(bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+#endif
+}
+
+void ty__roofline_free(void *p, size_t bytes) {
+    if (!p) return;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    munmap(p, bytes);
+#else
+    (void)bytes;
+    ty__free_aligned(p);
+#endif
+}
+
+/* ==== Kernels: each returns something derived from all its work ==== */
+
+/* Sum of n bytes (a multiple of 512) as 64-bit words. */
+static uint64_t read_scalar(const uint8_t *p, size_t n) {
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i < n; i += 64)
+        for (int j = 0; j < 8; j++) {
+            uint64_t v;
+            memcpy(&v, p + i + 8 * j, 8);
+            s[j] += v;
+        }
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+static double fma_scalar(int64_t iters) {
+    float acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = (float)c;
+    volatile float va = 0.999999f, vb = 1e-7f;
+    float a = va, b = vb;
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = __builtin_fmaf(acc[c], a, b);
+    double s = 0;
+    for (int c = 0; c < CHAINS; c++) s += acc[c];
+    return s;
+}
+
+static double int8_scalar(int64_t iters) {
+    int32_t acc[CHAINS] = {0};
+    volatile int8_t va = 3, vb = -2;
+    int8_t a = va, b = vb;
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = acc[c] * a + b; /* a recurrence: no closed form to fold */
+    double s = 0;
+    for (int c = 0; c < CHAINS; c++) s += acc[c];
+    return s;
+}
+
+#if defined(__x86_64__)
+static T_AVX2 uint64_t read_avx2(const uint8_t *p, size_t n) {
+    __m256i s[8];
+    for (int j = 0; j < 8; j++) s[j] = _mm256_setzero_si256();
+    for (size_t i = 0; i < n; i += 256)
+        for (int j = 0; j < 8; j++) s[j] = _mm256_add_epi64(s[j], _mm256_load_si256((const __m256i *)(p + i + 32 * j)));
+    for (int j = 1; j < 8; j++) s[0] = _mm256_add_epi64(s[0], s[j]);
+    return (uint64_t)_mm256_extract_epi64(s[0], 0) + (uint64_t)_mm256_extract_epi64(s[0], 3);
+}
+
+static T_AVX512 uint64_t read_avx512(const uint8_t *p, size_t n) {
+    __m512i s[8];
+    for (int j = 0; j < 8; j++) s[j] = _mm512_setzero_si512();
+    for (size_t i = 0; i < n; i += 512)
+        for (int j = 0; j < 8; j++) s[j] = _mm512_add_epi64(s[j], _mm512_load_si512(p + i + 64 * j));
+    for (int j = 1; j < 8; j++) s[0] = _mm512_add_epi64(s[0], s[j]);
+    return (uint64_t)_mm512_reduce_add_epi64(s[0]);
+}
+
+static T_AVX2 double fma_avx2(int64_t iters) {
+    __m256 acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_ps((float)c);
+    volatile float va = 0.999999f, vb = 1e-7f;
+    __m256 a = _mm256_set1_ps(va), b = _mm256_set1_ps(vb);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+    for (int c = 1; c < CHAINS; c++) acc[0] = _mm256_add_ps(acc[0], acc[c]);
+    return _mm256_cvtss_f32(acc[0]);
+}
+
+static T_AVX512 double fma_avx512(int64_t iters) {
+    __m512 acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_ps((float)c);
+    volatile float va = 0.999999f, vb = 1e-7f;
+    __m512 a = _mm512_set1_ps(va), b = _mm512_set1_ps(vb);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+    for (int c = 1; c < CHAINS; c++) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+    return _mm512_reduce_add_ps(acc[0]);
+}
+
+/* vpmaddwd + vpaddd: the int16 gemm kernel of the AVX2 and AVX-512 (no VNNI) paths; 16 / 32 multiply-adds. The
+ * product takes the accumulator as one operand: with loop-invariant operands a compiler could fold the whole loop
+ * into one multiply (vpaddd of a constant is plain vector arithmetic to it). */
+static T_AVX2 double int16_avx2(int64_t iters) {
+    __m256i acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_epi32(c);
+    volatile short vb = -2;
+    __m256i b = _mm256_set1_epi16(vb);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(acc[c], b));
+    for (int c = 1; c < CHAINS; c++) acc[0] = _mm256_add_epi32(acc[0], acc[c]);
+    return _mm256_extract_epi32(acc[0], 0);
+}
+
+static T_AVX512 double int16_avx512(int64_t iters) {
+    __m512i acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_epi32(c);
+    volatile short vb = -2;
+    __m512i b = _mm512_set1_epi16(vb);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_add_epi32(acc[c], _mm512_madd_epi16(acc[c], b));
+    for (int c = 1; c < CHAINS; c++) acc[0] = _mm512_add_epi32(acc[0], acc[c]);
+    return _mm512_reduce_add_epi32(acc[0]);
+}
+
+/* vpdpbusd: 64 u8 x s8 multiply-adds per instruction. */
+static T_VNNI double int8_vnni(int64_t iters) {
+    __m512i acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_epi32(c);
+    volatile char va = 3, vb = -2;
+    __m512i a = _mm512_set1_epi8(va), b = _mm512_set1_epi8(vb);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_dpbusd_epi32(acc[c], a, b);
+    for (int c = 1; c < CHAINS; c++) acc[0] = _mm512_add_epi32(acc[0], acc[c]);
+    return _mm512_reduce_add_epi32(acc[0]);
+}
+
+/* vdpbf16ps: 32 bf16 multiply-adds per instruction. */
+static T_BF16 double bf16_avx512(int64_t iters) {
+    __m512 acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_ps((float)c);
+    volatile short va = 0x3f80, vb = 0x3380; /* 1.0 and 2^-24 */
+    __m512i a = _mm512_set1_epi16(va), b = _mm512_set1_epi16(vb);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_dpbf16_ps(acc[c], (__m512bh)a, (__m512bh)b);
+    for (int c = 1; c < CHAINS; c++) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+    return _mm512_reduce_add_ps(acc[0]);
+}
+#endif
+
+#if defined(__aarch64__)
+static uint64_t read_neon(const uint8_t *p, size_t n) {
+    uint64x2_t s[8];
+    for (int j = 0; j < 8; j++) s[j] = vdupq_n_u64(0);
+    for (size_t i = 0; i < n; i += 128)
+        for (int j = 0; j < 8; j++) s[j] = vaddq_u64(s[j], vld1q_u64((const uint64_t *)(p + i + 16 * j)));
+    for (int j = 1; j < 8; j++) s[0] = vaddq_u64(s[0], s[j]);
+    return vgetq_lane_u64(s[0], 0) + vgetq_lane_u64(s[0], 1);
+}
+
+static double fma_neon(int64_t iters) {
+    float32x4_t acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = vdupq_n_f32((float)c);
+    volatile float va = 0.999999f, vb = 1e-7f;
+    float32x4_t a = vdupq_n_f32(va), b = vdupq_n_f32(vb);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = vfmaq_f32(b, acc[c], a);
+    for (int c = 1; c < CHAINS; c++) acc[0] = vaddq_f32(acc[0], acc[c]);
+    return vgetq_lane_f32(acc[0], 0);
+}
+
+#if defined(__ARM_FEATURE_DOTPROD) || (defined(__GNUC__) && !defined(__clang__))
+#if defined(__ARM_FEATURE_DOTPROD)
+#define T_DOT
+#else
+#define T_DOT __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+#define HAVE_SDOT 1
+/* sdot: 16 s8 x s8 multiply-adds per instruction. */
+static T_DOT double int8_neon(int64_t iters) {
+    int32x4_t acc[CHAINS];
+    for (int c = 0; c < CHAINS; c++) acc[c] = vdupq_n_s32(c);
+    volatile int8_t va = 3, vb = -2;
+    int8x16_t a = vdupq_n_s8(va), b = vdupq_n_s8(vb);
+    for (int64_t i = 0; i < iters; i++)
+        for (int c = 0; c < CHAINS; c++) acc[c] = vdotq_s32(acc[c], a, b);
+    for (int c = 1; c < CHAINS; c++) acc[0] = vaddq_s32(acc[0], acc[c]);
+    return vgetq_lane_s32(acc[0], 0);
+}
+#endif
+#endif
+
+/* ==== What each path times ==== */
+
+struct kernels {
+    uint64_t (*read)(const uint8_t *p, size_t n);
+    double (*fma)(int64_t iters);
+    double (*int8)(int64_t iters);
+    double (*bf16)(int64_t iters);
+    double fma_flops, int8_ops, bf16_flops; /* per iteration of one chain */
+    const char *mem_insn, *fma_insn, *int8_insn, *bf16_insn;
+};
+
+static struct kernels kernels_for(enum ty_cpu_isa isa) {
+    struct kernels k = {read_scalar, fma_scalar,      int8_scalar,           NULL, 2, 2, 0,
+                        "mov r64",   "fmaf (scalar)", "imul + add (scalar)", NULL};
+    switch (isa) {
+#if defined(__x86_64__)
+    case TY_CPU_ISA_AVX2:
+        k = (struct kernels){read_avx2,
+                             fma_avx2,
+                             int16_avx2,
+                             NULL,
+                             16,
+                             32,
+                             0,
+                             "vmovdqa ymm",
+                             "vfmadd231ps ymm",
+                             "vpmaddwd + vpaddd ymm (int16)",
+                             NULL};
+        break;
+    case TY_CPU_ISA_AVX512:
+        k = (struct kernels){read_avx512,
+                             fma_avx512,
+                             int16_avx512,
+                             NULL,
+                             32,
+                             64,
+                             0,
+                             "vmovdqa64 zmm",
+                             "vfmadd231ps zmm",
+                             "vpmaddwd + vpaddd zmm (int16)",
+                             NULL};
+        break;
+    case TY_CPU_ISA_AVX512VNNI:
+    case TY_CPU_ISA_AVX512BF16:
+        k = (struct kernels){read_avx512,
+                             fma_avx512,
+                             int8_vnni,
+                             NULL,
+                             32,
+                             128,
+                             0,
+                             "vmovdqa64 zmm",
+                             "vfmadd231ps zmm",
+                             "vpdpbusd zmm (u8 x s8)",
+                             NULL};
+        if (isa == TY_CPU_ISA_AVX512BF16) k.bf16 = bf16_avx512, k.bf16_flops = 64, k.bf16_insn = "vdpbf16ps zmm";
+        break;
+#endif
+#if defined(__aarch64__)
+    case TY_CPU_ISA_NEON:
+        k.read = read_neon, k.fma = fma_neon, k.fma_flops = 8, k.mem_insn = "ldr q", k.fma_insn = "fmla v.4s";
+#if HAVE_SDOT
+        k.int8 = int8_neon, k.int8_ops = 32, k.int8_insn = "sdot v.4s (s8 x s8)";
+#endif
+        break;
+#endif
+    default:
+        break;
+    }
+    return k;
+}
+
+/* ==== Timed runs on the pool ==== */
+
+struct job {
+    const struct kernels *k;
+    int what; /* 0 touch, 1 read, 2 fma, 3 int8, 4 bf16 */
+    uint8_t *buf;
+    size_t bytes;
+    int64_t iters;
+};
+
+static void job_run(void *arg, int ith, int nth) {
+    struct job *j = arg;
+    if (j->what <= 1) {
+        /* slices in units of 4 KiB pages, so each thread streams whole pages of its own */
+        int64_t pages = (int64_t)(j->bytes / 4096), b, e;
+        ty__split_range(pages, ith, nth, &b, &e);
+        uint8_t *p = j->buf + (size_t)b * 4096;
+        size_t n = (size_t)(e - b) * 4096;
+        if (j->what == 0)
+            memset(p, 1 + ith, n);
+        else
+            atomic_fetch_add_explicit(&sink, j->k->read(p, n), memory_order_relaxed);
+        return;
+    }
+    double r = j->what == 2 ? j->k->fma(j->iters) : j->what == 3 ? j->k->int8(j->iters) : j->k->bf16(j->iters);
+    atomic_fetch_add_explicit(&sink, (uint64_t)(int64_t)r, memory_order_relaxed);
+}
+
+static double timed(struct ty_threadpool *pool, struct job *j) {
+    double t0 = ty__time_s();
+    ty__threadpool_run(pool, job_run, j);
+    return ty__time_s() - t0;
+}
+
+/* Best rate (units per second) of a peak kernel over `seconds`: calibrates the iteration count to ~1/5 of it. */
+static double peak(struct ty_threadpool *pool, const struct kernels *k, int what, double per_iter, double seconds) {
+    struct job j = {k, what, NULL, 0, 1000};
+    double t;
+    while ((t = timed(pool, &j)) < 0.01 && j.iters < (1ll << 40)) j.iters *= 4;
+    j.iters = (int64_t)((double)j.iters * (seconds / 5) / (t > 0 ? t : 1e-3)) + 1;
+    double best = 0, t_end = ty__time_s() + seconds;
+    int reps = 0;
+    do {
+        t = timed(pool, &j);
+        double rate = per_iter * CHAINS * (double)j.iters * ty__threadpool_size(pool) / t;
+        if (rate > best) best = rate;
+        reps++;
+    } while (ty__time_s() < t_end || reps < 3);
+    return best;
+}
+
+enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, double seconds_budget,
+                                       enum ty_cpu_isa isa, size_t mem_bytes) {
+    memset(out, 0, sizeof *out);
+    if (!ty__cpu_isa_supported(isa))
+        return ty__error(TY_ERR_UNSUPPORTED, "roofline: this CPU cannot run the %s path", ty__cpu_isa_name(isa));
+    if (mem_bytes == 0) {
+        const char *mb = getenv("TY_ROOFLINE_MB");
+        mem_bytes = (size_t)(mb && atol(mb) > 0 ? atol(mb) : 512) << 20;
+    }
+    mem_bytes = mem_bytes / 4096 * 4096;
+    if (mem_bytes < (1u << 20))
+        return ty__error(TY_ERR_INVALID_ARG, "roofline: buffer of %zu bytes is too small", mem_bytes);
+    if (!(seconds_budget > 0)) seconds_budget = 2;
+
+    struct ty_threadpool *pool;
+    TY_TRY(ty__threadpool_init(n_threads, &pool));
+    uint8_t *buf = ty__roofline_alloc(mem_bytes);
+    if (!buf) {
+        ty__threadpool_free(pool);
+        return ty__error(TY_ERR_NO_MEMORY,
+                         "roofline: cannot allocate the %zu MiB read buffer; set TY_ROOFLINE_MB lower",
+                         mem_bytes >> 20);
+    }
+    struct kernels k = kernels_for(isa);
+    /* Bandwidth is the machine's, whatever path runs: stream with the widest loads the CPU has. */
+    struct kernels best = kernels_for(ty__cpu_isa_best());
+    k.read = best.read, k.mem_insn = best.mem_insn;
+    out->n_threads = ty__threadpool_size(pool);
+    out->isa = isa;
+    out->mem_bytes = mem_bytes;
+    out->mem_insn = k.mem_insn, out->fma_insn = k.fma_insn, out->int8_insn = k.int8_insn, out->bf16_insn = k.bf16_insn;
+
+    /* Bandwidth: 60% of the budget (after one untimed warm pass), at least three passes. */
+    struct job j = {&k, 0, buf, mem_bytes, 0};
+    timed(pool, &j);
+    j.what = 1;
+    timed(pool, &j);
+    double t_end = ty__time_s() + 0.6 * seconds_budget, sum = 0;
+    do {
+        double t = timed(pool, &j);
+        double gbs = (double)mem_bytes / t / 1e9;
+        sum += gbs;
+        if (gbs > out->mem_bw_gbs) out->mem_bw_gbs = gbs;
+        out->mem_passes++;
+    } while (ty__time_s() < t_end || out->mem_passes < 3);
+    out->mem_bw_mean_gbs = sum / out->mem_passes;
+    ty__roofline_free(buf, mem_bytes);
+
+    /* Peaks: the rest of the budget, shared. */
+    double share = 0.4 * seconds_budget / (k.bf16 ? 3 : 2);
+    out->fma_gflops = peak(pool, &k, 2, k.fma_flops, share) / 1e9;
+    out->int8_gops = peak(pool, &k, 3, k.int8_ops, share) / 1e9;
+    if (k.bf16) out->bf16_gflops = peak(pool, &k, 4, k.bf16_flops, share) / 1e9;
+    ty__threadpool_free(pool);
+    return TY_OK;
+}
+
+enum ty_status ty__roofline_measure(struct ty_roofline *out, int n_threads, double seconds_budget) {
+    return ty__roofline_measure_ex(out, n_threads, seconds_budget, ty__simd()->isa, 0);
+}

@@ -1,0 +1,49 @@
+/*
+ * roofline.h - what this machine can do at most, measured in the same run as the figures compared with it: memory
+ * read bandwidth (the decode roofline), and the peak throughput of the instructions the kernels are built on (f32 FMA,
+ * the integer dot product of the quantised gemm, bf16 dot products where the CPU has them), the prefill roofline.
+ *
+ * Bandwidth is streamed with the widest loads the CPU has whatever the path (it is the machine's figure); the peaks
+ * time the instructions of the path measured. Each figure is the best of several timed repetitions (the machine's
+ * capability, not its average under noise), for a given number of threads, each thread pinned to no core in particular
+ * and working on its own data. Shared machines are noisy: compare a kernel with a roofline measured in the same
+ * process, never across runs.
+ */
+#ifndef TY_ROOFLINE_H
+#define TY_ROOFLINE_H
+
+#include "chip/cpu/simd/simd.h"
+
+/* Memory on transparent huge pages where the OS offers them (Linux: anonymous mmap + MADV_HUGEPAGE; elsewhere
+ * plain aligned memory), 2 MiB aligned, zero-filled. On the 2-core Zen 4 VM a thread streamed 16.5 GB/s from 4 KiB
+ * pages and 26.9 GB/s from huge pages: the TLB, not DRAM, bounds a 4 KiB stream. Weights that are copied or packed at
+ * load belong in such memory (a file mapping of a GGUF cannot use huge pages). NULL when out of memory. */
+void *ty__roofline_alloc(size_t bytes);
+void ty__roofline_free(void *p, size_t bytes);
+
+struct ty_roofline {
+    int n_threads;
+    enum ty_cpu_isa isa;    /* the dispatch path whose instructions were timed */
+    size_t mem_bytes;       /* the buffer streamed (many times the last-level cache) */
+    int mem_passes;         /* timed passes over it */
+    double mem_bw_gbs;      /* read bandwidth, best pass, 1e9 bytes per second */
+    double mem_bw_mean_gbs; /* mean over the passes */
+    double fma_gflops;      /* f32 FMA peak, all threads; one fused multiply-add counts 2 FLOPs */
+    double int8_gops;       /* integer dot peak of the quantised gemm's instruction; a multiply-add counts 2 OPs */
+    double bf16_gflops;     /* vdpbf16ps peak; 0 where the path has no bf16 dot product */
+    const char *mem_insn;   /* the load that streamed the buffer, e.g. "vmovdqu64 zmm" */
+    const char *fma_insn;   /* e.g. "vfmadd231ps zmm" */
+    const char *int8_insn;  /* e.g. "vpdpbusd zmm" (u8 x s8); "vpmaddwd zmm" (s16 x s16) without VNNI */
+    const char *bf16_insn;  /* "vdpbf16ps zmm" or NULL */
+};
+
+/* Measures everything with `n_threads` threads (0 = one per core) on the active dispatch path (ty__simd()), within
+ * about `seconds_budget` seconds (at least ~0.5 s is useful; the buffer is 512 MiB, set TY_ROOFLINE_MB to change
+ * it). TY_ERR_NO_MEMORY when the buffer cannot be had. */
+enum ty_status ty__roofline_measure(struct ty_roofline *out, int n_threads, double seconds_budget);
+
+/* The same on a given path and buffer size (bytes; 0 = the default). */
+enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, double seconds_budget,
+                                       enum ty_cpu_isa isa, size_t mem_bytes);
+
+#endif /* TY_ROOFLINE_H */

@@ -1,0 +1,589 @@
+/*
+ * dot-avx2.c - the AVX2 + FMA + F16C kernels (any x86-64 since Haswell / Zen 1): activation quantisers, a gemv per
+ * weight type, and gemm micro-kernels over int16 panels (vpmaddwd) and f32 panels. Every function carries its own
+ * target attribute, so the file builds for any x86-64 and only runs where dispatch.c found the features.
+ *
+ * Integer dots multiply unsigned weight levels by signed activation levels with vpmaddubsw (pair sums stay below
+ * 32767 for every level of at most 6 bits; Q8_0 moves the weight's sign onto the activation with vpsignb) and widen
+ * with vpmaddwd, by one or by the sub-block scales of the K types. Blocks of 32 are read in element order: the 16
+ * nibble bytes broadcast to both halves and the upper copy shifted down by 4.
+ */
+#include "chip/cpu/simd/simd-impl.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <math.h>
+
+#define AVX2   __attribute__((target("avx2,fma,f16c,bmi,bmi2")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* ==== Helpers ==== */
+
+INLINE uint16_t load_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+INLINE uint32_t load_u32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+INLINE int32_t load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+INLINE AVX2 float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+INLINE AVX2 int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+INLINE AVX2 float hmax_ps(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE AVX2 __m256i mul_sum_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* 16 nibble bytes as 32 levels in element order: low nibbles (elements 0..15), then high ones (16..31). */
+INLINE AVX2 __m256i nibbles32(const uint8_t *qs) {
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0f));
+}
+
+/* Bit j of a 32-bit word as 16 in byte j (the fifth bit of a 5-bit level). */
+INLINE AVX2 __m256i fifth_bits(uint32_t qh) {
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
+                                          3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201ll);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(16));
+}
+
+/* ==== Activation quantisers (bit for bit the scalar ones) ==== */
+
+INLINE AVX2 __m256 abs_ps(__m256 x) {
+    return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+}
+/* vmaxps returns its second operand when the first is NaN: NaN lanes never raise the maximum. */
+INLINE AVX2 __m256 abs_max(__m256 m, __m256 x) {
+    return _mm256_max_ps(abs_ps(x), m);
+}
+INLINE AVX2 __m256i levels(__m256 x, __m256 iscale) {
+    __m256 v = _mm256_max_ps(_mm256_mul_ps(x, iscale), _mm256_set1_ps(-127.0f));
+    return _mm256_cvtps_epi32(_mm256_min_ps(v, _mm256_set1_ps(127.0f)));
+}
+/* Four vectors of 8 int32 levels (in -127..127) as 32 int8 in order. */
+INLINE AVX2 __m256i pack_levels(__m256i q0, __m256i q1, __m256i q2, __m256i q3) {
+    __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+static AVX2 void quantize_q8(const float *x, void *xq, int64_t n) {
+    struct ty_q8_act a = ty__q8_act(xq, n);
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + 32 * b + 8 * i), m = abs_max(m, v[i]);
+        float iscale = ty__q8_act_iscale(hmax_ps(m));
+        if (iscale == 0) {
+            memset(a.qs + 32 * b, 0, 32);
+            a.d[b] = 0, a.sum[b] = 0;
+            continue;
+        }
+        __m256 s = _mm256_set1_ps(iscale);
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) q[i] = levels(v[i], s);
+        _mm256_storeu_si256((__m256i *)(a.qs + 32 * b), pack_levels(q[0], q[1], q[2], q[3]));
+        a.sum[b] = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        a.d[b] = 1.0f / iscale;
+    }
+}
+
+static AVX2 void quantize_q8_K(const float *x, void *xq, int64_t n) {
+    struct ty_block_q8_K *y = xq;
+    for (int64_t b = 0; b < n / TY_QK_K; b++, x += TY_QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < TY_QK_K; j += 8) m = abs_max(m, _mm256_loadu_ps(x + j));
+        float amax = hmax_ps(m);
+        float iscale = amax > 0 && isfinite(amax) ? 127.0f / amax : 0;
+        __m256 s = _mm256_set1_ps(iscale);
+        for (int j = 0; j < TY_QK_K; j += 32) {
+            __m256i q[4];
+            for (int i = 0; i < 4; i++) q[i] = levels(_mm256_loadu_ps(x + j + 8 * i), s);
+            _mm256_storeu_si256((__m256i *)(y[b].qs + j), pack_levels(q[0], q[1], q[2], q[3]));
+            y[b].bsums[j / 16] = (int16_t)hsum_epi32(_mm256_add_epi32(q[0], q[1]));
+            y[b].bsums[j / 16 + 1] = (int16_t)hsum_epi32(_mm256_add_epi32(q[2], q[3]));
+        }
+        y[b].d = iscale != 0 ? 1.0f / iscale : 0;
+    }
+}
+
+/* ==== F32, F16, BF16 weights ==== */
+
+enum fkind { FK_F32, FK_F16, FK_BF16 };
+
+INLINE AVX2 __m256 load_w(enum fkind k, const uint8_t *p, int64_t i) {
+    switch (k) {
+    case FK_F32:
+        return _mm256_loadu_ps((const float *)(p + 4 * i));
+    case FK_F16:
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i)));
+    default:
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * i))), 16));
+    }
+}
+
+INLINE AVX2 float load_w1(enum fkind k, const uint8_t *p, int64_t i) {
+    if (k == FK_F32) {
+        float v;
+        memcpy(&v, p + 4 * i, 4);
+        return v;
+    }
+    uint16_t h = load_u16(p + 2 * i);
+    return k == FK_F16 ? _cvtsh_ss(h) : ty__bf16_to_f32(h);
+}
+
+INLINE AVX2 void rows_float(enum fkind k, int R, int64_t n, const uint8_t *w, size_t ws, const float *x, float *out) {
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            acc[r][0] = _mm256_fmadd_ps(load_w(k, w + r * ws, i), x0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(load_w(k, w + r * ws, i + 8), x1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float s = hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1]));
+        for (int64_t j = i; j < n; j++) s += load_w1(k, w + r * ws, j) * x[j];
+        out[r] = s;
+    }
+}
+
+INLINE AVX2 void gemv_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t ws, const void *xq,
+                            float *out) {
+    const uint8_t *p = w;
+    int64_t r = 0;
+    for (; r + TY_GEMV_INTERLEAVE <= rows; r += TY_GEMV_INTERLEAVE)
+        rows_float(k, TY_GEMV_INTERLEAVE, n, p + r * ws, ws, xq, out + r);
+    for (; r < rows; r++) rows_float(k, 1, n, p + r * ws, ws, xq, out + r);
+}
+
+static AVX2 void gemv_f32(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    gemv_float(FK_F32, n, rows, w, ws, xq, out);
+}
+static AVX2 void gemv_f16(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    gemv_float(FK_F16, n, rows, w, ws, xq, out);
+}
+static AVX2 void gemv_bf16(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    gemv_float(FK_BF16, n, rows, w, ws, xq, out);
+}
+
+/* ==== 32-element types against Q8 activations ==== */
+
+/* One block's integer dot on eight lanes, the offset correction already spread over them. */
+INLINE AVX2 __m256i block_dot(enum ty_type type, const uint8_t *q, const int8_t *xs, int32_t sum, float *m) {
+    __m256i a = _mm256_loadu_si256((const __m256i *)xs);
+    switch (type) {
+    case TY_TYPE_Q8_0: {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(q + 2));
+        return mul_sum_u8s8(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
+    }
+    case TY_TYPE_Q4_0: /* levels + 8: take back 8 * sum, -sum per lane */
+        return _mm256_sub_epi32(mul_sum_u8s8(nibbles32(q + 2), a), _mm256_set1_epi32(sum));
+    case TY_TYPE_Q4_1:
+        *m = _cvtsh_ss(load_u16(q + 2));
+        return mul_sum_u8s8(nibbles32(q + 4), a);
+    case TY_TYPE_Q5_0: {
+        __m256i v = _mm256_or_si256(nibbles32(q + 6), fifth_bits(load_u32(q + 2)));
+        return _mm256_sub_epi32(mul_sum_u8s8(v, a), _mm256_set1_epi32(2 * sum));
+    }
+    default: { /* Q5_1 */
+        *m = _cvtsh_ss(load_u16(q + 2));
+        return mul_sum_u8s8(_mm256_or_si256(nibbles32(q + 8), fifth_bits(load_u32(q + 4))), a);
+    }
+    }
+}
+
+INLINE AVX2 void rows_q32(enum ty_type type, int R, int64_t n, const uint8_t *w, size_t ws, struct ty_q8_act a,
+                          float *out) {
+    const size_t bs = ty__type_traits(type)->type_size;
+    const bool affine = type == TY_TYPE_Q4_1 || type == TY_TYPE_Q5_1;
+    __m256 acc[4];
+    float accm[4] = {0, 0, 0, 0};
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++) {
+        float dx = a.d[b];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *q = w + r * ws + b * bs;
+            float m = 0;
+            __m256i s = block_dot(type, q, a.qs + 32 * b, a.sum[b], &m);
+            float d = _cvtsh_ss(load_u16(q)) * dx;
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc[r]);
+            if (affine) accm[r] += m * dx * (float)a.sum[b];
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = hsum_ps(acc[r]) + accm[r];
+}
+
+INLINE AVX2 void gemv_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t ws, const void *xq,
+                          float *out) {
+    struct ty_q8_act a = ty__q8_act(xq, n);
+    const uint8_t *p = w;
+    int64_t r = 0;
+    for (; r + TY_GEMV_INTERLEAVE <= rows; r += TY_GEMV_INTERLEAVE)
+        rows_q32(type, TY_GEMV_INTERLEAVE, n, p + r * ws, ws, a, out + r);
+    for (; r < rows; r++) rows_q32(type, 1, n, p + r * ws, ws, a, out + r);
+}
+
+#define Q32_GEMV(name, T)                                                                                              \
+    static AVX2 void name(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {             \
+        gemv_q32(T, n, rows, w, ws, xq, out);                                                                          \
+    }
+Q32_GEMV(gemv_q8_0, TY_TYPE_Q8_0)
+Q32_GEMV(gemv_q4_0, TY_TYPE_Q4_0)
+Q32_GEMV(gemv_q4_1, TY_TYPE_Q4_1)
+Q32_GEMV(gemv_q5_0, TY_TYPE_Q5_0)
+Q32_GEMV(gemv_q5_1, TY_TYPE_Q5_1)
+
+/* ==== K types against Q8_K activations ==== */
+
+/* The 6-bit scales sc[0..7] and minimums m[0..7] of a Q4_K / Q5_K block. */
+INLINE void k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
+    uint32_t u0 = load_u32(s), u1 = load_u32(s + 4), u2 = load_u32(s + 8);
+    uint32_t w[4] = {u0 & 0x3f3f3f3f, (u2 & 0x0f0f0f0f) | ((u0 >> 6) & 0x03030303) << 4, u1 & 0x3f3f3f3f,
+                     ((u2 >> 4) & 0x0f0f0f0f) | ((u1 >> 6) & 0x03030303) << 4};
+    memcpy(sc, w, 8);
+    memcpy(m, w + 2, 8);
+}
+
+INLINE AVX2 void rows_qk(bool five, int R, int64_t n, const uint8_t *w, size_t ws, const struct ty_block_q8_K *y,
+                         float *out) {
+    const size_t bs = five ? sizeof(struct ty_block_q5_K) : sizeof(struct ty_block_q4_K);
+    const size_t qs_off = five ? 48 : 16;
+    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256 acc[4];
+    float accm[4] = {0, 0, 0, 0};
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / TY_QK_K; b++) {
+        int bs32[8];
+        for (int j = 0; j < 8; j++) bs32[j] = y[b].bsums[2 * j] + y[b].bsums[2 * j + 1];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *q = w + r * ws + b * bs;
+            uint8_t sc[8], mn[8];
+            k_scales(q + 4, sc, mn);
+            __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(q + 16)) : _mm256_setzero_si256();
+            __m256i isum = _mm256_setzero_si256();
+            for (int p = 0; p < 4; p++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(q + qs_off + 32 * p));
+                __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                if (five) {
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * p), one), 4));
+                    hi = _mm256_or_si256(hi,
+                                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * p + 1), one), 4));
+                }
+                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y[b].qs + 64 * p)));
+                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y[b].qs + 64 * p + 32)));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * p])));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * p + 1])));
+            }
+            int32_t imin = 0;
+            for (int j = 0; j < 8; j++) imin += mn[j] * bs32[j];
+            float d = _cvtsh_ss(load_u16(q)) * y[b].d, dmin = _cvtsh_ss(load_u16(q + 2)) * y[b].d;
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d), acc[r]);
+            accm[r] += dmin * (float)imin;
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = hsum_ps(acc[r]) - accm[r];
+}
+
+INLINE AVX2 void rows_q6_K(int R, int64_t n, const uint8_t *w, size_t ws, const struct ty_block_q8_K *y, float *out) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
+    __m256 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / TY_QK_K; b++) {
+        __m256i bsums = _mm256_loadu_si256((const __m256i *)y[b].bsums);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *q = w + r * ws + b * sizeof(struct ty_block_q6_K);
+            const int8_t *sc = (const int8_t *)(q + 192);
+            __m256i isum = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++) {
+                __m256i q0 = _mm256_loadu_si256((const __m256i *)(q + 64 * h));
+                __m256i q1 = _mm256_loadu_si256((const __m256i *)(q + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(q + 128 + 32 * h));
+                __m256i g[4] = {_mm256_and_si256(q0, low4), _mm256_and_si256(q1, low4),
+                                _mm256_and_si256(_mm256_srli_epi16(q0, 4), low4),
+                                _mm256_and_si256(_mm256_srli_epi16(q1, 4), low4)};
+                for (int k = 0; k < 4; k++) {
+                    __m256i top = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), low2);
+                    __m256i v = _mm256_or_si256(g[k], _mm256_slli_epi16(top, 4));
+                    __m256i p =
+                        _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i *)(y[b].qs + 128 * h + 32 * k)));
+                    int j = 8 * h + 2 * k; /* sub-blocks j (words 0..7) and j + 1 (words 8..15) */
+                    __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
+                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s));
+                }
+            }
+            __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+            isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5));
+            float d = _cvtsh_ss(load_u16(q + 208)) * y[b].d;
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = hsum_ps(acc[r]);
+}
+
+static AVX2 void gemv_q4_K(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    const uint8_t *p = w;
+    int64_t r = 0;
+    for (; r + TY_GEMV_INTERLEAVE <= rows; r += TY_GEMV_INTERLEAVE)
+        rows_qk(false, TY_GEMV_INTERLEAVE, n, p + r * ws, ws, xq, out + r);
+    for (; r < rows; r++) rows_qk(false, 1, n, p + r * ws, ws, xq, out + r);
+}
+static AVX2 void gemv_q5_K(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    const uint8_t *p = w;
+    int64_t r = 0;
+    for (; r + TY_GEMV_INTERLEAVE <= rows; r += TY_GEMV_INTERLEAVE)
+        rows_qk(true, TY_GEMV_INTERLEAVE, n, p + r * ws, ws, xq, out + r);
+    for (; r < rows; r++) rows_qk(true, 1, n, p + r * ws, ws, xq, out + r);
+}
+static AVX2 void gemv_q6_K(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    const uint8_t *p = w;
+    int64_t r = 0;
+    for (; r + TY_GEMV_INTERLEAVE <= rows; r += TY_GEMV_INTERLEAVE)
+        rows_q6_K(TY_GEMV_INTERLEAVE, n, p + r * ws, ws, xq, out + r);
+    for (; r < rows; r++) rows_q6_K(1, n, p + r * ws, ws, xq, out + r);
+}
+
+/* ==== Packed 4/5-bit panels (pack.c): 16 rows as two halves of 8 ==== */
+
+INLINE AVX2 void panel_q45(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, struct ty_q8_act a, float *out,
+                           int rv) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, accm[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++, p += l->bp) {
+        const int8_t *x = a.qs + 32 * b;
+        __m256i corr = l->affine || l->bits == 8 ? _mm256_setzero_si256() : _mm256_set1_epi32(-l->offset * a.sum[b]);
+        __m256i i[2] = {corr, corr};
+        for (int st = 0; st < 8 && l->bits == 8; st++) { /* Q8_0: signed levels again, the sign moved onto x */
+            __m256i xb = _mm256_set1_epi32(load_i32(x + 4 * st));
+            for (int h = 0; h < 2; h++) {
+                __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + l->off_qs + 64 * st + 32 * h)),
+                                             _mm256_set1_epi8((char)0x80));
+                i[h] = _mm256_add_epi32(i[h], mul_sum_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xb, q)));
+            }
+        }
+        for (int c = 0; c < 4 && l->bits != 8; c++) {
+            __m256i q0 = _mm256_set1_epi32(load_i32(x + 4 * c)), q1 = _mm256_set1_epi32(load_i32(x + 16 + 4 * c));
+            uint64_t m0 = 0, m1 = 0;
+            if (l->five) memcpy(&m0, p + l->off_qh + 8 * c, 8), memcpy(&m1, p + l->off_qh + 8 * (c + 4), 8);
+            for (int h = 0; h < 2; h++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(p + l->off_qs + 64 * c + 32 * h));
+                __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                if (l->five) {
+                    lo = _mm256_or_si256(lo, fifth_bits((uint32_t)(m0 >> (32 * h))));
+                    hi = _mm256_or_si256(hi, fifth_bits((uint32_t)(m1 >> (32 * h))));
+                }
+                i[h] = _mm256_add_epi32(i[h], _mm256_add_epi32(mul_sum_u8s8(lo, q0), mul_sum_u8s8(hi, q1)));
+            }
+        }
+        __m256 dx = _mm256_set1_ps(a.d[b]);
+        for (int h = 0; h < 2; h++) {
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
+            acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[h]), _mm256_mul_ps(dw, dx), acc[h]);
+            if (l->affine) {
+                __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + l->off_m + 16 * h)));
+                accm[h] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.d[b] * (float)a.sum[b]), accm[h]);
+            }
+        }
+    }
+    float t[16];
+    _mm256_storeu_ps(t, _mm256_add_ps(acc[0], accm[0]));
+    _mm256_storeu_ps(t + 8, _mm256_add_ps(acc[1], accm[1]));
+    memcpy(out, t, (size_t)rv * sizeof(float));
+}
+
+INLINE AVX2 void gemv_packed(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                             const void *xq, float *out) {
+    struct ty_pack_layout l;
+    ty__pack_layout(type, &l);
+    struct ty_q8_act a = ty__q8_act(xq, n);
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        panel_q45(&l, n / 32, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, a, out + r, rv);
+    }
+}
+
+#define PACKED_GEMV(name, T)                                                                                           \
+    static AVX2 void name(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {             \
+        gemv_packed(T, n, rows, w, ps, xq, out);                                                                       \
+    }
+PACKED_GEMV(gemv_packed_q4_0, TY_TYPE_Q4_0)
+PACKED_GEMV(gemv_packed_q4_1, TY_TYPE_Q4_1)
+PACKED_GEMV(gemv_packed_q5_0, TY_TYPE_Q5_0)
+PACKED_GEMV(gemv_packed_q5_1, TY_TYPE_Q5_1)
+PACKED_GEMV(gemv_packed_q8_0, TY_TYPE_Q8_0)
+
+/* ==== Gemm micro-kernels: 8 rows (one vector) ==== */
+
+#define PR 8
+
+INLINE AVX2 void store_cols(int NC, const __m256 *acc, float *out, int64_t ld_out, int c0, int rv, bool accumulate) {
+    for (int c = 0; c < NC; c++) {
+        float *o = out + (c0 + c) * ld_out;
+        if (rv == PR) {
+            __m256 v = acc[c];
+            if (accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(o));
+            _mm256_storeu_ps(o, v);
+        } else {
+            float t[PR];
+            _mm256_storeu_ps(t, acc[c]);
+            for (int r = 0; r < rv; r++) o[r] = accumulate ? o[r] + t[r] : t[r];
+        }
+    }
+}
+
+/* Int16 panel: vpmaddwd of 8 rows' level pairs with a broadcast activation pair; up to 4 columns. */
+INLINE AVX2 void s16_body(int NC, const struct ty_panel *p, const struct ty_panel_cols *pc, int c0, float *out,
+                          int64_t ld_out, int rv, bool accumulate) {
+    __m256 accf[4];
+    const int16_t *x[4];
+    for (int c = 0; c < NC; c++) accf[c] = _mm256_setzero_ps(), x[c] = pc->x[c0 + c];
+    const uint8_t *wp = p->w;
+    const int G = p->G;
+    for (int64_t g = 0; g < p->kc / G; g++) {
+        __m256i acci[4];
+        for (int c = 0; c < NC; c++) acci[c] = _mm256_setzero_si256();
+        for (int s = 0; s < G / 2; s++, wp += 32) {
+            __m256i wv = _mm256_loadu_si256((const __m256i *)wp);
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++)
+                acci[c] =
+                    _mm256_add_epi32(acci[c], _mm256_madd_epi16(wv, _mm256_set1_epi32(load_i32(x[c] + g * G + 2 * s))));
+        }
+        __m256 sc = _mm256_loadu_ps(p->scale + g * PR);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            __m256 s = _mm256_mul_ps(sc, _mm256_set1_ps(pc->xs[(c0 + c) * pc->ld + g]));
+            accf[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acci[c]), s, accf[c]);
+        }
+        if (p->has_min) {
+            __m256 mn = _mm256_loadu_ps(p->min + g * PR);
+            for (int c = 0; c < NC; c++)
+                accf[c] = _mm256_fmadd_ps(mn, _mm256_set1_ps(pc->xm[(c0 + c) * pc->ld + g]), accf[c]);
+        }
+    }
+    store_cols(NC, accf, out, ld_out, c0, rv, accumulate);
+}
+
+/* F32 panel: one FMA per step and column; up to 8 columns (eight independent chains). */
+INLINE AVX2 void f32_body(int NC, const struct ty_panel *p, const struct ty_panel_cols *pc, int c0, float *out,
+                          int64_t ld_out, int rv, bool accumulate) {
+    __m256 acc[8];
+    const float *x[8];
+    for (int c = 0; c < NC; c++) acc[c] = _mm256_setzero_ps(), x[c] = pc->x[c0 + c];
+    const float *wp = p->w;
+    for (int64_t k = 0; k < p->kc; k++, wp += PR) {
+        __m256 wv = _mm256_loadu_ps(wp);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++) acc[c] = _mm256_fmadd_ps(wv, _mm256_set1_ps(x[c][k]), acc[c]);
+    }
+    store_cols(NC, acc, out, ld_out, c0, rv, accumulate);
+}
+
+static AVX2 void kernel_s16(const struct ty_panel *p, const struct ty_panel_cols *pc, float *out, int64_t ld_out,
+                            int rv, bool accumulate) {
+    int c = 0;
+    if (c + 4 <= pc->n) s16_body(4, p, pc, c, out, ld_out, rv, accumulate), c += 4;
+    if (c + 2 <= pc->n) s16_body(2, p, pc, c, out, ld_out, rv, accumulate), c += 2;
+    if (c < pc->n) s16_body(1, p, pc, c, out, ld_out, rv, accumulate);
+}
+
+static AVX2 void kernel_f32(const struct ty_panel *p, const struct ty_panel_cols *pc, float *out, int64_t ld_out,
+                            int rv, bool accumulate) {
+    int c = 0;
+    if (c + 8 <= pc->n) f32_body(8, p, pc, c, out, ld_out, rv, accumulate), c += 8;
+    if (c + 4 <= pc->n) f32_body(4, p, pc, c, out, ld_out, rv, accumulate), c += 4;
+    if (c + 2 <= pc->n) f32_body(2, p, pc, c, out, ld_out, rv, accumulate), c += 2;
+    if (c < pc->n) f32_body(1, p, pc, c, out, ld_out, rv, accumulate);
+}
+
+static const struct ty_gemm_impl impl_s16 = {TY_PANEL_S16, PR, 4, kernel_s16};
+static const struct ty_gemm_impl impl_f32 = {TY_PANEL_F32, PR, 8, kernel_f32};
+
+TY_GEMM_PANEL_FN(gemm_f32, impl_f32, TY_TYPE_F32, TY_ACT_F32)
+TY_GEMM_PANEL_FN(gemm_f16, impl_f32, TY_TYPE_F16, TY_ACT_F32)
+TY_GEMM_PANEL_FN(gemm_bf16, impl_f32, TY_TYPE_BF16, TY_ACT_F32)
+TY_GEMM_PANEL_FN(gemm_q8_0, impl_s16, TY_TYPE_Q8_0, TY_ACT_Q8)
+TY_GEMM_PANEL_FN(gemm_q4_0, impl_s16, TY_TYPE_Q4_0, TY_ACT_Q8)
+TY_GEMM_PANEL_FN(gemm_q4_1, impl_s16, TY_TYPE_Q4_1, TY_ACT_Q8)
+TY_GEMM_PANEL_FN(gemm_q5_0, impl_s16, TY_TYPE_Q5_0, TY_ACT_Q8)
+TY_GEMM_PANEL_FN(gemm_q5_1, impl_s16, TY_TYPE_Q5_1, TY_ACT_Q8)
+TY_GEMM_PANEL_FN(gemm_q4_K, impl_s16, TY_TYPE_Q4_K, TY_ACT_Q8_K)
+TY_GEMM_PANEL_FN(gemm_q5_K, impl_s16, TY_TYPE_Q5_K, TY_ACT_Q8_K)
+TY_GEMM_PANEL_FN(gemm_q6_K, impl_s16, TY_TYPE_Q6_K, TY_ACT_Q8_K)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q4_0, impl_s16, TY_TYPE_Q4_0, TY_ACT_Q8, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q4_1, impl_s16, TY_TYPE_Q4_1, TY_ACT_Q8, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q5_0, impl_s16, TY_TYPE_Q5_0, TY_ACT_Q8, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q5_1, impl_s16, TY_TYPE_Q5_1, TY_ACT_Q8, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q8_0, impl_s16, TY_TYPE_Q8_0, TY_ACT_Q8, true)
+
+/* ==== Table ==== */
+
+void ty__simd_fill_avx2(struct ty_simd *s) {
+    static const struct {
+        enum ty_type type;
+        enum ty_act_format act;
+        ty_gemv_fn gemv;
+        ty_gemm_fn gemm;
+    } k[] = {
+        {TY_TYPE_F32, TY_ACT_F32, gemv_f32, gemm_f32},     {TY_TYPE_F16, TY_ACT_F32, gemv_f16, gemm_f16},
+        {TY_TYPE_BF16, TY_ACT_F32, gemv_bf16, gemm_bf16},  {TY_TYPE_Q8_0, TY_ACT_Q8, gemv_q8_0, gemm_q8_0},
+        {TY_TYPE_Q4_0, TY_ACT_Q8, gemv_q4_0, gemm_q4_0},   {TY_TYPE_Q4_1, TY_ACT_Q8, gemv_q4_1, gemm_q4_1},
+        {TY_TYPE_Q5_0, TY_ACT_Q8, gemv_q5_0, gemm_q5_0},   {TY_TYPE_Q5_1, TY_ACT_Q8, gemv_q5_1, gemm_q5_1},
+        {TY_TYPE_Q4_K, TY_ACT_Q8_K, gemv_q4_K, gemm_q4_K}, {TY_TYPE_Q5_K, TY_ACT_Q8_K, gemv_q5_K, gemm_q5_K},
+        {TY_TYPE_Q6_K, TY_ACT_Q8_K, gemv_q6_K, gemm_q6_K},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        ty_quantize_act_fn q = k[i].act == TY_ACT_Q8     ? quantize_q8
+                               : k[i].act == TY_ACT_Q8_K ? quantize_q8_K
+                                                         : ty__quantize_act_f32;
+        struct ty_simd_type *t = &s->t[k[i].type];
+        t->act = k[i].act, t->quantize_act = q, t->gemv = k[i].gemv, t->gemm = k[i].gemm;
+        t->gemv_isa = t->gemm_isa = "avx2";
+    }
+    s->t[TY_TYPE_Q4_0].gemv_packed = gemv_packed_q4_0, s->t[TY_TYPE_Q4_0].gemm_packed = gemm_packed_q4_0;
+    s->t[TY_TYPE_Q4_1].gemv_packed = gemv_packed_q4_1, s->t[TY_TYPE_Q4_1].gemm_packed = gemm_packed_q4_1;
+    s->t[TY_TYPE_Q5_0].gemv_packed = gemv_packed_q5_0, s->t[TY_TYPE_Q5_0].gemm_packed = gemm_packed_q5_0;
+    s->t[TY_TYPE_Q5_1].gemv_packed = gemv_packed_q5_1, s->t[TY_TYPE_Q5_1].gemm_packed = gemm_packed_q5_1;
+    s->t[TY_TYPE_Q8_0].gemv_packed = gemv_packed_q8_0, s->t[TY_TYPE_Q8_0].gemm_packed = gemm_packed_q8_0;
+}
+
+#else /* not x86-64 */
+
+void ty__simd_fill_avx2(struct ty_simd *s) {
+    (void)s;
+}
+
+#endif

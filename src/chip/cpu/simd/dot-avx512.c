@@ -1,0 +1,431 @@
+/*
+ * dot-avx512.c - the AVX-512 kernels of three dispatch paths:
+ *   avx512      AVX-512 F/BW/DQ/VL: integer dots by vpmaddubsw + vpmaddwd, gemm panels of int16 (vpmaddwd);
+ *   avx512vnni  + VNNI: vpdpbusd / vpdpwssd, gemm panels of uint8 (vpdpbusd with a broadcast activation quad);
+ *   avx512bf16  + BF16: BF16 weights take bf16 activations and vdpbf16ps (32 products per instruction).
+ * Every function carries its own target attribute, so this file builds for any x86-64 and only runs where
+ * dispatch.c found the features. F16 weights convert with F16C (vcvtph2ps), BF16 ones by a 16-bit shift or vdpbf16ps.
+ *
+ * The quantised gemv kernels live in dot-avx512-int.h, compiled once per integer instruction set. Activation
+ * quantisers here reproduce the scalar ones bit for bit (same scale arithmetic, round-to-nearest-even conversion,
+ * NaN handled by operand order of vmaxps).
+ */
+#include "chip/cpu/simd/simd-impl.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <math.h>
+
+#define TARGET_BASE "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2"
+#define AVX512      __attribute__((target(TARGET_BASE)))
+#define AVX512_VNNI __attribute__((target(TARGET_BASE ",avx512vnni")))
+#define AVX512_BF16 __attribute__((target(TARGET_BASE ",avx512vnni,avx512bf16")))
+#define INLINE      static inline __attribute__((always_inline))
+
+/* ==== Helpers ==== */
+
+/* The first `bytes` lanes of a 64-byte vector (all of them from 64 up, none from 0 down). */
+INLINE AVX512 __mmask64 bytes_mask(int bytes) {
+    return bytes >= 64 ? ~0ull : bytes <= 0 ? 0 : (1ull << bytes) - 1;
+}
+
+INLINE uint16_t load_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+INLINE int32_t load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* ==== Activation quantisers ==== */
+
+/* Largest |x| of a vector, NaN lanes ignored: vmaxps returns its second operand when the first is NaN. */
+INLINE AVX512 __m512 abs_max(__m512 m, __m512 x) {
+    return _mm512_max_ps(_mm512_abs_ps(x), m);
+}
+
+/* Levels of x * iscale as ty__quant_round(.., -127, 127) makes them: NaN to -127 (second operand again). */
+INLINE AVX512 __m512i levels(__m512 x, __m512 iscale) {
+    __m512 v = _mm512_max_ps(_mm512_mul_ps(x, iscale), _mm512_set1_ps(-127.0f));
+    return _mm512_cvtps_epi32(_mm512_min_ps(v, _mm512_set1_ps(127.0f)));
+}
+
+static AVX512 void quantize_q8(const float *x, void *xq, int64_t n) {
+    struct ty_q8_act a = ty__q8_act(xq, n);
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+        __m512 m = abs_max(abs_max(_mm512_setzero_ps(), x0), x1);
+        float iscale = ty__q8_act_iscale(_mm512_reduce_max_ps(m));
+        if (iscale == 0) {
+            memset(a.qs + 32 * b, 0, 32);
+            a.d[b] = 0, a.sum[b] = 0;
+            continue;
+        }
+        __m512 s = _mm512_set1_ps(iscale);
+        __m512i q0 = levels(x0, s), q1 = levels(x1, s);
+        _mm_storeu_si128((__m128i *)(a.qs + 32 * b), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(a.qs + 32 * b + 16), _mm512_cvtepi32_epi8(q1));
+        a.sum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        a.d[b] = 1.0f / iscale;
+    }
+}
+
+/* Byte for byte ty__q8_K_from_float (quant-k.c). */
+static AVX512 void quantize_q8_K(const float *x, void *xq, int64_t n) {
+    struct ty_block_q8_K *y = xq;
+    for (int64_t b = 0; b < n / TY_QK_K; b++, x += TY_QK_K) {
+        __m512 m = _mm512_setzero_ps();
+        for (int j = 0; j < TY_QK_K; j += 16) m = abs_max(m, _mm512_loadu_ps(x + j));
+        float amax = _mm512_reduce_max_ps(m);
+        float iscale = amax > 0 && isfinite(amax) ? 127.0f / amax : 0;
+        __m512 s = _mm512_set1_ps(iscale);
+        for (int j = 0; j < TY_QK_K; j += 16) {
+            __m512i q = levels(_mm512_loadu_ps(x + j), s);
+            _mm_storeu_si128((__m128i *)(y[b].qs + j), _mm512_cvtepi32_epi8(q));
+            y[b].bsums[j / 16] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        y[b].d = iscale != 0 ? 1.0f / iscale : 0;
+    }
+}
+
+/* Round to nearest even with the integer trick of ty__f32_to_bf16, so subnormals round as the reference does
+ * (vcvtneps2bf16 would flush them to zero). */
+INLINE AVX512 __m256i to_bf16(__m512 x) {
+    __m512i u = _mm512_castps_si512(x);
+    __m512i hi = _mm512_srli_epi32(u, 16);
+    __m512i r =
+        _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(hi, _mm512_set1_epi32(1))));
+    r = _mm512_srli_epi32(r, 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+static AVX512 void quantize_bf16(const float *x, void *xq, int64_t n) {
+    uint16_t *y = xq;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(y + i), to_bf16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(y + i, m, to_bf16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+/* ==== F32, F16, BF16 weights against f32 activations ==== */
+
+enum fkind { FK_F32, FK_F16, FK_BF16 };
+
+INLINE AVX512 __m512 load_w(enum fkind k, const uint8_t *p, int64_t i) {
+    switch (k) {
+    case FK_F32:
+        return _mm512_loadu_ps(p + 4 * i);
+    case FK_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 2 * i)));
+    default:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + 2 * i))), 16));
+    }
+}
+
+INLINE AVX512 __m512 load_w_masked(enum fkind k, const uint8_t *p, int64_t i, __mmask16 m) {
+    switch (k) {
+    case FK_F32:
+        return _mm512_maskz_loadu_ps(m, p + 4 * i);
+    case FK_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + 2 * i));
+    default:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p + 2 * i)), 16));
+    }
+}
+
+/* R rows, two accumulators each (eight independent FMA chains at R = 4). */
+INLINE AVX512 void rows_float(enum fkind k, int R, int64_t n, const uint8_t *w, size_t ws, const float *x, float *out) {
+    __m512 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            acc[r][0] = _mm512_fmadd_ps(load_w(k, w + r * ws, i), x0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(load_w(k, w + r * ws, i + 16), x1, acc[r][1]);
+        }
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        for (int r = 0; r < R; r++) acc[r][0] = _mm512_fmadd_ps(load_w_masked(k, w + r * ws, i, m), xv, acc[r][0]);
+    }
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+
+INLINE AVX512 void gemv_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t ws, const void *xq,
+                              float *out) {
+    const uint8_t *p = w;
+    int64_t r = 0;
+    for (; r + TY_GEMV_INTERLEAVE <= rows; r += TY_GEMV_INTERLEAVE)
+        rows_float(k, TY_GEMV_INTERLEAVE, n, p + r * ws, ws, xq, out + r);
+    for (; r < rows; r++) rows_float(k, 1, n, p + r * ws, ws, xq, out + r);
+}
+
+static AVX512 void gemv_f32(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    gemv_float(FK_F32, n, rows, w, ws, xq, out);
+}
+static AVX512 void gemv_f16(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    gemv_float(FK_F16, n, rows, w, ws, xq, out);
+}
+static AVX512 void gemv_bf16(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    gemv_float(FK_BF16, n, rows, w, ws, xq, out);
+}
+
+/* ==== BF16 weights against bf16 activations (vdpbf16ps) ==== */
+
+INLINE AVX512_BF16 __m512 dpbf16(__m512 acc, __m512i a, __m512i b) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+
+INLINE AVX512_BF16 void rows_bf16_bf16(int R, int64_t n, const uint8_t *w, size_t ws, const uint16_t *x, float *out) {
+    __m512 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i x0 = _mm512_loadu_si512(x + i), x1 = _mm512_loadu_si512(x + i + 32);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            acc[r][0] = dpbf16(acc[r][0], _mm512_loadu_si512(w + r * ws + 2 * i), x0);
+            acc[r][1] = dpbf16(acc[r][1], _mm512_loadu_si512(w + r * ws + 2 * i + 64), x1);
+        }
+    }
+    for (; i < n; i += 32) {
+        __mmask32 m = n - i >= 32 ? 0xffffffffu : (__mmask32)((1u << (n - i)) - 1);
+        __m512i xv = _mm512_maskz_loadu_epi16(m, x + i);
+        for (int r = 0; r < R; r++) acc[r][0] = dpbf16(acc[r][0], _mm512_maskz_loadu_epi16(m, w + r * ws + 2 * i), xv);
+    }
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+
+static AVX512_BF16 void gemv_bf16_bf16(int64_t n, int64_t rows, const void *w, size_t ws, const void *xq, float *out) {
+    const uint8_t *p = w;
+    int64_t r = 0;
+    for (; r + TY_GEMV_INTERLEAVE <= rows; r += TY_GEMV_INTERLEAVE)
+        rows_bf16_bf16(TY_GEMV_INTERLEAVE, n, p + r * ws, ws, xq, out + r);
+    for (; r < rows; r++) rows_bf16_bf16(1, n, p + r * ws, ws, xq, out + r);
+}
+
+/* ==== Quantised weights: dot-avx512-int.h, once per integer instruction set ==== */
+
+#define KSFX    base
+#define KTARGET AVX512
+#define KVNNI   0
+#include "chip/cpu/simd/dot-avx512-int.h"
+#undef KSFX
+#undef KTARGET
+#undef KVNNI
+
+#define KSFX    vnni
+#define KTARGET AVX512_VNNI
+#define KVNNI   1
+#include "chip/cpu/simd/dot-avx512-int.h"
+#undef KSFX
+#undef KTARGET
+#undef KVNNI
+
+/* ==== Gemm micro-kernels: 16 rows (one vector) by up to 8 columns ==== */
+
+#define PR 16 /* panel rows */
+
+INLINE AVX512 void store_cols(int NC, const __m512 *acc, float *out, int64_t ld_out, int c0, int rv, bool accumulate) {
+    __mmask16 m = rv >= PR ? 0xffff : (__mmask16)((1u << rv) - 1);
+    for (int c = 0; c < NC; c++) {
+        float *o = out + (c0 + c) * ld_out;
+        __m512 v = acc[c];
+        if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o));
+        _mm512_mask_storeu_ps(o, m, v);
+    }
+}
+
+/* out += cvt(acci) * scale * xs (+ min * xm) for one group of every column. */
+INLINE AVX512 void group_to_float(int NC, const struct ty_panel *p, const struct ty_panel_cols *pc, int c0, int64_t g,
+                                  const __m512i *acci, __m512 *accf) {
+    __m512 sc = _mm512_loadu_ps(p->scale + g * PR);
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; c++) {
+        __m512 s = _mm512_mul_ps(sc, _mm512_set1_ps(pc->xs[(c0 + c) * pc->ld + g]));
+        accf[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acci[c]), s, accf[c]);
+    }
+    if (p->has_min) {
+        __m512 mn = _mm512_loadu_ps(p->min + g * PR);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++)
+            accf[c] = _mm512_fmadd_ps(mn, _mm512_set1_ps(pc->xm[(c0 + c) * pc->ld + g]), accf[c]);
+    }
+}
+
+/* Int16 panel, vpmaddwd with a broadcast pair of activation levels. */
+INLINE AVX512 void s16_body(int NC, const struct ty_panel *p, const struct ty_panel_cols *pc, int c0, float *out,
+                            int64_t ld_out, int rv, bool accumulate) {
+    __m512 accf[8];
+    const int16_t *x[8];
+    for (int c = 0; c < NC; c++) accf[c] = _mm512_setzero_ps(), x[c] = pc->x[c0 + c];
+    const uint8_t *wp = p->w;
+    const int G = p->G;
+    for (int64_t g = 0; g < p->kc / G; g++) {
+        __m512i acci[8];
+        for (int c = 0; c < NC; c++) acci[c] = _mm512_setzero_si512();
+        for (int s = 0; s < G / 2; s++, wp += 64) {
+            __m512i wv = _mm512_loadu_si512(wp);
+#pragma GCC unroll 8
+            for (int c = 0; c < NC; c++)
+                acci[c] =
+                    _mm512_add_epi32(acci[c], _mm512_madd_epi16(wv, _mm512_set1_epi32(load_i32(x[c] + g * G + 2 * s))));
+        }
+        group_to_float(NC, p, pc, c0, g, acci, accf);
+    }
+    store_cols(NC, accf, out, ld_out, c0, rv, accumulate);
+}
+
+/* Uint8 panel (levels + 128), vpdpbusd with a broadcast quad; the accumulator starts at -128 * the quad sums. */
+INLINE AVX512_VNNI void u8_body(int NC, const struct ty_panel *p, const struct ty_panel_cols *pc, int c0, float *out,
+                                int64_t ld_out, int rv, bool accumulate) {
+    __m512 accf[8];
+    const int8_t *x[8];
+    for (int c = 0; c < NC; c++) accf[c] = _mm512_setzero_ps(), x[c] = pc->x[c0 + c];
+    const uint8_t *wp = p->w;
+    const int G = p->G;
+    for (int64_t g = 0; g < p->kc / G; g++) {
+        __m512i acci[8];
+        for (int c = 0; c < NC; c++) acci[c] = _mm512_set1_epi32(pc->xi[(c0 + c) * pc->ld + g]);
+        for (int s = 0; s < G / 4; s++, wp += 64) {
+            __m512i wv = _mm512_loadu_si512(wp);
+#pragma GCC unroll 8
+            for (int c = 0; c < NC; c++)
+                acci[c] = _mm512_dpbusd_epi32(acci[c], wv, _mm512_set1_epi32(load_i32(x[c] + g * G + 4 * s)));
+        }
+        group_to_float(NC, p, pc, c0, g, acci, accf);
+    }
+    store_cols(NC, accf, out, ld_out, c0, rv, accumulate);
+}
+
+/* F32 panel, one FMA per row vector, step and column. */
+INLINE AVX512 void f32_body(int NC, const struct ty_panel *p, const struct ty_panel_cols *pc, int c0, float *out,
+                            int64_t ld_out, int rv, bool accumulate) {
+    __m512 acc[8];
+    const float *x[8];
+    for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps(), x[c] = pc->x[c0 + c];
+    const float *wp = p->w;
+    for (int64_t k = 0; k < p->kc; k++, wp += PR) {
+        __m512 wv = _mm512_loadu_ps(wp);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++) acc[c] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[c][k]), acc[c]);
+    }
+    store_cols(NC, acc, out, ld_out, c0, rv, accumulate);
+}
+
+/* BF16 panel, vdpbf16ps with a broadcast pair of bf16 activations. */
+INLINE AVX512_BF16 void bf16_body(int NC, const struct ty_panel *p, const struct ty_panel_cols *pc, int c0, float *out,
+                                  int64_t ld_out, int rv, bool accumulate) {
+    __m512 acc[8];
+    const uint16_t *x[8];
+    for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps(), x[c] = pc->x[c0 + c];
+    const uint8_t *wp = p->w;
+    int64_t k2 = 0;
+    for (; k2 < p->kc / 2; k2++, wp += 64) {
+        __m512i wv = _mm512_loadu_si512(wp);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++) acc[c] = dpbf16(acc[c], wv, _mm512_set1_epi32(load_i32(x[c] + 2 * k2)));
+    }
+    if (p->kc % 2) { /* odd K: the last step pairs the element with a zero */
+        __m512i wv = _mm512_loadu_si512(wp);
+        for (int c = 0; c < NC; c++) acc[c] = dpbf16(acc[c], wv, _mm512_set1_epi32((int32_t)x[c][2 * k2]));
+    }
+    store_cols(NC, acc, out, ld_out, c0, rv, accumulate);
+}
+
+/* Kernels for 8, 4, 2 and 1 columns (accumulators stay in registers only at a fixed count). */
+#define PANEL_KERNEL(name, body, target)                                                                               \
+    static target void name(const struct ty_panel *p, const struct ty_panel_cols *pc, float *out, int64_t ld_out,      \
+                            int rv, bool accumulate) {                                                                 \
+        int c = 0;                                                                                                     \
+        for (; c + 8 <= pc->n; c += 8) body(8, p, pc, c, out, ld_out, rv, accumulate);                                 \
+        if (c + 4 <= pc->n) body(4, p, pc, c, out, ld_out, rv, accumulate), c += 4;                                    \
+        if (c + 2 <= pc->n) body(2, p, pc, c, out, ld_out, rv, accumulate), c += 2;                                    \
+        if (c < pc->n) body(1, p, pc, c, out, ld_out, rv, accumulate);                                                 \
+    }
+
+PANEL_KERNEL(kernel_s16, s16_body, AVX512)
+PANEL_KERNEL(kernel_u8, u8_body, AVX512_VNNI)
+PANEL_KERNEL(kernel_f32, f32_body, AVX512)
+PANEL_KERNEL(kernel_bf16, bf16_body, AVX512_BF16)
+
+static const struct ty_gemm_impl impl_s16 = {TY_PANEL_S16, PR, 8, kernel_s16};
+static const struct ty_gemm_impl impl_u8 = {TY_PANEL_U8, PR, 8, kernel_u8};
+static const struct ty_gemm_impl impl_f32 = {TY_PANEL_F32, PR, 8, kernel_f32};
+static const struct ty_gemm_impl impl_bf16 = {TY_PANEL_BF16, PR, 8, kernel_bf16};
+
+TY_GEMM_PANEL_FN(gemm_f32, impl_f32, TY_TYPE_F32, TY_ACT_F32)
+TY_GEMM_PANEL_FN(gemm_f16, impl_f32, TY_TYPE_F16, TY_ACT_F32)
+TY_GEMM_PANEL_FN(gemm_bf16, impl_f32, TY_TYPE_BF16, TY_ACT_F32)
+TY_GEMM_PANEL_FN(gemm_bf16_bf16, impl_bf16, TY_TYPE_BF16, TY_ACT_BF16)
+
+#define INT_GEMMS(sfx, impl)                                                                                           \
+    TY_GEMM_PANEL_FN(gemm_q8_0_##sfx, impl, TY_TYPE_Q8_0, TY_ACT_Q8)                                                   \
+    TY_GEMM_PANEL_FN(gemm_q4_0_##sfx, impl, TY_TYPE_Q4_0, TY_ACT_Q8)                                                   \
+    TY_GEMM_PANEL_FN(gemm_q4_1_##sfx, impl, TY_TYPE_Q4_1, TY_ACT_Q8)                                                   \
+    TY_GEMM_PANEL_FN(gemm_q5_0_##sfx, impl, TY_TYPE_Q5_0, TY_ACT_Q8)                                                   \
+    TY_GEMM_PANEL_FN(gemm_q5_1_##sfx, impl, TY_TYPE_Q5_1, TY_ACT_Q8)                                                   \
+    TY_GEMM_PANEL_FN(gemm_q4_K_##sfx, impl, TY_TYPE_Q4_K, TY_ACT_Q8_K)                                                 \
+    TY_GEMM_PANEL_FN(gemm_q5_K_##sfx, impl, TY_TYPE_Q5_K, TY_ACT_Q8_K)                                                 \
+    TY_GEMM_PANEL_FN(gemm_q6_K_##sfx, impl, TY_TYPE_Q6_K, TY_ACT_Q8_K)
+INT_GEMMS(s16, impl_s16)
+INT_GEMMS(u8, impl_u8)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q8_0_s16, impl_s16, TY_TYPE_Q8_0, TY_ACT_Q8, true)
+
+/* ==== Table ==== */
+
+static void set_int_gemm(struct ty_simd *s, bool vnni) {
+    static const enum ty_type types[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_0, TY_TYPE_Q4_1, TY_TYPE_Q5_0,
+                                         TY_TYPE_Q5_1, TY_TYPE_Q4_K, TY_TYPE_Q5_K, TY_TYPE_Q6_K};
+    static const ty_gemm_fn s16[] = {gemm_q8_0_s16, gemm_q4_0_s16, gemm_q4_1_s16, gemm_q5_0_s16,
+                                     gemm_q5_1_s16, gemm_q4_K_s16, gemm_q5_K_s16, gemm_q6_K_s16};
+    static const ty_gemm_fn u8[] = {gemm_q8_0_u8, gemm_q4_0_u8, gemm_q4_1_u8, gemm_q5_0_u8,
+                                    gemm_q5_1_u8, gemm_q4_K_u8, gemm_q5_K_u8, gemm_q6_K_u8};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        struct ty_simd_type *t = &s->t[types[i]];
+        t->quantize_act = t->act == TY_ACT_Q8 ? quantize_q8 : quantize_q8_K;
+        t->gemm = vnni ? u8[i] : s16[i];
+        t->gemm_isa = vnni ? "avx512vnni" : "avx512";
+    }
+    if (!vnni) s->t[TY_TYPE_Q8_0].gemm_packed = gemm_packed_q8_0_s16;
+}
+
+void ty__simd_fill_avx512(struct ty_simd *s, int level) {
+    if (level == 0) {
+        fill_int_base(s, "avx512");
+        set_int_gemm(s, false);
+        s->t[TY_TYPE_F32] =
+            (struct ty_simd_type){TY_ACT_F32, ty__quantize_act_f32, gemv_f32, gemm_f32, "avx512", "avx512", NULL, NULL};
+        s->t[TY_TYPE_F16] =
+            (struct ty_simd_type){TY_ACT_F32, ty__quantize_act_f32, gemv_f16, gemm_f16, "avx512", "avx512", NULL, NULL};
+        s->t[TY_TYPE_BF16] = (struct ty_simd_type){
+            TY_ACT_F32, ty__quantize_act_f32, gemv_bf16, gemm_bf16, "avx512", "avx512", NULL, NULL};
+    } else if (level == 1) {
+        fill_int_vnni(s, "avx512vnni");
+        set_int_gemm(s, true);
+    } else {
+        s->t[TY_TYPE_BF16] = (struct ty_simd_type){TY_ACT_BF16,  quantize_bf16, gemv_bf16_bf16, gemm_bf16_bf16,
+                                                   "avx512bf16", "avx512bf16",  NULL,           NULL};
+    }
+}
+
+#else /* not x86-64 */
+
+void ty__simd_fill_avx512(struct ty_simd *s, int level) {
+    (void)s, (void)level;
+}
+
+#endif
