@@ -20,6 +20,6 @@ if [ -t 0 ]; then
     echo "== tongyun chat -m $MODEL   (type /exit to leave)" >&2
     exec $ty chat -m "$MODEL" --temp 0
 fi
-echo "== tongyun run -m $MODEL --chat --no-think --temp 0 -n 32 -p 'What is Tongyun?'" >&2
+echo "== tongyun run -m $MODEL --chat --no-think --temp 0 -n 32 -p 'What is Tongyun?'   (random weights: the reply is meaningless)" >&2
 $ty run -m "$MODEL" --chat --no-think --temp 0 -n 32 -p "What is Tongyun?"
 echo
