@@ -9,6 +9,7 @@
  * Fields OpenAI documents as hints (user, metadata, store, parallel_tool_calls, service_tier) are accepted.
  */
 #include "cloud/cloud-impl.h"
+#include "base/json.h"
 #include "model/chat-impl.h"
 
 #include <math.h>
@@ -51,32 +52,12 @@ char *ty__oai_error_json(const struct ty_oai_error *err) {
         return TY_ERR_UNSUPPORTED;                                                                                     \
     } while (0)
 
-static const char *type_name(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
 /* ==== Field readers: absent or null keeps the default ==== */
 
 static enum ty_status get_num(json_t *o, const char *k, double lo, double hi, double *out, struct ty_oai_error *err) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return TY_OK;
-    if (!json_is_number(v)) BAD(k, "'%s' must be a number, not %s", k, type_name(v));
+    if (!json_is_number(v)) BAD(k, "'%s' must be a number, not %s", k, ty__json_kind(v));
     double d = json_number_value(v);
     if (!isfinite(d) || d < lo || d > hi) BAD(k, "'%s' is %g; it must be between %g and %g", k, d, lo, hi);
     *out = d;
@@ -87,7 +68,7 @@ static enum ty_status get_int(json_t *o, const char *k, int64_t lo, int64_t hi, 
                               struct ty_oai_error *err) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return TY_OK;
-    if (!json_is_integer(v)) BAD(k, "'%s' must be an integer, not %s", k, type_name(v));
+    if (!json_is_integer(v)) BAD(k, "'%s' must be an integer, not %s", k, ty__json_kind(v));
     json_int_t i = json_integer_value(v);
     if (i < lo || i > hi)
         BAD(k, "'%s' is %lld; it must be between %lld and %lld", k, (long long)i, (long long)lo, (long long)hi);
@@ -99,7 +80,7 @@ static enum ty_status get_int(json_t *o, const char *k, int64_t lo, int64_t hi, 
 static enum ty_status get_bool(json_t *o, const char *k, bool *out, struct ty_oai_error *err) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return TY_OK;
-    if (!json_is_boolean(v)) BAD(k, "'%s' must be a boolean, not %s", k, type_name(v));
+    if (!json_is_boolean(v)) BAD(k, "'%s' must be a boolean, not %s", k, ty__json_kind(v));
     *out = json_is_true(v);
     return TY_OK;
 }
@@ -107,7 +88,7 @@ static enum ty_status get_bool(json_t *o, const char *k, bool *out, struct ty_oa
 static enum ty_status get_str(json_t *o, const char *k, char **out, struct ty_oai_error *err) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return TY_OK;
-    if (!json_is_string(v)) BAD(k, "'%s' must be a string, not %s", k, type_name(v));
+    if (!json_is_string(v)) BAD(k, "'%s' must be a string, not %s", k, ty__json_kind(v));
     if (strlen(json_string_value(v)) != json_string_length(v)) BAD(k, "'%s' contains a NUL character", k);
     if (!(*out = ty__strdup(json_string_value(v)))) BAD(k, "out of memory");
     return TY_OK;
@@ -132,7 +113,7 @@ static enum ty_status get_content(json_t *m, size_t i, char **out, struct ty_oai
         return *out ? TY_OK : TY_ERR_NO_MEMORY;
     }
     if (!json_is_array(c))
-        BAD(param, "'%s' must be a string or an array of content parts, not %s", param, type_name(c));
+        BAD(param, "'%s' must be a string or an array of content parts, not %s", param, ty__json_kind(c));
     struct ty_buf b = {0};
     size_t k;
     json_t *part;
@@ -160,7 +141,7 @@ static enum ty_status get_content(json_t *m, size_t i, char **out, struct ty_oai
 static enum ty_status parse_messages(json_t *root, struct ty_oai_request *r, struct ty_oai_error *err) {
     json_t *msgs = json_object_get(root, "messages");
     if (!msgs) BAD("messages", "'messages' is required");
-    if (!json_is_array(msgs)) BAD("messages", "'messages' must be an array, not %s", type_name(msgs));
+    if (!json_is_array(msgs)) BAD("messages", "'messages' must be an array, not %s", ty__json_kind(msgs));
     if (!json_array_size(msgs)) BAD("messages", "'messages' must not be empty");
     if (json_array_size(msgs) > 100000) BAD("messages", "'messages' has too many entries");
     r->msgs = ty__calloc(json_array_size(msgs), sizeof *r->msgs);
@@ -170,7 +151,7 @@ static enum ty_status parse_messages(json_t *root, struct ty_oai_request *r, str
     json_array_foreach(msgs, i, m) {
         char param[64];
         snprintf(param, sizeof param, "messages[%zu]", i);
-        if (!json_is_object(m)) BAD(param, "'%s' must be an object, not %s", param, type_name(m));
+        if (!json_is_object(m)) BAD(param, "'%s' must be an object, not %s", param, ty__json_kind(m));
         struct ty_oai_message *o = &r->msgs[r->n_msgs++];
         json_t *role = json_object_get(m, "role");
         snprintf(param, sizeof param, "messages[%zu].role", i);
@@ -227,7 +208,7 @@ static enum ty_status parse_messages(json_t *root, struct ty_oai_request *r, str
 static enum ty_status parse_tools(json_t *root, struct ty_oai_request *r, struct ty_oai_error *err) {
     json_t *tools = json_object_get(root, "tools");
     if (tools && !json_is_null(tools)) {
-        if (!json_is_array(tools)) BAD("tools", "'tools' must be an array, not %s", type_name(tools));
+        if (!json_is_array(tools)) BAD("tools", "'tools' must be an array, not %s", ty__json_kind(tools));
         size_t i;
         json_t *t;
         json_array_foreach(tools, i, t) {
@@ -256,7 +237,7 @@ static enum ty_status parse_tools(json_t *root, struct ty_oai_request *r, struct
             UNSUPPORTED("tool_choice", "forcing a named function needs constrained decoding, which is not supported "
                                        "yet; use \"auto\"");
         } else {
-            BAD("tool_choice", "'tool_choice' must be a string or an object, not %s", type_name(tc));
+            BAD("tool_choice", "'tool_choice' must be a string or an object, not %s", ty__json_kind(tc));
         }
     }
     return TY_OK;
@@ -320,7 +301,7 @@ static bool field_known(enum ty_api_kind kind, const char *key) {
 
 static enum ty_status parse_root(enum ty_api_kind kind, json_t *root, const char *served_model,
                                  struct ty_oai_request *r, struct ty_oai_error *err) {
-    if (!json_is_object(root)) BAD(NULL, "the request body must be a JSON object, not %s", type_name(root));
+    if (!json_is_object(root)) BAD(NULL, "the request body must be a JSON object, not %s", ty__json_kind(root));
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val) {
@@ -375,7 +356,7 @@ static enum ty_status parse_root(enum ty_api_kind kind, json_t *root, const char
             UNSUPPORTED("prompt", "batched prompts (an array of several prompts) are not supported; send one request "
                                   "per prompt");
         } else {
-            BAD("prompt", "'prompt' must be a string or an array of token ids, not %s", type_name(p));
+            BAD("prompt", "'prompt' must be a string or an array of token ids, not %s", ty__json_kind(p));
         }
         TY_TRY(get_bool(root, "echo", &r->echo, err));
         if (r->echo) UNSUPPORTED("echo", "'echo' is not supported yet");

@@ -8,6 +8,7 @@
  * adds tokens, ...) is refused with a message naming the part, never tokenized approximately.
  */
 #include "tokenizer-impl.h"
+#include "base/json.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -16,33 +17,13 @@
 
 /* ==== JSON helpers ==== */
 
-static const char *json_kind(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
 /* Optional boolean member: absent or null gives `def`. */
 static enum ty_status get_bool(const json_t *obj, const char *key, bool def, const char *where, bool *out) {
     const json_t *v = json_object_get(obj, key);
     *out = def;
     if (!v || json_is_null(v)) return TY_OK;
     if (!json_is_boolean(v))
-        return ty__error(TY_ERR_FORMAT, "%s: \"%s\" should be a boolean, not %s", where, key, json_kind(v));
+        return ty__error(TY_ERR_FORMAT, "%s: \"%s\" should be a boolean, not %s", where, key, ty__json_kind(v));
     *out = json_is_true(v);
     return TY_OK;
 }
@@ -54,7 +35,7 @@ static enum ty_status get_str(const json_t *obj, const char *key, const char *wh
     if (len) *len = 0;
     if (!v || json_is_null(v)) return TY_OK;
     if (!json_is_string(v))
-        return ty__error(TY_ERR_FORMAT, "%s: \"%s\" should be a string, not %s", where, key, json_kind(v));
+        return ty__error(TY_ERR_FORMAT, "%s: \"%s\" should be a string, not %s", where, key, ty__json_kind(v));
     *out = json_string_value(v);
     if (len) *len = json_string_length(v);
     return TY_OK;
@@ -273,7 +254,7 @@ static enum ty_status merge_parts(const json_t *m, size_t i, const char **a, siz
         return TY_OK;
     }
     return ty__error(TY_ERR_FORMAT, "tokenizer.json: merge %zu should be \"a b\" or [\"a\", \"b\"], not %s", i,
-                     json_kind(m));
+                     ty__json_kind(m));
 }
 
 static enum ty_status merge_token(struct ty_tokenizer *t, struct hf_ctx *c, const char *s, size_t len, size_t i,
