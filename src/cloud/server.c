@@ -129,6 +129,7 @@ struct srv {
     struct conn *conns;
     bool draining;
     double drain_deadline;
+    double drain_quiet_since; /* when in_flight last reached 0 during a drain; 0 while requests are in flight */
     int64_t in_flight;
     long long created;
     uint64_t req_counter;
@@ -1168,12 +1169,26 @@ static void on_request(struct evhttp_request *req, void *arg) {
 
 /* ==== Signals and drain ==== */
 
+/* A request leaves in_flight when its last chunk is handed to libevent, which may still hold it in the connection's
+ * output buffer. Exiting the loop then would cut the stream short, so the drain waits until nothing has been in flight
+ * for DRAIN_QUIET_S, during which the loop keeps writing. */
+#define DRAIN_QUIET_S 0.25
+
 static void drain_check(evutil_socket_t fd, short what, void *arg) {
     struct srv *s = arg;
-    if (s->in_flight <= 0 || ty__time_s() > s->drain_deadline) {
+    double now = ty__time_s();
+    if (now > s->drain_deadline) {
         if (s->in_flight > 0)
             TY_LOG_W("serve: drain deadline reached with %lld requests in flight; cancelling them",
                      (long long)s->in_flight);
+        event_base_loopexit(s->base, NULL);
+        return;
+    }
+    if (s->in_flight > 0) {
+        s->drain_quiet_since = 0;
+    } else if (s->drain_quiet_since == 0) {
+        s->drain_quiet_since = now;
+    } else if (now - s->drain_quiet_since >= DRAIN_QUIET_S) {
         event_base_loopexit(s->base, NULL);
     }
 }
