@@ -547,7 +547,11 @@ static void test_roofline(void) {
     bool zero = true;
     for (size_t i = 0; p && i < bytes; i += 4096) zero &= p[i] == 0;
     CHECK(zero);
-    if (p) p[bytes - 1] = 1; /* the whole range is writable */
+    if (p) {
+        p[bytes - 1] = 1; /* the whole range is writable, and is read whatever the alignment and length */
+        uint64_t a = ty__roofline_read(p + 3, bytes - 3), b = ty__roofline_read(p + 3, bytes - 4);
+        CHECK(a != b && ty__roofline_read(p, 0) == 0);
+    }
     ty__roofline_free(p, bytes);
 
     struct ty_roofline r;

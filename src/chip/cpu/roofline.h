@@ -21,6 +21,12 @@
 void *ty__roofline_alloc(size_t bytes);
 void ty__roofline_free(void *p, size_t bytes);
 
+/* Reads `bytes` at `buf` (any alignment) with the loads the bandwidth roofline uses and returns a value that depends
+ * on every byte read (so no compiler drops the reads), so a caller
+ * can time a read of the very memory its kernels stream: on a VM the same code reads 30 or 55 GB/s depending on
+ * where the host put a buffer, so a ratio is only fair against the same memory. */
+uint64_t ty__roofline_read(const void *buf, size_t bytes);
+
 struct ty_roofline {
     int n_threads;
     enum ty_cpu_isa isa;    /* the dispatch path whose instructions were timed */
