@@ -2,7 +2,7 @@
 # install-deps.sh - installs the Debian packages Tongyun builds and tests with, only those that are missing, so it
 # is safe to run on every `make`. Runs apt-get as root, or through sudo when that is available.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libjansson-dev libutf8proc-dev libpcre2-dev libevent-dev libsqlite3-dev libssl-dev python3)
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libjansson-dev libutf8proc-dev libpcre2-dev libevent-dev libsqlite3-dev libssl-dev python3 python3-venv gzip)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
