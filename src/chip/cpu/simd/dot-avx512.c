@@ -299,12 +299,13 @@ INLINE AVX512_VNNI void u8_body(int NC, const struct ty_panel *p, const struct t
     const int G = p->G;
     for (int64_t g = 0; g < p->kc / G; g++) {
         __m512i acci[8];
+        const int64_t off = (g * G / TY_QK_K) * pc->xsb + g * G % TY_QK_K; /* the group in every column */
         for (int c = 0; c < NC; c++) acci[c] = _mm512_set1_epi32(pc->xi[(c0 + c) * pc->ld + g]);
         for (int s = 0; s < G / 4; s++, wp += 64) {
             __m512i wv = _mm512_loadu_si512(wp);
 #pragma GCC unroll 8
             for (int c = 0; c < NC; c++)
-                acci[c] = _mm512_dpbusd_epi32(acci[c], wv, _mm512_set1_epi32(load_i32(x[c] + g * G + 4 * s)));
+                acci[c] = _mm512_dpbusd_epi32(acci[c], wv, _mm512_set1_epi32(load_i32(x[c] + off + 4 * s)));
         }
         group_to_float(NC, p, pc, c0, g, acci, accf);
     }

@@ -486,7 +486,8 @@ INLINE void s8_body(int NC, const struct ty_panel *p, const struct ty_panel_cols
         for (int c = 0; c < NC; c++) acci[c][0] = acci[c][1] = vdupq_n_s32(0);
         for (int s = 0; s < G / 4; s += 4, wp += 4 * 32) { /* G is 16 or 32: whole groups of four steps */
             int8x16_t xv[4];
-            for (int c = 0; c < NC; c++) xv[c] = vld1q_s8(x[c] + g * G + 4 * s);
+            const int64_t off = (g * G / TY_QK_K) * pc->xsb + g * G % TY_QK_K + 4 * s;
+            for (int c = 0; c < NC; c++) xv[c] = vld1q_s8(x[c] + off);
 #define STEP(lane)                                                                                                     \
     do {                                                                                                               \
         int8x16_t w0 = vld1q_s8(wp + 32 * (lane)), w1 = vld1q_s8(wp + 32 * (lane) + 16);                               \

@@ -112,11 +112,9 @@ static void unpack_levels(enum ty_type type, const void *row, int64_t k0, int64_
                 int8_t *o = lv + TY_QK_K * i + 32 * j;
                 const uint8_t *q = qs + 32 * (j / 2);
                 int shift = 4 * (j % 2);
-                for (int l = 0; l < 32; l++) {
-                    int v = (q[l] >> shift) & 0x0f;
-                    if (qh) v |= ((qh[l] >> j) & 1) << 4;
-                    o[l] = (int8_t)v;
-                }
+                for (int l = 0; l < 32; l++) o[l] = (int8_t)((q[l] >> shift) & 0x0f);
+                if (qh)
+                    for (int l = 0; l < 32; l++) o[l] = (int8_t)(o[l] | ((qh[l] >> j) & 1) << 4);
             }
         }
         return;
@@ -275,14 +273,23 @@ static void repack(const struct ty_gemm_impl *impl, enum ty_type type, bool pack
             else
                 unpack_levels(type, row, k0, kc, lv, s->row_sc, s->row_min);
             for (int64_t g = 0; g < ng; g++) s->scale[g * R + r] = s->row_sc[g], s->min[g * R + r] = s->row_min[g];
+            /* one 4-byte store per step: the unpacking is paid once per panel, but for a few hundred columns it
+             * is still a visible share of the call */
             if (impl->kind == TY_PANEL_S16) {
-                int16_t *p = s->panel;
-                for (int64_t k = 0; k < kc; k++) p[((k / 2) * R + r) * 2 + k % 2] = lv[k];
+                uint8_t *p = s->panel;
+                for (int64_t k2 = 0; k2 < kc / 2; k2++) {
+                    int16_t pair[2] = {lv[2 * k2], lv[2 * k2 + 1]};
+                    memcpy(p + ((size_t)k2 * R + r) * 4, pair, 4);
+                }
             } else {
                 uint8_t *p = s->panel;
-                uint8_t flip = impl->kind == TY_PANEL_U8 ? 0x80 : 0; /* u8 level = level + 128 */
-                for (int64_t k4 = 0; k4 < kc / 4; k4++)
-                    for (int j = 0; j < 4; j++) p[(k4 * R + r) * 4 + j] = (uint8_t)lv[4 * k4 + j] ^ flip;
+                uint32_t flip = impl->kind == TY_PANEL_U8 ? 0x80808080u : 0; /* u8 level = level + 128 */
+                for (int64_t k4 = 0; k4 < kc / 4; k4++) {
+                    uint32_t q;
+                    memcpy(&q, lv + 4 * k4, 4);
+                    q ^= flip;
+                    memcpy(p + ((size_t)k4 * R + r) * 4, &q, 4);
+                }
             }
             break;
         }
@@ -298,6 +305,7 @@ static void prep_cols(const struct ty_gemm_impl *impl, enum ty_type type, enum t
     const int64_t ng = kc / G;
     pc->n = nc;
     pc->ld = ng;
+    pc->xsb = act == TY_ACT_Q8_K ? (int64_t)sizeof(struct ty_block_q8_K) : TY_QK_K;
     pc->xs = s->xs, pc->xm = s->xm, pc->xi = s->xi;
     for (int c = 0; c < nc; c++) {
         const char *col = (const char *)xq + (size_t)(c0 + c) * x_stride;
@@ -308,27 +316,31 @@ static void prep_cols(const struct ty_gemm_impl *impl, enum ty_type type, enum t
         case TY_ACT_BF16:
             pc->x[c] = (const ty_bf16 *)col + k0;
             break;
-        case TY_ACT_Q8: {
+        case TY_ACT_Q8: { /* plain loops over arrays: the compiler vectorises them */
             struct ty_q8_act a = ty__q8_act(col, n);
+            const float *restrict d = a.d + k0 / 32;
+            const int32_t *restrict sum = a.sum + k0 / 32;
+            float *restrict xs = s->xs + c * ng, *restrict xm = s->xm + c * ng;
+            int32_t *restrict xi = s->xi + c * ng;
             pc->x[c] = a.qs + k0;
-            for (int64_t g = 0; g < ng; g++) {
-                int64_t b = k0 / 32 + g;
-                s->xs[c * ng + g] = a.d[b];
-                s->xm[c * ng + g] = a.d[b] * (float)a.sum[b];
-                s->xi[c * ng + g] = -128 * a.sum[b];
-            }
+            for (int64_t g = 0; g < ng; g++) xs[g] = d[g];
+            for (int64_t g = 0; g < ng; g++) xm[g] = d[g] * (float)sum[g];
+            for (int64_t g = 0; g < ng; g++) xi[g] = -128 * sum[g];
             break;
         }
-        case TY_ACT_Q8_K: {
-            const struct ty_block_q8_K *y = (const struct ty_block_q8_K *)col;
-            pc->x[c] = NULL; /* Q8_K levels are not contiguous across blocks; kernels read them through x16 / the
-                                block-relative pointer set below */
-            for (int64_t g = 0; g < ng; g++) {
-                int64_t e = k0 + g * G, b = e / TY_QK_K, j = (e % TY_QK_K) / 16;
-                int32_t sum = G == 16 ? y[b].bsums[j] : y[b].bsums[j] + y[b].bsums[j + 1];
-                s->xs[c * ng + g] = y[b].d;
-                s->xm[c * ng + g] = y[b].d * (float)sum;
-                s->xi[c * ng + g] = -128 * sum;
+        case TY_ACT_Q8_K: { /* levels copied to one run below; per block, the sums of each group */
+            const struct ty_block_q8_K *y = (const struct ty_block_q8_K *)col + k0 / TY_QK_K;
+            const int per = TY_QK_K / G;
+            float *restrict xs = s->xs + c * ng, *restrict xm = s->xm + c * ng;
+            int32_t *restrict xi = s->xi + c * ng;
+            pc->x[c] = y->qs;
+            for (int64_t b = 0; b < kc / TY_QK_K; b++, xs += per, xm += per, xi += per) {
+                int32_t sum[16];
+                if (G == 16)
+                    for (int j = 0; j < 16; j++) sum[j] = y[b].bsums[j];
+                else
+                    for (int j = 0; j < 8; j++) sum[j] = y[b].bsums[2 * j] + y[b].bsums[2 * j + 1];
+                for (int j = 0; j < per; j++) xs[j] = y[b].d, xm[j] = y[b].d * (float)sum[j], xi[j] = -128 * sum[j];
             }
             break;
         }
@@ -337,26 +349,18 @@ static void prep_cols(const struct ty_gemm_impl *impl, enum ty_type type, enum t
             break;
         }
     }
-    /* Integer panels read activation levels as one contiguous run per column: Q8_K super-blocks interleave theirs
-     * with scales and sums, and S16 panels want them widened, so both get a copy (nc x kc, small next to the
-     * R x nc x kc multiply-adds it feeds). */
-    if (impl->kind == TY_PANEL_S16 || act == TY_ACT_Q8_K) {
+    /* S16 panels want the levels widened to int16, one contiguous run per column: a copy of nc x kc, small next to
+     * the R x nc x kc multiply-adds it feeds. */
+    if (impl->kind == TY_PANEL_S16) {
         for (int c = 0; c < nc; c++) {
             const char *col = (const char *)xq + (size_t)(c0 + c) * x_stride;
-            int16_t *x16 = s->x16 + (size_t)c * TY_PANEL_KC_INT;
-            int8_t *x8 = (int8_t *)x16; /* the int8 copy shares the space (kc bytes of 2 kc) */
-            for (int64_t k = 0; k < kc; k += 32) {
-                const int8_t *src;
-                if (act == TY_ACT_Q8_K) {
-                    int64_t e = k0 + k;
-                    src = ((const struct ty_block_q8_K *)col)[e / TY_QK_K].qs + e % TY_QK_K;
-                } else {
-                    src = (const int8_t *)pc->x[c] + k;
-                }
-                if (impl->kind == TY_PANEL_S16)
-                    for (int j = 0; j < 32; j++) x16[k + j] = src[j];
-                else
-                    memcpy(x8 + k, src, 32);
+            int16_t *restrict x16 = s->x16 + (size_t)c * TY_PANEL_KC_INT;
+            const int64_t run = act == TY_ACT_Q8_K ? TY_QK_K : kc; /* contiguous levels at a time */
+            for (int64_t k = 0; k < kc; k += run) {
+                const int8_t *restrict src = act == TY_ACT_Q8_K
+                                                 ? ((const struct ty_block_q8_K *)col)[(k0 + k) / TY_QK_K].qs
+                                                 : (const int8_t *)pc->x[c] + k;
+                for (int64_t j = 0; j < run; j++) x16[k + j] = src[j];
             }
             pc->x[c] = x16;
         }

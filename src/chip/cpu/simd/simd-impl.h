@@ -153,6 +153,10 @@ struct ty_panel_cols {
     const float *xm;                  /* (n, kc / G): activation scale times the group's sum of levels */
     const int32_t *xi;                /* (n, kc / G): -128 times that sum (U8) */
     int64_t ld;                       /* stride of xs, xm, xi between columns */
+    /* Int8 panels read a column's levels in runs of 256 (a Q8_K super-block's) `xsb` bytes apart: 256 for a
+     * contiguous row, sizeof(struct ty_block_q8_K) for Q8_K, so no copy is needed. Element e of the chunk is at
+     * x[c] + (e / 256) * xsb + e % 256. */
+    int64_t xsb;
 };
 
 /* Computes out[c * ld_out + r] for r < rows_valid, c < cols->n; adds to out when `accumulate`. */
