@@ -7,6 +7,7 @@
 
 #include "base/base.h"
 
+#include <jansson.h>
 #include <stdio.h>
 
 /* A subcommand: argv[0] is the subcommand name. Returns the process exit code (0 ok, 1 failure, 2 usage error). */
@@ -35,6 +36,11 @@ const char *ty_cli_value(int argc, char **argv, int *i);
 /* Parse numbers strictly: the whole string must be a number in range, else a message naming the flag is printed. */
 bool ty_cli_int(const char *flag, const char *s, long min, long max, long *out);
 bool ty_cli_float(const char *flag, const char *s, double min, double max, double *out);
+/* Reads PATH ('-' = standard input) as JSON lines: skips blank lines, parses each, and calls `fn` with the value
+ * (NULL when the line is not JSON, with `err` saying why) and its line number, stopping at the first non-zero return,
+ * which it returns. `cmd` names the command in messages. */
+typedef int (*ty_cli_jsonl_fn)(void *ctx, json_t *v, const json_error_t *err, const char *path, long line_no);
+int ty_cli_jsonl_each(const char *cmd, const char *path, ty_cli_jsonl_fn fn, void *ctx);
 /* Prints "tongyun CMD: " + ty_last_error() (or status text) to stderr and returns 1. */
 int ty_cli_fail(const char *cmd, enum ty_status st);
 

@@ -84,64 +84,56 @@ static bool parse_ids(const char *arg, int32_t n_vocab, int32_t **ids, size_t *n
     }
 }
 
-static int run_jsonl(const struct ty_tokenizer *tok, const char *path) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fprintf(stderr, "tongyun detokenize: cannot open %s\n", path);
+struct jsonl_ctx {
+    const struct ty_tokenizer *tok;
+    int32_t *ids;
+    size_t cap;
+};
+
+static int detokenize_line(void *arg, json_t *v, const json_error_t *err, const char *path, long line_no) {
+    struct jsonl_ctx *c = arg;
+    int32_t n_vocab = ty_tokenizer_n_vocab(c->tok);
+    const json_t *arr = json_is_object(v) ? json_object_get(v, "ids") : v;
+    if (!json_is_array(arr)) {
+        fprintf(stderr, "tongyun detokenize: %s line %ld: expected {\"ids\": [...]} or [...]%s%s\n", path, line_no,
+                v ? "" : ": ", v ? "" : err->text);
         return 1;
     }
-    char *line = NULL;
-    size_t line_cap = 0, n = 0, cap = 0;
-    int32_t *ids = NULL;
-    ssize_t got;
-    long line_no = 0;
-    int rc = 0;
-    int32_t n_vocab = ty_tokenizer_n_vocab(tok);
-    while (rc == 0 && (got = getline(&line, &line_cap, f)) > 0) {
-        line_no++;
-        size_t len = (size_t)got;
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
-        if (!len) continue;
-        json_error_t err;
-        json_t *v = json_loadb(line, len, JSON_ALLOW_NUL, &err);
-        const json_t *arr = json_is_object(v) ? json_object_get(v, "ids") : v;
-        if (!json_is_array(arr)) {
-            fprintf(stderr, "tongyun detokenize: %s line %ld: expected {\"ids\": [...]} or [...]%s%s\n", path, line_no,
-                    v ? "" : ": ", v ? "" : err.text);
-            rc = 1;
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const json_t *e = json_array_get(arr, i);
+        json_int_t id = json_is_integer(e) ? json_integer_value(e) : -1;
+        if (id < 0 || id >= n_vocab) {
+            fprintf(stderr, "tongyun detokenize: %s line %ld: element %zu is not a token id (vocabulary of %d)\n", path,
+                    line_no, i, n_vocab);
+            return 1;
         }
-        n = 0;
-        for (size_t i = 0; rc == 0 && i < json_array_size(arr); i++) {
-            const json_t *e = json_array_get(arr, i);
-            json_int_t id = json_is_integer(e) ? json_integer_value(e) : -1;
-            if (id < 0 || id >= n_vocab) {
-                fprintf(stderr, "tongyun detokenize: %s line %ld: element %zu is not a token id (vocabulary of %d)\n",
-                        path, line_no, i, n_vocab);
-                rc = 1;
-            } else if (!push_id(&ids, &n, &cap, id)) {
-                fprintf(stderr, "tongyun detokenize: out of memory\n");
-                rc = 1;
-            }
+        if (!push_id(&c->ids, &n, &c->cap, id)) {
+            fprintf(stderr, "tongyun detokenize: out of memory\n");
+            return 1;
         }
-        json_decref(v);
-        if (rc) break;
-        struct ty_buf b = {0};
-        enum ty_status st = decode(tok, ids, n, &b);
-        json_t *out = st == TY_OK ? json_pack("{s:s%}", "text", b.data ? b.data : "", b.len) : NULL;
-        char *s = out ? json_dumps(out, 0) : NULL;
-        if (s) {
-            puts(s);
-            free(s);
-        } else {
-            rc = st != TY_OK ? ty_cli_fail("detokenize", st) : 1;
-            if (st == TY_OK) fprintf(stderr, "tongyun detokenize: out of memory\n");
-        }
-        json_decref(out);
-        ty__buf_free(&b);
     }
-    free(line);
-    ty_free(ids);
-    if (f != stdin) fclose(f);
+    int rc = 0;
+    struct ty_buf b = {0};
+    enum ty_status st = decode(c->tok, c->ids, n, &b);
+    json_t *out = st == TY_OK ? json_pack("{s:s%}", "text", b.data ? b.data : "", b.len) : NULL;
+    char *s = out ? json_dumps(out, 0) : NULL;
+    if (s) {
+        puts(s);
+        free(s);
+    } else {
+        rc = st != TY_OK ? ty_cli_fail("detokenize", st) : 1;
+        if (st == TY_OK) fprintf(stderr, "tongyun detokenize: out of memory\n");
+    }
+    json_decref(out);
+    ty__buf_free(&b);
+    return rc;
+}
+
+static int run_jsonl(const struct ty_tokenizer *tok, const char *path) {
+    struct jsonl_ctx c = {.tok = tok};
+    int rc = ty_cli_jsonl_each("detokenize", path, detokenize_line, &c);
+    ty_free(c.ids);
     return rc;
 }
 

@@ -41,45 +41,36 @@ static void print_ids(const int32_t *ids, size_t n, bool json) {
     putchar('\n');
 }
 
-static int run_jsonl(const struct ty_tokenizer *tok, const char *path, unsigned flags) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fprintf(stderr, "tongyun tokenize: cannot open %s\n", path);
+struct jsonl_ctx {
+    const struct ty_tokenizer *tok;
+    unsigned flags;
+    int32_t *ids;
+    size_t cap;
+};
+
+static int tokenize_line(void *arg, json_t *v, const json_error_t *err, const char *path, long line_no) {
+    struct jsonl_ctx *c = arg;
+    const json_t *text = json_is_object(v) ? json_object_get(v, "text") : NULL;
+    if (!json_is_string(text)) {
+        fprintf(stderr, "tongyun tokenize: %s line %ld: expected {\"text\": \"...\"}%s%s\n", path, line_no,
+                v ? "" : ": ", v ? "" : err->text);
         return 1;
     }
-    char *line = NULL;
-    size_t line_cap = 0, cap = 0, n;
-    int32_t *ids = NULL;
-    ssize_t got;
-    long line_no = 0;
-    int rc = 0;
-    while ((got = getline(&line, &line_cap, f)) > 0) {
-        line_no++;
-        size_t len = (size_t)got;
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
-        if (!len) continue;
-        json_error_t err;
-        json_t *v = json_loadb(line, len, JSON_ALLOW_NUL, &err);
-        const json_t *text = json_is_object(v) ? json_object_get(v, "text") : NULL;
-        if (!json_is_string(text)) {
-            fprintf(stderr, "tongyun tokenize: %s line %ld: expected {\"text\": \"...\"}%s%s\n", path, line_no,
-                    v ? "" : ": ", v ? "" : err.text);
-            json_decref(v);
-            rc = 1;
-            break;
-        }
-        enum ty_status st = tokenize_all(tok, json_string_value(text), json_string_length(text), flags, &ids, &cap, &n);
-        json_decref(v);
-        if (st != TY_OK) {
-            fprintf(stderr, "tongyun tokenize: %s line %ld: %s\n", path, line_no, ty_last_error());
-            rc = 1;
-            break;
-        }
-        print_ids(ids, n, true);
+    size_t n;
+    enum ty_status st =
+        tokenize_all(c->tok, json_string_value(text), json_string_length(text), c->flags, &c->ids, &c->cap, &n);
+    if (st != TY_OK) {
+        fprintf(stderr, "tongyun tokenize: %s line %ld: %s\n", path, line_no, ty_last_error());
+        return 1;
     }
-    free(line);
-    ty_free(ids);
-    if (f != stdin) fclose(f);
+    print_ids(c->ids, n, true);
+    return 0;
+}
+
+static int run_jsonl(const struct ty_tokenizer *tok, const char *path, unsigned flags) {
+    struct jsonl_ctx c = {.tok = tok, .flags = flags};
+    int rc = ty_cli_jsonl_each("tokenize", path, tokenize_line, &c);
+    ty_free(c.ids);
     return rc;
 }
 

@@ -30,14 +30,17 @@ static const struct {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: tongyun COMMAND [ARGS]   (tongyun COMMAND --help for details)\n\n"
-               "Tongyun %d.%d.%d - the Qwen model, cloud and chip stack.\n\ncommands:\n",
+    fprintf(f,
+            "usage: tongyun COMMAND [ARGS]   (tongyun COMMAND --help for details)\n\n"
+            "Tongyun %d.%d.%d - the Qwen model, cloud and chip stack.\n\ncommands:\n",
             TY_VERSION_MAJOR, TY_VERSION_MINOR, TY_VERSION_PATCH);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
 }
 
-bool ty_cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
+bool ty_cli_is_help(const char *arg) {
+    return !strcmp(arg, "-h") || !strcmp(arg, "--help");
+}
 
 const char *ty_cli_value(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
@@ -69,6 +72,32 @@ bool ty_cli_float(const char *flag, const char *s, double min, double max, doubl
     }
     *out = v;
     return true;
+}
+
+int ty_cli_jsonl_each(const char *cmd, const char *path, ty_cli_jsonl_fn fn, void *ctx) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        fprintf(stderr, "tongyun %s: cannot open %s\n", cmd, path);
+        return 1;
+    }
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t got;
+    long line_no = 0;
+    int rc = 0;
+    while (rc == 0 && (got = getline(&line, &line_cap, f)) > 0) {
+        line_no++;
+        size_t len = (size_t)got;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        if (!len) continue;
+        json_error_t err;
+        json_t *v = json_loadb(line, len, JSON_ALLOW_NUL, &err);
+        rc = fn(ctx, v, &err, path, line_no);
+        json_decref(v);
+    }
+    free(line);
+    if (f != stdin) fclose(f);
+    return rc;
 }
 
 int ty_cli_fail(const char *cmd, enum ty_status st) {
