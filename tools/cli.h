@@ -28,6 +28,9 @@ int ty_cmd_mkmodel(int argc, char **argv);
 int ty_cmd_devices(int argc, char **argv);
 int ty_cmd_sim(int argc, char **argv);
 int ty_cmd_plan(int argc, char **argv);
+int ty_cmd_bench(int argc, char **argv);
+int ty_cmd_train(int argc, char **argv);
+int ty_cmd_finetune(int argc, char **argv);
 
 /* True when argv[i] is `-h` or `--help`. */
 bool ty_cli_is_help(const char *arg);
