@@ -1,10 +1,371 @@
 /*
- * cmd-bench.c - placeholder for `tongyun bench` while it is being written this session; replaced wholly by its author.
+ * cmd-bench.c - `tongyun bench`: prefill and decode speed of a model, as llama-bench reports them (tokens/s, mean ±
+ * sd over repetitions), each set against this machine's roofline measured in the same run: decode against the read
+ * bandwidth (the weight and KV bytes one step reads, model/cost.h), prefill against the peak of the instructions the
+ * kernels use (int8 dot products for quantised weights, bf16 or f32 FMA otherwise; chip/cpu/roofline.h).
+ *
+ * Prefill is one batch of -p random tokens from an empty cache with the last token's logits; decode is -n single-token
+ * steps from an empty cache, each with its logits, as llama-bench's pp and tg tests. One untimed warm-up of each runs
+ * first. --json prints one JSON object per thread count (JSON Lines), carrying every figure of the table.
  */
 #include "cli.h"
 
+#include "base/threads.h"
+#include "chip/cpu/roofline.h"
+#include "model/cost.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+
+#define MAX_LIST 16
+
+static void usage(FILE *f) {
+    fprintf(
+        f, "usage: tongyun bench -m MODEL [options]\n"
+           "\n"
+           "Measures prefill (pp) and decode (tg) tokens/s of a GGUF model, and in the same run this machine's read\n"
+           "bandwidth and peak FMA / int8-dot / bf16-dot throughput, and prints each speed as a percentage of its\n"
+           "roofline: decode = (weight + KV bytes read per token) / bandwidth; prefill = FLOPs / peak of the kernels'\n"
+           "instructions. Make a model without downloads with `tongyun mkmodel`.\n"
+           "\n"
+           "  -m, --model FILE          GGUF model file\n"
+           "  -t, --threads N[,N...]    thread counts to run (default: one per core)\n"
+           "  -p, --n-prompt N          prompt tokens of the prefill test (default 512; 0 = skip)\n"
+           "  -n, --n-gen N             tokens of the decode test (default 128; 0 = skip)\n"
+           "  -r, --repetitions N       timed repetitions of each test (default 5)\n"
+           "      --backend NAME        compute backend (default: the best available)\n"
+           "      --kv-type f16|f32     KV cache precision (default f16)\n"
+           "      --roofline-seconds S  time spent measuring the roofline per thread count (default 2)\n"
+           "      --json                one JSON object per thread count instead of the table, with at least\n"
+           "                            pp_tok_s, tg_tok_s, mem_bw_gbs, tg_roofline_pct and pp_peak_pct\n"
+           "  -h, --help                this help\n"
+           "\n"
+           "TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|neon forces a CPU dispatch path.\n");
+}
+
+struct bench_opts {
+    const char *model, *backend;
+    long threads[MAX_LIST];
+    int n_threads;
+    long n_prompt, n_gen, reps;
+    double roofline_s;
+    enum ty_type kv_type;
+    bool json;
+};
+
+/* "1,2,4" into out[]; false (message printed) on a bad entry or too many. */
+static bool parse_list(const char *flag, const char *s, long min, long max, long *out, int *n) {
+    *n = 0;
+    char buf[256];
+    if (strlen(s) >= sizeof buf) {
+        fprintf(stderr, "tongyun bench: %s: list too long\n", flag);
+        return false;
+    }
+    strcpy(buf, s);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n == MAX_LIST) {
+            fprintf(stderr, "tongyun bench: %s: at most %d values\n", flag, MAX_LIST);
+            return false;
+        }
+        if (!ty_cli_int(flag, tok, min, max, &out[*n])) return false;
+        (*n)++;
+    }
+    if (*n == 0) fprintf(stderr, "tongyun bench: %s needs at least one value\n", flag);
+    return *n > 0;
+}
+
+/* 0: parsed; 1: --help shown; 2: usage error (message printed). */
+static int parse(int argc, char **argv, struct bench_opts *o) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+#define VALUE()                                                                                                        \
+    do {                                                                                                               \
+        if (!(v = ty_cli_value(argc, argv, &i))) return 2;                                                             \
+    } while (0)
+        if (ty_cli_is_help(a)) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            VALUE();
+            o->model = v;
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            VALUE();
+            if (!parse_list(a, v, 1, 1024, o->threads, &o->n_threads)) return 2;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
+            VALUE();
+            if (!ty_cli_int(a, v, 0, 1 << 20, &o->n_prompt)) return 2;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
+            VALUE();
+            if (!ty_cli_int(a, v, 0, 1 << 20, &o->n_gen)) return 2;
+        } else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) {
+            VALUE();
+            if (!ty_cli_int(a, v, 1, 1000, &o->reps)) return 2;
+        } else if (!strcmp(a, "--backend")) {
+            VALUE();
+            o->backend = v;
+        } else if (!strcmp(a, "--roofline-seconds")) {
+            VALUE();
+            if (!ty_cli_float(a, v, 0.2, 600, &o->roofline_s)) return 2;
+        } else if (!strcmp(a, "--kv-type")) {
+            VALUE();
+            if (!strcmp(v, "f16") || !strcmp(v, "f32")) {
+                o->kv_type = !strcmp(v, "f16") ? TY_TYPE_F16 : TY_TYPE_F32;
+            } else {
+                fprintf(stderr, "tongyun bench: --kv-type expects f16 or f32, got '%s'\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--json")) {
+            o->json = true;
+        } else {
+            fprintf(stderr, "tongyun bench: unknown option '%s' (see tongyun bench --help)\n", a);
+            return 2;
+        }
+#undef VALUE
+    }
+    if (!o->model) {
+        fprintf(stderr, "tongyun bench: -m MODEL is required (see tongyun bench --help)\n");
+        return 2;
+    }
+    if (o->n_prompt == 0 && o->n_gen == 0) {
+        fprintf(stderr, "tongyun bench: -p and -n are both 0: nothing to measure\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ==== Measuring ==== */
+
+struct stats {
+    double mean, sd;
+    double samples[1000];
+    int n;
+};
+
+static void stats_add(struct stats *s, double v) {
+    s->samples[s->n++] = v;
+    double sum = 0, sq = 0;
+    for (int i = 0; i < s->n; i++) sum += s->samples[i];
+    s->mean = sum / s->n;
+    for (int i = 0; i < s->n; i++) sq += (s->samples[i] - s->mean) * (s->samples[i] - s->mean);
+    s->sd = s->n > 1 ? sqrt(sq / (s->n - 1)) : 0.0;
+}
+
+struct result {
+    int threads;
+    struct ty_roofline roof;
+    struct ty_model_cost cost;
+    struct stats pp, tg;
+    double pp_peak_tok_s, pp_peak_gops, tg_bytes, tg_roof_tok_s;
+    const char *backend, *type, *arch;
+};
+
+/* Peak of the instruction the kernels of weight type `t` use, in 1e9 operations per second. */
+static double type_peak(const struct ty_roofline *r, enum ty_type t) {
+    switch (ty__simd_act_format(ty__simd(), t)) {
+    case TY_ACT_Q8:
+    case TY_ACT_Q8_K:
+        return r->int8_gops;
+    case TY_ACT_BF16:
+        return r->bf16_gflops > 0 ? r->bf16_gflops : r->fma_gflops;
+    default:
+        return r->fma_gflops;
+    }
+}
+
+/* The roofline figures of `res` from its cost and measured peaks. */
+static void rooflines(struct result *res, long n_prompt, long n_gen) {
+    const struct ty_model_cost *c = &res->cost;
+    if (n_prompt > 0) {
+        /* the ideal time of one prompt token: each type's share of the FLOPs at its own peak, attention at FMA peak */
+        double attn = c->attn_flops_per_pos * (double)(n_prompt + 1) / 2.0, s = attn / (res->roof.fma_gflops * 1e9);
+        for (int t = 0; t < TY_TYPE_COUNT; t++)
+            if (c->flops_by_type[t] > 0) s += c->flops_by_type[t] / (type_peak(&res->roof, (enum ty_type)t) * 1e9);
+        res->pp_peak_tok_s = s > 0 ? 1.0 / s : 0;
+        res->pp_peak_gops = (c->matmul_flops + attn) * res->pp_peak_tok_s / 1e9;
+    }
+    if (n_gen > 0) {
+        res->tg_bytes = c->weight_bytes + c->kv_bytes_per_pos * (double)(n_gen + 1) / 2.0;
+        res->tg_roof_tok_s = res->roof.mem_bw_gbs * 1e9 / res->tg_bytes;
+    }
+}
+
+static enum ty_status run_one(const struct bench_opts *o, int threads, struct result *res) {
+    memset(res, 0, sizeof *res);
+    res->threads = threads;
+    TY_TRY(ty__roofline_measure(&res->roof, threads, o->roofline_s));
+
+    struct ty_model_params mp = ty_model_default_params();
+    mp.n_threads = threads;
+    mp.backend = o->backend;
+    struct ty_model *model = NULL;
+    struct ty_context *ctx = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    enum ty_status st = ty_model_load(o->model, &mp, &model);
+    if (st != TY_OK) return st;
+    ty__model_cost(model, o->kv_type, &res->cost);
+    res->backend = ty__model_backend_name(model);
+    res->type = ty__model_type_label(model);
+    res->arch = ty_model_arch(model);
+
+    struct ty_context_params cp = ty_context_default_params();
+    int64_t need = (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen) + 1;
+    cp.n_ctx = (int32_t)need;
+    cp.n_batch = (int32_t)(o->n_prompt > 0 ? o->n_prompt : 1);
+    cp.kv_type = o->kv_type;
+    int32_t n_vocab = ty_model_n_vocab(model);
+    if ((st = ty_context_init(model, &cp, &ctx)) != TY_OK) goto done;
+    ids = ty__malloc((size_t)need * sizeof *ids);
+    logits = ty__malloc((size_t)n_vocab * sizeof *logits);
+    if (!ids || !logits) {
+        st = ty__error(TY_ERR_NO_MEMORY, "out of memory for %" PRId64 " token ids", need);
+        goto done;
+    }
+    uint64_t rng = 0x2545f4914f6cdd1dull; /* the same tokens every run */
+    for (int64_t i = 0; i < need; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        ids[i] = (int32_t)(rng % (uint64_t)n_vocab);
+    }
+
+    for (long rep = -1; rep < o->reps && o->n_prompt > 0; rep++) { /* rep -1: warm-up */
+        if ((st = ty_context_truncate(ctx, 0)) != TY_OK) goto done;
+        double t0 = ty__time_s();
+        if ((st = ty_context_eval(ctx, ids, (size_t)o->n_prompt, TY_LOGITS_LAST, logits)) != TY_OK) goto done;
+        if (rep >= 0) stats_add(&res->pp, (double)o->n_prompt / (ty__time_s() - t0));
+    }
+    for (long rep = -1; rep < o->reps && o->n_gen > 0; rep++) {
+        if ((st = ty_context_truncate(ctx, 0)) != TY_OK) goto done;
+        long steps = rep < 0 ? (o->n_gen < 8 ? o->n_gen : 8) : o->n_gen;
+        double t0 = ty__time_s();
+        for (long i = 0; i < steps; i++)
+            if ((st = ty_context_eval(ctx, &ids[i], 1, TY_LOGITS_LAST, logits)) != TY_OK) goto done;
+        if (rep >= 0) stats_add(&res->tg, (double)steps / (ty__time_s() - t0));
+    }
+    rooflines(res, o->n_prompt, o->n_gen);
+done:
+    ty_free(ids);
+    ty_free(logits);
+    ty_context_free(ctx);
+    ty_model_free(model);
+    return st;
+}
+
+/* ==== Reporting ==== */
+
+static double pct(double v, double roof) {
+    return roof > 0 ? 100.0 * v / roof : 0;
+}
+
+static void print_header(const struct bench_opts *o, const struct result *r) {
+    printf("model: %s (%s %s, %.2f GiB, %.3g B params, %.3g B active per token)\n", o->model, r->arch, r->type,
+           r->cost.file_bytes / (1024.0 * 1024 * 1024), (double)r->cost.n_params / 1e9,
+           (double)r->cost.n_params_active / 1e9);
+    printf("decode reads %.1f MiB of weights per token + %.1f KiB of KV per cached position (KV %s)\n",
+           r->cost.weight_bytes / (1024.0 * 1024), r->cost.kv_bytes_per_pos / 1024.0,
+           o->kv_type == TY_TYPE_F32 ? "f32" : "f16");
+    printf("\n| threads | isa | read GB/s | f32 FMA GFLOP/s | int8 dot GOP/s | bf16 dot GFLOP/s |\n"
+           "| ---: | --- | ---: | ---: | ---: | ---: |\n");
+}
+
+static void print_roof_row(const struct result *r) {
+    const struct ty_roofline *f = &r->roof;
+    printf("| %d | %s | %.1f (%s) | %.0f | %.0f | %.0f |\n", r->threads, ty__cpu_isa_name(f->isa), f->mem_bw_gbs,
+           f->mem_insn ? f->mem_insn : "?", f->fma_gflops, f->int8_gops, f->bf16_gflops);
+}
+
+static void print_table(const struct bench_opts *o, const struct result *rs, int n) {
+    print_header(o, &rs[0]);
+    for (int i = 0; i < n; i++) print_roof_row(&rs[i]);
+    printf("\n| backend | threads | test | t/s | roofline t/s | %% of roofline |\n"
+           "| --- | ---: | --- | ---: | ---: | ---: |\n");
+    for (int i = 0; i < n; i++) {
+        const struct result *r = &rs[i];
+        if (o->n_prompt > 0)
+            printf("| %s | %d | pp%ld | %.2f ± %.2f | %.1f (%.0f GOP/s) | %.1f |\n", r->backend, r->threads,
+                   o->n_prompt, r->pp.mean, r->pp.sd, r->pp_peak_tok_s, r->pp_peak_gops,
+                   pct(r->pp.mean, r->pp_peak_tok_s));
+        if (o->n_gen > 0)
+            printf("| %s | %d | tg%ld | %.2f ± %.2f | %.1f (%.1f MiB/token) | %.1f |\n", r->backend, r->threads,
+                   o->n_gen, r->tg.mean, r->tg.sd, r->tg_roof_tok_s, r->tg_bytes / (1024.0 * 1024),
+                   pct(r->tg.mean, r->tg_roof_tok_s));
+    }
+    if (n > 1 && o->n_prompt > 0 && rs[0].pp.mean > 0)
+        printf("\nprefill scaling %d -> %d threads: %.2fx\n", rs[0].threads, rs[n - 1].threads,
+               rs[n - 1].pp.mean / rs[0].pp.mean);
+}
+
+static json_t *samples_json(const struct stats *s) {
+    json_t *a = json_array();
+    for (int i = 0; i < s->n; i++) json_array_append_new(a, json_real(s->samples[i]));
+    return a;
+}
+
+static void print_json(const struct bench_opts *o, const struct result *r) {
+    const struct ty_roofline *f = &r->roof;
+    json_t *j = json_object();
+    json_object_set_new(j, "model", json_string(o->model));
+    json_object_set_new(j, "arch", json_string(r->arch));
+    json_object_set_new(j, "type", json_string(r->type));
+    json_object_set_new(j, "size_bytes", json_real(r->cost.file_bytes));
+    json_object_set_new(j, "n_params", json_integer(r->cost.n_params));
+    json_object_set_new(j, "n_params_active", json_integer(r->cost.n_params_active));
+    json_object_set_new(j, "backend", json_string(r->backend));
+    json_object_set_new(j, "isa", json_string(ty__cpu_isa_name(f->isa)));
+    json_object_set_new(j, "threads", json_integer(r->threads));
+    json_object_set_new(j, "kv_type", json_string(o->kv_type == TY_TYPE_F32 ? "f32" : "f16"));
+    json_object_set_new(j, "n_prompt", json_integer(o->n_prompt));
+    json_object_set_new(j, "n_gen", json_integer(o->n_gen));
+    json_object_set_new(j, "repetitions", json_integer(o->reps));
+    json_object_set_new(j, "mem_bw_gbs", json_real(f->mem_bw_gbs));
+    json_object_set_new(j, "mem_bw_mean_gbs", json_real(f->mem_bw_mean_gbs));
+    json_object_set_new(j, "fma_gflops", json_real(f->fma_gflops));
+    json_object_set_new(j, "int8_gops", json_real(f->int8_gops));
+    json_object_set_new(j, "bf16_gflops", json_real(f->bf16_gflops));
+    if (o->n_prompt > 0) {
+        json_object_set_new(j, "pp_tok_s", json_real(r->pp.mean));
+        json_object_set_new(j, "pp_tok_s_sd", json_real(r->pp.sd));
+        json_object_set_new(j, "pp_samples", samples_json(&r->pp));
+        json_object_set_new(j, "pp_flops_per_token",
+                            json_real(r->cost.matmul_flops + r->cost.attn_flops_per_pos * (o->n_prompt + 1) / 2.0));
+        json_object_set_new(j, "pp_peak_gops", json_real(r->pp_peak_gops));
+        json_object_set_new(j, "pp_peak_tok_s", json_real(r->pp_peak_tok_s));
+        json_object_set_new(j, "pp_peak_pct", json_real(pct(r->pp.mean, r->pp_peak_tok_s)));
+    }
+    if (o->n_gen > 0) {
+        json_object_set_new(j, "tg_tok_s", json_real(r->tg.mean));
+        json_object_set_new(j, "tg_tok_s_sd", json_real(r->tg.sd));
+        json_object_set_new(j, "tg_samples", samples_json(&r->tg));
+        json_object_set_new(j, "tg_bytes_per_token", json_real(r->tg_bytes));
+        json_object_set_new(j, "tg_weight_bytes_per_token", json_real(r->cost.weight_bytes));
+        json_object_set_new(j, "tg_roofline_tok_s", json_real(r->tg_roof_tok_s));
+        json_object_set_new(j, "tg_roofline_pct", json_real(pct(r->tg.mean, r->tg_roof_tok_s)));
+    }
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    if (s) puts(s);
+    free(s);
+    json_decref(j);
+}
+
 int ty_cmd_bench(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "tongyun %s: not implemented yet\n", argv[0]);
-    return 1;
+    struct bench_opts o = {.n_prompt = 512, .n_gen = 128, .reps = 5, .roofline_s = 2.0, .kv_type = TY_TYPE_F16};
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (o.n_threads == 0) o.threads[o.n_threads++] = ty__cpu_count();
+    struct result *rs = ty__calloc((size_t)o.n_threads, sizeof *rs);
+    if (!rs) return ty_cli_fail("bench", TY_ERR_NO_MEMORY);
+    for (int i = 0; i < o.n_threads; i++) {
+        enum ty_status st = run_one(&o, (int)o.threads[i], &rs[i]);
+        if (st != TY_OK) {
+            ty_free(rs);
+            return ty_cli_fail("bench", st);
+        }
+        if (o.json) {
+            print_json(&o, &rs[i]);
+            fflush(stdout);
+        }
+    }
+    if (!o.json) print_table(&o, rs, o.n_threads);
+    ty_free(rs);
+    return 0;
 }

@@ -46,6 +46,12 @@ const struct ty_quant_target *ty__quant_target_find(const char *name) {
     return NULL;
 }
 
+const struct ty_quant_target *ty__quant_target_by_ftype(uint32_t ftype) {
+    for (size_t i = 0; i < sizeof targets / sizeof *targets; i++)
+        if (targets[i].ftype == ftype) return &targets[i];
+    return NULL;
+}
+
 const char *ty__quant_target_names(void) {
     return "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m, q5_k_m";
 }

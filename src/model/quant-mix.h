@@ -19,6 +19,8 @@ struct ty_quant_target {
 
 /* The target named `name` (case-insensitive), or NULL. */
 const struct ty_quant_target *ty__quant_target_find(const char *name);
+/* The target whose general.file_type is `ftype`, or NULL. */
+const struct ty_quant_target *ty__quant_target_by_ftype(uint32_t ftype);
 /* "f32, f16, bf16, q8_0, ..., q4_k_m, q5_k_m", for messages. */
 const char *ty__quant_target_names(void);
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# test_bench_cli.sh - `tongyun bench` on the tiny Qwen3 and Qwen3-MoE fixtures (converted here, f32): one JSON line per
+# thread count carrying the names other tools read, speeds and rooflines that agree with each other, the parameter
+# count of the checkpoint, the bytes a decode step reads (all weights of the tied dense model; one embedding row and
+# k of E experts in the MoE model) computed independently from the Hugging Face config here, the table form, and
+# usage errors. No timing is asserted: speeds only have to be positive.
+set -euo pipefail
+: "${TONGYUN:?}" "${TY_SOURCE_DIR:?}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "test_bench_cli: $*" >&2; exit 1; }
+export TY_ROOFLINE_MB=64 # a short roofline: the figures only have to exist here
+
+for m in qwen3-tiny qwen3moe-tiny; do
+    "$TONGYUN" convert "$TY_SOURCE_DIR/tests/data/models/$m" "$tmp/$m.gguf" --type f32 -q ||
+        fail "convert $m failed"
+    "$TONGYUN" bench -m "$tmp/$m.gguf" -p 12 -n 6 -r 2 -t 1,2 --roofline-seconds 0.3 --json > "$tmp/$m.jsonl" \
+        2> "$tmp/$m.err" || { cat "$tmp/$m.err" >&2; fail "bench $m failed"; }
+done
+
+python3 - "$tmp" "$TY_SOURCE_DIR/tests/data/models" <<'EOF'
+import json, math, struct, sys
+tmp, models = sys.argv[1], sys.argv[2]
+
+def fail(msg):
+    sys.exit("test_bench_cli: " + msg)
+
+def close(a, b, rel=1e-7):
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-30)
+
+def st_params(path):  # element count of every tensor of a safetensors file, from its header
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+
+for name in ("qwen3-tiny", "qwen3moe-tiny"):
+    cfg = json.load(open(f"{models}/{name}/config.json"))
+    lines = open(f"{tmp}/{name}.jsonl").read().splitlines()
+    if len(lines) != 2:
+        fail(f"{name}: want one JSON line per thread count (2), got {len(lines)}")
+    rows = [json.loads(l) for l in lines]
+    if [r["threads"] for r in rows] != [1, 2]:
+        fail(f"{name}: threads {[r['threads'] for r in rows]}")
+    params = st_params(f"{models}/{name}/model.safetensors")
+    h, v, L = cfg["hidden_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    for r in rows:
+        for k in ("pp_tok_s", "tg_tok_s", "mem_bw_gbs", "tg_roofline_pct", "pp_peak_pct", "fma_gflops",
+                  "int8_gops", "tg_roofline_tok_s", "pp_peak_tok_s", "tg_bytes_per_token"):
+            if not (isinstance(r.get(k), (int, float)) and r[k] > 0):
+                fail(f"{name}: {k} = {r.get(k)!r}, want a positive number")
+        if r["n_params"] != params:
+            fail(f"{name}: n_params {r['n_params']} != {params} in the checkpoint")
+        if r["type"] != "F32" or r["n_prompt"] != 12 or r["n_gen"] != 6 or len(r["tg_samples"]) != 2:
+            fail(f"{name}: type/n_prompt/n_gen/samples wrong: {r}")
+        if not close(r["tg_roofline_pct"], 100 * r["tg_tok_s"] / r["tg_roofline_tok_s"]):
+            fail(f"{name}: tg_roofline_pct disagrees with tg_tok_s / tg_roofline_tok_s")
+        if not close(r["pp_peak_pct"], 100 * r["pp_tok_s"] / r["pp_peak_tok_s"]):
+            fail(f"{name}: pp_peak_pct disagrees with pp_tok_s / pp_peak_tok_s")
+        if not close(r["tg_roofline_tok_s"], r["mem_bw_gbs"] * 1e9 / r["tg_bytes_per_token"]):
+            fail(f"{name}: tg_roofline_tok_s is not bandwidth / bytes per token")
+        if not close(sum(r["tg_samples"]) / 2, r["tg_tok_s"]):
+            fail(f"{name}: tg_tok_s is not the mean of its samples")
+        # bytes one decode step reads, from the config alone (f32 weights: 4 bytes per parameter)
+        want = 4 * params
+        if not cfg["tie_word_embeddings"]:
+            want -= 4 * h * (v - 1)  # the embedding lookup reads one row
+        if cfg.get("num_experts"):
+            E, k, ff = cfg["num_experts"], cfg["num_experts_per_tok"], cfg["moe_intermediate_size"]
+            moe_layers = L - len(cfg.get("mlp_only_layers", []))
+            want -= 4 * moe_layers * 3 * E * h * ff * (1 - k / E)
+        if not close(r["tg_weight_bytes_per_token"], want):
+            fail(f"{name}: decode reads {r['tg_weight_bytes_per_token']} weight bytes, want {want}")
+        head = cfg["head_dim"]
+        kv = L * cfg["num_key_value_heads"] * 2 * head * 2  # f16 K and V per cached position
+        if not close(r["tg_bytes_per_token"], want + kv * (6 + 1) / 2):
+            fail(f"{name}: bytes per token {r['tg_bytes_per_token']} != weights + mean KV {want + kv * 3.5}")
+print("bench JSON checks passed")
+EOF
+
+# the table
+"$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 8 -n 4 -r 1 -t 1 --roofline-seconds 0.3 > "$tmp/table.out" 2>&1 ||
+    { cat "$tmp/table.out" >&2; fail "table run failed"; }
+for want in "| pp8 |" "| tg4 |" "% of roofline" "read GB/s"; do
+    grep -qF -- "$want" "$tmp/table.out" || { cat "$tmp/table.out" >&2; fail "table lacks '$want'"; }
+done
+
+# usage errors exit 2 with a message; a missing model exits 1
+expect() {
+    local want=$1 needle=$2
+    shift 2
+    set +e
+    "$TONGYUN" bench "$@" > "$tmp/e.out" 2>&1
+    local rc=$?
+    set -e
+    [ "$rc" = "$want" ] || { cat "$tmp/e.out" >&2; fail "bench $* exited $rc, want $want"; }
+    grep -qF -- "$needle" "$tmp/e.out" || { cat "$tmp/e.out" >&2; fail "bench $* does not say '$needle'"; }
+}
+expect 2 "-m MODEL is required" -p 8
+expect 2 "nothing to measure" -m "$tmp/qwen3-tiny.gguf" -p 0 -n 0
+expect 2 "-t" -m "$tmp/qwen3-tiny.gguf" -t 1,x
+expect 2 "--kv-type" -m "$tmp/qwen3-tiny.gguf" --kv-type q8
+expect 1 "no-such.gguf" -m "$tmp/no-such.gguf"
+echo "test_bench_cli: all checks passed"
