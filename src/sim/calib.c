@@ -142,6 +142,30 @@ static enum ty_status one_entry(const struct ty_sim_host_bench *hb, const char *
     return TY_OK;
 }
 
+/* JSON Lines as one array; NULL (jerr set, with the file's line number) when a non-blank line is not JSON. */
+static json_t *json_lines(const char *text, size_t size, json_error_t *jerr) {
+    json_t *arr = json_array();
+    int line_no = 0;
+    for (size_t i = 0; i < size;) {
+        const char *nl = memchr(text + i, '\n', size - i);
+        size_t end = nl ? (size_t)(nl - text) : size;
+        line_no++;
+        size_t j = i;
+        while (j < end && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r')) j++;
+        if (j < end) {
+            json_t *v = json_loadb(text + j, end - j, 0, jerr);
+            if (!v) {
+                jerr->line = line_no;
+                json_decref(arr);
+                return NULL;
+            }
+            json_array_append_new(arr, v);
+        }
+        i = end + 1;
+    }
+    return arr;
+}
+
 enum ty_status ty__sim_calibrate(const struct ty_sim_host_bench *hb, const char *path, json_t **out) {
     *out = NULL;
     char *text = NULL;
@@ -149,6 +173,7 @@ enum ty_status ty__sim_calibrate(const struct ty_sim_host_bench *hb, const char 
     TY_TRY(ty__file_read(path, 64u << 20, &text, &size));
     json_error_t jerr;
     json_t *root = json_loadb(text, size, 0, &jerr);
+    if (!root) root = json_lines(text, size, &jerr); /* `tongyun bench --json` writes one object per line */
     ty_free(text);
     if (!root) return ty__error(TY_ERR_FORMAT, "%s: line %d: %s", path, jerr.line, jerr.text);
     json_t *arr = root;
