@@ -117,14 +117,29 @@ static enum ty_status one_entry(const struct ty_sim_host_bench *hb, const char *
                              path, idx + 1, json_string_value(jm));
         bits = (double)tr->type_size * 8 / (double)tr->block_size;
     }
+    /* `tongyun bench` measures the roofline microbenchmarks in the same process just before the model runs: where
+     * the entry carries them, they describe the machine at that moment better than a measurement taken at the
+     * simulator's start-up, and they are still microbenchmarks, not the speeds being predicted. */
+    static const char *const k_fma[] = {"fma_gflops", NULL};
+    static const char *const k_i8[] = {"int8_gops", NULL};
+    struct ty_sim_host_bench here = *hb;
+    int threads = (int)num(e, k_th, 0);
+    bool own = threads > 0 && num(e, k_bw, 0) > 0 && num(e, k_fma, 0) > 0;
+    if (own) {
+        here.n_threads = threads;
+        here.read_bw_gbs = here.read_bw_1t_gbs = num(e, k_bw, 0);
+        here.fma_gflops = here.fma_gflops_1t = num(e, k_fma, 0);
+        here.int8_gops = here.int8_gops_1t = num(e, k_i8, 0);
+    }
     struct ty_sim_bench_pred p;
-    TY_TRY(
-        ty__sim_predict_bench(hb, &m, bits, (int)num(e, k_np, 512), (int)num(e, k_ng, 128), (int)num(e, k_th, 0), &p));
+    TY_TRY(ty__sim_predict_bench(&here, &m, bits, (int)num(e, k_np, 512), (int)num(e, k_ng, 128), threads, &p));
     double mpp = num(e, k_pp, 0), mtg = num(e, k_tg, 0), mbw = num(e, k_bw, 0);
     json_t *row = json_object();
     json_object_set_new(row, "model", json_string(m.name));
     json_object_set_new(row, "type", json_string(type ? type : "file"));
     json_object_set_new(row, "weight_bits", json_real(bits));
+    json_object_set_new(row, "threads", json_integer(threads > 0 ? threads : hb->n_threads));
+    json_object_set_new(row, "host_figures", json_string(own ? "the bench run's own microbenchmarks" : "sim start-up"));
     json_t *meas = json_object(), *pred = json_object(), *err = json_object();
     json_object_set_new(meas, "pp_tok_s", mpp > 0 ? json_real(mpp) : json_null());
     json_object_set_new(meas, "tg_tok_s", mtg > 0 ? json_real(mtg) : json_null());
