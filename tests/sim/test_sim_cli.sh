@@ -120,6 +120,15 @@ printf '[{"model": "qwen3-0.6b", "type": "Q8_0", "pp_tok_s": 50, "tg_tok_s": 10,
 "$T" sim --calibrate "$work/bench.json" > "$work/cal.json"
 json_check "sim --calibrate compares predictions with a bench run" "$work/cal.json" \
     "d[0]['predicted']['tg_tok_s'] > 0 and abs(d[0]['error']['tg_tok_s'] - (d[0]['predicted']['tg_tok_s'] / 10 - 1)) < 1e-4"
+# `tongyun bench --json` writes JSON Lines with its own roofline figures, which the prediction then uses
+printf '%s\n' '{"model": "qwen3-0.6b", "type": "Q8_0", "threads": 2, "pp_tok_s": 50, "tg_tok_s": 10, "mem_bw_gbs": 8, "fma_gflops": 100, "int8_gops": 400}' \
+    '{"model": "qwen3-0.6b", "type": "Q8_0", "threads": 2, "pp_tok_s": 50, "tg_tok_s": 10, "mem_bw_gbs": 16, "fma_gflops": 100, "int8_gops": 400}' \
+    > "$work/bench.jsonl"
+"$T" sim --calibrate "$work/bench.jsonl" > "$work/cal2.json"
+json_check "sim --calibrate reads JSON Lines and predicts from each entry's own microbenchmarks" "$work/cal2.json" \
+    "len(d) == 2 and [r['predicted']['mem_bw_gbs'] for r in d] == [8, 16] and \
+     all(r['host_figures'].startswith('the bench run') for r in d) and \
+     d[1]['predicted']['tg_tok_s'] > 1.5 * d[0]['predicted']['tg_tok_s']"
 "$T" sim --validate "$work/report.md" 2> /dev/null
 grep -q "awaits \`tongyun bench\`" "$work/report.md" && grep -q "infersim-qwen3-30b-a3b-decode" "$work/report.md" ||
     fail "sim --validate: report incomplete"
