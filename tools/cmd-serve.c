@@ -28,7 +28,8 @@ static void usage(FILE *f) {
             "  --io-timeout S           seconds of socket silence allowed while reading or writing (default 15)\n"
             "  --request-timeout S      deadline of one generation request (default 600)\n"
             "  --drain-timeout S        on SIGTERM, seconds in-flight requests get to finish (default 30)\n"
-            "  --max-body BYTES         largest request body (default 8 MiB)\n");
+            "  --max-body BYTES         largest request body (default 8 MiB)\n"
+            "  --max-conns N            open client connections; more wait in the kernel's queue (default 512)\n");
 }
 
 int ty_cmd_serve(int argc, char **argv) {
@@ -98,6 +99,10 @@ int ty_cmd_serve(int argc, char **argv) {
             VALUE();
             if (!ty_cli_int(a, v, 1024, 1L << 30, &l)) return 2;
             p.max_body = l;
+        } else if (!strcmp(a, "--max-conns")) {
+            VALUE();
+            if (!ty_cli_int(a, v, 1, 1 << 20, &l)) return 2;
+            p.max_conns = (int32_t)l;
         } else {
             fprintf(stderr, "tongyun serve: unknown option '%s'\n\n", a);
             usage(stderr);

@@ -1,18 +1,23 @@
 /*
  * threads.c - the persistent thread pool of threads.h.
  *
- * A dispatch bumps a generation counter; workers wait for it to change, run the task and count down `pending`. Both
- * sides spin briefly before sleeping on a condition variable: a forward pass dispatches a few hundred short tasks per
- * token, and a futex round trip per task would cost more than many of the tasks themselves. The spin is short so that
- * an oversubscribed machine (tests running in parallel on two cores) loses little to it.
+ * A dispatch bumps a generation counter; workers wait for it to change, run the task and count down `pending`. Every
+ * wait (a worker for work, the caller for the workers, a thread at a barrier) spins briefly before sleeping on a
+ * condition variable: a forward pass dispatches a few hundred short tasks per token, and a futex round trip per task
+ * would cost more than many of the tasks themselves. The spin is short so that an oversubscribed machine (tests
+ * running in parallel on two cores) loses little to it.
  *
- * Lost wake-ups are impossible because the generation is only bumped, and `pending` only checked before sleeping,
- * with the mutex held.
+ * The waker takes the mutex only when someone sleeps. Lost wake-ups are impossible: a sleeper counts itself in
+ * (sequentially consistent) and then re-checks the condition with the mutex held, while the waker changes the
+ * condition (sequentially consistent) and then reads the count, so at least one of them sees the other, and a
+ * broadcast under the mutex cannot fall between a sleeper's check and its wait.
  */
 #include "base/threads.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #define SPIN_ITERATIONS 4096
@@ -29,13 +34,20 @@ struct ty_threadpool {
     pthread_mutex_t mu;
     pthread_cond_t cv_work;
     pthread_cond_t cv_done;
+    pthread_cond_t cv_barrier;
     pthread_mutex_t run_mu; /* serialises ty__threadpool_run callers */
     ty_task_fn fn;
     void *arg;
     atomic_uint generation;
     atomic_int pending;
     atomic_bool stop;
+    atomic_int work_sleepers;    /* workers asleep on cv_work */
+    atomic_int done_sleeping;    /* the caller is asleep on cv_done */
+    atomic_int barrier_count;    /* threads arrived at the current barrier */
+    atomic_uint barrier_phase;   /* barriers completed */
+    atomic_int barrier_sleepers; /* threads asleep on cv_barrier */
     int n_started;
+    int n_pinned;
 };
 
 static inline void cpu_relax(void) {
@@ -51,6 +63,14 @@ int ty__cpu_count(void) {
     return n > 0 ? (int)n : 1;
 }
 
+/* Wakes every sleeper on `cv` if there may be one; the condition has been changed before. */
+static void wake_all(struct ty_threadpool *pool, atomic_int *sleepers, pthread_cond_t *cv) {
+    if (atomic_load(sleepers) == 0) return;
+    pthread_mutex_lock(&pool->mu);
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(&pool->mu);
+}
+
 static void *worker_main(void *p) {
     struct worker *w = p;
     struct ty_threadpool *pool = w->pool;
@@ -63,26 +83,21 @@ static void *worker_main(void *p) {
         }
         if (g == seen) {
             pthread_mutex_lock(&pool->mu);
-            while ((g = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen)
-                pthread_cond_wait(&pool->cv_work, &pool->mu);
+            atomic_fetch_add(&pool->work_sleepers, 1);
+            while ((g = atomic_load(&pool->generation)) == seen) pthread_cond_wait(&pool->cv_work, &pool->mu);
+            atomic_fetch_sub(&pool->work_sleepers, 1);
             pthread_mutex_unlock(&pool->mu);
         }
         seen = g;
         if (atomic_load(&pool->stop)) return NULL;
         pool->fn(pool->arg, w->ith, pool->n_threads);
-        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&pool->mu);
-            pthread_cond_signal(&pool->cv_done);
-            pthread_mutex_unlock(&pool->mu);
-        }
+        if (atomic_fetch_sub(&pool->pending, 1) == 1) wake_all(pool, &pool->done_sleeping, &pool->cv_done);
     }
 }
 
 static void wake_workers(struct ty_threadpool *pool) {
-    pthread_mutex_lock(&pool->mu);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_acq_rel);
-    pthread_cond_broadcast(&pool->cv_work);
-    pthread_mutex_unlock(&pool->mu);
+    atomic_fetch_add(&pool->generation, 1);
+    wake_all(pool, &pool->work_sleepers, &pool->cv_work);
 }
 
 static void stop_workers(struct ty_threadpool *pool) {
@@ -90,6 +105,29 @@ static void stop_workers(struct ty_threadpool *pool) {
     wake_workers(pool);
     for (int i = 0; i < pool->n_started; i++) pthread_join(pool->workers[i].thread, NULL);
     pool->n_started = 0;
+}
+
+/* Pins worker ith to the ith core the process may run on, leaving the first to the caller. Silently does nothing
+ * where the OS has no affinity call, refuses it, or there are fewer allowed cores than threads (pinning two threads
+ * to one core would only make them wait for each other). */
+static bool pin_worker(pthread_t thread, int ith, int n_threads) {
+#if defined(__linux__)
+    const char *env = getenv("TY_NO_PIN");
+    if (env && *env && strcmp(env, "0") != 0) return false;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < n_threads) return false;
+    for (int cpu = 0, k = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &allowed)) continue;
+        if (k++ != ith) continue;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        return pthread_setaffinity_np(thread, sizeof one, &one) == 0;
+    }
+#else
+    (void)thread, (void)ith, (void)n_threads;
+#endif
+    return false;
 }
 
 enum ty_status ty__threadpool_init(int n_threads, struct ty_threadpool **out) {
@@ -106,6 +144,7 @@ enum ty_status ty__threadpool_init(int n_threads, struct ty_threadpool **out) {
     pthread_mutex_init(&pool->run_mu, NULL);
     pthread_cond_init(&pool->cv_work, NULL);
     pthread_cond_init(&pool->cv_done, NULL);
+    pthread_cond_init(&pool->cv_barrier, NULL);
     if (n_threads > 1) {
         pool->workers = ty__calloc((size_t)n_threads - 1, sizeof *pool->workers);
         if (!pool->workers) {
@@ -136,12 +175,20 @@ void ty__threadpool_free(struct ty_threadpool *pool) {
     pthread_mutex_destroy(&pool->run_mu);
     pthread_cond_destroy(&pool->cv_work);
     pthread_cond_destroy(&pool->cv_done);
+    pthread_cond_destroy(&pool->cv_barrier);
     ty_free(pool->workers);
     ty_free(pool);
 }
 
 int ty__threadpool_size(const struct ty_threadpool *pool) {
     return pool->n_threads;
+}
+
+int ty__threadpool_pin(struct ty_threadpool *pool) {
+    if (pool->n_pinned == 0)
+        for (int i = 0; i < pool->n_started; i++)
+            if (pin_worker(pool->workers[i].thread, pool->workers[i].ith, pool->n_threads)) pool->n_pinned++;
+    return pool->n_pinned;
 }
 
 void ty__threadpool_run(struct ty_threadpool *pool, ty_task_fn fn, void *arg) {
@@ -152,16 +199,39 @@ void ty__threadpool_run(struct ty_threadpool *pool, ty_task_fn fn, void *arg) {
     pthread_mutex_lock(&pool->run_mu);
     pool->fn = fn;
     pool->arg = arg;
-    atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_release);
+    atomic_store(&pool->pending, pool->n_threads - 1);
     wake_workers(pool);
     fn(arg, 0, pool->n_threads);
     for (int i = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) != 0 && i < SPIN_ITERATIONS; i++)
         cpu_relax();
     if (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0) {
         pthread_mutex_lock(&pool->mu);
-        while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
-            pthread_cond_wait(&pool->cv_done, &pool->mu);
+        atomic_store(&pool->done_sleeping, 1);
+        while (atomic_load(&pool->pending) != 0) pthread_cond_wait(&pool->cv_done, &pool->mu);
+        atomic_store(&pool->done_sleeping, 0);
         pthread_mutex_unlock(&pool->mu);
     }
     pthread_mutex_unlock(&pool->run_mu);
+}
+
+void ty__threadpool_barrier(struct ty_threadpool *pool) {
+    if (pool->n_threads == 1) return;
+    unsigned phase = atomic_load(&pool->barrier_phase);
+    if (atomic_fetch_add(&pool->barrier_count, 1) == pool->n_threads - 1) {
+        /* the last to arrive: reset for the next barrier before releasing anyone into it */
+        atomic_store(&pool->barrier_count, 0);
+        atomic_fetch_add(&pool->barrier_phase, 1);
+        wake_all(pool, &pool->barrier_sleepers, &pool->cv_barrier);
+        return;
+    }
+    for (int i = 0; atomic_load_explicit(&pool->barrier_phase, memory_order_acquire) == phase && i < SPIN_ITERATIONS;
+         i++)
+        cpu_relax();
+    if (atomic_load(&pool->barrier_phase) == phase) {
+        pthread_mutex_lock(&pool->mu);
+        atomic_fetch_add(&pool->barrier_sleepers, 1);
+        while (atomic_load(&pool->barrier_phase) == phase) pthread_cond_wait(&pool->cv_barrier, &pool->mu);
+        atomic_fetch_sub(&pool->barrier_sleepers, 1);
+        pthread_mutex_unlock(&pool->mu);
+    }
 }

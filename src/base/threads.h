@@ -3,6 +3,9 @@
  * thread (the caller included) runs it with its own index, and the call returns when all have finished. Workers
  * live as long as the pool, so a forward pass pays a wake-up per op, never a thread creation.
  *
+ * A compute backend pins the workers to distinct cores where the OS allows (ty__threadpool_pin), and a task may
+ * synchronise its threads with ty__threadpool_barrier, so one dispatch can run several dependent phases.
+ *
  * Splitting work is the task's business: `ith` of `nth` takes its share (see ty__split_range). Results must not
  * depend on the number of threads, so kernels split whole output elements, never a reduction.
  */
@@ -29,6 +32,16 @@ int ty__threadpool_size(const struct ty_threadpool *pool);
 /* Runs fn(arg, ith, nth) on every thread and returns when all calls have returned. Concurrent callers are
  * serialised. `fn` must not call ty__threadpool_run on the same pool. */
 void ty__threadpool_run(struct ty_threadpool *pool, ty_task_fn fn, void *arg);
+/* Inside a task of ty__threadpool_run: returns once every thread of the pool has reached the barrier (each of the
+ * nth calls must reach it the same number of times). Spins briefly, then sleeps. Memory written before the barrier
+ * by any thread is visible to every thread after it. A no-op on a pool of one thread. */
+void ty__threadpool_barrier(struct ty_threadpool *pool);
+/* Pins worker i (i = 1 .. n - 1) to the i-th core the process may run on, so a compute backend's threads stream from
+ * cores of their own and keep their caches; the calling thread, which belongs to the application, is left alone.
+ * Returns the workers pinned: 0 where the OS has no affinity call or refuses it, where there are more threads than
+ * allowed cores, or with TY_NO_PIN=1 in the environment. Call once, before the first run; later calls return the
+ * first call's count. Not done by ty__threadpool_init: short-lived pools (tests, conversion) run many at once. */
+int ty__threadpool_pin(struct ty_threadpool *pool);
 
 /* The share [*begin, *end) of n items that thread ith of nth takes: contiguous, sizes differing by at most one. */
 static inline void ty__split_range(int64_t n, int ith, int nth, int64_t *begin, int64_t *end) {

@@ -24,7 +24,7 @@
 
 #include "base/base.h"
 
-#define TY_BACKEND_IFACE_VERSION 2
+#define TY_BACKEND_IFACE_VERSION 3
 #define TY_TENSOR_MAX_DIMS       4
 #define TY_ROPE_MAX_DIMS         512 /* rotated dimensions per head */
 #define TY_ATTN_MAX_HEAD_DIM     512
@@ -115,6 +115,27 @@ struct ty_attn {
     int32_t pos0; /* cache position of the first query: query t sees keys 0 .. pos0 + t (causal) */
 };
 
+/* Where a batch of sequences finds its keys in a paged KV pool. Sequence s owns query columns [col, col + n) of the
+ * batch; its query t sits at position pos0 + t and sees keys 0 .. pos0 + t; its key at position p is row
+ * table_s[p / block] * block + p % block of the pool. The descriptors are host arrays (a device backend uploads them;
+ * they are small). */
+struct ty_paged_seq {
+    int32_t col, n, pos0;
+    int32_t n_blocks;     /* entries of `table` (>= blocks covering pos0 + n positions) */
+    const int32_t *table; /* (n_blocks) physical block ids */
+};
+struct ty_paged_attn {
+    float scale;   /* multiplies q.k */
+    int32_t block; /* positions per KV block */
+    int32_t n_seqs;
+    const struct ty_paged_seq *seqs; /* (n_seqs) */
+    /* Scratch for the fallback of a backend without attention_paged, else unused (may be NULL): gather_k (dk *
+     * n_kv_head, >= longest pos0 + n) and gather_v (dv * n_kv_head, same) F32, gather_ids (>= the same) I32, and
+     * host_ids, a host array of as many int32. */
+    const struct ty_tensor *gather_k, *gather_v, *gather_ids;
+    int32_t *host_ids;
+};
+
 /* ==== The interface ==== */
 
 struct ty_backend_iface {
@@ -201,6 +222,39 @@ struct ty_backend_iface {
     enum ty_status (*gated_delta)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
                                   const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_tensor *g,
                                   const struct ty_tensor *beta, const struct ty_tensor *state, float scale);
+
+    /* ---- version 3: paged KV ---- */
+    /* Optional. Causal attention of a batch of sequences, each over its own keys in a paged KV pool (struct
+     * ty_paged_attn says where). q (dk, n_head, n) F32, the batch's tokens sequence after sequence; k_pool
+     * (dk, n_kv_head, n_slots) and v_pool (dv, n_kv_head, n_slots) F32 or F16, contiguous; dst (dv, n_head, n) F32.
+     * Each (token, head) must come out exactly as `attention` computes it over the same keys laid out contiguously,
+     * so a sequence's numbers never depend on the batch it runs in. No aliasing. NULL: the wrapper gathers each
+     * sequence's keys and values into the caller's F32 scratch with get_rows and runs `attention` per sequence
+     * (ty__attention_paged_gather). */
+    enum ty_status (*attention_paged)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                      const struct ty_tensor *k_pool, const struct ty_tensor *v_pool,
+                                      const struct ty_paged_attn *p);
+
+    /* ---- version 3: CPU fusions ---- */
+    /* Optional. Called by the model loader once per weight matrix, after loading and before any op reads it, with
+     * the view matmul will be given: the backend may keep a copy in a faster layout (packed panels, huge pages) and
+     * use it whenever matmul or matmul_multi gets that same view (for a stack of matrices, ne[2] > 1, each matrix
+     * sliced out along dimension 2). `w` itself stays valid and unchanged for every other op (get_rows reads tied
+     * embeddings). The copy is freed with the backend. NULL: nothing to prepare. */
+    enum ty_status (*weight_prepare)(struct ty_backend *be, const struct ty_tensor *w);
+    /* Optional. n (1 .. TY_MATMUL_MULTI_MAX) matrix products of one input, dst[i] = w[i] x (+ bias[i]), each with the
+     * shapes and rules of matmul: the input is read (and quantised) once for all and one dispatch covers them, so
+     * q/k/v and gate/up cost one pass. Each dst[i] must be bit for bit what matmul computes. NULL: the wrapper
+     * calls matmul n times. */
+    enum ty_status (*matmul_multi)(struct ty_backend *be, int n, const struct ty_tensor *const *dst,
+                                   const struct ty_tensor *const *w, const struct ty_tensor *x,
+                                   const struct ty_tensor *const *bias);
+    /* Optional. The SwiGLU feed-forward input: dst = silu(w_gate x) * (w_up x), as matmul of each then swiglu would
+     * give it bit for bit (silu(g) = g / (1 + exp(-g))). w_gate, w_up (n_in, n_ff); x (n_in, n); dst and up
+     * (n_ff, n) F32, `up` scratch the backend may use or not. No aliasing. NULL: matmul_multi into dst and up, then
+     * swiglu. */
+    enum ty_status (*matmul_swiglu)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w_gate,
+                                    const struct ty_tensor *w_up, const struct ty_tensor *x, const struct ty_tensor *up);
 };
 
 struct ty_backend {
@@ -220,6 +274,9 @@ const char *ty__backend_names(void);
 
 /* The reference CPU backend (cpu/cpu-ref.c): plain C, threaded over output rows, the yardstick for every other. */
 enum ty_status ty__backend_cpu_ref_init(int n_threads, struct ty_backend **out);
+/* The fast CPU backend (cpu/cpu.c): SIMD kernels of the dispatch path TY_CPU_ISA names (else the best), weights packed
+ * at load into huge-page memory, one dispatch per op; every op cpu-ref has. */
+enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out);
 
 /* ==== Wrappers: the only way callers reach a backend ==== */
 
@@ -422,6 +479,89 @@ static inline enum ty_status ty__backend_gated_delta(struct ty_backend *be, cons
     TY_TRY(ty__backend_sync(be));
     ty__gated_delta_host(dst, q, k, v, g, beta, state, scale, TY_GDN_AUTO, 0, v->ne[1]);
     return TY_OK;
+}
+
+/* ---- paged KV (version 3) ---- */
+
+/* The fallback of attention_paged: per sequence, gathers its keys and values from the pool into p's F32 scratch with
+ * get_rows, in position order, and runs `attention` over them. Exact where `attention` converts F16 to F32 exactly
+ * (as cpu-ref does). Implemented in paged-attn.c. */
+enum ty_status ty__attention_paged_gather(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                          const struct ty_tensor *k_pool, const struct ty_tensor *v_pool,
+                                          const struct ty_paged_attn *p);
+
+static inline bool ty__backend_has_attention_paged(const struct ty_backend *be) {
+    return be->iface->attention_paged != NULL;
+}
+
+static inline enum ty_status ty__backend_attention_paged(struct ty_backend *be, const struct ty_tensor *dst,
+                                                         const struct ty_tensor *q, const struct ty_tensor *k_pool,
+                                                         const struct ty_tensor *v_pool,
+                                                         const struct ty_paged_attn *p) {
+    TY_ASSERT(ty__is_f32_rows(q) && ty__is_f32_rows(dst));
+    TY_ASSERT(k_pool->type == TY_TYPE_F32 || k_pool->type == TY_TYPE_F16);
+    TY_ASSERT(v_pool->type == k_pool->type && ty__tensor_is_contiguous(k_pool) && ty__tensor_is_contiguous(v_pool));
+    TY_ASSERT(q->ne[0] == k_pool->ne[0] && dst->ne[0] == v_pool->ne[0] && dst->ne[1] == q->ne[1]);
+    TY_ASSERT(dst->ne[2] == q->ne[2] && k_pool->ne[1] == v_pool->ne[1] && k_pool->ne[2] == v_pool->ne[2]);
+    TY_ASSERT(k_pool->ne[1] > 0 && q->ne[1] % k_pool->ne[1] == 0);
+    TY_ASSERT(q->ne[0] <= TY_ATTN_MAX_HEAD_DIM && v_pool->ne[0] <= TY_ATTN_MAX_HEAD_DIM);
+    TY_ASSERT(q->ne[3] == 1 && k_pool->ne[3] == 1 && v_pool->ne[3] == 1 && dst->ne[3] == 1);
+    TY_ASSERT(p->block > 0 && k_pool->ne[2] % p->block == 0 && p->n_seqs >= 0);
+    int64_t n_pool_blocks = k_pool->ne[2] / p->block;
+    for (int32_t s = 0; s < p->n_seqs; s++) {
+        const struct ty_paged_seq *q_s = &p->seqs[s];
+        TY_ASSERT(q_s->n > 0 && q_s->pos0 >= 0 && q_s->col >= 0 && q_s->col + q_s->n <= q->ne[2]);
+        TY_ASSERT((int64_t)q_s->n_blocks * p->block >= (int64_t)q_s->pos0 + q_s->n);
+        for (int32_t b = 0; b < (q_s->pos0 + q_s->n + p->block - 1) / p->block; b++)
+            TY_ASSERT(q_s->table[b] >= 0 && q_s->table[b] < n_pool_blocks);
+    }
+    if (be->iface->attention_paged) return be->iface->attention_paged(be, dst, q, k_pool, v_pool, p);
+    return ty__attention_paged_gather(be, dst, q, k_pool, v_pool, p);
+}
+
+/* ---- CPU fusions (version 3) ---- */
+
+#define TY_MATMUL_MULTI_MAX 4
+
+static inline enum ty_status ty__backend_weight_prepare(struct ty_backend *be, const struct ty_tensor *w) {
+    TY_ASSERT(ty__backend_weight_type_ok(w->type) && w->ne[3] == 1);
+    return be->iface->weight_prepare ? be->iface->weight_prepare(be, w) : TY_OK;
+}
+
+/* dst[i] = w[i] x (+ bias[i]) for i < n; bias may be NULL, or hold NULL entries. */
+static inline enum ty_status ty__backend_matmul_multi(struct ty_backend *be, int n, const struct ty_tensor *const *dst,
+                                                      const struct ty_tensor *const *w, const struct ty_tensor *x,
+                                                      const struct ty_tensor *const *bias) {
+    TY_ASSERT(n >= 1 && n <= TY_MATMUL_MULTI_MAX);
+    if (!be->iface->matmul_multi) {
+        for (int i = 0; i < n; i++) TY_TRY(ty__backend_matmul(be, dst[i], w[i], x, bias ? bias[i] : NULL));
+        return TY_OK;
+    }
+    for (int i = 0; i < n; i++) {
+        const struct ty_tensor *b = bias ? bias[i] : NULL;
+        TY_ASSERT(ty__backend_weight_type_ok(w[i]->type) && ty__is_f32_rows(x) && ty__is_f32_rows(dst[i]));
+        TY_ASSERT(w[i]->ne[0] == x->ne[0] && dst[i]->ne[0] == w[i]->ne[1] && dst[i]->ne[1] == x->ne[1]);
+        TY_ASSERT(w[i]->ne[2] == 1 && w[i]->ne[3] == 1 && dst[i]->ne[2] == 1 && dst[i]->ne[3] == 1);
+        TY_ASSERT(!b || (ty__is_f32_rows(b) && b->ne[0] == w[i]->ne[1] && ty__tensor_nrows(b) == 1));
+    }
+    TY_ASSERT(x->ne[2] == 1 && x->ne[3] == 1);
+    return be->iface->matmul_multi(be, n, dst, w, x, bias);
+}
+
+static inline enum ty_status ty__backend_matmul_swiglu(struct ty_backend *be, const struct ty_tensor *dst,
+                                                       const struct ty_tensor *w_gate, const struct ty_tensor *w_up,
+                                                       const struct ty_tensor *x, const struct ty_tensor *up) {
+    TY_ASSERT(ty__tensor_same_shape(w_gate, w_up) && ty__tensor_same_shape(dst, up));
+    if (!be->iface->matmul_swiglu) {
+        const struct ty_tensor *d[2] = {dst, up}, *w[2] = {w_gate, w_up};
+        TY_TRY(ty__backend_matmul_multi(be, 2, d, w, x, NULL));
+        return ty__backend_swiglu(be, dst, dst, up);
+    }
+    TY_ASSERT(ty__backend_weight_type_ok(w_gate->type) && ty__backend_weight_type_ok(w_up->type));
+    TY_ASSERT(ty__is_f32_rows(x) && ty__is_f32_rows(dst) && ty__is_f32_rows(up));
+    TY_ASSERT(w_gate->ne[0] == x->ne[0] && dst->ne[0] == w_gate->ne[1] && dst->ne[1] == x->ne[1]);
+    TY_ASSERT(w_gate->ne[2] == 1 && w_gate->ne[3] == 1 && x->ne[2] == 1 && x->ne[3] == 1 && dst->ne[2] == 1);
+    return be->iface->matmul_swiglu(be, dst, w_gate, w_up, x, up);
 }
 
 #endif /* TY_BACKEND_H */

@@ -17,7 +17,7 @@ struct entry {
 
 /* Best first. A faster CPU backend, CUDA and OpenCL add their lines above the reference one. */
 static const struct entry backends[] = {
-    {"cpu", ty__backend_cpu_ref_init},
+    {"cpu", ty__backend_cpu_init},
     {"cpu-ref", ty__backend_cpu_ref_init},
 };
 

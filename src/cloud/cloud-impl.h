@@ -7,6 +7,7 @@
 #define TY_CLOUD_IMPL_H
 
 #include "base/base.h"
+#include "model/constrain.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -91,6 +92,12 @@ struct ty_oai_request {
     size_t n_prompt_ids;
     char *tools_json;  /* JSON array or NULL */
     char *tool_choice; /* "auto", "none", "required" or a function name; NULL = auto */
+    /* Constrained decoding (response_format json_object/json_schema, tool_choice "required" or a named function):
+     * the compiled grammar (one reference, released by ty__oai_request_free), or NULL for free text. */
+    struct ty_grammar *grammar;
+    int32_t *bias_ids; /* logit_bias: token ids (n_bias), not yet checked against the vocabulary */
+    float *bias_vals;  /* and their biases, in [-100, 100] */
+    int n_bias;
     bool stream, include_usage;
     int n;
     double temperature, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty;
@@ -251,6 +258,10 @@ struct ty_gen_request {
     double deadline;  /* ty__time_s() value; 0 = none */
     ty_seq_cb cb;
     void *user;
+    struct ty_grammar *grammar; /* constrained decoding, or NULL; the engine takes its own reference at submit */
+    const int32_t *bias_ids;    /* logit_bias (n_bias ids and values), copied at submit */
+    const float *bias_vals;
+    int n_bias;
 };
 
 struct ty_engine_info {
@@ -274,11 +285,17 @@ int32_t ty__engine_n_ctx(const struct ty_engine *e);
 
 /* ---- The compute interface the scheduler calls once per iteration ----
  * A batch lists, for each scheduled sequence, the slot it runs in, the position of its first new token and the new
- * tokens (a prefill chunk or one decoded token). The forward pass appends those tokens to the slot's KV and writes
- * the last token's logits into logits[i] (n_vocab floats) for entries with want_logits. Slots are 0..max_seqs-1;
- * `reset` says the slot starts a new sequence (positions from `pos`; what the slot held before position `pos` is the
- * cached prefix the scheduler found). The block table is passed so that a paged implementation can address the KV
- * blocks the block manager assigned; the per-sequence implementation keeps one ty_context per slot instead. */
+ * tokens (a prefill chunk or one decoded token). The forward pass appends those tokens to the sequence's KV and writes
+ * the last token's logits into logits[i] (n_vocab floats) for entries with want_logits.
+ *
+ * Two implementations, chosen by the model's architecture (ty__batch_supported):
+ *  - paged (Qwen2, Qwen3, Qwen3-MoE): one forward over the whole batch (model/batch.c). The KV lives in a pool of
+ *    exactly the block manager's blocks, addressed through each entry's block table, so a block the prefix cache
+ *    maps already holds its KV, n > 1 choices read their shared prompt blocks, and `copies` (copy-on-write) are
+ *    applied before the batch runs. Slots and `reset` do not matter to it.
+ *  - per sequence (hybrid linear-attention models, whose state is not a KV cache): one ty_context per slot, each
+ *    entry run alone; `reset` says the slot starts a new sequence (what it held before position `pos` is the prefix
+ *    ty__engine_compute_reusable found). */
 struct ty_engine_batch_seq {
     int32_t slot;
     bool reset; /* the slot starts a new sequence here */
@@ -293,12 +310,18 @@ struct ty_engine_batch_seq {
 struct ty_engine_batch {
     struct ty_engine_batch_seq *seqs;
     int32_t n_seqs;
+    const int32_t (*copies)[2]; /* (n_copies) physical KV blocks {from, to} to copy before the batch runs */
+    int32_t n_copies;
 };
 struct ty_engine_compute;
-enum ty_status ty__engine_compute_init(struct ty_model *model, int32_t n_slots, int32_t n_ctx,
-                                       struct ty_engine_compute **out);
+/* `n_blocks` KV blocks of TY_KV_BLOCK positions (the block manager's), batches of up to `max_tokens` tokens. */
+enum ty_status ty__engine_compute_init(struct ty_model *model, int32_t n_slots, int32_t n_ctx, int32_t max_tokens,
+                                       int32_t n_blocks, struct ty_engine_compute **out);
 void ty__engine_compute_free(struct ty_engine_compute *c);
-/* Tokens of slot `slot` whose KV can be reused for a sequence starting with `tokens` (n). */
+/* True when the compute is paged: KV follows the block tables (see above). */
+bool ty__engine_compute_paged(const struct ty_engine_compute *c);
+/* Per-sequence compute: tokens of slot `slot` whose KV can be reused for a sequence starting with `tokens` (n).
+ * Always 0 when paged (the block manager's prefix cache says what is reusable). */
 int32_t ty__engine_compute_reusable(struct ty_engine_compute *c, int32_t slot, const int32_t *tokens, int32_t n);
 enum ty_status ty__engine_forward(struct ty_engine_compute *c, struct ty_engine_batch *b);
 
@@ -314,6 +337,7 @@ struct ty_server_params {
     double request_timeout; /* deadline of one generation request */
     double drain_timeout;   /* SIGTERM: seconds in-flight requests get to finish */
     int64_t max_body, max_headers;
+    int32_t max_conns; /* open client connections; at the cap the server stops accepting until one closes */
     bool log_prompts;
 };
 struct ty_server_params ty__server_default_params(void);

@@ -14,19 +14,21 @@
  *      chunking of a sequence never depends on what else runs), plus one token for every decoding sequence;
  *   4. runs ty__engine_forward on it, without holding the lock, so HTTP threads can submit and cancel meanwhile;
  *   5. samples each sequence that has logits, reports the token through the request's callback, appends it to the
- *      block table (copy-on-write when n > 1 choices share the prompt's last block) and finishes sequences that hit
- *      end of turn, a stop string, max_tokens or the context.
+ *      block table (copy-on-write when n > 1 choices share the prompt's last block: the block's KV is copied before
+ *      the next batch runs) and finishes sequences that hit end of turn, a stop string, max_tokens or the context.
  *
- * THE COMPUTE IS PER SEQUENCE FOR NOW. ty__engine_forward (bottom of this file) runs every batch entry through its
- * own ty_context (one per slot, allocated up front), because the model core has no batched multi-sequence forward
- * over a paged KV cache yet. Results are exact: a sequence's logits depend only on its own tokens and chunking, not on
- * the batch. The scheduling, admission, block accounting, prefix hashing, copy-on-write, cancellation and protocol
- * above it are the real thing; when the batched paged forward lands it replaces ty__engine_forward and its
- * init/free/reusable companions only, and reads each entry's block table to find the KV. Until then the prefix cache
- * saves compute only when the slot a sequence gets still holds the prefix (ty__engine_compute_reusable), and n > 1
- * choices prefill their shared prompt once per choice; the block manager accounts for sharing either way.
+ * THE COMPUTE (bottom of this file) is paged for the dense and MoE Qwen models: one forward pass over the whole batch
+ * (model/batch.c), so every weight is read once per iteration whatever the number of sequences, with the KV in a pool
+ * of exactly the block manager's blocks. So the prefix cache saves real compute (a sequence starts after the prompt
+ * blocks the cache mapped), and the n > 1 choices of a request prefill their prompt once: choice 0 leads, the others
+ * wait for its prefill, then share its prompt blocks and start from its logits. Results are exact: attention is per
+ * sequence over its own blocks and the matrix products are batch-invariant, so a sequence's logits never depend on
+ * the batch. Hybrid linear-attention models (Qwen3-Next, Qwen3.5), whose per-sequence state is not a KV cache, keep
+ * the per-sequence compute: one ty_context per slot, prefix reuse only when the slot a sequence gets still holds the
+ * prefix (ty__engine_compute_reusable), and one prefill per choice; the block manager accounts for them all the same.
  */
 #include "cloud/cloud-impl.h"
+#include "model/model-impl.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -42,9 +44,12 @@ struct seq {
     int choice;
     int32_t *tokens; /* (n_ctx) prompt then generated */
     int32_t n_tokens, n_prompt, n_computed, n_gen;
-    bool fresh; /* next batch entry resets the slot */
+    bool fresh;     /* next batch entry resets the slot */
+    int32_t leader; /* paged, n > 1, choices after the first: the slot of choice 0 while this one waits for its
+                     * prefill; -1 otherwise */
     struct ty_block_table bt;
     struct ty_sampler *smp;
+    struct ty_matcher *matcher; /* constrained decoding, or NULL */
 };
 
 struct ereq {
@@ -66,7 +71,12 @@ struct ty_engine {
     struct seq *seqs;                  /* (max_seqs) indexed by slot */
     float *logits;                     /* (max_seqs, n_vocab) */
     float *raw;                        /* (n_vocab) logits before sampling, for logprobs */
+    struct ty_constrain_vocab *cvocab; /* the tokenizer's trie for constrained decoding, built at first use */
+    uint32_t *cmask;                   /* (cvocab's n_vocab bits) the allowed tokens of one step */
     struct ty_engine_batch_seq *batch; /* (max_seqs) */
+    bool paged;                        /* the compute follows the block tables (see the top of this file) */
+    int32_t (*copies)[2];              /* (max_seqs) copy-on-write block copies for the next batch */
+    int32_t n_copies;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -97,12 +107,17 @@ static void seq_end(struct ty_engine *e, int32_t slot, enum ty_finish why) {
     ty__block_release(e->blocks, &s->bt);
     ty_sampler_free(s->smp);
     s->smp = NULL;
+    ty__matcher_free(s->matcher);
+    s->matcher = NULL;
     s->state = SEQ_DONE; /* the slot is reusable once the request leaves the running list */
     req_finish_choice(e, s->r, s->choice, why);
 }
 
 static void req_free(struct ereq *r) {
     ty_free((void *)r->g.prompt);
+    ty_free((void *)r->g.bias_ids);
+    ty_free((void *)r->g.bias_vals);
+    ty__grammar_unref(r->g.grammar);
     ty_free(r);
 }
 
@@ -144,6 +159,24 @@ static int32_t pick_slot(struct ty_engine *e, const int32_t *tokens, int32_t n, 
     return best;
 }
 
+/* Gives sequence `s` a matcher of its request's grammar, building the vocabulary trie the first time (about 0.1 s for
+ * Qwen's 152k tokens, once per server). */
+static bool constrain_start(struct ty_engine *e, struct seq *s, struct ty_grammar *g) {
+    enum ty_status st = TY_OK;
+    if (!e->cvocab) {
+        st = ty__constrain_vocab_init(ty_model_tokenizer(e->model), &e->cvocab);
+        size_t words = e->cvocab ? ((size_t)ty__constrain_vocab_n(e->cvocab) + 31) / 32 + 1 : 1;
+        if (st == TY_OK && !(e->cmask = ty__malloc(words * sizeof *e->cmask))) {
+            ty__constrain_vocab_free(e->cvocab);
+            e->cvocab = NULL;
+            st = ty__error(TY_ERR_NO_MEMORY, "out of memory for constrained decoding");
+        }
+    }
+    if (st == TY_OK) st = ty__matcher_init(g, e->cvocab, &s->matcher);
+    if (st != TY_OK) TY_LOG_E("engine: %s", ty_last_error());
+    return st == TY_OK;
+}
+
 static bool try_admit(struct ty_engine *e, struct ereq *r) {
     struct ty_gen_request *g = &r->g;
     if (free_slots(e) < g->n) return false;
@@ -174,12 +207,20 @@ static bool try_admit(struct ty_engine *e, struct ereq *r) {
             /* out of memory for a sampler: give up this request now rather than later */
             TY_LOG_E("engine: %s", ty_last_error());
         }
+        /* the same for the constrained-decoding state */
+        if (s->smp && g->grammar && !constrain_start(e, s, g->grammar)) {
+            ty_sampler_free(s->smp);
+            s->smp = NULL;
+        }
         s->state = SEQ_RUNNING;
         s->r = r;
         s->choice = i;
         memcpy(s->tokens, g->prompt, (size_t)g->n_prompt * sizeof *s->tokens);
         s->n_tokens = s->n_prompt = g->n_prompt;
-        s->n_computed = reuse;
+        /* paged: the prompt blocks the prefix cache mapped hold their KV already; choices after the first wait for
+         * the first one's prefill and share it */
+        s->n_computed = e->paged ? cached : reuse;
+        s->leader = e->paged && i > 0 ? r->slots[0] : -1;
         s->n_gen = 0;
         s->fresh = true;
         s->bt = bt[i];
@@ -221,7 +262,19 @@ static void step_seq(struct ty_engine *e, int32_t slot, double now) {
     struct ty_seq_token t = {0};
     bool want_lp = r->g.top_logprobs >= 0;
     if (want_lp) memcpy(e->raw, logits, (size_t)e->n_vocab * sizeof *e->raw);
+    /* logit_bias, then the constrained-decoding mask; logprobs stay those of the model (vLLM's default) */
+    if (!ty__constrain_logits(s->matcher, e->cmask, r->g.bias_ids, r->g.bias_vals, r->g.n_bias, logits, e->n_vocab)) {
+        TY_LOG_E("engine: constrained decoding reached a state no token can continue (a schema without a finite "
+                 "instance?); ending the sequence");
+        seq_end(e, slot, TY_FINISH_ERROR);
+        return;
+    }
     t.id = ty_sampler_sample(s->smp, logits);
+    if (s->matcher && !ty__matcher_accept(s->matcher, t.id)) {
+        TY_LOG_E("engine: sampled token %d outside the constraint's mask; ending the sequence", t.id);
+        seq_end(e, slot, TY_FINISH_ERROR);
+        return;
+    }
     const struct ty_tokenizer *tok = ty_model_tokenizer(e->model);
     if (ty_tokenizer_is_eog(tok, t.id)) {
         seq_end(e, slot, TY_FINISH_STOP);
@@ -256,8 +309,32 @@ static void step_seq(struct ty_engine *e, int32_t slot, double now) {
         seq_end(e, slot, TY_FINISH_ERROR);
         return;
     }
+    if (from >= 0) { /* copy-on-write: the next batch copies the shared block's KV first (one per sequence and step) */
+        e->copies[e->n_copies][0] = from;
+        e->copies[e->n_copies][1] = to;
+        e->n_copies++;
+    }
     s->tokens[s->n_tokens++] = t.id;
     (void)now;
+}
+
+/* Paged, n > 1: choice 0 in slot `lead` has computed the shared prompt. The choices waiting for it start from its
+ * logits (copied before it samples, which may change them) and the prompt blocks they already share. Their slots go
+ * to `out`; the caller steps them after the leader. */
+static int32_t release_followers(struct ty_engine *e, int32_t lead, int32_t *out) {
+    struct ereq *r = e->seqs[lead].r;
+    size_t row = (size_t)e->n_vocab;
+    int32_t n = 0;
+    for (int i = 1; i < r->g.n; i++) {
+        struct seq *f = &e->seqs[r->slots[i]];
+        if (f->state != SEQ_RUNNING || f->leader != lead) continue;
+        f->leader = -1;
+        f->n_computed = f->n_prompt;
+        f->fresh = false;
+        memcpy(e->logits + (size_t)r->slots[i] * row, e->logits + (size_t)lead * row, row * sizeof(float));
+        out[n++] = r->slots[i];
+    }
+    return n;
 }
 
 /* ==== The scheduler thread ==== */
@@ -331,6 +408,10 @@ static void *engine_main(void *arg) {
         for (int32_t slot = 0; slot < e->p.max_seqs; slot++) {
             struct seq *s = &e->seqs[slot];
             if (s->state != SEQ_RUNNING) continue;
+            if (s->leader >= 0) { /* waits for choice 0's prefill; if that choice failed, so does this one */
+                if (e->seqs[s->leader].state != SEQ_RUNNING) seq_end(e, slot, TY_FINISH_ERROR);
+                continue;
+            }
             int32_t todo = s->n_tokens - s->n_computed;
             TY_ASSERT(todo > 0);
             bool prefill = s->n_computed < s->n_prompt;
@@ -367,9 +448,10 @@ static void *engine_main(void *arg) {
         }
         /* Step 4: compute, unlocked. Sequences in the batch cannot be freed meanwhile: only this thread ends them. */
         pthread_mutex_unlock(&e->mu);
-        struct ty_engine_batch b = {e->batch, nb};
+        struct ty_engine_batch b = {e->batch, nb, (const int32_t(*)[2])e->copies, e->n_copies};
         enum ty_status st = ty__engine_forward(e->compute, &b);
         pthread_mutex_lock(&e->mu);
+        e->n_copies = 0;
         /* Step 5. */
         now = ty__time_s();
         for (int32_t i = 0; i < nb; i++) {
@@ -384,9 +466,13 @@ static void *engine_main(void *arg) {
             s->fresh = false;
             bool was_prefill = s->n_computed < s->n_prompt;
             s->n_computed += bs->n_tokens;
-            if (was_prefill && s->n_computed >= s->n_prompt)
+            int32_t followers[TY_MAX_N], n_followers = 0;
+            if (was_prefill && s->n_computed >= s->n_prompt) {
                 ty__block_publish(e->blocks, &s->bt, s->tokens, s->n_prompt);
+                if (e->paged) n_followers = release_followers(e, bs->slot, followers);
+            }
             if (bs->want_logits) step_seq(e, bs->slot, now);
+            for (int32_t k = 0; k < n_followers; k++) step_seq(e, followers[k], now);
         }
     }
     /* shutting down: every sequence and waiting request ends as cancelled */
@@ -400,6 +486,27 @@ static void *engine_main(void *arg) {
 }
 
 /* ==== Public ==== */
+
+/* KV bytes per token of the per-sequence compute, measured: the allocator's growth for one context of 2 blocks more
+ * than another. */
+static size_t measured_kv_per_token(struct ty_model *model) {
+    size_t per_tok = 0;
+    struct ty_context *a = NULL, *b = NULL;
+    struct ty_context_params cp = ty_context_default_params();
+    cp.n_ctx = TY_KV_BLOCK;
+    size_t m0 = ty_mem_allocated();
+    if (ty_context_init(model, &cp, &a) == TY_OK) {
+        size_t m1 = ty_mem_allocated();
+        cp.n_ctx = 3 * TY_KV_BLOCK;
+        if (ty_context_init(model, &cp, &b) == TY_OK) {
+            size_t m2 = ty_mem_allocated();
+            if (m2 - m1 > m1 - m0) per_tok = ((m2 - m1) - (m1 - m0)) / (2 * TY_KV_BLOCK);
+        }
+    }
+    ty_context_free(a);
+    ty_context_free(b);
+    return per_tok ? per_tok : 1;
+}
 
 enum ty_status ty__engine_init(struct ty_model *model, const struct ty_engine_params *p, struct ty_metrics *metrics,
                                struct ty_engine **out) {
@@ -423,49 +530,43 @@ enum ty_status ty__engine_init(struct ty_model *model, const struct ty_engine_pa
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
 
-    enum ty_status st = ty__engine_compute_init(model, p->max_seqs, p->n_ctx, &e->compute);
     int32_t blocks_per_seq = (p->n_ctx + TY_KV_BLOCK - 1) / TY_KV_BLOCK;
     int64_t n_blocks = (int64_t)blocks_per_seq * p->max_seqs;
     int64_t n_cached = 0;
-    if (st == TY_OK) {
-        /* KV bytes per token, measured: the allocator's growth for one context of 2 blocks more than another. */
-        size_t per_tok = 0;
-        struct ty_context *a = NULL, *b = NULL;
-        struct ty_context_params cp = ty_context_default_params();
-        cp.n_ctx = TY_KV_BLOCK;
-        size_t m0 = ty_mem_allocated();
-        if (ty_context_init(model, &cp, &a) == TY_OK) {
-            size_t m1 = ty_mem_allocated();
-            cp.n_ctx = 3 * TY_KV_BLOCK;
-            if (ty_context_init(model, &cp, &b) == TY_OK) {
-                size_t m2 = ty_mem_allocated();
-                if (m2 - m1 > m1 - m0) per_tok = ((m2 - m1) - (m1 - m0)) / (2 * TY_KV_BLOCK);
-            }
-        }
-        ty_context_free(a);
-        ty_context_free(b);
-        if (per_tok == 0) per_tok = 1;
-        if (p->kv_bytes > 0) n_blocks = p->kv_bytes / (int64_t)(per_tok * TY_KV_BLOCK);
-        if (p->prefix_bytes > 0) n_cached = p->prefix_bytes / (int64_t)(per_tok * TY_KV_BLOCK);
-        if (n_blocks < blocks_per_seq) {
-            st = ty__error(TY_ERR_INVALID_ARG,
-                           "the KV budget holds %lld blocks of %d tokens (%zu bytes per token), less than one "
-                           "context of %d tokens; raise --kv-mem or lower --ctx",
-                           (long long)n_blocks, TY_KV_BLOCK, per_tok, p->n_ctx);
-        } else {
-            TY_LOG_I("engine: %lld KV blocks of %d tokens (%zu bytes per token), prefix cache up to %lld blocks",
-                     (long long)n_blocks, TY_KV_BLOCK, per_tok, (long long)n_cached);
-        }
+    /* KV bytes per token: the paged pool's F16 rows, or for the per-sequence compute the measured growth of a
+     * context (whatever state the architecture keeps) */
+    e->paged = ty__batch_supported(model);
+    size_t per_tok = e->paged ? ty__kv_pool_bytes_per_token(model) : measured_kv_per_token(model);
+    if (p->kv_bytes > 0) n_blocks = p->kv_bytes / (int64_t)(per_tok * TY_KV_BLOCK);
+    if (p->prefix_bytes > 0) n_cached = p->prefix_bytes / (int64_t)(per_tok * TY_KV_BLOCK);
+    enum ty_status st = TY_OK;
+    if (n_blocks < blocks_per_seq) {
+        st = ty__error(TY_ERR_INVALID_ARG,
+                       "the KV budget holds %lld blocks of %d tokens (%zu bytes per token), less than one "
+                       "context of %d tokens; raise --kv-mem or lower --ctx",
+                       (long long)n_blocks, TY_KV_BLOCK, per_tok, p->n_ctx);
+    } else {
+        if (n_blocks > (1 << 28)) n_blocks = 1 << 28; /* the block manager's limit, far past any real budget */
+        TY_LOG_I("engine: %lld KV blocks of %d tokens (%zu bytes per token), prefix cache up to %lld blocks, %s "
+                 "compute",
+                 (long long)n_blocks, TY_KV_BLOCK, per_tok, (long long)n_cached,
+                 e->paged ? "paged batched" : "per-sequence");
     }
+    /* the most tokens one iteration can hold: the prefill budget may be passed by one chunk less a token, and every
+     * other running sequence decodes one */
+    int32_t max_tokens = e->p.prefill_budget + e->p.prefill_chunk - 1 + p->max_seqs;
     if (st == TY_OK)
-        st = ty__block_mgr_init((int32_t)(n_blocks > INT32_MAX ? INT32_MAX : n_blocks),
-                                (int32_t)(n_cached > INT32_MAX ? INT32_MAX : n_cached), &e->blocks);
+        st = ty__engine_compute_init(model, p->max_seqs, p->n_ctx, max_tokens, (int32_t)n_blocks, &e->compute);
+    if (st == TY_OK) e->paged = ty__engine_compute_paged(e->compute);
+    if (st == TY_OK)
+        st = ty__block_mgr_init((int32_t)n_blocks, (int32_t)(n_cached > INT32_MAX ? INT32_MAX : n_cached), &e->blocks);
     if (st == TY_OK) {
         e->seqs = ty__calloc((size_t)p->max_seqs, sizeof *e->seqs);
         e->logits = ty__malloc((size_t)p->max_seqs * (size_t)e->n_vocab * sizeof *e->logits);
         e->raw = ty__malloc((size_t)e->n_vocab * sizeof *e->raw);
         e->batch = ty__calloc((size_t)p->max_seqs, sizeof *e->batch);
-        if (!e->seqs || !e->logits || !e->raw || !e->batch)
+        e->copies = ty__calloc((size_t)p->max_seqs, sizeof *e->copies);
+        if (!e->seqs || !e->logits || !e->raw || !e->batch || !e->copies)
             st = ty__error(TY_ERR_NO_MEMORY, "out of memory for the engine");
         for (int32_t i = 0; st == TY_OK && i < p->max_seqs; i++)
             if (!(e->seqs[i].tokens = ty__malloc((size_t)p->n_ctx * sizeof(int32_t))))
@@ -498,11 +599,15 @@ void ty__engine_free(struct ty_engine *e) {
     for (int32_t i = 0; e->seqs && i < e->p.max_seqs; i++) {
         ty_free(e->seqs[i].tokens);
         ty_sampler_free(e->seqs[i].smp);
+        ty__matcher_free(e->seqs[i].matcher);
     }
+    ty__constrain_vocab_free(e->cvocab);
+    ty_free(e->cmask);
     ty_free(e->seqs);
     ty_free(e->logits);
     ty_free(e->raw);
     ty_free(e->batch);
+    ty_free(e->copies);
     ty__block_mgr_free(e->blocks);
     ty__engine_compute_free(e->compute);
     pthread_mutex_destroy(&e->mu);
@@ -524,6 +629,22 @@ uint64_t ty__engine_submit(struct ty_engine *e, const struct ty_gen_request *g, 
     memcpy(prompt, g->prompt, (size_t)g->n_prompt * sizeof *prompt);
     r->g = *g;
     r->g.prompt = prompt;
+    r->g.bias_ids = NULL;
+    r->g.bias_vals = NULL;
+    r->g.grammar = ty__grammar_ref(g->grammar);
+    if (g->n_bias > 0) {
+        int32_t *ids = ty__malloc((size_t)g->n_bias * sizeof *ids);
+        float *vals = ty__malloc((size_t)g->n_bias * sizeof *vals);
+        r->g.bias_ids = ids;
+        r->g.bias_vals = vals;
+        if (!ids || !vals) {
+            req_free(r);
+            *retry_after = 1;
+            return 0;
+        }
+        memcpy(ids, g->bias_ids, (size_t)g->n_bias * sizeof *ids);
+        memcpy(vals, g->bias_vals, (size_t)g->n_bias * sizeof *vals);
+    }
     pthread_mutex_lock(&e->mu);
     int64_t n_max = g->n_prompt + (int64_t)g->max_tokens + (g->n > 1 ? TY_KV_BLOCK : 0);
     int64_t need = (int64_t)g->n * ((n_max + TY_KV_BLOCK - 1) / TY_KV_BLOCK);
@@ -572,7 +693,7 @@ int32_t ty__engine_n_ctx(const struct ty_engine *e) {
     return e->p.n_ctx;
 }
 
-/* ==== Compute: one ty_context per slot (until the batched paged forward exists) ==== */
+/* ==== Compute ==== */
 
 struct slot_ctx {
     struct ty_context *ctx;
@@ -582,31 +703,45 @@ struct slot_ctx {
 
 struct ty_engine_compute {
     int32_t n_slots, n_ctx;
+    /* paged: one pool and one batch for every sequence */
+    struct ty_kv_pool *pool;
+    struct ty_batch *batch;
+    struct ty_batch_seq *bseqs; /* (n_slots) */
+    /* per sequence: one context per slot */
     struct slot_ctx *slots;
 };
 
-enum ty_status ty__engine_compute_init(struct ty_model *model, int32_t n_slots, int32_t n_ctx,
-                                       struct ty_engine_compute **out) {
+enum ty_status ty__engine_compute_init(struct ty_model *model, int32_t n_slots, int32_t n_ctx, int32_t max_tokens,
+                                       int32_t n_blocks, struct ty_engine_compute **out) {
     *out = NULL;
     struct ty_engine_compute *c = ty__calloc(1, sizeof *c);
     if (!c) return ty__error(TY_ERR_NO_MEMORY, "out of memory for the engine");
     c->n_slots = n_slots;
     c->n_ctx = n_ctx;
-    c->slots = ty__calloc((size_t)n_slots, sizeof *c->slots);
-    enum ty_status st = c->slots ? TY_OK : ty__error(TY_ERR_NO_MEMORY, "out of memory for the engine");
-    struct ty_context_params cp = ty_context_default_params();
-    cp.n_ctx = n_ctx;
-    /* every context up front: the server fails at start, never under load */
-    for (int32_t i = 0; st == TY_OK && i < n_slots; i++) {
-        st = ty_context_init(model, &cp, &c->slots[i].ctx);
-        if (st == TY_OK && ty_context_n_ctx(c->slots[i].ctx) < n_ctx)
-            st = ty__error(TY_ERR_INVALID_ARG, "context of %d tokens is more than the model allows (%d)", n_ctx,
-                           ty_context_n_ctx(c->slots[i].ctx));
-        if (st == TY_OK && !(c->slots[i].hist = ty__malloc((size_t)n_ctx * sizeof(int32_t))))
-            st = ty__error(TY_ERR_NO_MEMORY, "out of memory for %d sequence contexts", n_slots);
+    enum ty_status st = TY_OK;
+    /* everything up front: the server fails at start, never under load */
+    if (ty__batch_supported(model)) {
+        st = ty__kv_pool_init(model, n_blocks, TY_KV_BLOCK, &c->pool);
+        if (st == TY_OK) st = ty__batch_init(model, c->pool, max_tokens, n_slots, n_ctx, &c->batch);
+        if (st == TY_OK && !(c->bseqs = ty__calloc((size_t)n_slots, sizeof *c->bseqs)))
+            st = ty__error(TY_ERR_NO_MEMORY, "out of memory for the engine");
+        if (st != TY_OK) ty__error_prefix(st, "paged compute for %d sequences of %d tokens", n_slots, n_ctx);
+    } else {
+        c->slots = ty__calloc((size_t)n_slots, sizeof *c->slots);
+        if (!c->slots) st = ty__error(TY_ERR_NO_MEMORY, "out of memory for the engine");
+        struct ty_context_params cp = ty_context_default_params();
+        cp.n_ctx = n_ctx;
+        for (int32_t i = 0; st == TY_OK && i < n_slots; i++) {
+            st = ty_context_init(model, &cp, &c->slots[i].ctx);
+            if (st == TY_OK && ty_context_n_ctx(c->slots[i].ctx) < n_ctx)
+                st = ty__error(TY_ERR_INVALID_ARG, "context of %d tokens is more than the model allows (%d)", n_ctx,
+                               ty_context_n_ctx(c->slots[i].ctx));
+            if (st == TY_OK && !(c->slots[i].hist = ty__malloc((size_t)n_ctx * sizeof(int32_t))))
+                st = ty__error(TY_ERR_NO_MEMORY, "out of memory for %d sequence contexts", n_slots);
+        }
+        if (st != TY_OK) ty__error_prefix(st, "allocating %d sequence contexts of %d tokens", n_slots, n_ctx);
     }
     if (st != TY_OK) {
-        ty__error_prefix(st, "allocating %d sequence contexts of %d tokens", n_slots, n_ctx);
         ty__engine_compute_free(c);
         return st;
     }
@@ -616,6 +751,9 @@ enum ty_status ty__engine_compute_init(struct ty_model *model, int32_t n_slots, 
 
 void ty__engine_compute_free(struct ty_engine_compute *c) {
     if (!c) return;
+    ty__batch_free(c->batch);
+    ty__kv_pool_free(c->pool);
+    ty_free(c->bseqs);
     for (int32_t i = 0; c->slots && i < c->n_slots; i++) {
         ty_context_free(c->slots[i].ctx);
         ty_free(c->slots[i].hist);
@@ -624,14 +762,35 @@ void ty__engine_compute_free(struct ty_engine_compute *c) {
     ty_free(c);
 }
 
+bool ty__engine_compute_paged(const struct ty_engine_compute *c) {
+    return c->batch != NULL;
+}
+
 int32_t ty__engine_compute_reusable(struct ty_engine_compute *c, int32_t slot, const int32_t *tokens, int32_t n) {
+    if (!c->slots) return 0;
     struct slot_ctx *s = &c->slots[slot];
     int32_t k = 0;
     while (k < s->n_hist && k < n && s->hist[k] == tokens[k]) k++;
     return k;
 }
 
+/* Paged: block copies first (copy-on-write), then every entry in one forward pass. */
+static enum ty_status forward_paged(struct ty_engine_compute *c, struct ty_engine_batch *b) {
+    enum ty_status st = TY_OK;
+    for (int32_t i = 0; st == TY_OK && i < b->n_copies; i++)
+        st = ty__batch_copy_block(c->batch, b->copies[i][0], b->copies[i][1]);
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const struct ty_engine_batch_seq *q = &b->seqs[i];
+        c->bseqs[i] = (struct ty_batch_seq){q->tokens,      q->n_tokens,  q->pos,
+                                            q->blocks->ids, q->blocks->n, q->want_logits ? q->logits : NULL};
+    }
+    if (st == TY_OK) st = ty__batch_forward(c->batch, c->bseqs, b->n_seqs);
+    for (int32_t i = 0; i < b->n_seqs; i++) b->seqs[i].status = st;
+    return st;
+}
+
 enum ty_status ty__engine_forward(struct ty_engine_compute *c, struct ty_engine_batch *b) {
+    if (c->batch) return forward_paged(c, b);
     enum ty_status ret = TY_OK;
     for (int32_t i = 0; i < b->n_seqs; i++) {
         struct ty_engine_batch_seq *q = &b->seqs[i];

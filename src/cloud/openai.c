@@ -4,8 +4,12 @@
  * names them), writes OpenAI's error object, and splits a stream of generated text into reasoning, content and tool
  * calls as it arrives (the streaming twin of ty_chat_parse).
  *
- * Refusing beats ignoring: a client that asks for json_schema output, logit_bias or a forced tool choice and gets
- * unconstrained text would be misled, so those are 400 "not supported yet" until constrained decoding exists.
+ * Refusing beats ignoring: a field the server cannot honour is a 400 that says so, never silently dropped. Structured
+ * output (response_format json_object/json_schema) and forced tool calls (tool_choice "required" or a named function)
+ * are compiled here into a constrained-decoding grammar (model/constrain.h), so a schema the matcher cannot enforce
+ * (format, pattern, minimum, ...) is refused with the keyword and its location before anything is queued. With
+ * thinking on (chat only), the constraint starts after the reasoning block, as vLLM's reasoning parser hands over to
+ * structured output: the reasoning stays free text and the answer (content, or the tool call) is constrained.
  * Fields OpenAI documents as hints (user, metadata, store, parallel_tool_calls, service_tier) are accepted.
  */
 #include "cloud/cloud-impl.h"
@@ -229,13 +233,17 @@ static enum ty_status parse_tools(json_t *root, struct ty_oai_request *r, struct
             const char *s = json_string_value(tc);
             if (strcmp(s, "auto") && strcmp(s, "none") && strcmp(s, "required"))
                 BAD("tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or a function choice");
-            if (!strcmp(s, "required"))
-                UNSUPPORTED("tool_choice", "tool_choice \"required\" needs constrained decoding, which is not "
-                                           "supported yet; use \"auto\"");
+            if (!strcmp(s, "required") && !r->tools_json)
+                BAD("tool_choice", "tool_choice \"required\" needs a non-empty 'tools' array");
             r->tool_choice = ty__strdup(s);
         } else if (json_is_object(tc)) {
-            UNSUPPORTED("tool_choice", "forcing a named function needs constrained decoding, which is not supported "
-                                       "yet; use \"auto\"");
+            json_t *type = json_object_get(tc, "type"),
+                   *name = json_object_get(json_object_get(tc, "function"), "name");
+            if (!json_is_string(type) || strcmp(json_string_value(type), "function") || !json_is_string(name))
+                BAD("tool_choice", "'tool_choice' as an object must be {\"type\": \"function\", \"function\": "
+                                   "{\"name\": string}}");
+            if (!r->tools_json) BAD("tool_choice", "tool_choice names a function but 'tools' is empty");
+            r->tool_choice = ty__strdup(json_string_value(name)); /* the grammar checks it is one of the tools */
         } else {
             BAD("tool_choice", "'tool_choice' must be a string or an object, not %s", ty__json_kind(tc));
         }
@@ -261,6 +269,105 @@ static enum ty_status parse_stop(json_t *root, struct ty_oai_request *r, struct 
         if (!(r->stop[r->n_stop++] = ty__strdup(json_string_value(s)))) BAD("stop", "out of memory");
     }
     return TY_OK;
+}
+
+/* ==== Constrained decoding: logit_bias, response_format, forced tool calls ==== */
+
+/* Most logit_bias entries: OpenAI accepts 300; more only costs a loop per step. */
+#define MAX_LOGIT_BIAS 1024
+
+/* {"token id": bias, ...}: ids as decimal strings, biases in [-100, 100] as OpenAI documents. */
+static enum ty_status parse_logit_bias(json_t *root, struct ty_oai_request *r, struct ty_oai_error *err) {
+    json_t *lb = json_object_get(root, "logit_bias");
+    if (!lb || json_is_null(lb)) return TY_OK;
+    if (!json_is_object(lb)) BAD("logit_bias", "'logit_bias' must be an object mapping token ids to biases");
+    size_t n = json_object_size(lb);
+    if (n > MAX_LOGIT_BIAS)
+        BAD("logit_bias", "'logit_bias' has %zu entries; at most %d are allowed", n, MAX_LOGIT_BIAS);
+    if (!n) return TY_OK;
+    r->bias_ids = ty__malloc(n * sizeof *r->bias_ids);
+    r->bias_vals = ty__malloc(n * sizeof *r->bias_vals);
+    if (!r->bias_ids || !r->bias_vals) BAD("logit_bias", "out of memory");
+    const char *key;
+    json_t *val;
+    json_object_foreach(lb, key, val) {
+        char *end = NULL;
+        long long id = strtoll(key, &end, 10);
+        if (!key[0] || *end || key[0] == '-' || key[0] == '+' || id < 0 || id > INT32_MAX)
+            BAD("logit_bias", "'logit_bias' key '%s' is not a token id (a non-negative integer as a string)", key);
+        if (!json_is_number(val)) BAD("logit_bias", "'logit_bias[\"%s\"]' must be a number", key);
+        double b = json_number_value(val);
+        if (!(b >= -100 && b <= 100))
+            BAD("logit_bias", "'logit_bias[\"%s\"]' is %g; it must be in [-100, 100]", key, b);
+        r->bias_ids[r->n_bias] = (int32_t)id;
+        r->bias_vals[r->n_bias++] = (float)b;
+    }
+    return TY_OK;
+}
+
+/* A grammar compile failure as a 400 naming `param`. */
+static enum ty_status constraint_error(enum ty_status st, const char *param, struct ty_oai_error *err) {
+    ty__oai_error_set(err, st == TY_ERR_NO_MEMORY ? 500 : 400,
+                      st == TY_ERR_NO_MEMORY ? "server_error" : "invalid_request_error",
+                      st == TY_ERR_UNSUPPORTED ? "unsupported_parameter" : NULL, param, "%s", ty_last_error());
+    return st;
+}
+
+static enum ty_status parse_constraint(json_t *root, struct ty_oai_request *r, struct ty_oai_error *err) {
+    struct ty_constrain_spec spec = {.after_reasoning = r->kind == TY_API_CHAT && r->thinking != TY_CHAT_THINKING_OFF};
+    const char *param = NULL;
+    bool forced = r->tool_choice && strcmp(r->tool_choice, "auto") && strcmp(r->tool_choice, "none");
+    char *schema = NULL;
+    json_t *rf = json_object_get(root, "response_format");
+    if (rf && !json_is_null(rf)) {
+        json_t *t = json_object_get(rf, "type");
+        if (!json_is_object(rf) || !json_is_string(t))
+            BAD("response_format", "'response_format' must be an object with a string 'type'");
+        const char *ts = json_string_value(t), *key;
+        json_t *val;
+        json_object_foreach(rf, key, val) {
+            if (strcmp(key, "type") && (strcmp(ts, "json_schema") || strcmp(key, "json_schema")))
+                BAD("response_format", "unknown field 'response_format.%s'", key);
+        }
+        if (!strcmp(ts, "json_object")) {
+            spec.kind = TY_CONSTRAIN_JSON_OBJECT;
+            param = "response_format";
+        } else if (!strcmp(ts, "json_schema")) {
+            json_t *js = json_object_get(rf, "json_schema"), *name = json_object_get(js, "name");
+            json_t *sch = json_object_get(js, "schema"), *strict = json_object_get(js, "strict");
+            if (!json_is_object(js)) BAD("response_format", "'response_format.json_schema' must be an object");
+            json_object_foreach(js, key, val) {
+                if (strcmp(key, "name") && strcmp(key, "schema") && strcmp(key, "strict") && strcmp(key, "description"))
+                    BAD("response_format", "unknown field 'response_format.json_schema.%s'", key);
+            }
+            if (!json_is_string(name) || !json_string_length(name) || json_string_length(name) > 64 ||
+                strspn(json_string_value(name), "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                    json_string_length(name))
+                BAD("response_format", "'response_format.json_schema.name' must be 1 to 64 letters, digits, '_' or "
+                                       "'-'");
+            if (strict && !json_is_boolean(strict) && !json_is_null(strict))
+                BAD("response_format", "'response_format.json_schema.strict' must be a boolean");
+            if (sch && !json_is_object(sch) && !json_is_boolean(sch))
+                BAD("response_format", "'response_format.json_schema.schema' must be an object");
+            /* strict or not, the output always follows the schema: there is no best-effort mode to fall back to */
+            schema = sch ? json_dumps(sch, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+            if (sch && !schema) BAD("response_format", "out of memory");
+            spec.kind = TY_CONSTRAIN_JSON_SCHEMA;
+            spec.schema_json = schema ? schema : "true";
+            param = "response_format";
+        } else if (strcmp(ts, "text")) {
+            BAD("response_format", "unknown response_format type '%s'; expected text, json_object or json_schema", ts);
+        }
+    }
+    if (forced) { /* a forced call wins: its arguments are the structured output */
+        spec.kind = TY_CONSTRAIN_TOOL_CALL;
+        spec.tools_json = r->tools_json;
+        spec.tool_name = strcmp(r->tool_choice, "required") ? r->tool_choice : NULL;
+        param = "tool_choice";
+    }
+    enum ty_status st = param ? ty__grammar_compile(&spec, &r->grammar) : TY_OK;
+    free(schema); /* jansson's */
+    return st == TY_OK ? TY_OK : constraint_error(st, param, err);
 }
 
 static bool field_known(enum ty_api_kind kind, const char *key) {
@@ -411,23 +518,8 @@ static enum ty_status parse_root(enum ty_api_kind kind, json_t *root, const char
         TY_TRY(get_bool(so, "include_usage", &r->include_usage, err));
     }
     TY_TRY(get_str(root, "user", &r->user, err));
-    json_t *lb = json_object_get(root, "logit_bias");
-    if (lb && !json_is_null(lb) && !(json_is_object(lb) && !json_object_size(lb)))
-        UNSUPPORTED("logit_bias", "'logit_bias' is not supported yet");
-    json_t *rf = json_object_get(root, "response_format");
-    if (rf && !json_is_null(rf)) {
-        json_t *t = json_object_get(rf, "type");
-        if (!json_is_object(rf) || !json_is_string(t))
-            BAD("response_format", "'response_format' must be an object with a string 'type'");
-        const char *ts = json_string_value(t);
-        if (!strcmp(ts, "json_object") || !strcmp(ts, "json_schema"))
-            UNSUPPORTED("response_format",
-                        "response_format %s is not supported yet: it needs constrained decoding, "
-                        "which this server does not have; output would not be guaranteed to parse",
-                        ts);
-        if (strcmp(ts, "text")) BAD("response_format", "unknown response_format type '%s'", ts);
-    }
-    return TY_OK;
+    TY_TRY(parse_logit_bias(root, r, err));
+    return parse_constraint(root, r, err);
 }
 
 enum ty_status ty__oai_parse(enum ty_api_kind kind, const char *body, size_t len, const char *served_model,
@@ -473,6 +565,9 @@ void ty__oai_request_free(struct ty_oai_request *r) {
     ty_free(r->prompt_ids);
     ty_free(r->tools_json);
     ty_free(r->tool_choice);
+    ty__grammar_unref(r->grammar);
+    ty_free(r->bias_ids);
+    ty_free(r->bias_vals);
     ty_free(r->user);
     for (int i = 0; i < r->n_stop; i++) ty_free(r->stop[i]);
     memset(r, 0, sizeof *r);
@@ -568,13 +663,22 @@ void ty__stream_parser_feed(struct ty_stream_parser *p, const char *text, size_t
         if (p->state == ST_START) {
             size_t ws = 0;
             while (ws < len && (s[ws] == ' ' || s[ws] == '\n' || s[ws] == '\t' || s[ws] == '\r')) ws++;
-            size_t rest = len - ws, t = strlen(T_THINK_OPEN);
+            size_t rest = len - ws, t = strlen(T_THINK_OPEN), tc = strlen(T_THINK_CLOSE);
             if (rest >= t && !memcmp(s + ws, T_THINK_OPEN, t)) {
                 consume(p, ws + t);
                 p->state = ST_REASONING;
                 continue;
             }
-            if (!final && (rest < t && !memcmp(s + ws, T_THINK_OPEN, rest))) return; /* may still open */
+            /* a reply that opens with </think> closed an empty block (the model skipped it, or a constraint made it
+             * stop thinking at once), as ty_chat_parse reads it */
+            if (rest >= tc && !memcmp(s + ws, T_THINK_CLOSE, tc)) {
+                consume(p, ws + tc);
+                p->state = ST_CONTENT;
+                continue;
+            }
+            if (!final && ((rest < t && !memcmp(s + ws, T_THINK_OPEN, rest)) ||
+                           (rest < tc && !memcmp(s + ws, T_THINK_CLOSE, rest))))
+                return; /* may still open or close */
             p->state = ST_CONTENT;
             continue;
         }

@@ -28,6 +28,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +54,7 @@ struct ty_server_params ty__server_default_params(void) {
         .drain_timeout = 30,
         .max_body = 8 << 20,
         .max_headers = 16 << 10,
+        .max_conns = 512, /* well under the usual 1024 open files, leaving room for the model, ledger and logs */
     };
 }
 
@@ -127,6 +129,7 @@ struct srv {
     pthread_mutex_t nmu;
     struct sreq *notify_head;
     struct conn *conns;
+    int32_t n_conns; /* in `conns`; at p.max_conns the listener pauses (pause_accept) */
     bool draining;
     double drain_deadline;
     double drain_quiet_since; /* when in_flight last reached 0 during a drain; 0 while requests are in flight */
@@ -566,8 +569,21 @@ static bool on_seq(void *user, int i, enum ty_seq_event ev, const struct ty_seq_
 
 /* ==== Connections: the whole-request deadline ==== */
 
+/* The connection cap: at max_conns open connections the listener stops accepting, so further clients wait in the
+ * kernel's accept queue (and time out there) instead of taking file descriptors and memory from the served ones;
+ * it accepts again as soon as one closes. Once draining, the listener is gone (s->bound is NULL). */
+static void pause_accept(struct srv *s, bool pause) {
+    struct evconnlistener *l = s->bound ? evhttp_bound_socket_get_listener(s->bound) : NULL;
+    if (!l) return;
+    if (pause)
+        evconnlistener_disable(l);
+    else
+        evconnlistener_enable(l);
+}
+
 static void conn_free(struct conn *c) {
     struct srv *s = c->s;
+    if (s->p.max_conns > 0 && s->n_conns-- == s->p.max_conns) pause_accept(s, false);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -606,6 +622,7 @@ static struct bufferevent *on_new_conn(struct event_base *base, void *arg) {
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
+    if (s->p.max_conns > 0 && ++s->n_conns == s->p.max_conns) pause_accept(s, true);
     conn_arm(c);
     return bev;
 }
@@ -626,9 +643,14 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg) {
     struct sreq *r = c->cur;
     if (r) {
         pthread_mutex_lock(&r->mu);
+        struct evhttp_request *req = r->req;
         r->req = NULL;
         r->conn = NULL;
         pthread_mutex_unlock(&r->mu);
+        /* When libevent itself finds the client gone while a reply is under way (a write fails mid-stream), it
+         * detaches the request from the connection (its connection is then NULL) and leaves freeing it to the owner;
+         * a request still on the connection is freed with it. */
+        if (req && !evhttp_request_get_connection(req)) evhttp_request_free(req);
         ty__engine_cancel(c->s->engine, r->handle);
         c->cur = NULL;
         sreq_unref(r); /* the HTTP side's reference */
@@ -650,6 +672,20 @@ static void peer_check(evutil_socket_t fd, short what, void *arg) {
         ssize_t n = sock >= 0 ? recv(sock, &b, 1, MSG_PEEK | MSG_DONTWAIT) : 0;
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
             evhttp_connection_free(c->evcon); /* calls on_conn_close, which frees c */
+    }
+    /* At the connection cap, idle connections whose client has gone are released now rather than at their
+     * read_timeout (our reference keeps their socket open until then), so that the listener accepts again. */
+    if (s->p.max_conns <= 0 || s->n_conns < s->p.max_conns) return;
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->busy) continue;
+        evutil_socket_t sock = bufferevent_getfd(c->bev);
+        char b;
+        ssize_t n = sock >= 0 ? recv(sock, &b, 1, MSG_PEEK | MSG_DONTWAIT) : 0;
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            if (sock >= 0) shutdown(sock, SHUT_RDWR); /* as conn_timeout: evhttp sees the end and frees its side */
+            conn_free(c);
+        }
     }
 }
 
@@ -853,6 +889,16 @@ static int handle_generate(struct srv *s, struct evhttp_request *req, enum ty_ap
         send_error(s, req, &err);
         return err.status;
     }
+    for (int i = 0; i < q.n_bias; i++)
+        if (q.bias_ids[i] >= s->n_vocab) {
+            ty__oai_error_set(&err, 400, "invalid_request_error", NULL, "logit_bias",
+                              "'logit_bias' token id %d is outside the vocabulary (%d tokens)", q.bias_ids[i],
+                              s->n_vocab);
+            ty_free(ids);
+            ty__oai_request_free(&q);
+            send_error(s, req, &err);
+            return err.status;
+        }
     if (n_ids == 0 || (int64_t)n_ids >= s->n_ctx || (q.max_tokens > 0 && (int64_t)n_ids + q.max_tokens > s->n_ctx)) {
         if (n_ids == 0)
             ty__oai_error_set(&err, 400, "invalid_request_error", NULL, "prompt", "the prompt is empty");
@@ -935,6 +981,17 @@ static int handle_generate(struct srv *s, struct evhttp_request *req, enum ty_ap
     g.sp.repeat_penalty = (float)q.repetition_penalty;
     g.sp.penalty_last_n = -1;
     g.sp.seed = q.has_seed ? q.seed : random_u64();
+    /* constrained decoding and logit_bias: held here until the engine has taken its own copies at submit */
+    struct ty_grammar *grammar = q.grammar;
+    int32_t *bias_ids = q.bias_ids;
+    float *bias_vals = q.bias_vals;
+    g.grammar = grammar;
+    g.bias_ids = bias_ids;
+    g.bias_vals = bias_vals;
+    g.n_bias = q.n_bias;
+    q.grammar = NULL;
+    q.bias_ids = NULL;
+    q.bias_vals = NULL;
     ty__oai_request_free(&q);
 
     s->in_flight++;
@@ -947,6 +1004,9 @@ static int handle_generate(struct srv *s, struct evhttp_request *req, enum ty_ap
     int64_t retry = 0;
     uint64_t h = ty__engine_submit(s->engine, &g, &retry);
     ty_free(ids);
+    ty__grammar_unref(grammar);
+    ty_free(bias_ids);
+    ty_free(bias_vals);
     if (!h) {
         if (retry < 0)
             ty__oai_error_set(&err, 400, "invalid_request_error", NULL, "n",

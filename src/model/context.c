@@ -38,8 +38,10 @@ static enum ty_status alloc_kv(struct ty_context *ctx) {
     if (!ctx->k_cache || !ctx->v_cache) return ty__error(TY_ERR_NO_MEMORY, "out of memory for the KV cache table");
     struct layout lay = {0};
     for (int il = 0; il < hp->n_layer; il++) {
-        place(&lay, &ctx->k_cache[il], ctx->kv_type, hp->head_dim_k, hp->n_head_kv, ctx->n_ctx);
-        place(&lay, &ctx->v_cache[il], ctx->kv_type, hp->head_dim_v, hp->n_head_kv, ctx->n_ctx);
+        /* the linear-attention layers of a hybrid model keep a recurrent state instead (qwen-next.c) */
+        int64_t n_pos = ctx->model->layers[il].recurrent ? 1 : ctx->n_ctx;
+        place(&lay, &ctx->k_cache[il], ctx->kv_type, hp->head_dim_k, hp->n_head_kv, n_pos);
+        place(&lay, &ctx->v_cache[il], ctx->kv_type, hp->head_dim_v, hp->n_head_kv, n_pos);
     }
     if (lay.overflow)
         return ty__error(TY_ERR_NO_MEMORY, "a KV cache of %d positions does not fit in memory; use a smaller context",
@@ -137,6 +139,26 @@ enum ty_status ty_context_init(struct ty_model *model, const struct ty_context_p
     if (ctx->n_batch > ctx->n_ctx) ctx->n_batch = ctx->n_ctx; /* a larger batch could never be used */
     enum ty_status st = alloc_kv(ctx);
     if (st == TY_OK) st = alloc_activations(ctx);
+    if (st == TY_OK) st = ty__next_context_init(ctx);
+    if (st != TY_OK) {
+        ty_context_free(ctx);
+        return st;
+    }
+    *out = ctx;
+    return TY_OK;
+}
+
+enum ty_status ty__context_init_paged(struct ty_model *model, int32_t n_batch, struct ty_context **out) {
+    *out = NULL;
+    if (n_batch <= 0) return ty__error(TY_ERR_INVALID_ARG, "batch size %d must be positive", n_batch);
+    struct ty_context *ctx = ty__calloc(1, sizeof *ctx);
+    if (!ctx) return ty__error(TY_ERR_NO_MEMORY, "out of memory creating a context");
+    ctx->model = model;
+    ctx->be = model->be;
+    ctx->kv_type = TY_TYPE_F16;
+    ctx->n_batch = n_batch;
+    ctx->n_ctx = 0; /* no KV of its own: the paged batch (ctx->paged) says where every position lives */
+    enum ty_status st = alloc_activations(ctx);
     if (st != TY_OK) {
         ty_context_free(ctx);
         return st;
@@ -147,6 +169,7 @@ enum ty_status ty_context_init(struct ty_model *model, const struct ty_context_p
 
 void ty_context_free(struct ty_context *ctx) {
     if (!ctx) return;
+    ty__next_context_free(ctx);
     ty__backend_buffer_free(ctx->kv_buf);
     ty__backend_buffer_free(ctx->act_buf);
     ty_free(ctx->k_cache);
@@ -190,10 +213,13 @@ enum ty_status ty_context_eval(struct ty_context *ctx, const int32_t *tokens, si
         int32_t m = (int32_t)(n - off < (size_t)ctx->n_batch ? n - off : (size_t)ctx->n_batch);
         bool last_batch = off + (size_t)m == n;
         float *out = mode == TY_LOGITS_ALL ? logits + off * row : logits;
+        if (ctx->next) ty__next_record(ctx, tokens + off, m);
         enum ty_status st =
             ty__qwen_forward(ctx, tokens + off, m, mode == TY_LOGITS_ALL, mode == TY_LOGITS_LAST && last_batch, out);
         if (st != TY_OK) {
             ctx->n_past = start; /* positions past n_past are ignored, so the cache is as before */
+            /* a recurrent state has no positions to ignore: recompute it (hybrid models, qwen-next.c) */
+            if (ctx->next) (void)ty__next_rewind(ctx, start);
             return st;
         }
         ctx->n_past += m;
@@ -213,6 +239,8 @@ enum ty_status ty_context_truncate(struct ty_context *ctx, int32_t n_past) {
     if (n_past < 0 || n_past > ctx->n_past)
         return ty__error(TY_ERR_INVALID_ARG, "cannot truncate to %d positions: the context holds %d", n_past,
                          ctx->n_past);
+    /* hybrid models recompute their recurrent state (see ty__next_rewind) */
+    if (ctx->next && n_past < ctx->n_past) return ty__next_rewind(ctx, n_past);
     ctx->n_past = n_past;
     return TY_OK;
 }

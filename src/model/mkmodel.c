@@ -45,7 +45,20 @@
  *  - Qwen/Qwen3-8B: hidden 4096, intermediate 12288, 36 layers, 32/8 heads, head_dim 128, ctx 40960, untied.
  *  - Qwen/Qwen3-30B-A3B: hidden 2048, intermediate 6144 (no dense layer uses it), 48 layers, 32/4 heads, head_dim 128,
  *    128 experts, 8 per token, moe_intermediate 768, norm_topk_prob true, decoder_sparse_step 1, mlp_only_layers [],
- *    vocab 151936, ctx 40960, untied; 30.5B parameters, 3.3B active. */
+ *    vocab 151936, ctx 40960, untied; 30.5B parameters, 3.3B active.
+ *  - Qwen/Qwen3-Next-80B-A3B-Instruct: hidden 2048, intermediate 5120 (no dense layer uses it), 48 layers with
+ *    full_attention_interval 4 (36 Gated DeltaNet + 12 gated full attention), 16/2 heads, head_dim 256,
+ *    partial_rotary_factor 0.25 (64 rotated dimensions), rope_theta 1e7, linear attention with 16 key heads and 32
+ *    value heads of 128, conv kernel 4, 512 experts, 10 per token, moe_intermediate 512, a shared expert of 512,
+ *    norm_topk_prob true, vocab 151936, ctx 262144, untied; about 80B parameters, 3B active. Its multi-token
+ *    prediction layer is not part of the preset (Tongyun ignores it).
+ *  - Qwen3.5-35B-A3B (Qwen3_5MoeForConditionalGeneration, text_config; the same shapes as Qwen3.6-35B-A3B): hidden
+ * 2048, 40 layers with full_attention_interval 4 (30 Gated DeltaNet + 10 full), 16/2 heads, head_dim 256, partial
+ * rotary 0.25, linear attention 16 key / 32 value heads of 128, conv 4, 256 experts, 8 per token, moe_intermediate 512,
+ * a shared expert of 512, vocab 248320, ctx 262144, untied; about 35B parameters, 3B active. Taken from public
+ *    summaries of its config.json (no hub access here); rope_theta is not in them and is set to Qwen3-Next's 1e7,
+ *    which changes no cost. The vision tower and the MTP layer are not part of the preset; the file carries the Qwen3
+ *    tokenizer padded to 248320 rows (the Qwen3.5 vocabulary is not available here). */
 static const struct ty_mkmodel_preset presets[] = {
     {"qwen2.5-0.5b",
      "Qwen2.5-0.5B",
@@ -179,7 +192,67 @@ static const struct ty_mkmodel_preset presets[] = {
      768,
      true,
      "Qwen/Qwen3-30B-A3B config.json"},
+    {"qwen3-next-80b-a3b",
+     "Qwen3-Next-80B-A3B",
+     "qwen3next",
+     151936,
+     2048,
+     5120,
+     48,
+     16,
+     2,
+     256,
+     262144,
+     1e7f,
+     1e-6f,
+     false,
+     false,
+     true,
+     512,
+     10,
+     512,
+     true,
+     "Qwen/Qwen3-Next-80B-A3B-Instruct config.json"},
+    {"qwen3.5-35b-a3b",
+     "Qwen3.5-35B-A3B",
+     "qwen35moe",
+     248320,
+     2048,
+     512,
+     40,
+     16,
+     2,
+     256,
+     262144,
+     1e7f,
+     1e-6f,
+     false,
+     false,
+     true,
+     256,
+     8,
+     512,
+     true,
+     "Qwen/Qwen3.5-35B-A3B config.json (text_config) as summarised in public notes; rope_theta assumed"},
 };
+
+/* The hybrid part of a preset's shape (qwen3next), by preset name: kept apart from ty_mkmodel_preset so that the
+ * plain presets need no hybrid fields. */
+struct hybrid_shape {
+    const char *preset;
+    int32_t full_interval, conv_kernel, n_k, n_v, d_k, d_v, n_ff_shexp, rope_dims;
+    bool split; /* Qwen3.5: separate attn_qkv / attn_gate / ssm_beta / ssm_alpha, MRoPE sections */
+};
+static const struct hybrid_shape hybrids[] = {
+    {"qwen3-next-80b-a3b", 4, 4, 16, 32, 128, 128, 512, 64, false},
+    {"qwen3.5-35b-a3b", 4, 4, 16, 32, 128, 128, 512, 64, true},
+};
+
+static const struct hybrid_shape *hybrid_of(const struct ty_mkmodel_preset *p) {
+    for (size_t i = 0; i < sizeof hybrids / sizeof hybrids[0]; i++)
+        if (!strcmp(hybrids[i].preset, p->name)) return &hybrids[i];
+    return NULL;
+}
 #define N_PRESETS (int)(sizeof presets / sizeof presets[0])
 
 const struct ty_mkmodel_preset *ty__mkmodel_presets(int *n) {
@@ -201,7 +274,9 @@ enum init {
     INIT_RESID,  /* a projection into the residual stream: N(0, 1/fan_in) / sqrt(2 n_layer) */
     INIT_NORM,   /* ~1 with 5% noise */
     INIT_GAIN,   /* the final norm: ~4 with 5% noise */
-    INIT_BIAS    /* N(0, 0.05^2) */
+    INIT_BIAS,   /* N(0, 0.05^2) */
+    INIT_CONV,   /* the Gated DeltaNet conv kernel: N(0, 1/kernel) */
+    INIT_DECAY   /* Gated DeltaNet's A = -exp(A_log): about -2, never positive in practice (6 sigma) */
 };
 
 struct mk_tensor {
@@ -241,10 +316,54 @@ static enum ty_status add(struct mk_list *L, enum init init, int n_dims, int64_t
 
 /* The tensors of the model in the order `tongyun convert` writes them (its rules[] table): embeddings, each block,
  * then the head. Shapes in GGUF order (ne[0] = input dimension). */
+static enum ty_status list_hybrid_layer(const struct ty_mkmodel_preset *p, const struct hybrid_shape *h, int il,
+                                        struct mk_list *L) {
+    int64_t E = p->n_embd, Q = (int64_t)p->n_head * p->head_dim, KV = (int64_t)p->n_head_kv * p->head_dim;
+    int64_t kd = (int64_t)h->n_k * h->d_k, vd = (int64_t)h->n_v * h->d_v;
+    TY_TRY(add(L, INIT_NORM, 1, E, 1, 1, "blk.%d.attn_norm.weight", il));
+    if ((il + 1) % h->full_interval == 0) {
+        TY_TRY(add(L, INIT_MATRIX, 2, E, 2 * Q, 1, "blk.%d.attn_q.weight", il)); /* per head: query, output gate */
+        TY_TRY(add(L, INIT_MATRIX, 2, E, KV, 1, "blk.%d.attn_k.weight", il));
+        TY_TRY(add(L, INIT_MATRIX, 2, E, KV, 1, "blk.%d.attn_v.weight", il));
+        TY_TRY(add(L, INIT_NORM, 1, p->head_dim, 1, 1, "blk.%d.attn_q_norm.weight", il));
+        TY_TRY(add(L, INIT_NORM, 1, p->head_dim, 1, 1, "blk.%d.attn_k_norm.weight", il));
+        TY_TRY(add(L, INIT_RESID, 2, Q, E, 1, "blk.%d.attn_output.weight", il));
+    } else {
+        if (h->split) {
+            TY_TRY(add(L, INIT_MATRIX, 2, E, 2 * kd + vd, 1, "blk.%d.attn_qkv.weight", il));
+            TY_TRY(add(L, INIT_MATRIX, 2, E, vd, 1, "blk.%d.attn_gate.weight", il));
+            TY_TRY(add(L, INIT_MATRIX, 2, E, h->n_v, 1, "blk.%d.ssm_beta.weight", il));
+            TY_TRY(add(L, INIT_MATRIX, 2, E, h->n_v, 1, "blk.%d.ssm_alpha.weight", il));
+        } else {
+            TY_TRY(add(L, INIT_MATRIX, 2, E, 2 * kd + 2 * vd, 1, "blk.%d.ssm_in.weight", il));
+            TY_TRY(add(L, INIT_MATRIX, 2, E, 2 * h->n_v, 1, "blk.%d.ssm_ba.weight", il));
+        }
+        TY_TRY(add(L, INIT_CONV, 2, h->conv_kernel, 2 * kd + vd, 1, "blk.%d.ssm_conv1d.weight", il));
+        TY_TRY(add(L, INIT_BIAS, 1, h->n_v, 1, 1, "blk.%d.ssm_dt.bias", il));
+        TY_TRY(add(L, INIT_DECAY, 1, h->n_v, 1, 1, "blk.%d.ssm_a", il));
+        TY_TRY(add(L, INIT_NORM, 1, h->d_v, 1, 1, "blk.%d.ssm_norm.weight", il));
+        TY_TRY(add(L, INIT_RESID, 2, vd, E, 1, "blk.%d.ssm_out.weight", il));
+    }
+    TY_TRY(add(L, INIT_NORM, 1, E, 1, 1, "blk.%d.post_attention_norm.weight", il));
+    TY_TRY(add(L, INIT_MATRIX, 2, E, p->n_expert, 1, "blk.%d.ffn_gate_inp.weight", il));
+    TY_TRY(add(L, INIT_MATRIX, 3, E, p->n_ff_exp, p->n_expert, "blk.%d.ffn_gate_exps.weight", il));
+    TY_TRY(add(L, INIT_MATRIX, 3, E, p->n_ff_exp, p->n_expert, "blk.%d.ffn_up_exps.weight", il));
+    TY_TRY(add(L, INIT_RESID, 3, p->n_ff_exp, E, p->n_expert, "blk.%d.ffn_down_exps.weight", il));
+    TY_TRY(add(L, INIT_MATRIX, 1, E, 1, 1, "blk.%d.ffn_gate_inp_shexp.weight", il));
+    TY_TRY(add(L, INIT_MATRIX, 2, E, h->n_ff_shexp, 1, "blk.%d.ffn_gate_shexp.weight", il));
+    TY_TRY(add(L, INIT_MATRIX, 2, E, h->n_ff_shexp, 1, "blk.%d.ffn_up_shexp.weight", il));
+    return add(L, INIT_RESID, 2, h->n_ff_shexp, E, 1, "blk.%d.ffn_down_shexp.weight", il);
+}
+
 static enum ty_status list_tensors(const struct ty_mkmodel_preset *p, int32_t n_layer, struct mk_list *L) {
     int64_t E = p->n_embd, Q = (int64_t)p->n_head * p->head_dim, KV = (int64_t)p->n_head_kv * p->head_dim;
+    const struct hybrid_shape *hy = hybrid_of(p);
     TY_TRY(add(L, INIT_EMBED, 2, E, p->n_vocab, 1, "token_embd.weight", 0));
     for (int il = 0; il < n_layer; il++) {
+        if (hy) {
+            TY_TRY(list_hybrid_layer(p, hy, il, L));
+            continue;
+        }
         TY_TRY(add(L, INIT_NORM, 1, E, 1, 1, "blk.%d.attn_norm.weight", il));
         TY_TRY(add(L, INIT_MATRIX, 2, E, Q, 1, "blk.%d.attn_q.weight", il));
         if (p->qkv_bias) TY_TRY(add(L, INIT_BIAS, 1, Q, 1, 1, "blk.%d.attn_q.bias", il));
@@ -288,6 +407,23 @@ uint64_t ty__mkmodel_n_params(const struct ty_mkmodel_preset *p, int32_t n_layer
         ffn_active = one * (uint64_t)p->n_expert_used + router;
     }
     uint64_t head = E + (p->tied ? 0 : E * V);
+    const struct hybrid_shape *h = hybrid_of(p);
+    if (h) {
+        uint64_t kd = (uint64_t)h->n_k * (uint64_t)h->d_k, vd = (uint64_t)h->n_v * (uint64_t)h->d_v;
+        uint64_t nv = (uint64_t)h->n_v, conv = 2 * kd + vd;
+        uint64_t full = 2 * E * Q + 2 * E * KV + 2 * (uint64_t)p->head_dim + Q * E;
+        uint64_t lin =
+            E * (2 * kd + 2 * vd) + E * 2 * nv + (uint64_t)h->conv_kernel * conv + 2 * nv + (uint64_t)h->d_v + vd * E;
+        uint64_t shexp = E + 3 * E * (uint64_t)h->n_ff_shexp;
+        uint64_t total = V * E + head, act = V * E + head;
+        for (int32_t il = 0; il < n_layer; il++) {
+            uint64_t mix = (il + 1) % h->full_interval == 0 ? full : lin;
+            total += 2 * E + mix + ffn + shexp;
+            act += 2 * E + mix + ffn_active + shexp;
+        }
+        if (active) *active = act;
+        return total;
+    }
     if (active) *active = V * E + head + (uint64_t)n_layer * (attn + ffn_active);
     return V * E + head + (uint64_t)n_layer * (attn + ffn);
 }
@@ -324,6 +460,9 @@ static enum ty_status plan_layers(const struct ty_mkmodel_preset *pr, const stru
     for (int64_t i = 0; i < pl->list.n && st == TY_OK; i++) {
         struct mk_tensor *t = &pl->list.t[i];
         t->type = mt[i].type;
+        /* the conv kernel is read as f32 (as llama.cpp keeps it): 4 x channels floats per layer */
+        size_t nl = strlen(t->name);
+        if (nl >= 18 && !strcmp(t->name + nl - 18, ".ssm_conv1d.weight")) t->type = TY_TYPE_F32;
         st = ty__tensor_nbytes(t->type, t->n_dims, t->ne, t->name, &t->nbytes);
         pl->bytes += t->nbytes;
     }
@@ -360,7 +499,15 @@ static enum ty_status make_plan(const struct ty_mkmodel_params *p, struct plan *
             return ty__error(TY_ERR_INVALID_ARG, "mkmodel: %s as %s needs %s, and even one layer exceeds the %s limit",
                              pr->hf_name, tg->name, a, b);
         n_layer = (int32_t)((p->max_bytes - fixed) / per_layer);
+        /* a hybrid model keeps whole periods of its layer pattern (linear ... linear, full) */
+        const struct hybrid_shape *hy = hybrid_of(pr);
+        if (hy && n_layer >= hy->full_interval) n_layer -= n_layer % hy->full_interval;
         TY_TRY(plan_layers(pr, tg, n_layer, pl));
+        /* per-layer bytes differ between the layer kinds: step back while the average was optimistic */
+        while (pl->bytes > p->max_bytes && n_layer > 1) {
+            n_layer -= hy && n_layer > hy->full_interval ? hy->full_interval : 1;
+            TY_TRY(plan_layers(pr, tg, n_layer, pl));
+        }
         TY_LOG_I("mkmodel: %s as %s would take %s; %d of %d layers fit in %s", pr->hf_name, tg->name, a, n_layer,
                  pr->n_layer, b);
     }
@@ -373,6 +520,13 @@ static enum ty_status make_plan(const struct ty_mkmodel_params *p, struct plan *
         snprintf(info->reduced, sizeof info->reduced,
                  "block_count: %d of the released %d layers (blk.%d .. blk.%d left out); every other shape as released",
                  n_layer, pr->n_layer, n_layer, pr->n_layer - 1);
+        const struct hybrid_shape *hy = hybrid_of(pr);
+        if (hy) {
+            size_t len = strlen(info->reduced);
+            snprintf(info->reduced + len, sizeof info->reduced - len,
+                     "; full attention every %d layers as released (%d Gated DeltaNet + %d full)", hy->full_interval,
+                     n_layer - n_layer / hy->full_interval, n_layer / hy->full_interval);
+        }
         snprintf(info->name, sizeof info->name, "%s synthetic (random weights, seed %" PRIu64 "; %d of %d layers)",
                  pr->hf_name, p->seed, n_layer, pr->n_layer);
     } else {
@@ -467,6 +621,12 @@ static void init_params(const struct ty_mkmodel_preset *pr, int32_t n_layer, con
     case INIT_BIAS:
         *sd = 0.05f;
         break;
+    case INIT_CONV:
+        *sd = 1.0f / sqrtf((float)t->ne[0]);
+        break;
+    case INIT_DECAY:
+        *mean = -2.0f, *sd = 0.3f;
+        break;
     }
 }
 
@@ -496,19 +656,18 @@ static void gen_rows(void *arg, int ith, int nth) {
     }
 }
 
-static enum ty_status write_metadata(struct ty_gguf_writer *w, const struct ty_mkmodel_params *p, const struct plan *pl,
-                                     const struct ty_mkmodel_info *info) {
-    const struct ty_mkmodel_preset *pr = p->preset;
+enum ty_status ty__mkmodel_write_hparams(struct ty_gguf_writer *w, const struct ty_mkmodel_preset *pr, int32_t n_layer,
+                                         uint32_t file_type, const char *name) {
     const char *a = pr->arch;
     char k[128];
 #define U32(suffix, v) (snprintf(k, sizeof k, "%s." suffix, a), ty__gguf_writer_set_u32(w, k, (uint32_t)(v)))
 #define F32(suffix, v) (snprintf(k, sizeof k, "%s." suffix, a), ty__gguf_writer_set_f32(w, k, (float)(v)))
     /* The keys and order of convert.c's write_hparams, so the file is what converting the real checkpoint gives. */
     TY_TRY(ty__gguf_writer_set_str(w, "general.architecture", a));
-    TY_TRY(ty__gguf_writer_set_str(w, "general.name", info->name));
-    TY_TRY(ty__gguf_writer_set_u32(w, "general.file_type", pl->tg->ftype));
+    TY_TRY(ty__gguf_writer_set_str(w, "general.name", name));
+    TY_TRY(ty__gguf_writer_set_u32(w, "general.file_type", file_type));
     TY_TRY(ty__gguf_writer_set_u32(w, "general.quantization_version", 2));
-    TY_TRY(U32("block_count", pl->n_layer));
+    TY_TRY(U32("block_count", n_layer));
     TY_TRY(U32("context_length", pr->n_ctx));
     TY_TRY(U32("embedding_length", pr->n_embd));
     TY_TRY(U32("feed_forward_length", pr->n_ff));
@@ -525,8 +684,31 @@ static enum ty_status write_metadata(struct ty_gguf_writer *w, const struct ty_m
         snprintf(k, sizeof k, "%s.expert_weights_norm", a);
         TY_TRY(ty__gguf_writer_set_bool(w, k, pr->expert_norm));
     }
+    const struct hybrid_shape *hy = hybrid_of(pr);
+    if (hy) { /* convert.c's qwen3next keys */
+        TY_TRY(U32("rope.dimension_count", hy->rope_dims));
+        TY_TRY(U32("full_attention_interval", hy->full_interval));
+        TY_TRY(U32("ssm.conv_kernel", hy->conv_kernel));
+        TY_TRY(U32("ssm.state_size", hy->d_k));
+        TY_TRY(U32("ssm.group_count", hy->n_k));
+        TY_TRY(U32("ssm.time_step_rank", hy->n_v));
+        TY_TRY(U32("ssm.inner_size", hy->n_v * hy->d_v));
+        TY_TRY(U32("expert_shared_feed_forward_length", hy->n_ff_shexp));
+        if (hy->split) {
+            static const int32_t sections[4] = {11, 11, 10, 0}; /* transformers' default mrope_section */
+            snprintf(k, sizeof k, "%s.rope.dimension_sections", a);
+            TY_TRY(ty__gguf_writer_set_arr(w, k, TY_GGUF_TYPE_INT32, sections, 4));
+        }
+    }
 #undef U32
 #undef F32
+    return TY_OK;
+}
+
+static enum ty_status write_metadata(struct ty_gguf_writer *w, const struct ty_mkmodel_params *p, const struct plan *pl,
+                                     const struct ty_mkmodel_info *info) {
+    const struct ty_mkmodel_preset *pr = p->preset;
+    TY_TRY(ty__mkmodel_write_hparams(w, pr, pl->n_layer, pl->tg->ftype, info->name));
     /* What makes this file synthetic, for inspect and for anyone reading numbers measured on it. */
     TY_TRY(ty__gguf_writer_set_str(w, "tongyun.synthetic.preset", pr->name));
     TY_TRY(ty__gguf_writer_set_u64(w, "tongyun.synthetic.seed", p->seed));

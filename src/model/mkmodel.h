@@ -16,7 +16,7 @@
 struct ty_mkmodel_preset {
     const char *name;    /* preset name, matched case-insensitively: "qwen2.5-0.5b" */
     const char *hf_name; /* the checkpoint it copies: "Qwen2.5-0.5B" */
-    const char *arch;    /* general.architecture: qwen2, qwen3, qwen3moe */
+    const char *arch;    /* general.architecture: qwen2, qwen3, qwen3moe, qwen3next (hybrid part: mkmodel.c) */
     int32_t n_vocab, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, n_ctx;
     float rope_theta, norm_eps;
     bool tied;                                 /* tie_word_embeddings: no output.weight */
@@ -64,5 +64,11 @@ enum ty_status ty__mkmodel_plan(const struct ty_mkmodel_params *p, struct ty_mkm
 /* Writes the model to `out_path` (under a temporary name, renamed at the end, so a failure leaves no partial file).
  * Memory: one tensor's output bytes plus a row of floats per thread. `info` may be NULL. */
 enum ty_status ty__mkmodel_write(const char *out_path, const struct ty_mkmodel_params *p, struct ty_mkmodel_info *info);
+
+/* Writes general.architecture, general.name, general.file_type and the `ARCH.*` hyperparameter keys of a model of
+ * shape `pr` with `n_layer` layers, as `tongyun convert` writes them (also used by the trainer's GGUF export). */
+struct ty_gguf_writer;
+enum ty_status ty__mkmodel_write_hparams(struct ty_gguf_writer *w, const struct ty_mkmodel_preset *pr, int32_t n_layer,
+                                         uint32_t file_type, const char *name);
 
 #endif /* TY_MKMODEL_H */

@@ -1,8 +1,9 @@
 /*
- * model.c - loading a Qwen2/Qwen3/Qwen3-MoE model from GGUF: the architecture and every hyperparameter from the file's
- * metadata, then every tensor by its llama.cpp name, checked for presence, type and shape against those
- * hyperparameters before anything runs. Weights stay in the mapped file: on a host backend the whole tensor data
- * section becomes one zero-copy buffer and each weight a view of it; a GPU backend uploads the section once.
+ * model.c - loading a Qwen2/Qwen3/Qwen3-MoE/Qwen3-Next/Qwen3.5 model from GGUF: the architecture and every
+ * hyperparameter from the file's metadata, then every tensor by its llama.cpp name, checked for presence, type and
+ * shape against those hyperparameters before anything runs. Weights stay in the mapped file: on a host backend the
+ * whole tensor data section becomes one zero-copy buffer and each weight a view of it; a GPU backend uploads the
+ * section once.
  */
 #include "model/model-impl.h"
 #include "model/quant.h"
@@ -11,7 +12,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-static const char *const arch_names[TY_ARCH_COUNT] = {"qwen2", "qwen3", "qwen3moe"};
+static const char *const arch_names[TY_ARCH_COUNT] = {"qwen2", "qwen3", "qwen3moe", "qwen3next", "qwen35", "qwen35moe"};
 
 /* ==== Hyperparameters ==== */
 
@@ -140,6 +141,32 @@ static enum ty_status read_moe_hparams(const struct ty_gguf *g, const char *arch
     return TY_OK;
 }
 
+/* The hybrid layout of qwen3next (llama.cpp's keys): which layers are Gated DeltaNet, their head counts and dims, the
+ * conv kernel, and the shared expert's size. */
+static enum ty_status read_next_hparams(const struct ty_gguf *g, const char *arch, struct ty_hparams *hp) {
+    const int64_t big = 1 << 20;
+    TY_TRY(hp_int(g, arch, "full_attention_interval", true, 0, 1, 1 << 20, &hp->full_attn_interval));
+    TY_TRY(hp_int(g, arch, "ssm.conv_kernel", true, 0, 2, 64, &hp->ssm_conv_kernel));
+    TY_TRY(hp_int(g, arch, "ssm.state_size", true, 0, 1, TY_GDN_MAX_HEAD_DIM, &hp->ssm_dim_k));
+    TY_TRY(hp_int(g, arch, "ssm.group_count", true, 0, 1, 4096, &hp->ssm_head_k));
+    TY_TRY(hp_int(g, arch, "ssm.time_step_rank", true, 0, 1, 4096, &hp->ssm_head_v));
+    int32_t inner;
+    TY_TRY(hp_int(g, arch, "ssm.inner_size", true, 0, 1, big, &inner));
+    if (hp->ssm_head_v % hp->ssm_head_k || inner % hp->ssm_head_v)
+        return ty__error(TY_ERR_FORMAT,
+                         "%s.ssm.time_step_rank %d (value heads) must be a multiple of ssm.group_count %d (key heads) "
+                         "and divide ssm.inner_size %d",
+                         arch, hp->ssm_head_v, hp->ssm_head_k, inner);
+    hp->ssm_dim_v = inner / hp->ssm_head_v;
+    if (hp->ssm_dim_v > TY_GDN_MAX_HEAD_DIM)
+        return ty__error(TY_ERR_UNSUPPORTED, "%s: value head dimension %d (ssm.inner_size / time_step_rank) is over %d",
+                         arch, hp->ssm_dim_v, TY_GDN_MAX_HEAD_DIM);
+    TY_TRY(hp_int(g, arch, "expert_shared_feed_forward_length", false, 0, 0, big, &hp->n_ff_shexp));
+    hp->n_recurrent = 0;
+    for (int il = 0; il < hp->n_layer; il++) hp->n_recurrent += (il + 1) % hp->full_attn_interval != 0;
+    return TY_OK;
+}
+
 /* ==== Tensors ==== */
 
 struct loader {
@@ -212,7 +239,10 @@ static enum ty_status load_tensor(struct loader *L, const char *name, bool requi
     return load_tensor3(L, name, required, ne0, ne1, 1, why, out);
 }
 
+static enum ty_status load_next_layer(struct loader *L, int il);
+
 static enum ty_status load_layer(struct loader *L, int il) {
+    if (L->m->hp.full_attn_interval > 0) return load_next_layer(L, il);
     const struct ty_hparams *hp = &L->m->hp;
     struct ty_layer *l = &L->m->layers[il];
     int64_t n_embd = hp->n_embd, n_q = (int64_t)hp->n_head * hp->head_dim_k;
@@ -271,6 +301,106 @@ static enum ty_status load_layer(struct loader *L, int il) {
     return TY_OK;
 }
 
+/* A qwen3next layer: Gated DeltaNet or gated full attention by full_attention_interval, then a MoE block with a shared
+ * expert (or a dense FFN). Its pre-FFN norm is llama.cpp's post_attention_norm; the (1 + w) of the reference's
+ * RMSNorms is already folded into every norm weight by the converter. */
+static enum ty_status load_next_layer(struct loader *L, int il) {
+    const struct ty_hparams *hp = &L->m->hp;
+    struct ty_layer *l = &L->m->layers[il];
+    int64_t n_embd = hp->n_embd;
+    char name[96];
+#define T(field, suffix, req, ne0, ne1, why)                                                                           \
+    do {                                                                                                               \
+        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                             \
+        TY_TRY(load_tensor(L, name, req, ne0, ne1, why, &l->field));                                                   \
+    } while (0)
+    l->recurrent = (il + 1) % hp->full_attn_interval != 0;
+    /* the layer's kind comes from the metadata; the tensors must agree */
+    char other[96];
+    const char *lin = hp->ssm_v_tiled ? "attn_qkv.weight" : "ssm_in.weight";
+    snprintf(name, sizeof name, "blk.%d.%s", il, l->recurrent ? lin : "attn_q.weight");
+    snprintf(other, sizeof other, "blk.%d.%s", il, l->recurrent ? "attn_q.weight" : lin);
+    if (!ty__gguf_find_tensor(L->g, name) && ty__gguf_find_tensor(L->g, other))
+        return ty__error(TY_ERR_FORMAT,
+                         "layer %d is a %s layer by %s.full_attention_interval = %d, but the file has %s and no %s; "
+                         "the metadata does not match the tensors",
+                         il, l->recurrent ? "linear-attention" : "full-attention", L->m->arch_name,
+                         hp->full_attn_interval, other, name);
+    T(attn_norm, "attn_norm.weight", true, n_embd, 0, "embedding_length");
+    if (l->recurrent) {
+        int64_t hk = hp->ssm_head_k, hv = hp->ssm_head_v, dk = hp->ssm_dim_k, dv = hp->ssm_dim_v;
+        int64_t conv = 2 * hk * dk + hv * dv;
+        if (hp->ssm_v_tiled) {
+            T(ssm_qkv, "attn_qkv.weight", true, n_embd, conv,
+              "embedding_length, 2 x ssm.group_count x ssm.state_size + ssm.inner_size");
+            T(ssm_gate, "attn_gate.weight", true, n_embd, hv * dv, "embedding_length, ssm.inner_size");
+            T(ssm_beta, "ssm_beta.weight", true, n_embd, hv, "embedding_length, ssm.time_step_rank");
+            T(ssm_alpha, "ssm_alpha.weight", true, n_embd, hv, "embedding_length, ssm.time_step_rank");
+        } else {
+            T(ssm_in, "ssm_in.weight", true, n_embd, conv + hv * dv,
+              "embedding_length, 2 x ssm.group_count x ssm.state_size + 2 x ssm.inner_size");
+            /* llama.cpp's early files call it ssm_beta_alpha */
+            T(ssm_ba, "ssm_ba.weight", false, n_embd, 2 * hv, "embedding_length, 2 x ssm.time_step_rank");
+            if (!l->ssm_ba)
+                T(ssm_ba, "ssm_beta_alpha.weight", true, n_embd, 2 * hv, "embedding_length, 2 x ssm.time_step_rank");
+        }
+        T(ssm_conv1d, "ssm_conv1d.weight", true, hp->ssm_conv_kernel, conv,
+          "ssm.conv_kernel, 2 x ssm.group_count x ssm.state_size + ssm.inner_size");
+        if (l->ssm_conv1d->type != TY_TYPE_F32)
+            return ty__error(TY_ERR_UNSUPPORTED, "tensor blk.%d.ssm_conv1d.weight has type %s; it must be F32", il,
+                             ty_type_name(l->ssm_conv1d->type));
+        T(ssm_dt, "ssm_dt.bias", true, hv, 0, "ssm.time_step_rank");
+        T(ssm_a, "ssm_a", true, hv, 0, "ssm.time_step_rank");
+        T(ssm_norm, "ssm_norm.weight", true, dv, 0, "ssm.inner_size / ssm.time_step_rank");
+        T(ssm_out, "ssm_out.weight", true, hv * dv, n_embd, "ssm.inner_size, embedding_length");
+    } else {
+        int64_t dh = hp->head_dim_k, n_q = (int64_t)hp->n_head * dh, n_kv = (int64_t)hp->n_head_kv * dh;
+        T(wq, "attn_q.weight", true, n_embd, 2 * n_q, "embedding_length, 2 x head_count x key_length");
+        T(wk, "attn_k.weight", true, n_embd, n_kv, "embedding_length, head_count_kv x key_length");
+        T(wv, "attn_v.weight", true, n_embd, n_kv, "embedding_length, head_count_kv x value_length");
+        T(q_norm, "attn_q_norm.weight", true, dh, 0, "key_length");
+        T(k_norm, "attn_k_norm.weight", true, dh, 0, "key_length");
+        T(wo, "attn_output.weight", true, n_q, n_embd, "head_count x value_length, embedding_length");
+    }
+    T(ffn_norm, "post_attention_norm.weight", true, n_embd, 0, "embedding_length");
+    T(ffn_gate_inp, "ffn_gate_inp.weight", false, n_embd, hp->n_expert, "embedding_length, expert_count");
+    if (l->ffn_gate_inp) {
+        int64_t ne = hp->n_expert, nf = hp->n_ff_exp;
+        const char *why = "embedding_length, expert_feed_forward_length, expert_count";
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", il);
+        TY_TRY(load_tensor3(L, name, true, n_embd, nf, ne, why, &l->ffn_gate_exps));
+        snprintf(name, sizeof name, "blk.%d.ffn_up_exps.weight", il);
+        TY_TRY(load_tensor3(L, name, true, n_embd, nf, ne, why, &l->ffn_up_exps));
+        snprintf(name, sizeof name, "blk.%d.ffn_down_exps.weight", il);
+        TY_TRY(load_tensor3(L, name, true, nf, n_embd, ne, "expert_feed_forward_length, embedding_length, expert_count",
+                            &l->ffn_down_exps));
+        if (hp->n_ff_shexp > 0) {
+            int64_t ns = hp->n_ff_shexp;
+            T(ffn_gate_inp_shexp, "ffn_gate_inp_shexp.weight", true, n_embd, 0, "embedding_length");
+            T(ffn_gate_shexp, "ffn_gate_shexp.weight", true, n_embd, ns,
+              "embedding_length, expert_shared_feed_forward_length");
+            T(ffn_up_shexp, "ffn_up_shexp.weight", true, n_embd, ns,
+              "embedding_length, expert_shared_feed_forward_length");
+            T(ffn_down_shexp, "ffn_down_shexp.weight", true, ns, n_embd,
+              "expert_shared_feed_forward_length, embedding_length");
+        } else {
+            snprintf(name, sizeof name, "blk.%d.ffn_gate_inp_shexp.weight", il);
+            if (ty__gguf_find_tensor(L->g, name))
+                return ty__error(TY_ERR_FORMAT,
+                                 "tensor %s is present but %s.expert_shared_feed_forward_length is missing or 0; the "
+                                 "metadata does not match the tensors",
+                                 name, L->m->arch_name);
+        }
+        return TY_OK;
+    }
+    T(w_gate, "ffn_gate.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
+    T(w_up, "ffn_up.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
+    T(w_down, "ffn_down.weight", true, hp->n_ff, n_embd, "feed_forward_length, embedding_length");
+#undef T
+    L->m->hp.n_dense_ffn++;
+    return TY_OK;
+}
+
 static enum ty_status load_tensors(struct ty_model *m) {
     const struct ty_hparams *hp0 = &m->hp;
     const struct ty_gguf_tensor *embd = ty__gguf_find_tensor(m->gguf, "token_embd.weight");
@@ -287,7 +417,7 @@ static enum ty_status load_tensors(struct ty_model *m) {
     const char *data_start = (const char *)embd->data - embd->offset;
     TY_TRY(ty__backend_buffer_wrap(m->be, (void *)data_start, file_size - data_off, &m->weights));
 
-    m->n_tensors_cap = 3 + 16 * hp0->n_layer;
+    m->n_tensors_cap = 3 + 24 * hp0->n_layer;
     m->tensors = ty__calloc((size_t)m->n_tensors_cap, sizeof *m->tensors);
     m->layers = ty__calloc((size_t)hp0->n_layer, sizeof *m->layers);
     struct loader L = {m, m->gguf, data_start, 0, NULL, 0};
@@ -322,6 +452,13 @@ static enum ty_status load_tensors(struct ty_model *m) {
         ty_free(tmp);
     }
     ty_free(L.pending);
+    /* The backend may lay each weight matrix out as its kernels like best (packed, on huge pages). The token
+     * embedding is only read by get_rows, unless it doubles as the output projection. */
+    for (int i = 0; st == TY_OK && i < m->n_tensors; i++) {
+        const struct ty_tensor *t = &m->tensors[i];
+        bool matrix = t->ne[1] > 1 && t->ne[3] == 1 && ty__backend_weight_type_ok(t->type);
+        if (matrix && (t != m->tok_embd || m->output == m->tok_embd)) st = ty__backend_weight_prepare(m->be, t);
+    }
     return st;
 }
 
@@ -345,7 +482,9 @@ static enum ty_status read_arch(struct ty_model *m) {
             return TY_OK;
         }
     }
-    return ty__error(TY_ERR_UNSUPPORTED, "architecture '%s' is not supported; supported: qwen2, qwen3, qwen3moe",
+    return ty__error(TY_ERR_UNSUPPORTED,
+                     "architecture '%s' is not supported; supported: qwen2, qwen3, qwen3moe, qwen3next, qwen35, "
+                     "qwen35moe",
                      m->arch_name);
 }
 
@@ -374,6 +513,15 @@ static enum ty_status model_load(struct ty_model *m, const char *path, const str
     TY_TRY(read_arch(m));
     TY_TRY(read_hparams(m->gguf, m->arch_name, &m->hp));
     if (m->arch == TY_ARCH_QWEN3MOE) TY_TRY(read_moe_hparams(m->gguf, m->arch_name, &m->hp));
+    if (m->arch == TY_ARCH_QWEN3NEXT || m->arch == TY_ARCH_QWEN35 || m->arch == TY_ARCH_QWEN35MOE) {
+        /* experts are optional here (dense variants), the hybrid layout is not */
+        char key[128];
+        snprintf(key, sizeof key, "%s.expert_count", m->arch_name);
+        int64_t v;
+        if (ty__gguf_get_int(m->gguf, key, &v) == TY_OK) TY_TRY(read_moe_hparams(m->gguf, m->arch_name, &m->hp));
+        m->hp.ssm_v_tiled = m->arch != TY_ARCH_QWEN3NEXT;
+        TY_TRY(read_next_hparams(m->gguf, m->arch_name, &m->hp));
+    }
     TY_TRY(ty__rope_init(&m->hp.rope, &m->rope));
     TY_TRY(ty__backend_init(params->backend, params->n_threads, &m->be));
     TY_TRY(load_tensors(m));
@@ -392,6 +540,11 @@ static enum ty_status model_load(struct ty_model *m, const char *path, const str
         TY_LOG_I("model: %d experts, %d per token%s, expert ff %d; %d of %d layers dense", hp->n_expert,
                  hp->n_expert_used, hp->expert_norm ? " (weights renormalised)" : "", hp->n_ff_exp, hp->n_dense_ffn,
                  hp->n_layer);
+    if (hp->full_attn_interval > 0)
+        TY_LOG_I("model: %d Gated DeltaNet layers (key heads %d x %d, value heads %d x %d, conv %d), full attention "
+                 "every %d layers, rotary dims %d of %d%s",
+                 hp->n_recurrent, hp->ssm_head_k, hp->ssm_dim_k, hp->ssm_head_v, hp->ssm_dim_v, hp->ssm_conv_kernel,
+                 hp->full_attn_interval, hp->rope.n_dims, hp->head_dim_k, hp->n_ff_shexp > 0 ? ", shared expert" : "");
     return TY_OK;
 }
 

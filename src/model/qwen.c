@@ -20,6 +20,10 @@
  *
  * Keys and values are always read back from the cache, also for the tokens of the current batch, so a batch and
  * token-by-token decoding see the same (possibly f16-rounded) values.
+ *
+ * The same layers also run a batch of many sequences (ty__qwen_forward_batch, for the serving engine): each token
+ * carries its own position, and with ctx->paged set the attention step writes and reads the sequences' blocks of a
+ * shared KV pool (batch.c) instead of the context's own cache. Everything else is one op over the whole batch.
  */
 #include "model/model-impl.h"
 
@@ -62,8 +66,8 @@ static void route_token(const float *logits, int32_t n_expert, int32_t k, bool n
 }
 
 /* The expert FFN of the normed columns xn (n_embd, n), added into x. */
-static enum ty_status moe_forward(struct ty_context *ctx, const struct ty_layer *l, int32_t n,
-                                  const struct ty_tensor *xn, const struct ty_tensor *x) {
+enum ty_status ty__qwen_moe(struct ty_context *ctx, const struct ty_layer *l, int32_t n, const struct ty_tensor *xn,
+                            const struct ty_tensor *x) {
     const struct ty_hparams *hp = &ctx->model->hp;
     struct ty_backend *be = ctx->be;
     int32_t n_exp = hp->n_expert, k = hp->n_expert_used;
@@ -129,33 +133,36 @@ static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, c
 
     /* attention block */
     OP(ty__backend_rms_norm(be, &xn, &x, l->attn_norm, hp->norm_eps));
-    OP(ty__backend_matmul(be, &q2, l->wq, &xn, l->bq));
-    OP(ty__backend_matmul(be, &k2, l->wk, &xn, l->bk));
-    OP(ty__backend_matmul(be, &v2, l->wv, &xn, l->bv));
+    const struct ty_tensor *qkv[3] = {&q2, &k2, &v2}, *w_qkv[3] = {l->wq, l->wk, l->wv};
+    const struct ty_tensor *b_qkv[3] = {l->bq, l->bk, l->bv};
+    OP(ty__backend_matmul_multi(be, 3, qkv, w_qkv, &xn, b_qkv)); /* one pass over the normed input */
     if (l->q_norm) OP(ty__backend_rms_norm(be, &q3, &q3, l->q_norm, hp->norm_eps));
     if (l->k_norm) OP(ty__backend_rms_norm(be, &k3, &k3, l->k_norm, hp->norm_eps));
     OP(ty__backend_rope(be, &q3, &q3, pos, &m->rope));
     OP(ty__backend_rope(be, &k3, &k3, pos, &m->rope));
 
-    struct ty_tensor k_new = ty__tensor_slice(&ctx->k_cache[il], 2, p0, n);
-    struct ty_tensor v_new = ty__tensor_slice(&ctx->v_cache[il], 2, p0, n);
-    OP(ty__backend_copy(be, &k_new, &k3));
-    OP(ty__backend_copy(be, &v_new, &v3));
-    struct ty_tensor k_all = ty__tensor_slice(&ctx->k_cache[il], 2, 0, p0 + n);
-    struct ty_tensor v_all = ty__tensor_slice(&ctx->v_cache[il], 2, 0, p0 + n);
-    /* HF multiplies the f32 scores by head_dim ** -0.5 (a double rounded to f32 by the kernel). */
-    struct ty_attn attn = {(float)(1.0 / sqrt((double)hp->head_dim_k)), p0};
-    OP(ty__backend_attention(be, &att3, &q3, &k_all, &v_all, &attn));
+    if (ctx->paged) {
+        /* a batch of many sequences: their KV lives in the shared block pool (batch.c) */
+        TY_TRY(ty__paged_attend(ctx, il, &q3, &k3, &v3, &att3));
+    } else {
+        struct ty_tensor k_new = ty__tensor_slice(&ctx->k_cache[il], 2, p0, n);
+        struct ty_tensor v_new = ty__tensor_slice(&ctx->v_cache[il], 2, p0, n);
+        OP(ty__backend_copy(be, &k_new, &k3));
+        OP(ty__backend_copy(be, &v_new, &v3));
+        struct ty_tensor k_all = ty__tensor_slice(&ctx->k_cache[il], 2, 0, p0 + n);
+        struct ty_tensor v_all = ty__tensor_slice(&ctx->v_cache[il], 2, 0, p0 + n);
+        /* HF multiplies the f32 scores by head_dim ** -0.5 (a double rounded to f32 by the kernel). */
+        struct ty_attn attn = {(float)(1.0 / sqrt((double)hp->head_dim_k)), p0};
+        OP(ty__backend_attention(be, &att3, &q3, &k_all, &v_all, &attn));
+    }
     OP(ty__backend_matmul(be, &proj, l->wo, &att2, NULL));
     OP(ty__backend_add(be, &x, &x, &proj));
 
     /* feed-forward block */
     OP(ty__backend_rms_norm(be, &xn, &x, l->ffn_norm, hp->norm_eps));
-    if (l->ffn_gate_inp) return moe_forward(ctx, l, n, &xn, &x);
+    if (l->ffn_gate_inp) return ty__qwen_moe(ctx, l, n, &xn, &x);
     struct ty_tensor gate = cols(&ctx->gate, 0, n), up = cols(&ctx->up, 0, n);
-    OP(ty__backend_matmul(be, &gate, l->w_gate, &xn, NULL));
-    OP(ty__backend_matmul(be, &up, l->w_up, &xn, NULL));
-    OP(ty__backend_swiglu(be, &gate, &gate, &up));
+    OP(ty__backend_matmul_swiglu(be, &gate, l->w_gate, l->w_up, &xn, &up)); /* gate = silu(xn Wgate) * xn Wup */
     OP(ty__backend_matmul(be, &proj, l->w_down, &gate, NULL));
     OP(ty__backend_add(be, &x, &x, &proj));
     return TY_OK;
@@ -186,7 +193,8 @@ enum ty_status ty__qwen_forward(struct ty_context *ctx, const int32_t *tokens, i
 
     struct ty_tensor x = cols(&ctx->x, 0, n);
     OP(ty__backend_get_rows(be, &x, m->tok_embd, &ids));
-    for (int il = 0; il < m->hp.n_layer; il++) TY_TRY(layer_forward(ctx, il, n, &pos));
+    for (int il = 0; il < m->hp.n_layer; il++)
+        TY_TRY(ctx->next ? ty__next_layer_forward(ctx, il, n, &pos) : layer_forward(ctx, il, n, &pos));
 
     size_t row = (size_t)m->hp.n_vocab;
     int32_t chunk = (int32_t)ctx->logits.ne[1];
@@ -195,6 +203,37 @@ enum ty_status ty__qwen_forward(struct ty_context *ctx, const int32_t *tokens, i
             TY_TRY(output_rows(ctx, c0, n - c0 < chunk ? n - c0 : chunk, logits + (size_t)c0 * row));
     } else if (last) {
         TY_TRY(output_rows(ctx, n - 1, 1, logits));
+    }
+    return ty__backend_sync(be);
+}
+
+enum ty_status ty__qwen_forward_batch(struct ty_context *ctx, const int32_t *tokens, const int32_t *pos, int32_t n,
+                                      const int32_t *out_cols, int32_t n_out, float *const *logits) {
+    const struct ty_model *m = ctx->model;
+    struct ty_backend *be = ctx->be;
+    TY_ASSERT(ctx->paged && n > 0 && n <= ctx->n_batch && n_out >= 0 && n_out <= n);
+
+    struct ty_tensor ids = ty__tensor_slice(&ctx->ids, 0, 0, n), pt = ty__tensor_slice(&ctx->pos, 0, 0, n);
+    OP(ty__backend_tensor_set(be, &ids, tokens, 0, (size_t)n * sizeof(int32_t)));
+    OP(ty__backend_tensor_set(be, &pt, pos, 0, (size_t)n * sizeof(int32_t)));
+    struct ty_tensor x = cols(&ctx->x, 0, n);
+    OP(ty__backend_get_rows(be, &x, m->tok_embd, &ids));
+    for (int il = 0; il < m->hp.n_layer; il++) TY_TRY(layer_forward(ctx, il, n, &pt));
+
+    /* The wanted columns (each sequence's last token) gathered side by side, so that the output matrix is read once
+     * per TY_LOGITS_CHUNK sequences rather than once per sequence. */
+    size_t row = (size_t)m->hp.n_vocab;
+    int32_t chunk = (int32_t)ctx->logits.ne[1];
+    for (int32_t c0 = 0; c0 < n_out; c0 += chunk) {
+        int32_t c = n_out - c0 < chunk ? n_out - c0 : chunk;
+        struct ty_tensor sel = ty__tensor_slice(&ctx->ids, 0, 0, c), xn = cols(&ctx->xn, 0, c);
+        struct ty_tensor lg = cols(&ctx->logits, 0, c);
+        OP(ty__backend_tensor_set(be, &sel, out_cols + c0, 0, (size_t)c * sizeof(int32_t)));
+        OP(ty__backend_get_rows(be, &xn, &x, &sel));
+        OP(ty__backend_rms_norm(be, &xn, &xn, m->output_norm, m->hp.norm_eps));
+        OP(ty__backend_matmul(be, &lg, m->output, &xn, NULL));
+        for (int32_t i = 0; i < c; i++)
+            OP(ty__backend_tensor_get(be, &lg, logits[c0 + i], (size_t)i * row * sizeof(float), row * sizeof(float)));
     }
     return ty__backend_sync(be);
 }

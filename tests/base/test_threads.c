@@ -1,13 +1,15 @@
 /*
  * test_threads.c - the persistent thread pool (src/base/threads.c): every thread runs each task exactly once with
  * its own index, many dispatches in a row (the spin and the sleep paths both), concurrent callers are serialised,
- * and ty__split_range covers a range exactly.
+ * ty__split_range covers a range exactly, and ty__threadpool_barrier separates the phases of a task (no thread reads
+ * a phase's data before every thread has written it, none runs ahead into the next phase early).
  */
 #include "harness.h"
 #include "base/threads.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 struct count_task {
@@ -101,6 +103,54 @@ static void test_concurrent_callers(void) {
     ty__threadpool_free(shared_pool);
 }
 
+/* Phases separated by barriers: in phase p every thread writes its slot, and after the barrier every thread must see
+ * every slot of phase p (a thread running ahead into phase p + 1 would overwrite a slot someone still has to read).
+ * Many rounds, with sleeps now and then so some threads reach the barrier's sleeping path. */
+struct phase_task {
+    struct ty_threadpool *pool;
+    int slot[8];
+    atomic_int errors;
+    int phases;
+};
+
+static void phase_fn(void *arg, int ith, int nth) {
+    struct phase_task *p = arg;
+    for (int ph = 1; ph <= p->phases; ph++) {
+        p->slot[ith] = ph;
+        if (ith == ph % nth && ph % 50 == 0) usleep(1000);
+        ty__threadpool_barrier(p->pool);
+        for (int i = 0; i < nth; i++)
+            if (p->slot[i] != ph) atomic_fetch_add(&p->errors, 1);
+        ty__threadpool_barrier(p->pool);
+    }
+}
+
+static void test_barrier(void) {
+    for (int n = 1; n <= 4; n++) {
+        struct phase_task p = {0};
+        CHECK_OK(ty__threadpool_init(n, &p.pool));
+        p.phases = 200;
+        for (int r = 0; r < 5; r++) ty__threadpool_run(p.pool, phase_fn, &p);
+        CHECK_MSG(atomic_load(&p.errors) == 0, "%d threads: %d stale reads across a barrier", n,
+                  atomic_load(&p.errors));
+        ty__threadpool_free(p.pool);
+    }
+    /* pinned or not (the OS decides), a pool still runs every thread; TY_NO_PIN turns pinning off */
+    struct ty_threadpool *pool;
+    CHECK_OK(ty__threadpool_init(2, &pool));
+    int pinned = ty__threadpool_pin(pool);
+    CHECK(pinned >= 0 && pinned <= 1 && ty__threadpool_pin(pool) == pinned);
+    struct count_task c = {0};
+    for (int r = 0; r < 50; r++) ty__threadpool_run(pool, count_fn, &c);
+    CHECK(atomic_load(&c.total) == 100);
+    ty__threadpool_free(pool);
+    setenv("TY_NO_PIN", "1", 1);
+    CHECK_OK(ty__threadpool_init(2, &pool));
+    CHECK(ty__threadpool_pin(pool) == 0);
+    ty__threadpool_free(pool);
+    unsetenv("TY_NO_PIN");
+}
+
 static void test_bad_counts(void) {
     struct ty_threadpool *pool = (struct ty_threadpool *)1;
     CHECK_STATUS(ty__threadpool_init(-1, &pool), TY_ERR_INVALID_ARG);
@@ -115,5 +165,6 @@ void ty_tests(void) {
     TY_RUN(test_runs_each_thread_once);
     TY_RUN(test_split_and_sum);
     TY_RUN(test_concurrent_callers);
+    TY_RUN(test_barrier);
     TY_RUN(test_bad_counts);
 }

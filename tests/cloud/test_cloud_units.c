@@ -285,9 +285,14 @@ static void test_parser_rejects(void) {
     CHECK(parse_status(TY_API_CHAT, "{" M ",\"model\":5}", NULL) == 400);
     CHECK(parse_status(TY_API_CHAT, "{" M ",\"response_format\":{\"type\":\"json_schema\"}}", p) == 400 &&
           !strcmp(p, "response_format"));
-    CHECK(parse_status(TY_API_CHAT, "{" M ",\"response_format\":{\"type\":\"json_object\"}}", NULL) == 400);
+    /* constrained decoding (model/constrain.c): served, with its own checks */
+    CHECK(parse_status(TY_API_CHAT, "{" M ",\"response_format\":{\"type\":\"json_object\"}}", NULL) == 200);
+    CHECK(parse_status(TY_API_CHAT, "{" M ",\"response_format\":{\"type\":\"json_object\",\"x\":1}}", p) == 400 &&
+          !strcmp(p, "response_format"));
     CHECK(parse_status(TY_API_CHAT, "{" M ",\"tool_choice\":\"required\"}", NULL) == 400);
-    CHECK(parse_status(TY_API_CHAT, "{" M ",\"logit_bias\":{\"5\":1}}", NULL) == 400);
+    CHECK(parse_status(TY_API_CHAT, "{" M ",\"logit_bias\":{\"5\":1}}", NULL) == 200);
+    CHECK(parse_status(TY_API_CHAT, "{" M ",\"logit_bias\":{\"5\":101}}", p) == 400 && !strcmp(p, "logit_bias"));
+    CHECK(parse_status(TY_API_CHAT, "{" M ",\"logit_bias\":{\"-5\":1}}", p) == 400 && !strcmp(p, "logit_bias"));
     CHECK(parse_status(TY_API_CHAT, "{" M ",\"tools\":[{\"type\":\"function\"}]}", NULL) == 400);
     CHECK(parse_status(TY_API_CHAT, "{" M ",\"n\":1,\"n\":2}", NULL) == 400); /* duplicate key */
     CHECK(parse_status(TY_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}", NULL) == 400);

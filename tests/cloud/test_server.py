@@ -78,7 +78,7 @@ class Server:
 def srv():
     s = Server("--max-seqs", "8", "--ctx", "1024", "--read-timeout", "2", "--max-body", "65536", tag="main")
     yield s
-    s.stop()
+    assert s.stop() == 0  # a clean drain; under ASan also no leak (LeakSanitizer fails the exit status)
 
 
 def chat(srv, content, **kw):
@@ -178,10 +178,12 @@ def test_reasoning_switch_and_history(srv):
     assert getattr(r.choices[0].message, "reasoning_content", None) in (None, "")
 
 
-def test_json_schema_refused_clearly(srv):
+def test_json_schema_unsupported_keyword_refused_clearly(srv):
+    # json_schema itself is served (see "Constrained decoding" below); a keyword it cannot enforce is a clear 400
     with pytest.raises(openai.BadRequestError) as e:
-        chat(srv, "x", response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {}}})
-    assert "not supported" in str(e.value)
+        chat(srv, "x", response_format={"type": "json_schema", "json_schema": {
+            "name": "a", "schema": {"type": "object", "properties": {"d": {"type": "string", "format": "date"}}}}})
+    assert "#/properties/d: 'format' is not supported" in str(e.value)
 
 
 # ==== Sampling parameters ====
@@ -259,6 +261,24 @@ def test_32_concurrent_greedy_streams_equal_alone(srv):
         t.join()
     assert together == alone
     assert srv.metric("tongyun_prefix_cache_queries_total") > 0
+
+
+def test_shared_prompt_kv_is_exact():
+    """A repeated prompt starts after its cached blocks, and n > 1 choices share the prompt's KV (copy-on-write when
+    they diverge): the greedy answers equal that of a lone request that computed everything itself."""
+    s = Server("--max-seqs", "4", "--ctx", "512", "--prefix-cache", "16", tag="prefix")
+    try:
+        prompt = "A prefix shared by several requests: " + "block " * 40 + "end"
+        lone = chat(s, prompt, max_tokens=10).choices[0].message.content
+        hits = s.metric("tongyun_prefix_cache_hits_total")
+        again = chat(s, prompt, max_tokens=10)
+        assert s.metric("tongyun_prefix_cache_hits_total") > hits
+        assert again.choices[0].message.content == lone
+        many = chat(s, prompt + "!", n=3, max_tokens=10)
+        alone = chat(s, prompt + "!", max_tokens=10).choices[0].message.content
+        assert [c.message.content for c in many.choices] == [alone] * 3
+    finally:
+        assert s.stop() == 0
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -393,6 +413,24 @@ def test_slow_sender_is_cut_off(srv):
         c.close()
 
 
+def test_connection_cap():
+    """At --max-conns open connections the server stops accepting: one more client waits (here: times out) until a
+    connection closes, and the held connections are served meanwhile."""
+    s = Server("--max-conns", "2", "--read-timeout", "20", tag="cap")
+    try:
+        held = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(2)]
+        time.sleep(0.3)  # the server has accepted both
+        with pytest.raises(httpx.TimeoutException):
+            httpx.get(s.url + "/health", timeout=1.0)
+        held[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b" 200 " in held[0].recv(4096)
+        held[1].close()
+        assert httpx.get(s.url + "/health", timeout=10).status_code == 200
+        held[0].close()
+    finally:
+        assert s.stop() == 0
+
+
 def test_keep_alive(srv):
     with httpx.Client() as c:
         for _ in range(3):
@@ -492,3 +530,156 @@ def test_sigterm_drains(tmp_path):
     with pytest.raises(httpx.ConnectError):
         httpx.get(s.url + "/health")
     s.log.close()
+
+
+# ==== Constrained decoding: response_format, tool_choice, logit_bias (helper "json") ====
+# The fixture's random weights would write anything; under a constraint whatever they pick must still parse and
+# validate. Schemas here bound every string, so the output completes within max_tokens.
+
+import jsonschema  # noqa: E402  (pinned in test_server.sh)
+
+PERSON = {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 6},
+    "age": {"type": "integer"},
+    "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "maxItems": 3},
+    "ok": {"type": "boolean"},
+    "pet": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"kind": {"const": "cat"}},
+                                           "required": ["kind"], "additionalProperties": False}]}},
+    "required": ["name", "age", "ok", "pet"], "additionalProperties": False}
+NO_THINK = {"chat_template_kwargs": {"enable_thinking": False}}
+
+
+def token_id(srv, text):
+    ids = httpx.post(srv.url + "/tokenize", json={"prompt": text}).json()["tokens"]
+    assert len(ids) == 1, (text, ids)
+    return ids[0]
+
+
+def schema_format(schema):
+    return {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_json_schema_output_validates(srv, seed):
+    r = chat(srv, "Describe a person as JSON.", max_tokens=400, temperature=1.0, seed=seed,
+             response_format=schema_format(PERSON), extra_body=NO_THINK)
+    c = r.choices[0]
+    assert c.finish_reason == "stop", c.message.content
+    jsonschema.validate(json.loads(c.message.content), PERSON)
+    # streamed, the same request gives the same text
+    stream = srv.client().chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": "Describe a person as JSON."}], max_tokens=400,
+        temperature=1.0, seed=seed, response_format=schema_format(PERSON), extra_body=NO_THINK, stream=True)
+    text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+    assert text == c.message.content
+
+
+def test_json_schema_each_choice_validates(srv):
+    r = chat(srv, "People as JSON.", n=3, max_tokens=400, temperature=1.0, seed=21,
+             response_format=schema_format(PERSON), extra_body=NO_THINK)
+    assert len(r.choices) == 3 and len({c.message.content for c in r.choices}) > 1
+    for c in r.choices:
+        assert c.finish_reason == "stop", c.message.content
+        jsonschema.validate(json.loads(c.message.content), PERSON)
+
+
+def test_json_object_output_parses(srv):
+    close = token_id(srv, "}")
+    for stream in (False, True):
+        # a nudge towards "}" so the random model closes what it opens within max_tokens
+        kw = dict(model=NAME, messages=[{"role": "user", "content": "JSON please"}], max_tokens=120, temperature=0.7,
+                  seed=5, response_format={"type": "json_object"}, logit_bias={str(close): 4},
+                  extra_body=NO_THINK)
+        if stream:
+            text = "".join(ch.choices[0].delta.content or "" for ch in srv.client().chat.completions.create(
+                stream=True, **kw) if ch.choices)
+        else:
+            r = srv.client().chat.completions.create(**kw)
+            assert r.choices[0].finish_reason == "stop"
+            text = r.choices[0].message.content
+        assert isinstance(json.loads(text), dict), text
+
+
+def test_json_schema_after_reasoning(srv):
+    # thinking on: the reasoning is free text and the constraint starts after </think> (forced here with logit_bias,
+    # which the random model would not write by itself)
+    think_end = token_id(srv, "</think>")
+    r = chat(srv, "Think, then answer in JSON.", max_tokens=400, seed=9, temperature=1.0,
+             response_format=schema_format(PERSON), logit_bias={str(think_end): 100})
+    c = r.choices[0]
+    assert c.finish_reason == "stop"
+    assert getattr(c.message, "reasoning_content", None) in (None, "")
+    jsonschema.validate(json.loads(c.message.content), PERSON)
+
+
+BOUNDED_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"unit": {"enum": ["c", "f"]}, "days": {"type": "integer"}},
+        "required": ["unit", "days"], "additionalProperties": False}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"utc": {"type": "boolean"}}, "required": ["utc"]}}},
+]
+
+
+@pytest.mark.parametrize("choice", ["required", "get_time"])
+def test_tool_choice_forces_a_call(srv, choice):
+    tc = choice if choice == "required" else {"type": "function", "function": {"name": choice}}
+    msgs = [{"role": "user", "content": "What now?"}]
+    r = srv.client().chat.completions.create(model=NAME, messages=msgs, tools=BOUNDED_TOOLS, tool_choice=tc,
+                                             max_tokens=100, temperature=0, extra_body=NO_THINK)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls" and len(c.message.tool_calls) == 1
+    call = c.message.tool_calls[0]
+    names = {t["function"]["name"]: t["function"]["parameters"] for t in BOUNDED_TOOLS}
+    assert call.function.name in names and (choice == "required" or call.function.name == choice)
+    jsonschema.validate(json.loads(call.function.arguments), names[call.function.name])
+    # streamed: the call arrives as tool_calls deltas that add up to the same call
+    stream = srv.client().chat.completions.create(model=NAME, messages=msgs, tools=BOUNDED_TOOLS, tool_choice=tc,
+                                                  max_tokens=100, temperature=0, extra_body=NO_THINK, stream=True)
+    name, args, finish = "", "", None
+    for ch in stream:
+        for d in ch.choices:
+            for t in d.delta.tool_calls or []:
+                name += t.function.name or ""
+                args += t.function.arguments or ""
+            finish = d.finish_reason or finish
+    assert (name, json.loads(args), finish) == (call.function.name, json.loads(call.function.arguments), "tool_calls")
+
+
+def test_logit_bias_forces_and_bans(srv):
+    x = token_id(srv, "Q")
+    r = srv.client().completions.create(model=NAME, prompt="Fruit:", max_tokens=4, temperature=0,
+                                        logit_bias={str(x): 100})
+    assert r.choices[0].text == "Q" * 4
+    first = srv.client().completions.create(model=NAME, prompt="Fruit:", max_tokens=1, temperature=0).choices[0].text
+    banned = token_id(srv, first)
+    again = srv.client().completions.create(model=NAME, prompt="Fruit:", max_tokens=1, temperature=0,
+                                            logit_bias={str(banned): -100})
+    assert again.choices[0].text != first
+
+
+BAD_CONSTRAINTS = [
+    ("bias value", {"logit_bias": {"5": 101}}, "logit_bias"),
+    ("bias key", {"logit_bias": {"five": 1}}, "logit_bias"),
+    ("bias id past vocab", {"logit_bias": {"99999999": 1}}, "logit_bias"),
+    ("format type", {"response_format": {"type": "xml"}}, "response_format"),
+    ("schema not object", {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": 3}}},
+     "response_format"),
+    ("schema name", {"response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}},
+     "response_format"),
+    ("pattern", {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "a", "schema": {"type": "string", "pattern": "x"}}}}, "response_format"),
+    ("overlapping oneOf", {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "a", "schema": {"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]}}}}, "response_format"),
+    ("unknown tool", {"tools": BOUNDED_TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+     "tool_choice"),
+    ("required without tools", {"tool_choice": "required"}, "tool_choice"),
+]
+
+
+@pytest.mark.parametrize("name,extra,param", BAD_CONSTRAINTS, ids=[b[0] for b in BAD_CONSTRAINTS])
+def test_constraint_errors_are_400(srv, name, extra, param):
+    body = {"model": NAME, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2, **extra}
+    r = httpx.post(srv.url + "/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param and r.json()["error"]["message"]

@@ -20,9 +20,18 @@ static void test_presets(void) {
         const char *name;
         double params, active;
     } cards[] = {
-        {"qwen2.5-0.5b", 0.49e9, 0}, {"qwen2.5-1.5b", 1.54e9, 0},      {"qwen2.5-7b", 7.61e9, 0},
-        {"qwen3-0.6b", 0.6e9, 0},    {"qwen3-1.7b", 1.7e9, 0},         {"qwen3-4b", 4.0e9, 0},
-        {"qwen3-8b", 8.2e9, 0},      {"qwen3-30b-a3b", 30.5e9, 3.3e9},
+        {"qwen2.5-0.5b", 0.49e9, 0},
+        {"qwen2.5-1.5b", 1.54e9, 0},
+        {"qwen2.5-7b", 7.61e9, 0},
+        {"qwen3-0.6b", 0.6e9, 0},
+        {"qwen3-1.7b", 1.7e9, 0},
+        {"qwen3-4b", 4.0e9, 0},
+        {"qwen3-8b", 8.2e9, 0},
+        {"qwen3-30b-a3b", 30.5e9, 3.3e9},
+        /* the hybrid models' cards give only the rounded "A3B" for active parameters (computed: 3.9B and 3.5B with the
+         * embeddings); Qwen3.5's card total (35.95B) includes the vision tower and MTP layer, so its name's 35B */
+        {"qwen3-next-80b-a3b", 80e9, 0},
+        {"qwen3.5-35b-a3b", 35e9, 0},
     };
     int n;
     (void)ty__mkmodel_presets(&n);
@@ -38,7 +47,8 @@ static void test_presets(void) {
             CHECK_MSG(fabs((double)active / cards[i].active - 1) < 0.03, "%s: %.4g active, card says %.4g", p->name,
                       (double)active, cards[i].active);
         CHECK(p->n_head % p->n_head_kv == 0 && p->head_dim % 2 == 0 && p->n_embd % 32 == 0);
-        CHECK(!strcmp(p->arch, p->qkv_bias ? "qwen2" : p->n_expert ? "qwen3moe" : "qwen3"));
+        bool hybrid = !strcmp(p->arch, "qwen3next") || !strcmp(p->arch, "qwen35moe"); /* tested in test_next.c */
+        CHECK(hybrid || !strcmp(p->arch, p->qkv_bias ? "qwen2" : p->n_expert ? "qwen3moe" : "qwen3"));
         CHECK(p->qk_norm == !p->qkv_bias);
     }
     CHECK(ty__mkmodel_n_params(ty__mkmodel_find_preset("qwen2.5-0.5b"), 24, NULL) == 494032768ull); /* exact */

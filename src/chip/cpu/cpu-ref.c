@@ -10,8 +10,7 @@
  * Accumulation is in f32 with 32 partial sums, which is both more accurate than one running sum and easy for the
  * compiler to vectorise.
  */
-#include "base/threads.h"
-#include "chip/backend.h"
+#include "chip/cpu/cpu-impl.h"
 #include "model/quant.h"
 
 #include <math.h>
@@ -22,12 +21,8 @@
 /* Below this many multiply-adds an op runs on the calling thread: waking the pool would cost more than the work. */
 #define MIN_PARALLEL_WORK (1 << 17)
 
-struct cpu {
-    struct ty_threadpool *pool;
-};
-
 /* Runs fn on the pool, or alone on this thread for small work (results do not depend on the split). */
-static void run_split(struct cpu *c, double work, ty_task_fn fn, void *arg) {
+static void run_split(struct ty_cpu_ctx *c, double work, ty_task_fn fn, void *arg) {
     if (work < MIN_PARALLEL_WORK)
         fn(arg, 0, 1);
     else
@@ -38,7 +33,8 @@ static void run_split(struct cpu *c, double work, ty_task_fn fn, void *arg) {
 
 /* f16 -> f32 by table: the attention loop converts every cached key and value, and a call per element would
  * dominate it. Filled once from the exact conversion in base/half.c. */
-static float f16_table[1 << 16];
+float ty__cpu_f16_table[1 << 16];
+#define f16_table ty__cpu_f16_table
 static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
 static void f16_table_init(void) {
     for (uint32_t i = 0; i < (1u << 16); i++) f16_table[i] = ty__f16_to_f32((ty_f16)i);
@@ -184,7 +180,7 @@ static void matmul_rows(void *arg, int ith, int nth) {
 
 static enum ty_status cpu_matmul(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w,
                                  const struct ty_tensor *x, const struct ty_tensor *bias) {
-    struct cpu *c = be->ctx;
+    struct ty_cpu_ctx *c = be->ctx;
     struct matmul_task m = {dst, w, x, bias, ty__type_traits(w->type)};
     if (w->ne[0] == 0) { /* an empty sum: only the bias remains */
         for (int64_t t = 0; t < x->ne[1]; t++)
@@ -247,23 +243,27 @@ static enum ty_status cpu_copy(struct ty_backend *be, const struct ty_tensor *ds
 
 struct attn_task {
     const struct ty_tensor *dst, *q, *k, *v;
-    const struct ty_attn *attn;
+    const struct ty_attn *attn;        /* contiguous keys: one sequence */
+    const struct ty_paged_attn *paged; /* or keys in a paged pool: a batch of sequences */
 };
 
 /* One (query, head) pair: a single pass over the visible keys with a running maximum, so no score row of the
- * context's length is ever stored (the "online softmax" of Milakov & Gimelshein, 2018). */
-static void attend_one(const struct attn_task *a, int64_t t, int64_t h) {
+ * context's length is ever stored (the "online softmax" of Milakov & Gimelshein, 2018). Query column t sees n_keys
+ * keys; key j is row j of k and v, or with a block table row table[j / block] * block + j % block of the pool. The
+ * contiguous and the paged op share this loop, so both give the same bits for the same keys. */
+static void attend_one(const struct attn_task *a, int64_t t, int64_t h, int64_t n_keys, const int32_t *table,
+                       int32_t block) {
     const struct ty_tensor *q = a->q, *k = a->k, *v = a->v;
     int64_t dk = q->ne[0], dv = v->ne[0];
     int64_t kvh = h / (q->ne[1] / k->ne[1]);
-    int64_t n_keys = a->attn->pos0 + t + 1;
     bool f16 = k->type == TY_TYPE_F16;
     const float *qr = ty__tensor_row(q, h, t, 0);
     float acc[TY_ATTN_MAX_HEAD_DIM];
     for (int64_t d = 0; d < dv; d++) acc[d] = 0.0f;
     float max = -INFINITY, sum = 0.0f;
     for (int64_t j = 0; j < n_keys; j++) {
-        const void *kr = ty__tensor_row(k, kvh, j, 0);
+        int64_t row = table ? (int64_t)table[j / block] * block + j % block : j;
+        const void *kr = ty__tensor_row(k, kvh, row, 0);
         float score = (f16 ? dot_f16(qr, kr, dk) : dot_f32(qr, kr, dk)) * a->attn->scale;
         if (score > max) {
             float c = expf(max - score);
@@ -273,7 +273,7 @@ static void attend_one(const struct attn_task *a, int64_t t, int64_t h) {
         }
         float p = expf(score - max);
         sum += p;
-        const void *vr = ty__tensor_row(v, kvh, j, 0);
+        const void *vr = ty__tensor_row(v, kvh, row, 0);
         if (f16)
             for (int64_t d = 0; d < dv; d++) acc[d] += p * f16_table[((const ty_f16 *)vr)[d]];
         else
@@ -288,15 +288,45 @@ static void attention_pairs(void *arg, int ith, int nth) {
     int64_t n_head = a->q->ne[1];
     int64_t i0, i1;
     ty__split_range(a->q->ne[2] * n_head, ith, nth, &i0, &i1);
-    for (int64_t i = i0; i < i1; i++) attend_one(a, i / n_head, i % n_head);
+    for (int64_t i = i0; i < i1; i++) attend_one(a, i / n_head, i % n_head, a->attn->pos0 + i / n_head + 1, NULL, 0);
 }
 
 static enum ty_status cpu_attention(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
                                     const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_attn *attn) {
-    struct cpu *c = be->ctx;
-    struct attn_task a = {dst, q, k, v, attn};
+    struct ty_cpu_ctx *c = be->ctx;
+    struct attn_task a = {dst, q, k, v, attn, NULL};
     double n = (double)q->ne[2], keys = (double)attn->pos0 + (n + 1) / 2; /* average keys per query */
     run_split(c, n * (double)q->ne[1] * keys * (double)(q->ne[0] + v->ne[0]), attention_pairs, &a);
+    return TY_OK;
+}
+
+/* The (token, head) pairs of a paged batch, numbered sequence after sequence, split evenly among the threads. */
+static void attention_paged_pairs(void *arg, int ith, int nth) {
+    const struct attn_task *a = arg;
+    const struct ty_paged_attn *p = a->paged;
+    int64_t n_head = a->q->ne[1], total = 0;
+    for (int32_t s = 0; s < p->n_seqs; s++) total += (int64_t)p->seqs[s].n * n_head;
+    int64_t i0, i1;
+    ty__split_range(total, ith, nth, &i0, &i1);
+    for (int32_t s = 0, first = 0; s < p->n_seqs && first < i1; first += p->seqs[s].n * (int32_t)n_head, s++) {
+        const struct ty_paged_seq *sq = &p->seqs[s];
+        int64_t end = first + (int64_t)sq->n * n_head;
+        for (int64_t i = first > i0 ? first : i0; i < end && i < i1; i++) {
+            int64_t t = (i - first) / n_head, h = (i - first) % n_head;
+            attend_one(a, sq->col + t, h, sq->pos0 + t + 1, sq->table, p->block);
+        }
+    }
+}
+
+static enum ty_status cpu_attention_paged(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                          const struct ty_tensor *k_pool, const struct ty_tensor *v_pool,
+                                          const struct ty_paged_attn *p) {
+    struct ty_cpu_ctx *c = be->ctx;
+    struct ty_attn attn = {p->scale, 0}; /* only the scale is read; positions come per sequence */
+    struct attn_task a = {dst, q, k_pool, v_pool, &attn, p};
+    double work = 0;
+    for (int32_t s = 0; s < p->n_seqs; s++) work += p->seqs[s].n * ((double)p->seqs[s].pos0 + (p->seqs[s].n + 1) / 2.0);
+    run_split(c, work * (double)q->ne[1] * (double)(q->ne[0] + v_pool->ne[0]), attention_paged_pairs, &a);
     return TY_OK;
 }
 
@@ -359,7 +389,7 @@ static void gated_delta_heads(void *arg, int ith, int nth) {
 static enum ty_status cpu_gated_delta(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
                                       const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_tensor *g,
                                       const struct ty_tensor *beta, const struct ty_tensor *state, float scale) {
-    struct cpu *c = be->ctx;
+    struct ty_cpu_ctx *c = be->ctx;
     struct gdn_task a = {dst, q, k, v, g, beta, state, scale};
     run_split(c, 3.0 * (double)v->ne[1] * (double)v->ne[2] * (double)q->ne[0] * (double)v->ne[0], gated_delta_heads,
               &a);
@@ -369,13 +399,13 @@ static enum ty_status cpu_gated_delta(struct ty_backend *be, const struct ty_ten
 /* ==== The backend ==== */
 
 static void cpu_free(struct ty_backend *be) {
-    struct cpu *c = be->ctx;
+    struct ty_cpu_ctx *c = be->ctx;
     ty__threadpool_free(c->pool);
     ty_free(c);
     ty_free(be);
 }
 
-static const struct ty_backend_iface cpu_ref_iface = {
+const struct ty_backend_iface ty__cpu_ref_iface = {
     .version = TY_BACKEND_IFACE_VERSION,
     .name = "cpu-ref",
     .free = cpu_free,
@@ -397,13 +427,18 @@ static const struct ty_backend_iface cpu_ref_iface = {
     .l2_norm = cpu_l2_norm,
     .conv1d_causal = cpu_conv1d_causal,
     .gated_delta = cpu_gated_delta,
+    .attention_paged = cpu_attention_paged,
 };
+
+void ty__cpu_ref_setup(void) {
+    pthread_once(&f16_table_once, f16_table_init);
+}
 
 enum ty_status ty__backend_cpu_ref_init(int n_threads, struct ty_backend **out) {
     *out = NULL;
-    pthread_once(&f16_table_once, f16_table_init);
+    ty__cpu_ref_setup();
     struct ty_backend *be = ty__calloc(1, sizeof *be);
-    struct cpu *c = ty__calloc(1, sizeof *c);
+    struct ty_cpu_ctx *c = ty__calloc(1, sizeof *c);
     if (!be || !c) {
         ty_free(be);
         ty_free(c);
@@ -415,7 +450,7 @@ enum ty_status ty__backend_cpu_ref_init(int n_threads, struct ty_backend **out) 
         ty_free(c);
         return st;
     }
-    be->iface = &cpu_ref_iface;
+    be->iface = &ty__cpu_ref_iface;
     be->ctx = c;
     *out = be;
     return TY_OK;

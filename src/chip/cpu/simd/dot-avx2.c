@@ -578,6 +578,7 @@ void ty__simd_fill_avx2(struct ty_simd *s) {
     s->t[TY_TYPE_Q5_0].gemv_packed = gemv_packed_q5_0, s->t[TY_TYPE_Q5_0].gemm_packed = gemm_packed_q5_0;
     s->t[TY_TYPE_Q5_1].gemv_packed = gemv_packed_q5_1, s->t[TY_TYPE_Q5_1].gemm_packed = gemm_packed_q5_1;
     s->t[TY_TYPE_Q8_0].gemv_packed = gemv_packed_q8_0, s->t[TY_TYPE_Q8_0].gemm_packed = gemm_packed_q8_0;
+    for (int t = 0; t < TY_TYPE_COUNT; t++) s->t[t].gemm_packed_direct = false; /* the panel driver repacks */
 }
 
 #else /* not x86-64 */

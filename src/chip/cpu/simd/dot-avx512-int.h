@@ -580,7 +580,10 @@ static void KFN(fill_int)(struct ty_simd *s, const char *isa) {
     s->t[TY_TYPE_Q8_0].gemv_packed = KFN(gemv_packed_q8_0);
 #if KVNNI
     s->t[TY_TYPE_Q8_0].gemm_packed = KFN(gemm_packed_q8_0);
+    s->t[TY_TYPE_Q8_0].gemm_packed_direct = true;
 #endif
+    s->t[TY_TYPE_Q4_0].gemm_packed_direct = s->t[TY_TYPE_Q4_1].gemm_packed_direct = true;
+    s->t[TY_TYPE_Q5_0].gemm_packed_direct = s->t[TY_TYPE_Q5_1].gemm_packed_direct = true;
 }
 
 #undef DPBUSD

@@ -357,7 +357,7 @@ SCALAR_KERNELS(TY_TYPE_Q6_K, TY_ACT_Q8_K, q6_K)
 
 static void set(struct ty_simd *s, enum ty_type t, enum ty_act_format act, ty_quantize_act_fn q, ty_gemv_fn gemv,
                 ty_gemm_fn gemm) {
-    s->t[t] = (struct ty_simd_type){act, q, gemv, gemm, "scalar", "scalar", NULL, NULL};
+    s->t[t] = (struct ty_simd_type){act, q, gemv, gemm, "scalar", "scalar", NULL, NULL, false};
 }
 
 void ty__simd_fill_scalar(struct ty_simd *s) {

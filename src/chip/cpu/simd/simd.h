@@ -105,6 +105,10 @@ struct ty_simd_type {
      * argument is the panel stride (ty__pack_size(type, TY_PACK_ROWS, n)) and row 0 starts a panel. */
     ty_gemv_fn gemv_packed;
     ty_gemm_fn gemm_packed;
+    /* gemm_packed works straight on the panels (no repacking), so one column costs what gemv_packed does, and every
+     * column is computed alike whatever `cols` is: a backend may run every matrix product through it, decode
+     * included, and a column's result then never depends on the batch it came in. */
+    bool gemm_packed_direct;
 };
 
 struct ty_simd {

@@ -1,0 +1,43 @@
+/*
+ * cpu-impl.h - what the two CPU backends share. The fast backend (cpu.c) is the reference backend (cpu-ref.c) with
+ * the ops that decide speed replaced: it starts from the reference's table and reuses every op where plain C is
+ * already fast enough (norms, RoPE, element-wise ops, the linear-attention kernels), so those exist once.
+ */
+#ifndef TY_CPU_IMPL_H
+#define TY_CPU_IMPL_H
+
+#include "base/threads.h"
+#include "chip/backend.h"
+
+/* The first member of either backend's ctx: the reference ops only use the pool. */
+struct ty_cpu_ctx {
+    struct ty_threadpool *pool;
+};
+
+/* The reference backend's table; its ops take any backend whose ctx starts with a struct ty_cpu_ctx. Call
+ * ty__cpu_ref_setup() once before using them. */
+extern const struct ty_backend_iface ty__cpu_ref_iface;
+void ty__cpu_ref_setup(void);
+/* f16 -> f32 for every bit pattern (filled by ty__cpu_ref_setup): kernels that convert caches element by element. */
+extern float ty__cpu_f16_table[1 << 16];
+
+/* A growable scratch area, 64-byte aligned; reserved before a dispatch, never inside one. */
+struct ty_cpu_scratch {
+    void *p;
+    size_t cap;
+};
+enum ty_status ty__cpu_scratch_reserve(struct ty_cpu_scratch *s, size_t bytes);
+void ty__cpu_scratch_free(struct ty_cpu_scratch *s);
+
+/* Flash-style causal attention (cpu-attn.c): the attention op of backend.h on the pool, with per-thread scratch. */
+enum ty_status ty__cpu_attention(struct ty_threadpool *pool, struct ty_cpu_scratch *scratch,
+                                 const struct ty_tensor *dst, const struct ty_tensor *q, const struct ty_tensor *k,
+                                 const struct ty_tensor *v, const struct ty_attn *attn);
+/* The same over a paged KV pool (backend.h's attention_paged): each (token, head) bit for bit what ty__cpu_attention
+ * gives over the same keys laid out contiguously. */
+enum ty_status ty__cpu_attention_paged(struct ty_threadpool *pool, struct ty_cpu_scratch *scratch,
+                                       struct ty_cpu_scratch *meta, const struct ty_tensor *dst,
+                                       const struct ty_tensor *q, const struct ty_tensor *k_pool,
+                                       const struct ty_tensor *v_pool, const struct ty_paged_attn *p);
+
+#endif /* TY_CPU_IMPL_H */

@@ -1,0 +1,583 @@
+/*
+ * cpu.c - the fast CPU backend ("cpu"): the reference backend (cpu-ref.c) with the matrix products, where a forward
+ * pass spends its time, done by the SIMD kernel library (simd/simd.h) on the dispatch path TY_CPU_ISA names (else
+ * the best this CPU has), attention done flash style (cpu-attn.c), and the fusions of backend.h version 3
+ * (weight_prepare, matmul_multi, matmul_swiglu). Every other op is the reference's own function, shared through its
+ * table.
+ *
+ * Weights. weight_prepare copies each weight matrix once, at load, into memory on transparent huge pages: Q8_0, Q4_0,
+ * Q4_1, Q5_0 and Q5_1 repacked into 16-row panels (ty__pack, the layout the fastest kernels read), every other type
+ * with kernels byte for byte. Huge pages decide decode speed: one thread streams 16.5 GB/s from the 4 KiB pages of a
+ * file mapping and 26.9 GB/s from 2 MiB pages on the 2-core Zen 4 (roofline.h). The file-mapped original stays for the
+ * other ops (get_rows of tied embeddings). A matrix nobody prepared runs from the file in its own layout.
+ *
+ * One matrix product (or several sharing an input: matmul_multi) is one dispatch of the thread pool:
+ *   1. the threads quantise the input's columns to the activation format of each weight type (once per column and
+ *      format, however many weights read them), then meet at a barrier;
+ *   2. the weights' rows, in 16-row units over all weights of the call, are split into one contiguous range per
+ *      thread, so the threads stream disjoint weight bytes; each thread runs its range over every column, in column
+ *      blocks whose activations stay in L2 while the weights stream past.
+ * A product of a few columns (decode) skips the barrier: the caller quantises the columns before the dispatch, and
+ * the threads then take chunks of units from a shared counter, still disjoint, so a thread the OS holds back costs
+ * the others one chunk rather than its whole share.
+ *
+ * Batch invariance. A column's result is bit for bit the same whatever the number of columns, the other weights of
+ * a matmul_multi or the thread count, because every column goes through one kernel chosen by (path, weight type)
+ * alone: gemm_packed where it works straight on panels (gemm_packed_direct: one column costs what gemv does), else
+ * gemv one column at a time over L1-sized row tiles. Both compute each row independently of the rows around it.
+ * So a token decoded alone equals the same token inside a prefill or a batch of sequences, which continuous
+ * batching relies on. (The price: types without a direct gemm, K-quants and f32/f16/bf16, prefill at gemv speed
+ * on cached tiles rather than with the panel gemm of simd/gemm.c.)
+ */
+#include "chip/cpu/cpu-impl.h"
+#include "chip/cpu/roofline.h"
+#include "chip/cpu/simd/simd.h"
+#include "model/quant.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* Rows per work unit of the split among threads: a packed panel. */
+#define UNIT_ROWS TY_PACK_ROWS
+/* Bytes of quantised activations a column block keeps in L2 while the weights stream past. */
+#define COL_BLOCK_BYTES (256 << 10)
+/* Weight bytes of a row tile that gemv runs over every column of a block (non-direct types). */
+#define TILE_BYTES (32 << 10)
+/* Below this many multiply-adds a product runs on the calling thread: waking the pool would cost more. */
+#define MIN_PARALLEL_WORK (1 << 16)
+/* Products of at most this many columns are quantised by the caller and shared out in chunks (decode). */
+#define FEW_COLS 4
+/* Huge-page arena chunks for prepared weights. */
+#define ARENA_CHUNK ((size_t)64 << 20)
+
+/* ==== State ==== */
+
+/* A weight matrix copied by weight_prepare. */
+struct prepared {
+    const void *key; /* host address of row 0 of the original (NULL: empty slot) */
+    int64_t n, rows;
+    enum ty_type type;
+    bool packed;      /* panels of ty__pack, else rows in the original layout */
+    const void *data; /* in the arena */
+    size_t stride;    /* panel stride (packed) or row bytes */
+};
+
+struct chunk {
+    void *base;
+    size_t size, used;
+};
+
+struct cpu_fast {
+    struct ty_cpu_ctx base; /* first: the reference ops see only this */
+    const struct ty_simd *simd;
+    const struct ty_simd *k[TY_TYPE_COUNT]; /* the table whose kernels each weight type uses (see kernel_tables) */
+    int n_threads;
+    struct prepared *tab; /* open addressing on key, power-of-two capacity */
+    size_t tab_cap, tab_n;
+    struct chunk *chunks;
+    int n_chunks, chunks_cap;
+    size_t prepared_bytes;
+    struct ty_cpu_scratch act;       /* quantised activations of the current call */
+    struct ty_cpu_scratch attn;      /* attention tiles and running state, per thread */
+    struct ty_cpu_scratch attn_meta; /* a paged batch's sequence descriptors */
+    void *scratch;                   /* (n_threads) gemm scratch areas */
+    /* Held by every op that uses the scratch or the table above, so that contexts on several application threads
+     * may share one model (the reference backend keeps no state and needs none). */
+    pthread_mutex_t mu;
+    size_t scratch_each;
+};
+
+/* ==== Huge-page arena ==== */
+
+static void *arena_alloc(struct cpu_fast *c, size_t bytes) {
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (c->n_chunks > 0) {
+        struct chunk *k = &c->chunks[c->n_chunks - 1];
+        if (k->size - k->used >= bytes) {
+            void *p = (char *)k->base + k->used;
+            k->used += bytes;
+            return p;
+        }
+    }
+    if (c->n_chunks == c->chunks_cap) {
+        int cap = c->chunks_cap ? 2 * c->chunks_cap : 16;
+        struct chunk *nk = ty__realloc(c->chunks, (size_t)cap * sizeof *nk);
+        if (!nk) return NULL;
+        c->chunks = nk, c->chunks_cap = cap;
+    }
+    size_t size = bytes > ARENA_CHUNK ? bytes : ARENA_CHUNK;
+    void *base = ty__roofline_alloc(size);
+    if (!base) return NULL;
+    c->chunks[c->n_chunks++] = (struct chunk){base, size, bytes};
+    return base;
+}
+
+/* ==== Prepared weights ==== */
+
+static size_t key_hash(const void *key, size_t cap) {
+    uint64_t h = (uint64_t)(uintptr_t)key * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 20) & (cap - 1);
+}
+
+static const struct prepared *lookup(const struct cpu_fast *c, const struct ty_tensor *w) {
+    if (c->tab_n == 0) return NULL;
+    const void *key = ty__tensor_host(w);
+    for (size_t i = key_hash(key, c->tab_cap);; i = (i + 1) & (c->tab_cap - 1)) {
+        const struct prepared *p = &c->tab[i];
+        if (!p->key) return NULL;
+        if (p->key == key && p->n == w->ne[0] && p->rows == w->ne[1] && p->type == w->type) return p;
+    }
+}
+
+static enum ty_status tab_insert(struct cpu_fast *c, const struct prepared *e) {
+    if (2 * (c->tab_n + 1) > c->tab_cap) {
+        size_t cap = c->tab_cap ? 2 * c->tab_cap : 256;
+        struct prepared *nt = ty__calloc(cap, sizeof *nt);
+        if (!nt) return ty__error(TY_ERR_NO_MEMORY, "out of memory for the table of prepared weights");
+        for (size_t i = 0; i < c->tab_cap; i++) {
+            if (!c->tab[i].key) continue;
+            size_t j = key_hash(c->tab[i].key, cap);
+            while (nt[j].key) j = (j + 1) & (cap - 1);
+            nt[j] = c->tab[i];
+        }
+        ty_free(c->tab);
+        c->tab = nt, c->tab_cap = cap;
+    }
+    size_t j = key_hash(e->key, c->tab_cap);
+    while (c->tab[j].key && c->tab[j].key != e->key) j = (j + 1) & (c->tab_cap - 1);
+    if (!c->tab[j].key) c->tab_n++;
+    c->tab[j] = *e;
+    return TY_OK;
+}
+
+struct pack_task {
+    enum ty_type type;
+    int64_t n, rows;
+    const char *src;
+    size_t src_stride, panel_stride, row_bytes;
+    char *dst;
+    bool pack;
+};
+
+/* Panels (or plain rows, 16 at a time) split among the threads: loading a large model packs gigabytes. */
+static void pack_rows(void *arg, int ith, int nth) {
+    const struct pack_task *p = arg;
+    int64_t u0, u1, units = (p->rows + TY_PACK_ROWS - 1) / TY_PACK_ROWS;
+    ty__split_range(units, ith, nth, &u0, &u1);
+    int64_t r0 = u0 * TY_PACK_ROWS, r1 = u1 * TY_PACK_ROWS < p->rows ? u1 * TY_PACK_ROWS : p->rows;
+    if (r0 >= r1) return;
+    if (p->pack)
+        ty__pack(p->type, r1 - r0, p->n, p->src + (size_t)r0 * p->src_stride, p->src_stride,
+                 p->dst + (size_t)u0 * p->panel_stride);
+    else
+        for (int64_t r = r0; r < r1; r++)
+            memcpy(p->dst + (size_t)r * p->row_bytes, p->src + (size_t)r * p->src_stride, p->row_bytes);
+}
+
+static enum ty_status prepare_locked(struct cpu_fast *c, const struct ty_tensor *w);
+
+static enum ty_status cpu_weight_prepare(struct ty_backend *be, const struct ty_tensor *w) {
+    struct cpu_fast *c = be->ctx;
+    pthread_mutex_lock(&c->mu);
+    enum ty_status st = prepare_locked(c, w);
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+static enum ty_status prepare_locked(struct cpu_fast *c, const struct ty_tensor *w) {
+    const struct ty_simd *s = c->k[w->type];
+    if (!w->buf->host || !ty__simd_has(s, w->type) || w->ne[0] == 0 || w->ne[1] == 0) return TY_OK;
+    const int64_t n = w->ne[0], rows = w->ne[1];
+    const struct ty_type_traits *tr = ty__type_traits(w->type);
+    const size_t row_bytes = tr->type_size * (size_t)(n / tr->block_size);
+    const bool pack = ty__pack_supported(w->type) && s->t[w->type].gemm_packed;
+    for (int64_t e = 0; e < w->ne[2]; e++) {
+        const char *src = ty__tensor_row(w, 0, e, 0);
+        struct prepared p = {src, n, rows, w->type, pack, NULL, 0};
+        size_t bytes = pack ? ty__pack_size(w->type, rows, n) : row_bytes * (size_t)rows;
+        void *dst = arena_alloc(c, bytes);
+        if (!dst)
+            return ty__error(TY_ERR_NO_MEMORY,
+                             "out of memory preparing a %s weight of %" PRId64 " x %" PRId64
+                             " (%.1f MiB); use the cpu-ref backend to run from the file",
+                             ty_type_name(w->type), n, rows, (double)bytes / (1 << 20));
+        p.stride = pack ? ty__pack_size(w->type, TY_PACK_ROWS, n) : row_bytes;
+        struct pack_task job = {w->type, n, rows, src, w->nb[1], p.stride, row_bytes, dst, pack};
+        ty__threadpool_run(c->base.pool, pack_rows, &job);
+        p.data = dst;
+        c->prepared_bytes += bytes;
+        TY_TRY(tab_insert(c, &p));
+    }
+    return TY_OK;
+}
+
+/* ==== Matrix products ==== */
+
+struct mm_item {
+    const struct ty_tensor *dst;
+    const float *bias; /* (rows) or NULL */
+    enum ty_type type;
+    const void *w; /* rows or panels */
+    size_t stride; /* row bytes or panel stride */
+    bool packed;   /* panels */
+    bool direct;   /* through gemm_packed, else gemv column by column */
+    int slot;      /* activation slot */
+    int64_t rows;
+    int64_t unit0; /* first global unit */
+    int64_t units;
+};
+
+struct mm_task {
+    struct cpu_fast *c;
+    const struct ty_tensor *x;
+    int64_t n, cols;
+    int n_items;
+    struct mm_item it[TY_MATMUL_MULTI_MAX];
+    int n_slots;
+    enum ty_type slot_type[TY_MATMUL_MULTI_MAX]; /* a weight type whose activation format the slot holds */
+    char *slot_act[TY_MATMUL_MULTI_MAX];
+    size_t slot_stride[TY_MATMUL_MULTI_MAX];
+    int64_t units;   /* over all items */
+    int64_t col_blk; /* columns per block */
+    int64_t chunk;   /* > 0: units taken a chunk at a time from next_unit (few columns), else split evenly */
+    atomic_llong next_unit;
+    bool swiglu; /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
+};
+
+/* Rows [r0, r1) of one item, every column. */
+static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int64_t r0, int64_t r1, void *scratch) {
+    const struct ty_simd *s = t->c->k[it->type];
+    const char *act = t->slot_act[it->slot];
+    const size_t xs = t->slot_stride[it->slot];
+    const size_t ld = it->dst->nb[1] / sizeof(float);
+    float *out0 = ty__tensor_host(it->dst);
+    const int64_t n = t->n;
+    for (int64_t c0 = 0; c0 < t->cols; c0 += t->col_blk) {
+        const int64_t nc = t->cols - c0 < t->col_blk ? t->cols - c0 : t->col_blk;
+        if (it->direct) {
+            const void *w = (const char *)it->w + (size_t)(r0 / TY_PACK_ROWS) * it->stride;
+            ty__simd_gemm_packed(s, it->type, n, r1 - r0, w, it->stride, nc, act + (size_t)c0 * xs, xs,
+                                 out0 + (size_t)c0 * ld + r0, (int64_t)ld, scratch);
+            continue;
+        }
+        /* gemv over row tiles that stay in L1 while every column of the block passes */
+        int64_t tile = (int64_t)(TILE_BYTES / (it->packed ? it->stride / TY_PACK_ROWS : it->stride));
+        tile = tile < UNIT_ROWS ? UNIT_ROWS : tile / UNIT_ROWS * UNIT_ROWS;
+        if (nc == 1) tile = r1 - r0; /* one column (decode): one stream, rows do not depend on the tiling */
+        for (int64_t ra = r0; ra < r1; ra += tile) {
+            const int64_t rb = r1 - ra < tile ? r1 : ra + tile;
+            for (int64_t c = c0; c < c0 + nc; c++) {
+                float *out = out0 + (size_t)c * ld + ra;
+                const void *x = act + (size_t)c * xs;
+                if (it->packed)
+                    ty__simd_gemv_packed(s, it->type, n, rb - ra,
+                                         (const char *)it->w + (size_t)(ra / TY_PACK_ROWS) * it->stride, it->stride, x,
+                                         out);
+                else
+                    ty__simd_gemv(s, it->type, n, rb - ra, (const char *)it->w + (size_t)ra * it->stride, it->stride, x,
+                                  out);
+            }
+        }
+    }
+    if (it->bias)
+        for (int64_t c = 0; c < t->cols; c++) {
+            float *out = out0 + (size_t)c * ld;
+            for (int64_t r = r0; r < r1; r++) out[r] += it->bias[r];
+        }
+}
+
+/* Units [u0, u1) of the call: the rows they cover in each item (in swiglu mode, the same rows of both, combined). */
+static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, void *scratch) {
+    if (t->swiglu) {
+        const struct mm_item *g = &t->it[0], *u = &t->it[1];
+        int64_t r0 = u0 * UNIT_ROWS, r1 = u1 * UNIT_ROWS < g->rows ? u1 * UNIT_ROWS : g->rows;
+        if (r0 >= r1) return;
+        run_item_rows(t, g, r0, r1, scratch);
+        run_item_rows(t, u, r0, r1, scratch);
+        for (int64_t c = 0; c < t->cols; c++) { /* the reference's swiglu, element for element */
+            float *o = (float *)ty__tensor_row(g->dst, c, 0, 0);
+            const float *up = ty__tensor_row(u->dst, c, 0, 0);
+            for (int64_t r = r0; r < r1; r++) {
+                float silu = o[r] / (1.0f + expf(-o[r]));
+                o[r] = silu * up[r];
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < t->n_items; i++) {
+        const struct mm_item *it = &t->it[i];
+        int64_t a = u0 > it->unit0 ? u0 : it->unit0, b = u1 < it->unit0 + it->units ? u1 : it->unit0 + it->units;
+        if (a >= b) continue;
+        int64_t r0 = (a - it->unit0) * UNIT_ROWS, r1 = (b - it->unit0) * UNIT_ROWS;
+        run_item_rows(t, it, r0, r1 < it->rows ? r1 : it->rows, scratch);
+    }
+}
+
+static void quantize_cols(const struct mm_task *t, int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; j++) {
+        int slot = (int)(j / t->cols);
+        int64_t col = j % t->cols;
+        ty__simd_quantize_act(t->c->k[t->slot_type[slot]], t->slot_type[slot], ty__tensor_row(t->x, col, 0, 0),
+                              t->slot_act[slot] + (size_t)col * t->slot_stride[slot], t->n);
+    }
+}
+
+static void mm_run(void *arg, int ith, int nth) {
+    struct mm_task *t = arg;
+    void *scratch = (char *)t->c->scratch + (size_t)ith * t->c->scratch_each;
+    if (t->chunk > 0) {
+        /* few columns (decode): quantised by the caller already; threads take chunks of rows as they come, so one
+         * thread that the OS holds back (a busy machine) delays the product by its chunk, not by a whole share */
+        for (;;) {
+            int64_t u0 = atomic_fetch_add_explicit(&t->next_unit, t->chunk, memory_order_relaxed);
+            if (u0 >= t->units) return;
+            run_units(t, u0, u0 + t->chunk < t->units ? u0 + t->chunk : t->units, scratch);
+        }
+    }
+    /* 1. quantise each (slot, column) once, then wait for all columns */
+    int64_t j0, j1;
+    ty__split_range((int64_t)t->n_slots * t->cols, ith, nth, &j0, &j1);
+    quantize_cols(t, j0, j1);
+    if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
+    /* 2. this thread's contiguous range of weight rows, over every column block */
+    int64_t u0, u1;
+    ty__split_range(t->units, ith, nth, &u0, &u1);
+    run_units(t, u0, u1, scratch);
+}
+
+enum ty_status ty__cpu_scratch_reserve(struct ty_cpu_scratch *s, size_t bytes) {
+    if (bytes <= s->cap) return TY_OK;
+    size_t cap = s->cap ? s->cap : 1 << 16;
+    while (cap < bytes) cap *= 2;
+    void *p = ty__malloc_aligned(cap);
+    if (!p)
+        return ty__error(TY_ERR_NO_MEMORY, "out of memory for %.1f MiB of CPU scratch; use a smaller batch",
+                         (double)cap / (1 << 20));
+    ty__free_aligned(s->p);
+    s->p = p, s->cap = cap;
+    return TY_OK;
+}
+
+void ty__cpu_scratch_free(struct ty_cpu_scratch *s) {
+    ty__free_aligned(s->p);
+    s->p = NULL, s->cap = 0;
+}
+
+static bool has_kernels(const struct cpu_fast *c, const struct ty_tensor *w) {
+    return ty__simd_has(c->k[w->type], w->type) && w->ne[0] > 0 && w->buf->host;
+}
+
+/* Products of one input: quantises it once per activation format, then runs every weight's rows on the pool.
+ * `swiglu`: two weights of one shape whose outputs combine into dst[0] (matmul_swiglu). */
+static enum ty_status run_products(struct ty_backend *be, int n_w, const struct ty_tensor *const *dst,
+                                   const struct ty_tensor *const *w, const struct ty_tensor *x,
+                                   const struct ty_tensor *const *bias, bool swiglu) {
+    struct cpu_fast *c = be->ctx;
+    struct mm_task t = {0};
+    t.c = c, t.x = x, t.n = x->ne[0], t.cols = x->ne[1], t.swiglu = swiglu;
+    double work = 0;
+    size_t act_bytes = 0, act_col_bytes = 0;
+    for (int i = 0; i < n_w; i++) {
+        const struct ty_tensor *b = bias ? bias[i] : NULL;
+        const struct ty_simd *s = c->k[w[i]->type];
+        if (!has_kernels(c, w[i])) {
+            TY_ASSERT(!swiglu);
+            /* no kernels for this type (or nothing to sum): the reference computes it */
+            TY_TRY(ty__cpu_ref_iface.matmul(be, dst[i], w[i], x, b));
+            continue;
+        }
+        struct mm_item *it = &t.it[t.n_items++];
+        it->dst = dst[i];
+        it->bias = b ? ty__tensor_host(b) : NULL;
+        it->type = w[i]->type;
+        it->rows = w[i]->ne[1];
+        const struct prepared *p = lookup(c, w[i]);
+        if (p) {
+            it->w = p->data, it->stride = p->stride, it->packed = p->packed;
+        } else {
+            it->w = ty__tensor_host(w[i]), it->stride = w[i]->nb[1], it->packed = false;
+        }
+        it->direct = it->packed && s->t[it->type].gemm_packed_direct;
+        it->unit0 = t.units;
+        it->units = (it->rows + UNIT_ROWS - 1) / UNIT_ROWS;
+        t.units += it->units;
+        work += (double)t.n * (double)it->rows * (double)t.cols;
+        /* one slot per activation format */
+        enum ty_act_format fmt = ty__simd_act_format(s, it->type);
+        int slot = 0;
+        while (slot < t.n_slots && ty__simd_act_format(c->k[t.slot_type[slot]], t.slot_type[slot]) != fmt) slot++;
+        if (slot == t.n_slots) {
+            t.slot_type[slot] = it->type;
+            t.slot_stride[slot] = ty__simd_act_row_size(s, it->type, t.n);
+            act_bytes += t.slot_stride[slot] * (size_t)t.cols;
+            act_col_bytes += t.slot_stride[slot];
+            t.n_slots++;
+        }
+        it->slot = slot;
+    }
+    if (t.n_items == 0) return TY_OK;
+    TY_TRY(ty__cpu_scratch_reserve(&c->act, act_bytes));
+    size_t off = 0;
+    for (int i = 0; i < t.n_slots; i++) {
+        t.slot_act[i] = (char *)c->act.p + off;
+        off += t.slot_stride[i] * (size_t)t.cols;
+    }
+    int64_t blk = (int64_t)(COL_BLOCK_BYTES / (act_col_bytes ? act_col_bytes : 1));
+    t.col_blk = blk < 8 ? 8 : blk / 8 * 8;
+    if (swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
+    const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
+    if (t.cols <= FEW_COLS) {
+        quantize_cols(&t, 0, (int64_t)t.n_slots * t.cols);
+        int64_t per = t.units / (8 * (int64_t)c->n_threads);
+        t.chunk = per < 1 ? 1 : per > 16 ? 16 : per;
+        atomic_init(&t.next_unit, 0);
+    }
+    if (threaded)
+        ty__threadpool_run(c->base.pool, mm_run, &t);
+    else
+        mm_run(&t, 0, 1);
+    return TY_OK;
+}
+
+/* run_products with the backend's lock held. */
+static enum ty_status products(struct ty_backend *be, int n_w, const struct ty_tensor *const *dst,
+                               const struct ty_tensor *const *w, const struct ty_tensor *x,
+                               const struct ty_tensor *const *bias, bool swiglu) {
+    struct cpu_fast *c = be->ctx;
+    pthread_mutex_lock(&c->mu);
+    enum ty_status st = run_products(be, n_w, dst, w, x, bias, swiglu);
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+static enum ty_status cpu_matmul_multi(struct ty_backend *be, int n_w, const struct ty_tensor *const *dst,
+                                       const struct ty_tensor *const *w, const struct ty_tensor *x,
+                                       const struct ty_tensor *const *bias) {
+    return products(be, n_w, dst, w, x, bias, false);
+}
+
+static enum ty_status cpu_matmul(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w,
+                                 const struct ty_tensor *x, const struct ty_tensor *bias) {
+    const struct ty_tensor *d[1] = {dst}, *ws[1] = {w}, *b[1] = {bias};
+    return products(be, 1, d, ws, x, b, false);
+}
+
+/* The feed-forward input in one dispatch: each thread computes the same rows of gate and up, then combines them while
+ * they are in cache; the multi-threaded silu also spares a prefill the reference's single-threaded swiglu pass. */
+static enum ty_status cpu_matmul_swiglu(struct ty_backend *be, const struct ty_tensor *dst,
+                                        const struct ty_tensor *w_gate, const struct ty_tensor *w_up,
+                                        const struct ty_tensor *x, const struct ty_tensor *up) {
+    struct cpu_fast *c = be->ctx;
+    const struct ty_tensor *d[2] = {dst, up}, *ws[2] = {w_gate, w_up};
+    if (has_kernels(c, w_gate) && has_kernels(c, w_up)) return products(be, 2, d, ws, x, NULL, true);
+    TY_TRY(products(be, 2, d, ws, x, NULL, false));
+    return ty__cpu_ref_iface.swiglu(be, dst, dst, up);
+}
+
+/* ==== Attention ==== */
+
+static enum ty_status cpu_attention(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                    const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_attn *attn) {
+    struct cpu_fast *c = be->ctx;
+    pthread_mutex_lock(&c->mu);
+    enum ty_status st = ty__cpu_attention(c->base.pool, &c->attn, dst, q, k, v, attn);
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+static enum ty_status cpu_attention_paged(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
+                                          const struct ty_tensor *k_pool, const struct ty_tensor *v_pool,
+                                          const struct ty_paged_attn *p) {
+    struct cpu_fast *c = be->ctx;
+    pthread_mutex_lock(&c->mu);
+    enum ty_status st = ty__cpu_attention_paged(c->base.pool, &c->attn, &c->attn_meta, dst, q, k_pool, v_pool, p);
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+/* ==== The backend ==== */
+
+static void cpu_free(struct ty_backend *be) {
+    struct cpu_fast *c = be->ctx;
+    ty__threadpool_free(c->base.pool);
+    pthread_mutex_destroy(&c->mu);
+    for (int i = 0; i < c->n_chunks; i++) ty__roofline_free(c->chunks[i].base, c->chunks[i].size);
+    ty_free(c->chunks);
+    ty_free(c->tab);
+    ty__cpu_scratch_free(&c->act);
+    ty__cpu_scratch_free(&c->attn);
+    ty__cpu_scratch_free(&c->attn_meta);
+    ty__free_aligned(c->scratch);
+    ty_free(c);
+    ty_free(be);
+}
+
+/* The kernels of each weight type: the path's own, except BF16 weights on a path that pairs them with bf16
+ * activations (avx512bf16), which take the path below's f32-activation kernels. A BF16 checkpoint holds the exact
+ * reference weights and transformers multiplies them with f32 activations; rounding the activations to bf16 moved
+ * the tiny reference models' logits by up to 0.05, far past their 1e-4 fixture tolerance. Decode streams the same
+ * bytes either way; only a BF16 prefill gives up vdpbf16ps. */
+static void kernel_tables(struct cpu_fast *c) {
+    for (int t = 0; t < TY_TYPE_COUNT; t++) c->k[t] = c->simd;
+    for (int isa = (int)c->simd->isa - 1; isa >= 0 && c->k[TY_TYPE_BF16]->t[TY_TYPE_BF16].act == TY_ACT_BF16; isa--) {
+        const struct ty_simd *below;
+        if (ty__simd_get((enum ty_cpu_isa)isa, &below) == TY_OK &&
+            ty__simd_act_format(below, TY_TYPE_BF16) == TY_ACT_F32)
+            c->k[TY_TYPE_BF16] = below;
+    }
+}
+
+static struct ty_backend_iface cpu_iface;
+static pthread_once_t cpu_iface_once = PTHREAD_ONCE_INIT;
+
+static void cpu_iface_init(void) {
+    cpu_iface = ty__cpu_ref_iface; /* every op not replaced below is the reference's */
+    cpu_iface.name = "cpu";
+    cpu_iface.free = cpu_free;
+    cpu_iface.matmul = cpu_matmul;
+    cpu_iface.attention = cpu_attention;
+    cpu_iface.attention_paged = cpu_attention_paged; /* must match attention bit for bit */
+    cpu_iface.weight_prepare = cpu_weight_prepare;
+    cpu_iface.matmul_multi = cpu_matmul_multi;
+    cpu_iface.matmul_swiglu = cpu_matmul_swiglu;
+}
+
+enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out) {
+    *out = NULL;
+    const struct ty_simd *simd;
+    TY_TRY(ty__simd_from_env(&simd));
+    ty__cpu_ref_setup();
+    pthread_once(&cpu_iface_once, cpu_iface_init);
+    struct ty_backend *be = ty__calloc(1, sizeof *be);
+    struct cpu_fast *c = ty__calloc(1, sizeof *c);
+    if (!be || !c) {
+        ty_free(be);
+        ty_free(c);
+        return ty__error(TY_ERR_NO_MEMORY, "out of memory creating the CPU backend");
+    }
+    be->iface = &cpu_iface;
+    be->ctx = c;
+    pthread_mutex_init(&c->mu, NULL);
+    c->simd = simd;
+    kernel_tables(c);
+    enum ty_status st = ty__threadpool_init(n_threads, &c->base.pool);
+    if (st != TY_OK) {
+        pthread_mutex_destroy(&c->mu);
+        ty_free(be);
+        ty_free(c);
+        return st;
+    }
+    c->n_threads = ty__threadpool_size(c->base.pool);
+    int pinned = ty__threadpool_pin(c->base.pool);
+    c->scratch_each = (ty__gemm_scratch_size() + 63) & ~(size_t)63;
+    c->scratch = ty__malloc_aligned(c->scratch_each * (size_t)c->n_threads);
+    if (!c->scratch) {
+        cpu_free(be);
+        return ty__error(TY_ERR_NO_MEMORY, "out of memory for the gemm scratch of %d threads", n_threads);
+    }
+    TY_LOG_D("cpu backend: %s kernels, %d threads (%d pinned)", simd->name, c->n_threads, pinned);
+    *out = be;
+    return TY_OK;
+}
