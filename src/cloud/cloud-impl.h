@@ -227,7 +227,7 @@ struct ty_engine_params {
     int32_t max_seqs;       /* sequences decoded together */
     int32_t n_ctx;          /* tokens per sequence */
     int64_t kv_bytes;       /* KV budget; 0 = max_seqs full contexts */
-    int64_t prefix_bytes;   /* prefix cache budget */
+    int64_t prefix_bytes;   /* prefix cache budget; -1 = every free block, 0 = off */
     int32_t max_waiting;    /* queue length before 429 */
     int32_t prefill_chunk;  /* tokens of one sequence's prompt per iteration (multiple of TY_KV_BLOCK) */
     int32_t prefill_budget; /* prompt tokens per iteration over all sequences */

@@ -539,6 +539,7 @@ enum ty_status ty__engine_init(struct ty_model *model, const struct ty_engine_pa
     size_t per_tok = e->paged ? ty__kv_pool_bytes_per_token(model) : measured_kv_per_token(model);
     if (p->kv_bytes > 0) n_blocks = p->kv_bytes / (int64_t)(per_tok * TY_KV_BLOCK);
     if (p->prefix_bytes > 0) n_cached = p->prefix_bytes / (int64_t)(per_tok * TY_KV_BLOCK);
+    if (p->prefix_bytes < 0) n_cached = n_blocks; /* freed blocks cost nothing to keep: allocation evicts them */
     enum ty_status st = TY_OK;
     if (n_blocks < blocks_per_seq) {
         st = ty__error(TY_ERR_INVALID_ARG,

@@ -48,6 +48,7 @@ struct ty_server_params ty__server_default_params(void) {
         .port = 8080,
         .max_seqs = 8,
         .max_waiting = 256,
+        .prefix_mb = -1, /* every free KV block stays reusable until it is needed (vLLM's default too) */
         .read_timeout = 30,
         .io_timeout = 15,
         .request_timeout = 600,
@@ -600,9 +601,43 @@ static void conn_arm(struct conn *c) {
     evtimer_add(c->timer, &tv);
 }
 
+/* While a streamed reply is under way the connection's timer sends an SSE comment this often, so a request that waits
+ * in the queue (or behind a long prefill) keeps its socket alive and tells proxies and clients it is not dead. */
+static double keepalive_s(const struct srv *s) {
+    double t = s->p.io_timeout / 3.0;
+    return t < 5.0 ? t : 5.0;
+}
+
+static void conn_arm_keepalive(struct conn *c) {
+    double t = keepalive_s(c->s);
+    struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+    evtimer_add(c->timer, &tv);
+}
+
+/* Sends an SSE comment on `c`'s streamed reply unless tokens went out within the keep-alive interval. */
+static void keepalive(struct conn *c) {
+    struct sreq *r = c->cur;
+    if (!r || !r->stream || !r->reply_started) return;
+    pthread_mutex_lock(&r->mu);
+    struct evhttp_request *req = r->req;
+    double last = r->t_last > r->t0 ? r->t_last : r->t0;
+    pthread_mutex_unlock(&r->mu);
+    if (!req) return;
+    if (ty__time_s() - last >= keepalive_s(c->s) * 0.9) {
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, ": keep-alive\n\n");
+        evhttp_send_reply_chunk(req, b);
+        evbuffer_free(b);
+    }
+    conn_arm_keepalive(c);
+}
+
 static void conn_timeout(evutil_socket_t fd, short what, void *arg) {
     struct conn *c = arg;
-    if (c->busy) return; /* serving: the request's own deadline applies; re-armed when the reply ends */
+    if (c->busy) { /* serving: the request's own deadline applies; re-armed for reading when the reply ends */
+        keepalive(c);
+        return;
+    }
     /* Not a complete request within read_timeout (or idle that long): shut the socket down. evhttp sees the end of
      * stream and frees the connection itself; our reference keeps the bufferevent valid until then. */
     evutil_socket_t sock = bufferevent_getfd(c->bev);
@@ -746,6 +781,7 @@ static void flush_req(struct sreq *r) {
                 add_header(req, "X-Request-Id", r->id);
                 evhttp_send_reply_start(req, 200, "OK");
                 r->reply_started = true;
+                if (r->conn && !done) conn_arm_keepalive(r->conn);
             }
             if (out.len) {
                 struct evbuffer *b = evbuffer_new();
@@ -1334,7 +1370,7 @@ enum ty_status ty__server_run(const struct ty_server_params *p) {
         struct ty_engine_params ep = {.max_seqs = p->max_seqs,
                                       .n_ctx = s->n_ctx,
                                       .kv_bytes = p->kv_mb << 20,
-                                      .prefix_bytes = p->prefix_mb << 20,
+                                      .prefix_bytes = p->prefix_mb < 0 ? -1 : p->prefix_mb << 20,
                                       .max_waiting = p->max_waiting};
         st = ty__engine_init(s->model, &ep, &s->metrics, &s->engine);
     }

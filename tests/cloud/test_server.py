@@ -27,10 +27,10 @@ NAME = "qwen3-tiny"
 class Server:
     """A `tongyun serve` process on a free port; its log goes to a file."""
 
-    def __init__(self, *args, tag="srv"):
+    def __init__(self, *args, tag="srv", model=MODEL):
         self.log_path = os.path.join(WORK, f"{tag}-{time.monotonic_ns()}.log")
         self.log = open(self.log_path, "w")
-        cmd = [TONGYUN, "serve", "-m", MODEL, "--name", NAME, "--port", "0", "--threads", "1", *args]
+        cmd = [TONGYUN, "serve", "-m", model, "--name", NAME, "--port", "0", "--threads", "1", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 30
         self.port = None
@@ -683,3 +683,41 @@ def test_constraint_errors_are_400(srv, name, extra, param):
     r = httpx.post(srv.url + "/v1/chat/completions", json=body)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param and r.json()["error"]["message"]
+
+
+# ==== Keep-alive of a waiting stream ====
+
+
+def test_waiting_stream_is_kept_alive():
+    """A streamed request queued behind another for longer than --io-timeout gets SSE comments meanwhile, so the
+    socket stays alive and the stream completes. A one-layer model of Qwen3-0.6B's shape (its 151,936 x 1,024 output
+    matrix) makes the first request take seconds where the tiny fixture would take milliseconds."""
+    slow = os.path.join(WORK, "qwen3-0.6b-1layer-q4_0.gguf")
+    if not os.path.exists(slow):
+        subprocess.run([TONGYUN, "mkmodel", "--preset", "qwen3-0.6b", "--type", "q4_0", "--layers", "1", slow],
+                       check=True, capture_output=True)
+    s = Server("--max-seqs", "1", "--ctx", "1024", "--io-timeout", "1", tag="keepalive", model=slow)
+    try:
+        body = {"model": NAME, "stream": True, "max_tokens": 400, "temperature": 0,
+                "messages": [{"role": "user", "content": "Tell me a long story."}]}
+        results = {}
+
+        def run(i):
+            t0 = time.monotonic()
+            with httpx.stream("POST", s.url + "/v1/chat/completions", json=body, timeout=300) as r:
+                text = r.read().decode()
+                results[i] = (r.status_code, text, time.monotonic() - t0)
+
+        first = threading.Thread(target=run, args=(1,))
+        first.start()
+        time.sleep(0.3)
+        run(2)
+        first.join()
+        for i in (1, 2):
+            status, text, _ = results[i]
+            assert status == 200 and text.rstrip().endswith("data: [DONE]"), text[-300:]
+        waited = results[2][2] - results[1][2] / 2
+        assert results[2][2] > 1.0, f"the queued stream finished in {results[2][2]:.2f} s: nothing was tested"
+        assert ": keep-alive" in results[2][1], f"no keep-alive comment in a stream that waited ~{waited:.1f} s"
+    finally:
+        assert s.stop() == 0
