@@ -172,6 +172,8 @@ struct ty_model;
 struct ty_model_params {
     int n_threads;      /* worker threads for the backend; 0 = one per core */
     const char *backend; /* backend name ("cpu"); NULL = the best available */
+    const char *lora;    /* a LoRA adapter GGUF (`tongyun finetune`) applied at load, or NULL */
+    float lora_scale;    /* its strength: 1 = as trained (the default), 0 = off */
 };
 
 TY_API struct ty_model_params ty_model_default_params(void);

@@ -44,6 +44,11 @@ bool ty_cli_float(const char *flag, const char *s, double min, double max, doubl
  * which it returns. `cmd` names the command in messages. */
 typedef int (*ty_cli_jsonl_fn)(void *ctx, json_t *v, const json_error_t *err, const char *path, long line_no);
 int ty_cli_jsonl_each(const char *cmd, const char *path, ty_cli_jsonl_fn fn, void *ctx);
+/* Parses `--lora FILE[:SCALE]` into mp->lora and mp->lora_scale (default 1): text after the last ':' that reads as a
+ * number is the scale (`spec` is split in place there); otherwise the whole of `spec` is the file. False, with a
+ * message naming the flag, for a scale outside [-100, 100]. */
+struct ty_model_params;
+bool ty_cli_lora(const char *flag, char *spec, struct ty_model_params *mp);
 /* Prints "tongyun CMD: " + ty_last_error() (or status text) to stderr and returns 1. */
 int ty_cli_fail(const char *cmd, enum ty_status st);
 

@@ -36,6 +36,7 @@ static void usage(FILE *f) {
             "  --seed S              random seed (default: from the clock)\n"
             "  --ctx N               context length in tokens (default: the model's, at most 4096)\n"
             "  --threads N           worker threads (default: one per core)\n"
+            "  --lora FILE[:SCALE]   apply a LoRA adapter from `tongyun finetune` (SCALE default 1)\n"
             "  -n, --max-tokens N    most tokens per reply; -1 = until the model ends its turn (default -1)\n"
             "  -v, --verbose         after each reply, print token counts and the stop reason on stderr\n");
 }
@@ -49,6 +50,7 @@ struct opts {
     bool set_temp, set_top_p, set_top_k; /* given on the command line: mode switches leave them alone */
     long n_ctx, threads, max_tokens;
     bool verbose;
+    struct ty_model_params mp; /* --lora */
 };
 
 /* Qwen's recommended settings for Qwen3, for what the command line left open. */
@@ -61,7 +63,7 @@ static void apply_mode_defaults(struct opts *o) {
 
 /* Returns 0 to go on, or the exit code (2 usage error, 0 after --help). */
 static int parse_args(int argc, char **argv, struct opts *o) {
-    *o = (struct opts){.sp = ty_sampler_default_params(), .max_tokens = -1};
+    *o = (struct opts){.sp = ty_sampler_default_params(), .max_tokens = -1, .mp = ty_model_default_params()};
     o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -124,6 +126,9 @@ static int parse_args(int argc, char **argv, struct opts *o) {
         } else if (!strcmp(a, "--threads")) {
             VALUE();
             if (!ty_cli_int(a, v, 0, 1024, &o->threads)) return 2;
+        } else if (!strcmp(a, "--lora")) {
+            VALUE();
+            if (!ty_cli_lora(a, argv[i], &o->mp)) return 2;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) {
             VALUE();
             if (!ty_cli_int(a, v, -1, INT32_MAX, &o->max_tokens)) return 2;
@@ -223,7 +228,7 @@ static void chat_free(struct chat *c) {
 }
 
 static enum ty_status chat_open(struct chat *c) {
-    struct ty_model_params mp = ty_model_default_params();
+    struct ty_model_params mp = c->o.mp;
     mp.n_threads = (int)c->o.threads;
     TY_TRY(ty_model_load(c->o.model, &mp, &c->model));
     c->tok = ty_model_tokenizer(c->model);

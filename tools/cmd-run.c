@@ -31,6 +31,7 @@ static void usage(FILE *f) {
            "      --seed S               random seed (default: from the clock; printed to stderr)\n"
            "      --ctx N                context length in tokens (default: the model's, at most 4096)\n"
            "      --threads N            CPU threads (default: one per core)\n"
+           "      --lora FILE[:SCALE]    apply a LoRA adapter from `tongyun finetune` (SCALE default 1)\n"
            "      --kv-type f16|f32      KV cache precision (default f16)\n"
            "      --chat                 wrap the prompt as a user message of Qwen's chat format\n"
            "      --think, --no-think    with --chat: ask for / suppress the thinking block\n"
@@ -48,6 +49,7 @@ struct run_opts {
     bool seed_set, chat, json;
     enum ty_chat_thinking thinking;
     enum ty_type kv_type;
+    struct ty_model_params mp; /* --lora */
 };
 
 /* 0: parsed; 1: --help shown; 2: usage error (message printed). */
@@ -84,6 +86,9 @@ static int parse(int argc, char **argv, struct run_opts *o) {
         } else if (!strcmp(a, "--threads")) {
             VALUE();
             if (!ty_cli_int(a, v, 1, 1024, &o->threads)) return 2;
+        } else if (!strcmp(a, "--lora")) {
+            VALUE();
+            if (!ty_cli_lora(a, argv[i], &o->mp)) return 2;
         } else if (!strcmp(a, "--seed")) {
             VALUE();
             if (!ty_cli_int(a, v, 0, 0x7fffffffffffffffL, &l)) return 2;
@@ -225,7 +230,7 @@ static void session_free(struct session *s) {
 }
 
 static int generate(const struct run_opts *o, struct session *s) {
-    struct ty_model_params mp = ty_model_default_params();
+    struct ty_model_params mp = o->mp;
     mp.n_threads = (int)o->threads;
     enum ty_status st = ty_model_load(o->model, &mp, &s->model);
     if (st != TY_OK) return ty_cli_fail("run", st);
@@ -352,6 +357,7 @@ static int generate(const struct run_opts *o, struct session *s) {
 
 int ty_cmd_run(int argc, char **argv) {
     struct run_opts o = {0};
+    o.mp = ty_model_default_params();
     o.n_predict = 128;
     o.temp = 0.8;
     o.top_k = 40;

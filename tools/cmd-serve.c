@@ -25,6 +25,7 @@ static void usage(FILE *f) {
             "  --prefix-cache MB        KV kept for prefix reuse after requests end (default: every free KV block,\n"
             "                           evicted least recently used first; 0 = off)\n"
             "  --threads N              compute threads (default: one per core)\n"
+            "  --lora FILE[:SCALE]      apply a LoRA adapter from `tongyun finetune` (SCALE default 1)\n"
             "  --read-timeout S         seconds a client has to send a whole request, or stay idle (default 30)\n"
             "  --io-timeout S           seconds of socket silence allowed while reading or writing (default 15)\n"
             "  --request-timeout S      deadline of one generation request (default 600)\n"
@@ -87,6 +88,12 @@ int ty_cmd_serve(int argc, char **argv) {
             VALUE();
             if (!ty_cli_int(a, v, 0, 1024, &l)) return 2;
             p.threads = (int)l;
+        } else if (!strcmp(a, "--lora")) {
+            VALUE();
+            struct ty_model_params mp = ty_model_default_params();
+            if (!ty_cli_lora(a, argv[i], &mp)) return 2;
+            p.lora = mp.lora;
+            p.lora_scale = mp.lora_scale;
         } else if (!strcmp(a, "--read-timeout") || !strcmp(a, "--io-timeout") || !strcmp(a, "--request-timeout") ||
                    !strcmp(a, "--drain-timeout")) {
             VALUE();

@@ -77,6 +77,26 @@ bool ty_cli_float(const char *flag, const char *s, double min, double max, doubl
     return true;
 }
 
+bool ty_cli_lora(const char *flag, char *spec, struct ty_model_params *mp) {
+    char *colon = strrchr(spec, ':'), *end = NULL;
+    double scale = 1.0;
+    if (colon && colon[1]) {
+        errno = 0;
+        double v = strtod(colon + 1, &end);
+        if (!errno && end != colon + 1 && !*end) {
+            if (!(v >= -100 && v <= 100)) {
+                fprintf(stderr, "tongyun: %s: the scale after ':' must be in [-100, 100], got '%s'\n", flag, colon + 1);
+                return false;
+            }
+            *colon = 0;
+            scale = v;
+        }
+    }
+    mp->lora = spec;
+    mp->lora_scale = (float)scale;
+    return true;
+}
+
 int ty_cli_jsonl_each(const char *cmd, const char *path, ty_cli_jsonl_fn fn, void *ctx) {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) {

@@ -338,6 +338,8 @@ struct ty_server_params {
     double drain_timeout;   /* SIGTERM: seconds in-flight requests get to finish */
     int64_t max_body, max_headers;
     int32_t max_conns; /* open client connections; at the cap the server stops accepting until one closes */
+    const char *lora;  /* LoRA adapter applied at load, or NULL */
+    float lora_scale;
     bool log_prompts;
 };
 struct ty_server_params ty__server_default_params(void);

@@ -55,6 +55,7 @@ struct ty_server_params ty__server_default_params(void) {
         .drain_timeout = 30,
         .max_body = 8 << 20,
         .max_headers = 16 << 10,
+        .lora_scale = 1.0f,
         .max_conns = 512, /* well under the usual 1024 open files, leaving room for the model, ledger and logs */
     };
 }
@@ -1343,6 +1344,8 @@ enum ty_status ty__server_run(const struct ty_server_params *p) {
     if (st == TY_OK) {
         struct ty_model_params mp = ty_model_default_params();
         mp.n_threads = p->threads;
+        mp.lora = p->lora;
+        mp.lora_scale = p->lora_scale;
         st = ty_model_load(p->model_path, &mp, &s->model);
     }
     if (st == TY_OK) {

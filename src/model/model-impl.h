@@ -108,6 +108,7 @@ struct ty_model {
     struct ty_tensor *output;      /* (n_embd, n_vocab); token_embd when tied */
     struct ty_layer *layers;       /* (n_layer) */
     struct ty_rope rope;
+    struct ty_lora_applied *lora; /* the adapter applied at load (train/lora.c), or NULL */
 };
 
 /* Rows of logits computed per output step when every position's logits are asked for. */

@@ -6,6 +6,7 @@
  * section once.
  */
 #include "model/model-impl.h"
+#include "train/lora.h"
 #include "model/quant.h"
 #include "model/tokenizer.h"
 
@@ -468,6 +469,8 @@ struct ty_model_params ty_model_default_params(void) {
     struct ty_model_params p = {0};
     p.n_threads = 0;
     p.backend = NULL;
+    p.lora = NULL;
+    p.lora_scale = 1.0f;
     return p;
 }
 
@@ -557,6 +560,9 @@ enum ty_status ty_model_load(const char *path, const struct ty_model_params *par
     struct ty_model *m = ty__calloc(1, sizeof *m);
     if (!m) return ty__error(TY_ERR_NO_MEMORY, "out of memory loading %s", path);
     enum ty_status st = model_load(m, path, params);
+    if (st == TY_OK && params->lora) {
+        st = ty__lora_apply(m, params->lora, params->lora_scale, &m->lora);
+    }
     if (st != TY_OK) {
         ty_model_free(m);
         return st;
@@ -567,6 +573,7 @@ enum ty_status ty_model_load(const char *path, const struct ty_model_params *par
 
 void ty_model_free(struct ty_model *m) {
     if (!m) return;
+    ty__lora_applied_free(m->lora); /* its f32 weight copies live in a buffer of m->be */
     if (m->tok) ty_tokenizer_free(m->tok);
     ty__backend_buffer_free(m->small);
     ty__backend_buffer_free(m->weights);

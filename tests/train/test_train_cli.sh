@@ -131,6 +131,15 @@ exit_code "finetune writes adapter and merged model" 0 "wrote adapter" \
 [[ -s "$work/lora.gguf" && -s "$work/merged.gguf" ]] || fail "finetune outputs missing"
 "$T" run -m "$work/merged.gguf" -p "What does" -n 4 --seed 1 > /dev/null 2> "$work/run.err" || fail "run cannot load the merged model: $(cat "$work/run.err")"
 ok "run loads the merged model"
+ids() { "$T" run --temp 0 -n 8 -p "What does" --json "$@" 2> "$work/ids.err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ids"])' || fail "run $*: $(cat "$work/ids.err")"; }
+[ "$(ids -m "$work/a.gguf" --lora "$work/lora.gguf")" = "$(ids -m "$work/merged.gguf")" ] ||
+    fail "run --lora gives other tokens than the merged model"
+[ "$(ids -m "$work/a.gguf" --lora "$work/lora.gguf:0")" = "$(ids -m "$work/a.gguf")" ] ||
+    fail "run --lora FILE:0 is not the base model"
+ok "run --lora FILE[:SCALE] equals the merged model (and scale 0 the base)"
+exit_code "run --lora rejects a bad scale" 2 "--lora" "$T" run -m "$work/a.gguf" --lora "$work/lora.gguf:500" -p x
+exit_code "run --lora names a missing adapter" 1 "no-such-adapter" \
+    "$T" run -m "$work/a.gguf" --lora "$work/no-such-adapter.gguf" -p x -n 1
 exit_code "finetune needs a base model" 2 "-m BASE.gguf is required" \
     "$T" finetune --data "$work/chat.jsonl" -o "$work/lora.gguf" --tokenizer "$TOK"
 exit_code "finetune bad target" 2 "LoRA target 'x' is unknown" \
