@@ -215,7 +215,9 @@ TY_API enum ty_status ty_context_eval(struct ty_context *ctx, const int32_t *tok
                                       float *logits);
 TY_API int32_t ty_context_n_past(const struct ty_context *ctx);
 TY_API int32_t ty_context_n_ctx(const struct ty_context *ctx);
-/* Forgets every position from `n_past` on, so generation can resume from a shared prefix. */
+/* Forgets every position from `n_past` on, so generation can resume from a shared prefix. Cheap on transformer
+ * models (the KV cache is cut); on hybrid models (Qwen3-Next, Qwen3.5) the recurrent state of the linear-attention
+ * layers cannot be rewound, so the kept prefix is recomputed from its tokens. */
 TY_API enum ty_status ty_context_truncate(struct ty_context *ctx, int32_t n_past);
 
 /* ==== Sampling ==== */
