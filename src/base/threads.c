@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #define SPIN_ITERATIONS 4096
+#define JOIN_CLOSED     ((uint_least64_t)1 << 31)
 
 struct worker {
     struct ty_threadpool *pool;
@@ -46,6 +47,10 @@ struct ty_threadpool {
     atomic_int barrier_count;    /* threads arrived at the current barrier */
     atomic_uint barrier_phase;   /* barriers completed */
     atomic_int barrier_sleepers; /* threads asleep on cv_barrier */
+    /* ty__threadpool_run_any: workers join the current task while it is open */
+    atomic_bool any;                  /* the current task is run_any's */
+    atomic_uint_least64_t join_state; /* generation << 32 | CLOSED | workers joined */
+    atomic_int any_done;              /* joined workers that have returned */
     int n_started;
     int n_pinned;
 };
@@ -88,8 +93,22 @@ static void *worker_main(void *p) {
             atomic_fetch_sub(&pool->work_sleepers, 1);
             pthread_mutex_unlock(&pool->mu);
         }
-        seen = g;
         if (atomic_load(&pool->stop)) return NULL;
+        bool any = atomic_load(&pool->any);
+        if (atomic_load(&pool->generation) != g) continue; /* a run_any task closed and another began: take that */
+        seen = g;
+        if (any) {
+            /* join only while the caller has not closed the task; a late worker skips it */
+            uint_least64_t v = atomic_load(&pool->join_state);
+            bool joined = false;
+            while (!joined && (uint32_t)(v >> 32) == (uint32_t)g && !(v & JOIN_CLOSED))
+                joined = atomic_compare_exchange_weak(&pool->join_state, &v, v + 1);
+            if (!joined) continue;
+            pool->fn(pool->arg, w->ith, pool->n_threads);
+            atomic_fetch_add(&pool->any_done, 1);
+            wake_all(pool, &pool->done_sleeping, &pool->cv_done);
+            continue;
+        }
         pool->fn(pool->arg, w->ith, pool->n_threads);
         if (atomic_fetch_sub(&pool->pending, 1) == 1) wake_all(pool, &pool->done_sleeping, &pool->cv_done);
     }
@@ -199,6 +218,7 @@ void ty__threadpool_run(struct ty_threadpool *pool, ty_task_fn fn, void *arg) {
     pthread_mutex_lock(&pool->run_mu);
     pool->fn = fn;
     pool->arg = arg;
+    atomic_store(&pool->any, false);
     atomic_store(&pool->pending, pool->n_threads - 1);
     wake_workers(pool);
     fn(arg, 0, pool->n_threads);
@@ -234,4 +254,32 @@ void ty__threadpool_barrier(struct ty_threadpool *pool) {
         atomic_fetch_sub(&pool->barrier_sleepers, 1);
         pthread_mutex_unlock(&pool->mu);
     }
+}
+
+void ty__threadpool_run_any(struct ty_threadpool *pool, ty_task_fn fn, void *arg) {
+    if (pool->n_threads == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&pool->run_mu);
+    pool->fn = fn;
+    pool->arg = arg;
+    atomic_store(&pool->any, true);
+    atomic_store(&pool->any_done, 0);
+    uint32_t g = (uint32_t)atomic_load(&pool->generation) + 1;
+    atomic_store(&pool->join_state, (uint_least64_t)g << 32);
+    wake_workers(pool);
+    fn(arg, 0, pool->n_threads);
+    /* close: workers that have not joined by now never will; wait for those that did */
+    int joined = (int)(atomic_fetch_or(&pool->join_state, JOIN_CLOSED) & (JOIN_CLOSED - 1));
+    for (int i = 0; atomic_load_explicit(&pool->any_done, memory_order_acquire) != joined && i < SPIN_ITERATIONS; i++)
+        cpu_relax();
+    if (atomic_load(&pool->any_done) != joined) {
+        pthread_mutex_lock(&pool->mu);
+        atomic_store(&pool->done_sleeping, 1);
+        while (atomic_load(&pool->any_done) != joined) pthread_cond_wait(&pool->cv_done, &pool->mu);
+        atomic_store(&pool->done_sleeping, 0);
+        pthread_mutex_unlock(&pool->mu);
+    }
+    pthread_mutex_unlock(&pool->run_mu);
 }

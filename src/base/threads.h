@@ -32,6 +32,11 @@ int ty__threadpool_size(const struct ty_threadpool *pool);
 /* Runs fn(arg, ith, nth) on every thread and returns when all calls have returned. Concurrent callers are
  * serialised. `fn` must not call ty__threadpool_run on the same pool. */
 void ty__threadpool_run(struct ty_threadpool *pool, ty_task_fn fn, void *arg);
+/* Runs fn(arg, ith, nth) on the calling thread and on the workers that are free to join before it returns, then
+ * waits for those. For tasks whose threads take work from a shared counter until none is left, so any subset of
+ * threads (the caller alone included) completes them: on a busy machine a worker the OS has not scheduled in time is
+ * left out instead of being waited for. Each thread still gets its own ith. fn must not use the barrier. */
+void ty__threadpool_run_any(struct ty_threadpool *pool, ty_task_fn fn, void *arg);
 /* Inside a task of ty__threadpool_run: returns once every thread of the pool has reached the barrier (each of the
  * nth calls must reach it the same number of times). Spins briefly, then sleeps. Memory written before the barrier
  * by any thread is visible to every thread after it. A no-op on a pool of one thread. */

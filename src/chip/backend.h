@@ -254,7 +254,8 @@ struct ty_backend_iface {
      * (n_ff, n) F32, `up` scratch the backend may use or not. No aliasing. NULL: matmul_multi into dst and up, then
      * swiglu. */
     enum ty_status (*matmul_swiglu)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w_gate,
-                                    const struct ty_tensor *w_up, const struct ty_tensor *x, const struct ty_tensor *up);
+                                    const struct ty_tensor *w_up, const struct ty_tensor *x,
+                                    const struct ty_tensor *up);
 };
 
 struct ty_backend {

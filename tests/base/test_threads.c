@@ -2,7 +2,8 @@
  * test_threads.c - the persistent thread pool (src/base/threads.c): every thread runs each task exactly once with
  * its own index, many dispatches in a row (the spin and the sleep paths both), concurrent callers are serialised,
  * ty__split_range covers a range exactly, and ty__threadpool_barrier separates the phases of a task (no thread reads
- * a phase's data before every thread has written it, none runs ahead into the next phase early).
+ * a phase's data before every thread has written it, none runs ahead into the next phase early), and run_any does
+ * shared-counter work exactly once with whichever workers join in time.
  */
 #include "harness.h"
 #include "base/threads.h"
@@ -151,6 +152,52 @@ static void test_barrier(void) {
     unsetenv("TY_NO_PIN");
 }
 
+/* run_any: items taken from a shared counter are each done exactly once whoever joins, the caller always takes part,
+ * and run_any and run alternate safely (a late worker must neither run a closed task nor miss a plain one). */
+struct any_task {
+    atomic_int next;
+    int n_items;
+    atomic_int done[512];
+    atomic_int callers;
+    atomic_int by_thread[8];
+};
+
+static void any_fn(void *arg, int ith, int nth) {
+    struct any_task *a = arg;
+    if (ith == 0) atomic_fetch_add(&a->callers, 1);
+    atomic_fetch_add(&a->by_thread[ith], 1);
+    for (int i; (i = atomic_fetch_add(&a->next, 1)) < a->n_items;) {
+        atomic_fetch_add(&a->done[i], 1);
+        if (i % 97 == 0 && ith == nth - 1) usleep(200); /* a slow worker now and then */
+    }
+}
+
+static void test_run_any(void) {
+    for (int n = 1; n <= 3; n++) {
+        struct ty_threadpool *pool;
+        CHECK_OK(ty__threadpool_init(n, &pool));
+        bool exact = true;
+        int rounds = 300;
+        for (int r = 0; r < rounds; r++) {
+            struct any_task *a = ty__calloc(1, sizeof *a);
+            a->n_items = 1 + r % 500;
+            ty__threadpool_run_any(pool, any_fn, a);
+            for (int i = 0; i < a->n_items; i++) exact = exact && atomic_load(&a->done[i]) == 1;
+            exact = exact && atomic_load(&a->callers) == 1;
+            for (int t = 0; t < n; t++) exact = exact && atomic_load(&a->by_thread[t]) <= 1;
+            ty_free(a);       /* freed at once: no late worker may still look at it */
+            if (r % 3 == 0) { /* a plain run in between must still reach every thread */
+                struct count_task c = {0};
+                ty__threadpool_run(pool, count_fn, &c);
+                exact = exact && atomic_load(&c.total) == n;
+            }
+            if (r % 50 == 0) usleep(2000);
+        }
+        CHECK_MSG(exact, "%d threads: run_any lost, repeated or misrouted work", n);
+        ty__threadpool_free(pool);
+    }
+}
+
 static void test_bad_counts(void) {
     struct ty_threadpool *pool = (struct ty_threadpool *)1;
     CHECK_STATUS(ty__threadpool_init(-1, &pool), TY_ERR_INVALID_ARG);
@@ -166,5 +213,6 @@ void ty_tests(void) {
     TY_RUN(test_split_and_sum);
     TY_RUN(test_concurrent_callers);
     TY_RUN(test_barrier);
+    TY_RUN(test_run_any);
     TY_RUN(test_bad_counts);
 }

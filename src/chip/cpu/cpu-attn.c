@@ -7,7 +7,8 @@
  * several sequences, each with its own keys in a paged pool, found through its block table). A tile of keys and values
  * is converted to f32 once (f16 caches: exactly) and then serves every query of the block and every query head of the
  * KV head's group (GQA), so a prefill reads each cached tile once per query block instead of once per (query, head).
- * Units are dealt to the threads round-robin, which evens out the causal triangle's growing rows.
+ * Threads take units from a shared counter, which evens out the causal triangle's growing rows, and a worker the OS
+ * has not scheduled in time is not waited for (ty__threadpool_run_any).
  *
  * Batch invariance: a (query, head) pair runs the same operations in the same order whichever block or unit it is in:
  * tiles start at absolute positions (multiples of TILE_KEYS), the visible part of a tile depends only on the query's
@@ -17,6 +18,7 @@
 #include "chip/cpu/cpu-impl.h"
 
 #include <math.h>
+#include <stdatomic.h>
 
 #define TILE_KEYS   64
 #define QUERY_BLOCK 16
@@ -39,6 +41,7 @@ struct attn_task {
     const int64_t *unit0; /* (n_seqs + 1) first unit of each sequence */
     char *scratch;
     size_t per_thread;
+    atomic_llong next; /* the next unit to take */
 };
 
 /* One thread's scratch: a tile of keys and values in f32, then the running state of QUERY_BLOCK x group pairs, then
@@ -173,11 +176,11 @@ static void attend_unit(const struct attn_task *a, const struct attn_seq *sq, in
 }
 
 static void attention_units(void *arg, int ith, int nth) {
-    const struct attn_task *a = arg;
+    struct attn_task *a = arg;
     float *s = (float *)(a->scratch + (size_t)ith * a->per_thread);
     const int64_t n_kv = a->k->ne[1];
-    int64_t si = 0;
-    for (int64_t u = ith; u < a->n_units; u += nth) {
+    for (int64_t u; (u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < a->n_units;) {
+        int64_t si = 0;
         while (a->unit0[si + 1] <= u) si++;
         int64_t w = u - a->unit0[si];
         attend_unit(a, &a->seqs[si], w % n_kv, w / n_kv, s);
@@ -203,10 +206,11 @@ static enum ty_status run(struct ty_threadpool *pool, struct ty_cpu_scratch *scr
     TY_TRY(ty__cpu_scratch_reserve(scratch, a->per_thread * (size_t)nth));
     a->scratch = scratch->p;
     work *= (double)q->ne[1] * (double)(q->ne[0] + v->ne[0]);
+    atomic_init(&a->next, 0);
     if (nth == 1 || work < (1 << 16) || a->n_units < 2)
         attention_units(a, 0, 1);
     else
-        ty__threadpool_run(pool, attention_units, a);
+        ty__threadpool_run_any(pool, attention_units, a); /* whoever is free takes the next unit */
     return TY_OK;
 }
 
@@ -214,7 +218,7 @@ enum ty_status ty__cpu_attention(struct ty_threadpool *pool, struct ty_cpu_scrat
                                  const struct ty_tensor *dst, const struct ty_tensor *q, const struct ty_tensor *k,
                                  const struct ty_tensor *v, const struct ty_attn *attn) {
     struct attn_seq sq = {0, q->ne[2], attn->pos0, NULL, 1};
-    struct attn_task a = {dst, q, k, v, attn->scale, 0, &sq, 1, 0, NULL, NULL, 0};
+    struct attn_task a = {dst, q, k, v, attn->scale, 0, &sq, 1, 0, NULL, NULL, 0, 0};
     int64_t unit0[2];
     return run(pool, scratch, &a, unit0);
 }
@@ -231,6 +235,6 @@ enum ty_status ty__cpu_attention_paged(struct ty_threadpool *pool, struct ty_cpu
     int64_t *unit0 = (int64_t *)((char *)meta->p + seq_bytes);
     for (int32_t i = 0; i < p->n_seqs; i++)
         seqs[i] = (struct attn_seq){p->seqs[i].col, p->seqs[i].n, p->seqs[i].pos0, p->seqs[i].table, p->block};
-    struct attn_task a = {dst, q, k_pool, v_pool, p->scale, 0, seqs, p->n_seqs, 0, NULL, NULL, 0};
+    struct attn_task a = {dst, q, k_pool, v_pool, p->scale, 0, seqs, p->n_seqs, 0, NULL, NULL, 0, 0};
     return run(pool, scratch, &a, unit0);
 }

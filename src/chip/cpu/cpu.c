@@ -18,8 +18,9 @@
  *      thread, so the threads stream disjoint weight bytes; each thread runs its range over every column, in column
  *      blocks whose activations stay in L2 while the weights stream past.
  * A product of a few columns (decode) skips the barrier: the caller quantises the columns before the dispatch, and
- * the threads then take chunks of units from a shared counter, still disjoint, so a thread the OS holds back costs
- * the others one chunk rather than its whole share.
+ * the threads then take chunks of units from a shared counter, still disjoint; the workers join only if they are
+ * free before the caller is done (ty__threadpool_run_any), so on a busy machine a thread the OS holds back is not
+ * waited for.
  *
  * Batch invariance. A column's result is bit for bit the same whatever the number of columns, the other weights of
  * a matmul_multi or the thread count, because every column goes through one kernel chosen by (path, weight type)
@@ -434,10 +435,12 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         t.chunk = per < 1 ? 1 : per > 16 ? 16 : per;
         atomic_init(&t.next_unit, 0);
     }
-    if (threaded)
-        ty__threadpool_run(c->base.pool, mm_run, &t);
-    else
+    if (!threaded)
         mm_run(&t, 0, 1);
+    else if (t.chunk > 0)
+        ty__threadpool_run_any(c->base.pool, mm_run, &t); /* chunks: whoever is free takes them */
+    else
+        ty__threadpool_run(c->base.pool, mm_run, &t);
     return TY_OK;
 }
 

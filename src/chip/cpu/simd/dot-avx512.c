@@ -408,18 +408,18 @@ void ty__simd_fill_avx512(struct ty_simd *s, int level) {
     if (level == 0) {
         fill_int_base(s, "avx512");
         set_int_gemm(s, false);
-        s->t[TY_TYPE_F32] =
-            (struct ty_simd_type){TY_ACT_F32, ty__quantize_act_f32, gemv_f32, gemm_f32, "avx512", "avx512", NULL, NULL, false};
-        s->t[TY_TYPE_F16] =
-            (struct ty_simd_type){TY_ACT_F32, ty__quantize_act_f32, gemv_f16, gemm_f16, "avx512", "avx512", NULL, NULL, false};
+        s->t[TY_TYPE_F32] = (struct ty_simd_type){
+            TY_ACT_F32, ty__quantize_act_f32, gemv_f32, gemm_f32, "avx512", "avx512", NULL, NULL, false};
+        s->t[TY_TYPE_F16] = (struct ty_simd_type){
+            TY_ACT_F32, ty__quantize_act_f32, gemv_f16, gemm_f16, "avx512", "avx512", NULL, NULL, false};
         s->t[TY_TYPE_BF16] = (struct ty_simd_type){
             TY_ACT_F32, ty__quantize_act_f32, gemv_bf16, gemm_bf16, "avx512", "avx512", NULL, NULL, false};
     } else if (level == 1) {
         fill_int_vnni(s, "avx512vnni");
         set_int_gemm(s, true);
     } else {
-        s->t[TY_TYPE_BF16] = (struct ty_simd_type){TY_ACT_BF16,  quantize_bf16, gemv_bf16_bf16, gemm_bf16_bf16,
-                                                   "avx512bf16", "avx512bf16",  NULL,           NULL, false};
+        s->t[TY_TYPE_BF16] = (struct ty_simd_type){
+            TY_ACT_BF16, quantize_bf16, gemv_bf16_bf16, gemm_bf16_bf16, "avx512bf16", "avx512bf16", NULL, NULL, false};
     }
 }
 
