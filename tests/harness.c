@@ -71,6 +71,32 @@ int ty_test_sh(const char *cmd, char **out) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+uint64_t ty_test_xorshift(uint64_t *state) {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+double ty_test_urand(uint64_t *state) {
+    return (double)(ty_test_xorshift(state) >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
+}
+
+uint64_t ty_test_name_seed(const char *name) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *name; name++) h = (h ^ (unsigned char)*name) * 1099511628211ull;
+    return h | 1;
+}
+
+double ty_test_max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d;
+    }
+    return m;
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     const char *slash = strrchr(argv[0], '/');

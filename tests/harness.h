@@ -75,4 +75,12 @@ const char *ty_test_cli(void);
 /* Runs a shell command, returns its exit status, and captures its stdout (ty_free) when `out` is non-NULL. */
 int ty_test_sh(const char *cmd, char **out);
 
+/* Deterministic test data: xorshift64 steps *state (never 0) and returns the new state; ty_test_urand maps a step to
+ * a uniform double in [-1, 1); ty_test_name_seed hashes a name (FNV-1a) to a nonzero seed. */
+uint64_t ty_test_xorshift(uint64_t *state);
+double ty_test_urand(uint64_t *state);
+uint64_t ty_test_name_seed(const char *name);
+/* The largest |a[i] - b[i]|. */
+double ty_test_max_diff(const float *a, const float *b, size_t n);
+
 #endif

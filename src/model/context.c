@@ -18,13 +18,9 @@ struct ty_context_params ty_context_default_params(void) {
     return p;
 }
 
-/* Lays tensors out one after another in a buffer that does not exist yet; `bind` points them at it later. */
-struct layout {
-    size_t size;
-    bool overflow;
-};
-
-static void place(struct layout *lay, struct ty_tensor *t, enum ty_type type, int64_t ne0, int64_t ne1, int64_t ne2) {
+/* The tensor gets the running offset and no buffer; the caller sets .buf once the buffer is allocated. */
+void ty__layout_place(struct ty_layout *lay, struct ty_tensor *t, enum ty_type type, int64_t ne0, int64_t ne1,
+                      int64_t ne2) {
     ty__tensor_init(t, NULL, lay->size, type, ne0, ne1, ne2, 1);
     size_t bytes = ty__tensor_size(t), padded;
     if (ty__add_overflow(bytes, 63, &padded) || ty__add_overflow(lay->size, padded & ~(size_t)63, &lay->size))
@@ -36,12 +32,12 @@ static enum ty_status alloc_kv(struct ty_context *ctx) {
     ctx->k_cache = ty__calloc((size_t)hp->n_layer, sizeof *ctx->k_cache);
     ctx->v_cache = ty__calloc((size_t)hp->n_layer, sizeof *ctx->v_cache);
     if (!ctx->k_cache || !ctx->v_cache) return ty__error(TY_ERR_NO_MEMORY, "out of memory for the KV cache table");
-    struct layout lay = {0};
+    struct ty_layout lay = {0};
     for (int il = 0; il < hp->n_layer; il++) {
         /* the linear-attention layers of a hybrid model keep a recurrent state instead (qwen-next.c) */
         int64_t n_pos = ctx->model->layers[il].recurrent ? 1 : ctx->n_ctx;
-        place(&lay, &ctx->k_cache[il], ctx->kv_type, hp->head_dim_k, hp->n_head_kv, n_pos);
-        place(&lay, &ctx->v_cache[il], ctx->kv_type, hp->head_dim_v, hp->n_head_kv, n_pos);
+        ty__layout_place(&lay, &ctx->k_cache[il], ctx->kv_type, hp->head_dim_k, hp->n_head_kv, n_pos);
+        ty__layout_place(&lay, &ctx->v_cache[il], ctx->kv_type, hp->head_dim_v, hp->n_head_kv, n_pos);
     }
     if (lay.overflow)
         return ty__error(TY_ERR_NO_MEMORY, "a KV cache of %d positions does not fit in memory; use a smaller context",
@@ -61,29 +57,29 @@ static enum ty_status alloc_activations(struct ty_context *ctx) {
     const struct ty_hparams *hp = &ctx->model->hp;
     int64_t nb = ctx->n_batch;
     int64_t n_logit_cols = nb < TY_LOGITS_CHUNK ? nb : TY_LOGITS_CHUNK;
-    struct layout lay = {0};
-    place(&lay, &ctx->ids, TY_TYPE_I32, nb, 1, 1);
-    place(&lay, &ctx->pos, TY_TYPE_I32, nb, 1, 1);
-    place(&lay, &ctx->x, TY_TYPE_F32, hp->n_embd, nb, 1);
-    place(&lay, &ctx->xn, TY_TYPE_F32, hp->n_embd, nb, 1);
-    place(&lay, &ctx->q, TY_TYPE_F32, hp->head_dim_k, hp->n_head, nb);
-    place(&lay, &ctx->k, TY_TYPE_F32, hp->head_dim_k, hp->n_head_kv, nb);
-    place(&lay, &ctx->v, TY_TYPE_F32, hp->head_dim_v, hp->n_head_kv, nb);
-    place(&lay, &ctx->att, TY_TYPE_F32, hp->head_dim_v, hp->n_head, nb);
-    place(&lay, &ctx->proj, TY_TYPE_F32, hp->n_embd, nb, 1);
+    struct ty_layout lay = {0};
+    ty__layout_place(&lay, &ctx->ids, TY_TYPE_I32, nb, 1, 1);
+    ty__layout_place(&lay, &ctx->pos, TY_TYPE_I32, nb, 1, 1);
+    ty__layout_place(&lay, &ctx->x, TY_TYPE_F32, hp->n_embd, nb, 1);
+    ty__layout_place(&lay, &ctx->xn, TY_TYPE_F32, hp->n_embd, nb, 1);
+    ty__layout_place(&lay, &ctx->q, TY_TYPE_F32, hp->head_dim_k, hp->n_head, nb);
+    ty__layout_place(&lay, &ctx->k, TY_TYPE_F32, hp->head_dim_k, hp->n_head_kv, nb);
+    ty__layout_place(&lay, &ctx->v, TY_TYPE_F32, hp->head_dim_v, hp->n_head_kv, nb);
+    ty__layout_place(&lay, &ctx->att, TY_TYPE_F32, hp->head_dim_v, hp->n_head, nb);
+    ty__layout_place(&lay, &ctx->proj, TY_TYPE_F32, hp->n_embd, nb, 1);
     int64_t n_ff = hp->n_dense_ffn > 0 ? hp->n_ff : 1; /* a MoE model may have no dense FFN at all */
-    place(&lay, &ctx->gate, TY_TYPE_F32, n_ff, nb, 1);
-    place(&lay, &ctx->up, TY_TYPE_F32, n_ff, nb, 1);
-    place(&lay, &ctx->logits, TY_TYPE_F32, hp->n_vocab, n_logit_cols, 1);
+    ty__layout_place(&lay, &ctx->gate, TY_TYPE_F32, n_ff, nb, 1);
+    ty__layout_place(&lay, &ctx->up, TY_TYPE_F32, n_ff, nb, 1);
+    ty__layout_place(&lay, &ctx->logits, TY_TYPE_F32, hp->n_vocab, n_logit_cols, 1);
     int64_t n_pairs = nb * hp->n_expert_used;
     if (hp->n_expert > 0) {
-        place(&lay, &ctx->router, TY_TYPE_F32, hp->n_expert, nb, 1);
-        place(&lay, &ctx->moe_rows, TY_TYPE_I32, n_pairs, 1, 1);
-        place(&lay, &ctx->moe_scale, TY_TYPE_F32, n_pairs, 1, 1);
-        place(&lay, &ctx->moe_x, TY_TYPE_F32, hp->n_embd, nb, 1);
-        place(&lay, &ctx->moe_gate, TY_TYPE_F32, hp->n_ff_exp, nb, 1);
-        place(&lay, &ctx->moe_up, TY_TYPE_F32, hp->n_ff_exp, nb, 1);
-        place(&lay, &ctx->moe_out, TY_TYPE_F32, hp->n_embd, nb, 1);
+        ty__layout_place(&lay, &ctx->router, TY_TYPE_F32, hp->n_expert, nb, 1);
+        ty__layout_place(&lay, &ctx->moe_rows, TY_TYPE_I32, n_pairs, 1, 1);
+        ty__layout_place(&lay, &ctx->moe_scale, TY_TYPE_F32, n_pairs, 1, 1);
+        ty__layout_place(&lay, &ctx->moe_x, TY_TYPE_F32, hp->n_embd, nb, 1);
+        ty__layout_place(&lay, &ctx->moe_gate, TY_TYPE_F32, hp->n_ff_exp, nb, 1);
+        ty__layout_place(&lay, &ctx->moe_up, TY_TYPE_F32, hp->n_ff_exp, nb, 1);
+        ty__layout_place(&lay, &ctx->moe_out, TY_TYPE_F32, hp->n_embd, nb, 1);
     }
     if (lay.overflow)
         return ty__error(TY_ERR_NO_MEMORY, "activations for a batch of %d tokens do not fit in memory", ctx->n_batch);

@@ -161,6 +161,16 @@ struct ty_context {
     struct ty_next_state *next;
 };
 
+/* Lays tensors out one after another, 64-byte aligned, in a buffer that does not exist yet (context.c): each
+ * ty__layout_place sets a tensor's offset to the running size; the caller then allocates `size` bytes and points the
+ * tensors' .buf at that buffer. `overflow` is set when the size does not fit a size_t. */
+struct ty_layout {
+    size_t size;
+    bool overflow;
+};
+void ty__layout_place(struct ty_layout *lay, struct ty_tensor *t, enum ty_type type, int64_t ne0, int64_t ne1,
+                      int64_t ne2);
+
 /* Runs tokens[0..n) (n <= n_batch) at positions n_past.. through the model, appending to the KV cache. Logits:
  * `all` writes n rows to `logits`, else `last` writes the last row, else none. Does not advance n_past. */
 enum ty_status ty__qwen_forward(struct ty_context *ctx, const int32_t *tokens, int32_t n, bool all, bool last,
@@ -232,6 +242,10 @@ enum ty_status ty__batch_forward(struct ty_batch *b, const struct ty_batch_seq *
 /* The paged attention step of layer `il` (batch.c): writes k, v (the batch's new keys and values) into the pool and
  * attends q over each sequence's blocks into att. */
 enum ty_status ty__paged_attend(struct ty_context *ctx, int il, const struct ty_tensor *q, const struct ty_tensor *k,
+                                const struct ty_tensor *v, const struct ty_tensor *att);
+/* The same step for one sequence's own cache (qwen.c): k, v (head_dim, n_head_kv, n) go to layer il's k_cache and
+ * v_cache at position n_past, and q attends causally over positions 0 .. n_past + n - 1 into att. */
+enum ty_status ty__cache_attend(struct ty_context *ctx, int il, const struct ty_tensor *q, const struct ty_tensor *k,
                                 const struct ty_tensor *v, const struct ty_tensor *att);
 /* The forward pass of n tokens (n <= n_batch) at the given positions with ctx->paged set: token embedding, every
  * layer, and the logits of token column out_cols[i] written to logits[i] (n_vocab floats), i < n_out. */

@@ -242,6 +242,45 @@ static enum ty_status load_tensor(struct loader *L, const char *name, bool requi
 
 static enum ty_status load_next_layer(struct loader *L, int il);
 
+/* T(field, suffix, ...) loads tensor blk.<il>.<suffix> into l->field: the layer loaders below share it (and the
+ * locals L, il, l and name it uses). */
+#define T(field, suffix, req, ne0, ne1, why)                                                                           \
+    do {                                                                                                               \
+        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                             \
+        TY_TRY(load_tensor(L, name, req, ne0, ne1, why, &l->field));                                                   \
+    } while (0)
+
+/* A MoE layer's experts (the caller loads the router, ffn_gate_inp). */
+static enum ty_status load_experts(struct loader *L, int il) {
+    const struct ty_hparams *hp = &L->m->hp;
+    struct ty_layer *l = &L->m->layers[il];
+    int64_t n_embd = hp->n_embd, ne = hp->n_expert, nf = hp->n_ff_exp;
+    char name[96];
+#define T3(field, suffix, ne0, ne1, why)                                                                               \
+    do {                                                                                                               \
+        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                             \
+        TY_TRY(load_tensor3(L, name, true, ne0, ne1, ne, why, &l->field));                                             \
+    } while (0)
+    T3(ffn_gate_exps, "ffn_gate_exps.weight", n_embd, nf, "embedding_length, expert_feed_forward_length, expert_count");
+    T3(ffn_up_exps, "ffn_up_exps.weight", n_embd, nf, "embedding_length, expert_feed_forward_length, expert_count");
+    T3(ffn_down_exps, "ffn_down_exps.weight", nf, n_embd, "expert_feed_forward_length, embedding_length, expert_count");
+#undef T3
+    return TY_OK;
+}
+
+/* A dense layer's SwiGLU feed-forward block. */
+static enum ty_status load_dense_ffn(struct loader *L, int il) {
+    const struct ty_hparams *hp = &L->m->hp;
+    struct ty_layer *l = &L->m->layers[il];
+    int64_t n_embd = hp->n_embd;
+    char name[96];
+    T(w_gate, "ffn_gate.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
+    T(w_up, "ffn_up.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
+    T(w_down, "ffn_down.weight", true, hp->n_ff, n_embd, "feed_forward_length, embedding_length");
+    L->m->hp.n_dense_ffn++;
+    return TY_OK;
+}
+
 static enum ty_status load_layer(struct loader *L, int il) {
     if (L->m->hp.full_attn_interval > 0) return load_next_layer(L, il);
     const struct ty_hparams *hp = &L->m->hp;
@@ -251,11 +290,6 @@ static enum ty_status load_layer(struct loader *L, int il) {
     int64_t n_o = (int64_t)hp->n_head * hp->head_dim_v;
     bool qwen3 = L->m->arch == TY_ARCH_QWEN3 || L->m->arch == TY_ARCH_QWEN3MOE;
     char name[96];
-#define T(field, suffix, req, ne0, ne1, why)                                                                           \
-    do {                                                                                                               \
-        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                             \
-        TY_TRY(load_tensor(L, name, req, ne0, ne1, why, &l->field));                                                   \
-    } while (0)
     T(attn_norm, "attn_norm.weight", true, n_embd, 0, "embedding_length");
     T(wq, "attn_q.weight", true, n_embd, n_q, "embedding_length, head_count x key_length");
     T(wk, "attn_k.weight", true, n_embd, n_k, "embedding_length, head_count_kv x key_length");
@@ -273,33 +307,14 @@ static enum ty_status load_layer(struct loader *L, int il) {
     /* A MoE model's layer has experts when it has a router; the others (HF's mlp_only_layers) are dense. */
     if (hp->n_expert > 0)
         T(ffn_gate_inp, "ffn_gate_inp.weight", false, n_embd, hp->n_expert, "embedding_length, expert_count");
-    if (l->ffn_gate_inp) {
-        int64_t ne = hp->n_expert, nf = hp->n_ff_exp;
-#define T3(field, suffix, ne0, ne1, why)                                                                               \
-    do {                                                                                                               \
-        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                             \
-        TY_TRY(load_tensor3(L, name, true, ne0, ne1, ne, why, &l->field));                                             \
-    } while (0)
-        T3(ffn_gate_exps, "ffn_gate_exps.weight", n_embd, nf,
-           "embedding_length, expert_feed_forward_length, expert_count");
-        T3(ffn_up_exps, "ffn_up_exps.weight", n_embd, nf, "embedding_length, expert_feed_forward_length, expert_count");
-        T3(ffn_down_exps, "ffn_down_exps.weight", nf, n_embd,
-           "expert_feed_forward_length, embedding_length, expert_count");
-#undef T3
-        return TY_OK;
-    }
+    if (l->ffn_gate_inp) return load_experts(L, il);
     snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", il);
     if (hp->n_expert > 0 && !ty__gguf_find_tensor(L->g, name))
         return ty__error(TY_ERR_FORMAT,
                          "layer %d has neither experts (blk.%d.ffn_gate_inp.weight) nor a dense FFN (%s); the file is "
                          "not a complete %s model",
                          il, il, name, L->m->arch_name);
-    T(w_gate, "ffn_gate.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
-    T(w_up, "ffn_up.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
-    T(w_down, "ffn_down.weight", true, hp->n_ff, n_embd, "feed_forward_length, embedding_length");
-#undef T
-    L->m->hp.n_dense_ffn++;
-    return TY_OK;
+    return load_dense_ffn(L, il);
 }
 
 /* A qwen3next layer: Gated DeltaNet or gated full attention by full_attention_interval, then a MoE block with a shared
@@ -310,11 +325,6 @@ static enum ty_status load_next_layer(struct loader *L, int il) {
     struct ty_layer *l = &L->m->layers[il];
     int64_t n_embd = hp->n_embd;
     char name[96];
-#define T(field, suffix, req, ne0, ne1, why)                                                                           \
-    do {                                                                                                               \
-        snprintf(name, sizeof name, "blk.%d." suffix, il);                                                             \
-        TY_TRY(load_tensor(L, name, req, ne0, ne1, why, &l->field));                                                   \
-    } while (0)
     l->recurrent = (il + 1) % hp->full_attn_interval != 0;
     /* the layer's kind comes from the metadata; the tensors must agree */
     char other[96];
@@ -366,15 +376,7 @@ static enum ty_status load_next_layer(struct loader *L, int il) {
     T(ffn_norm, "post_attention_norm.weight", true, n_embd, 0, "embedding_length");
     T(ffn_gate_inp, "ffn_gate_inp.weight", false, n_embd, hp->n_expert, "embedding_length, expert_count");
     if (l->ffn_gate_inp) {
-        int64_t ne = hp->n_expert, nf = hp->n_ff_exp;
-        const char *why = "embedding_length, expert_feed_forward_length, expert_count";
-        snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", il);
-        TY_TRY(load_tensor3(L, name, true, n_embd, nf, ne, why, &l->ffn_gate_exps));
-        snprintf(name, sizeof name, "blk.%d.ffn_up_exps.weight", il);
-        TY_TRY(load_tensor3(L, name, true, n_embd, nf, ne, why, &l->ffn_up_exps));
-        snprintf(name, sizeof name, "blk.%d.ffn_down_exps.weight", il);
-        TY_TRY(load_tensor3(L, name, true, nf, n_embd, ne, "expert_feed_forward_length, embedding_length, expert_count",
-                            &l->ffn_down_exps));
+        TY_TRY(load_experts(L, il));
         if (hp->n_ff_shexp > 0) {
             int64_t ns = hp->n_ff_shexp;
             T(ffn_gate_inp_shexp, "ffn_gate_inp_shexp.weight", true, n_embd, 0, "embedding_length");
@@ -394,13 +396,9 @@ static enum ty_status load_next_layer(struct loader *L, int il) {
         }
         return TY_OK;
     }
-    T(w_gate, "ffn_gate.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
-    T(w_up, "ffn_up.weight", true, n_embd, hp->n_ff, "embedding_length, feed_forward_length");
-    T(w_down, "ffn_down.weight", true, hp->n_ff, n_embd, "feed_forward_length, embedding_length");
-#undef T
-    L->m->hp.n_dense_ffn++;
-    return TY_OK;
+    return load_dense_ffn(L, il);
 }
+#undef T
 
 static enum ty_status load_tensors(struct ty_model *m) {
     const struct ty_hparams *hp0 = &m->hp;

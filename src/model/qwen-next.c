@@ -69,18 +69,6 @@ struct ty_next_state {
 
 /* ==== Context ==== */
 
-struct lay {
-    size_t size;
-    bool overflow;
-};
-
-static void put(struct lay *lay, struct ty_tensor *t, enum ty_type type, int64_t ne0, int64_t ne1, int64_t ne2) {
-    ty__tensor_init(t, NULL, lay->size, type, ne0, ne1, ne2, 1);
-    size_t bytes = ty__tensor_size(t), padded;
-    if (ty__add_overflow(bytes, 63, &padded) || ty__add_overflow(lay->size, padded & ~(size_t)63, &lay->size))
-        lay->overflow = true;
-}
-
 static int64_t conv_dim(const struct ty_hparams *hp) {
     return 2 * (int64_t)hp->ssm_head_k * hp->ssm_dim_k + (int64_t)hp->ssm_head_v * hp->ssm_dim_v;
 }
@@ -110,11 +98,11 @@ enum ty_status ty__next_context_init(struct ty_context *ctx) {
     if (!s->conv_state || !s->ssm_state || !s->tokens)
         return ty__error(TY_ERR_NO_MEMORY, "out of memory for the recurrent state of %d layers", hp->n_layer);
 
-    struct lay lay = {0};
+    struct ty_layout lay = {0};
     for (int il = 0; il < hp->n_layer; il++) {
         if (!m->layers[il].recurrent) continue;
-        put(&lay, &s->conv_state[il], TY_TYPE_F32, cd, K1, 1);
-        put(&lay, &s->ssm_state[il], TY_TYPE_F32, dv, dk, hv);
+        ty__layout_place(&lay, &s->conv_state[il], TY_TYPE_F32, cd, K1, 1);
+        ty__layout_place(&lay, &s->ssm_state[il], TY_TYPE_F32, dv, dk, hv);
     }
     if (lay.overflow) return ty__error(TY_ERR_NO_MEMORY, "the recurrent state does not fit in memory");
     TY_TRY(ty__backend_buffer_alloc(ctx->be, lay.size ? lay.size : 64, &s->state_buf));
@@ -125,25 +113,25 @@ enum ty_status ty__next_context_init(struct ty_context *ctx) {
     size_t state_bytes = lay.size;
 
     int64_t dh = hp->head_dim_k, n_sh = hp->n_ff_shexp > 0 ? hp->n_ff_shexp : 1;
-    lay = (struct lay){0};
-    put(&lay, &s->qkvz, TY_TYPE_F32, cd + hv * dv, nb, 1);
-    put(&lay, &s->ba, TY_TYPE_F32, 2 * hv, nb, 1);
-    put(&lay, &s->mixed, TY_TYPE_F32, cd, nb, 1);
-    put(&lay, &s->conv, TY_TYPE_F32, cd, nb, 1);
-    put(&lay, &s->z, TY_TYPE_F32, dv, hv, nb);
-    put(&lay, &s->core, TY_TYPE_F32, dv, hv, nb);
-    put(&lay, &s->g, TY_TYPE_F32, hv, nb, 1);
-    put(&lay, &s->beta, TY_TYPE_F32, hv, nb, 1);
-    put(&lay, &s->qx, TY_TYPE_F32, dk, hp->ssm_v_tiled ? hv : 1, hp->ssm_v_tiled ? nb : 1);
-    put(&lay, &s->kx, TY_TYPE_F32, dk, hp->ssm_v_tiled ? hv : 1, hp->ssm_v_tiled ? nb : 1);
-    put(&lay, &s->qg, TY_TYPE_F32, 2 * dh * hp->n_head, nb, 1);
-    put(&lay, &s->agate, TY_TYPE_F32, dh, hp->n_head, nb);
-    put(&lay, &s->sh_gate, TY_TYPE_F32, n_sh, nb, 1);
-    put(&lay, &s->sh_up, TY_TYPE_F32, n_sh, nb, 1);
-    put(&lay, &s->sh_out, TY_TYPE_F32, hp->n_embd, nb, 1);
-    put(&lay, &s->sh_logit, TY_TYPE_F32, 1, nb, 1);
-    put(&lay, &s->sh_scale, TY_TYPE_F32, nb, 1, 1);
-    put(&lay, &s->cols, TY_TYPE_I32, nb, 1, 1);
+    lay = (struct ty_layout){0};
+    ty__layout_place(&lay, &s->qkvz, TY_TYPE_F32, cd + hv * dv, nb, 1);
+    ty__layout_place(&lay, &s->ba, TY_TYPE_F32, 2 * hv, nb, 1);
+    ty__layout_place(&lay, &s->mixed, TY_TYPE_F32, cd, nb, 1);
+    ty__layout_place(&lay, &s->conv, TY_TYPE_F32, cd, nb, 1);
+    ty__layout_place(&lay, &s->z, TY_TYPE_F32, dv, hv, nb);
+    ty__layout_place(&lay, &s->core, TY_TYPE_F32, dv, hv, nb);
+    ty__layout_place(&lay, &s->g, TY_TYPE_F32, hv, nb, 1);
+    ty__layout_place(&lay, &s->beta, TY_TYPE_F32, hv, nb, 1);
+    ty__layout_place(&lay, &s->qx, TY_TYPE_F32, dk, hp->ssm_v_tiled ? hv : 1, hp->ssm_v_tiled ? nb : 1);
+    ty__layout_place(&lay, &s->kx, TY_TYPE_F32, dk, hp->ssm_v_tiled ? hv : 1, hp->ssm_v_tiled ? nb : 1);
+    ty__layout_place(&lay, &s->qg, TY_TYPE_F32, 2 * dh * hp->n_head, nb, 1);
+    ty__layout_place(&lay, &s->agate, TY_TYPE_F32, dh, hp->n_head, nb);
+    ty__layout_place(&lay, &s->sh_gate, TY_TYPE_F32, n_sh, nb, 1);
+    ty__layout_place(&lay, &s->sh_up, TY_TYPE_F32, n_sh, nb, 1);
+    ty__layout_place(&lay, &s->sh_out, TY_TYPE_F32, hp->n_embd, nb, 1);
+    ty__layout_place(&lay, &s->sh_logit, TY_TYPE_F32, 1, nb, 1);
+    ty__layout_place(&lay, &s->sh_scale, TY_TYPE_F32, nb, 1, 1);
+    ty__layout_place(&lay, &s->cols, TY_TYPE_I32, nb, 1, 1);
     if (lay.overflow)
         return ty__error(TY_ERR_NO_MEMORY, "linear-attention activations for a batch of %d tokens do not fit in memory",
                          ctx->n_batch);
@@ -364,7 +352,6 @@ static enum ty_status gated_attention(struct ty_context *ctx, int il, int32_t n,
     struct ty_next_state *s = ctx->next;
     struct ty_backend *be = ctx->be;
     int64_t dh = hp->head_dim_k, nh = hp->n_head;
-    int32_t p0 = ctx->n_past;
     const size_t F = sizeof(float);
 
     struct ty_tensor qg = cols(&s->qg, 0, n);
@@ -388,15 +375,8 @@ static enum ty_status gated_attention(struct ty_context *ctx, int il, int32_t n,
     OP(ty__backend_rope(be, &q3, &q3, pos, &m->rope));
     OP(ty__backend_rope(be, &k3, &k3, pos, &m->rope));
 
-    struct ty_tensor k_new = ty__tensor_slice(&ctx->k_cache[il], 2, p0, n);
-    struct ty_tensor v_new = ty__tensor_slice(&ctx->v_cache[il], 2, p0, n);
-    OP(ty__backend_copy(be, &k_new, &k3));
-    OP(ty__backend_copy(be, &v_new, &v3));
-    struct ty_tensor k_all = ty__tensor_slice(&ctx->k_cache[il], 2, 0, p0 + n);
-    struct ty_tensor v_all = ty__tensor_slice(&ctx->v_cache[il], 2, 0, p0 + n);
     struct ty_tensor att3 = ty__tensor_slice(&ctx->att, 2, 0, n);
-    struct ty_attn attn = {(float)(1.0 / sqrt((double)dh)), p0};
-    OP(ty__backend_attention(be, &att3, &q3, &k_all, &v_all, &attn));
+    TY_TRY(ty__cache_attend(ctx, il, &q3, &k3, &v3, &att3));
 
     /* the output gate: att * sigmoid(gate) */
     size_t len = (size_t)(dh * nh * n);

@@ -118,12 +118,28 @@ enum ty_status ty__qwen_moe(struct ty_context *ctx, const struct ty_layer *l, in
     return TY_OK;
 }
 
+enum ty_status ty__cache_attend(struct ty_context *ctx, int il, const struct ty_tensor *q, const struct ty_tensor *k,
+                                const struct ty_tensor *v, const struct ty_tensor *att) {
+    struct ty_backend *be = ctx->be;
+    int32_t p0 = ctx->n_past;
+    int64_t n = k->ne[2];
+    struct ty_tensor k_new = ty__tensor_slice(&ctx->k_cache[il], 2, p0, n);
+    struct ty_tensor v_new = ty__tensor_slice(&ctx->v_cache[il], 2, p0, n);
+    OP(ty__backend_copy(be, &k_new, k));
+    OP(ty__backend_copy(be, &v_new, v));
+    struct ty_tensor k_all = ty__tensor_slice(&ctx->k_cache[il], 2, 0, p0 + n);
+    struct ty_tensor v_all = ty__tensor_slice(&ctx->v_cache[il], 2, 0, p0 + n);
+    /* HF multiplies the f32 scores by head_dim ** -0.5 (a double rounded to f32 by the kernel). */
+    struct ty_attn attn = {(float)(1.0 / sqrt((double)ctx->model->hp.head_dim_k)), p0};
+    OP(ty__backend_attention(be, att, q, &k_all, &v_all, &attn));
+    return TY_OK;
+}
+
 static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, const struct ty_tensor *pos) {
     const struct ty_model *m = ctx->model;
     const struct ty_hparams *hp = &m->hp;
     const struct ty_layer *l = &m->layers[il];
     struct ty_backend *be = ctx->be;
-    int32_t p0 = ctx->n_past;
 
     struct ty_tensor x = cols(&ctx->x, 0, n), xn = cols(&ctx->xn, 0, n), proj = cols(&ctx->proj, 0, n);
     struct ty_tensor q2 = flat_cols(&ctx->q, n), k2 = flat_cols(&ctx->k, n), v2 = flat_cols(&ctx->v, n);
@@ -145,15 +161,7 @@ static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, c
         /* a batch of many sequences: their KV lives in the shared block pool (batch.c) */
         TY_TRY(ty__paged_attend(ctx, il, &q3, &k3, &v3, &att3));
     } else {
-        struct ty_tensor k_new = ty__tensor_slice(&ctx->k_cache[il], 2, p0, n);
-        struct ty_tensor v_new = ty__tensor_slice(&ctx->v_cache[il], 2, p0, n);
-        OP(ty__backend_copy(be, &k_new, &k3));
-        OP(ty__backend_copy(be, &v_new, &v3));
-        struct ty_tensor k_all = ty__tensor_slice(&ctx->k_cache[il], 2, 0, p0 + n);
-        struct ty_tensor v_all = ty__tensor_slice(&ctx->v_cache[il], 2, 0, p0 + n);
-        /* HF multiplies the f32 scores by head_dim ** -0.5 (a double rounded to f32 by the kernel). */
-        struct ty_attn attn = {(float)(1.0 / sqrt((double)hp->head_dim_k)), p0};
-        OP(ty__backend_attention(be, &att3, &q3, &k_all, &v_all, &attn));
+        TY_TRY(ty__cache_attend(ctx, il, &q3, &k3, &v3, &att3));
     }
     OP(ty__backend_matmul(be, &proj, l->wo, &att2, NULL));
     OP(ty__backend_add(be, &x, &x, &proj));

@@ -207,6 +207,21 @@ static struct ty_tensor *model_weight(struct ty_model *m, const char *name, size
     return NULL;
 }
 
+/* Adapter tensor i when it is "<weight>.lora_a": *tb its "<weight>.lora_b" and *w the model's weight (either NULL
+ * when there is none), *wlen the length of "<weight>". false for any other tensor. */
+static bool lora_pair(struct ty_model *m, struct ty_gguf *g, int64_t i, const struct ty_gguf_tensor **ta,
+                      const struct ty_gguf_tensor **tb, struct ty_tensor **w, int *wlen) {
+    *ta = ty__gguf_tensor(g, i);
+    size_t len = strlen((*ta)->name);
+    if (len < 7 || strcmp((*ta)->name + len - 7, ".lora_a") != 0) return false;
+    char bname[160];
+    snprintf(bname, sizeof bname, "%.*s.lora_b", (int)(len - 7), (*ta)->name);
+    *tb = ty__gguf_find_tensor(g, bname);
+    *w = model_weight(m, (*ta)->name, len - 7);
+    *wlen = (int)(len - 7);
+    return true;
+}
+
 static enum ty_status apply(struct ty_model *m, struct ty_gguf *g, const char *path, float user_scale,
                             struct ty_lora_applied *la) {
     struct ty_gguf_str type;
@@ -218,13 +233,10 @@ static enum ty_status apply(struct ty_model *m, struct ty_gguf *g, const char *p
     /* first pass: check every pair and size the buffer */
     size_t total = 0;
     for (int64_t i = 0; i < n; i++) {
-        const struct ty_gguf_tensor *ta = ty__gguf_tensor(g, i);
-        size_t len = strlen(ta->name);
-        if (len < 7 || strcmp(ta->name + len - 7, ".lora_a") != 0) continue;
-        char bname[160];
-        snprintf(bname, sizeof bname, "%.*s.lora_b", (int)(len - 7), ta->name);
-        const struct ty_gguf_tensor *tb = ty__gguf_find_tensor(g, bname);
-        struct ty_tensor *w = model_weight(m, ta->name, len - 7);
+        const struct ty_gguf_tensor *ta, *tb;
+        struct ty_tensor *w;
+        int wlen;
+        if (!lora_pair(m, g, i, &ta, &tb, &w, &wlen)) continue;
         if (!tb || !w)
             return ty__error(TY_ERR_FORMAT, "%s: %s has %s", path, ta->name,
                              !tb ? "no matching lora_b" : "no weight of that name in the model");
@@ -238,16 +250,13 @@ static enum ty_status apply(struct ty_model *m, struct ty_gguf *g, const char *p
     TY_TRY(ty__backend_buffer_alloc(m->be, total, &la->buf));
     size_t off = 0;
     for (int64_t i = 0; i < n; i++) {
-        const struct ty_gguf_tensor *ta = ty__gguf_tensor(g, i);
-        size_t len = strlen(ta->name);
-        if (len < 7 || strcmp(ta->name + len - 7, ".lora_a") != 0) continue;
-        char bname[160];
-        snprintf(bname, sizeof bname, "%.*s.lora_b", (int)(len - 7), ta->name);
-        const struct ty_gguf_tensor *tb = ty__gguf_find_tensor(g, bname);
-        struct ty_tensor *w = model_weight(m, ta->name, len - 7);
+        const struct ty_gguf_tensor *ta, *tb;
+        struct ty_tensor *w;
+        int wlen;
+        if (!lora_pair(m, g, i, &ta, &tb, &w, &wlen)) continue;
         /* the base weight from the file (the backend may hold it repacked), dequantised */
         char wname[160];
-        snprintf(wname, sizeof wname, "%.*s", (int)(len - 7), ta->name);
+        snprintf(wname, sizeof wname, "%.*s", wlen, ta->name);
         const struct ty_gguf_tensor *src = ty__gguf_find_tensor(m->gguf, wname);
         TY_ASSERT(src);
         int64_t in = w->ne[0], out = w->ne[1], r = ta->ne[1];

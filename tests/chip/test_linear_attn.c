@@ -18,10 +18,7 @@
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
 static double urand(void) { /* uniform in [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
+    return ty_test_urand(&rng_state);
 }
 
 static struct ty_backend *be;
@@ -44,15 +41,6 @@ static void drop(struct owned *o) {
 }
 static float *F(const struct owned *o) {
     return ty__tensor_host(&o->t);
-}
-
-static double max_diff(const float *a, const float *b, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m)) m = d;
-    }
-    return m;
 }
 
 /* ==== Gated delta rule ==== */
@@ -182,7 +170,8 @@ static void test_gated_delta_forms(void) {
                   f ? "chunked" : "recurrent", e_out, e_state);
         gdn_drop(&x);
     }
-    double d_out = max_diff(out[0], out[1], DV * HV * T), d_state = max_diff(state[0], state[1], DV * DK * HV);
+    double d_out = ty_test_max_diff(out[0], out[1], DV * HV * T),
+           d_state = ty_test_max_diff(state[0], state[1], DV * DK * HV);
     CHECK_MSG(d_out <= 1e-5 && d_state <= 1e-5, "recurrent vs chunked: outputs %g, state %g", d_out, d_state);
 
     /* the op: prefill (chunked) then decode step by step (recurrent) continues from the prefill's state */
@@ -190,8 +179,8 @@ static void test_gated_delta_forms(void) {
     gdn_tensors(&x, &c);
     gdn_op(&x, &c, 0, T_PRE);
     for (int64_t t = T_PRE; t < T; t++) gdn_op(&x, &c, t, 1);
-    d_out = max_diff(out[0], F(&x.out), DV * HV * T);
-    d_state = max_diff(state[0], F(&x.state), DV * DK * HV);
+    d_out = ty_test_max_diff(out[0], F(&x.out), DV * HV * T);
+    d_state = ty_test_max_diff(state[0], F(&x.state), DV * DK * HV);
     CHECK_MSG(d_out <= 1e-5 && d_state <= 1e-5, "prefill + decode vs recurrent: outputs %g, state %g", d_out, d_state);
     float *op_out = ty__malloc(sizeof(float) * DV * HV * T);
     memcpy(op_out, F(&x.out), sizeof(float) * DV * HV * T);

@@ -13,10 +13,7 @@
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 static double urand(void) { /* uniform in [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
+    return ty_test_urand(&rng_state);
 }
 
 struct owned {

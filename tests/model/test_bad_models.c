@@ -5,6 +5,7 @@
  * disagree with the tensors. Each must fail with a status and a message that names the problem, never crash, and
  * leave no memory behind. The good model is the converted qwen3-tiny fixture.
  */
+#include "fixture.h"
 #include "harness.h"
 #include "model/gguf.h"
 
@@ -31,28 +32,8 @@ static enum ty_status load(const char *path) {
 }
 
 /* Copies the good model into `path`, replacing metadata key `key` (if non-NULL) through `edit`. */
-typedef void (*edit_fn)(struct ty_gguf_writer *w);
-static void write_edited(const char *path, const char *skip_key, edit_fn edit) {
-    struct ty_gguf *g = NULL;
-    CHECK_OK(ty__gguf_open(good_path, &g));
-    if (!g) return;
-    struct ty_gguf_writer *w = NULL;
-    CHECK_OK(ty__gguf_writer_init(&w));
-    for (int64_t i = 0; i < ty__gguf_n_kv(g); i++)
-        if (!skip_key || strcmp(ty__gguf_key(g, i), skip_key)) CHECK_OK(ty__gguf_writer_copy_kv(w, g, i));
-    if (edit) edit(w);
-    for (int64_t i = 0; i < ty__gguf_n_tensors(g); i++) {
-        const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
-        CHECK_OK(ty__gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne));
-    }
-    CHECK_OK(ty__gguf_writer_begin(w, path));
-    for (int64_t i = 0; i < ty__gguf_n_tensors(g); i++) {
-        const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
-        CHECK_OK(ty__gguf_writer_write_tensor(w, t->data, t->nbytes));
-    }
-    CHECK_OK(ty__gguf_writer_finish(w));
-    ty__gguf_writer_free(w);
-    ty__gguf_close(g);
+static void write_edited(const char *path, const char *skip_key, fixture_edit_fn edit) {
+    fixture_write_edited(good_path, path, skip_key, edit);
 }
 
 static void edit_eos(struct ty_gguf_writer *w) {
@@ -138,14 +119,7 @@ static void test_hparams_disagree_with_tensors(void) {
 
 void ty_tests(void) {
     good_path = ty_test_tmp("good.gguf");
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "'%s' convert '%s' '%s' --type f16 -q 2>&1", ty_test_cli(),
-             ty_test_src("tests/data/models/qwen3-tiny"), good_path);
-    char *out = NULL;
-    int rc = ty_test_sh(cmd, &out);
-    CHECK_MSG(rc == 0, "convert failed: %s", out ? out : "");
-    ty_free(out);
-    if (rc != 0) return;
+    if (!fixture_convert("qwen3-tiny", "f16", good_path)) return;
     TY_RUN(test_good_model_loads);
     TY_RUN(test_missing_file);
     TY_RUN(test_truncated);

@@ -7,15 +7,7 @@ set -euo pipefail
 : "${TONGYUN:?set TONGYUN to the tongyun binary}"
 src=${TY_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 models=$src/tests/data/models
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail=0
-pass=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*" >&2
-    fail=$((fail + 1))
-}
+. "$src/tests/lib.sh"
 
 # check.py GGUF_JSON CONFIG TYPE: compares an inspect dump with the checkpoint's config.json.
 cat >"$work/check.py" <<'EOF'
@@ -178,7 +170,7 @@ variant() {
     rm -rf "$work/v"
     cp -r "$models/$1" "$work/v"
 }
-edit_config() { python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); exec(sys.argv[2]); json.dump(c, open(p, "w"))' "$work/v/config.json" "$1"; }
+edit_config() { edit_json "$work/v/config.json" "$1"; }
 
 variant qwen3-tiny
 edit_config 'c["architectures"] = ["LlamaForCausalLM"]'
@@ -229,5 +221,4 @@ expect_fail 1 "model.safetensors: header length" "$work/v" "$work/x.gguf"
 
 if ls "$work"/x.gguf* >/dev/null 2>&1; then bad "a failed conversion left $(ls "$work"/x.gguf*)"; else ok; fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

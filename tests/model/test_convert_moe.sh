@@ -6,46 +6,20 @@ set -euo pipefail
 : "${TONGYUN:?set TONGYUN to the tongyun binary}"
 src=${TY_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 model=$src/tests/data/models/qwen3moe-tiny
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail=0
-pass=0
+. "$src/tests/lib.sh"
 
-# refused EDIT NEEDLE: a copy of the fixture with config.json edited by the Python statement EDIT (on dict c) must be
-# refused with NEEDLE on stderr and no output file.
-refused() {
-    rm -rf "$work/v" "$work/x.gguf"
-    cp -r "$model" "$work/v"
-    python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); exec(sys.argv[2]); json.dump(c, open(p, "w"))' \
-        "$work/v/config.json" "$1"
-    set +e
-    "$TONGYUN" convert "$work/v" "$work/x.gguf" >/dev/null 2>"$work/err"
-    local rc=$?
-    set -e
-    if [ "$rc" -ne 1 ]; then
-        echo "FAIL: [$1] exited $rc, want 1: $(cat "$work/err")" >&2
-        fail=$((fail + 1))
-    elif ! grep -qF -- "$2" "$work/err"; then
-        echo "FAIL: [$1] stderr lacks '$2': $(cat "$work/err")" >&2
-        fail=$((fail + 1))
-    elif [ -e "$work/x.gguf" ]; then
-        echo "FAIL: [$1] left an output file" >&2
-        fail=$((fail + 1))
-    else
-        pass=$((pass + 1))
-    fi
-}
 
-refused 'c["num_experts"] = 16' "tensor model.layers.0.mlp.gate.weight has shape [8, 64] but config.json implies [16, 64]"
-refused 'c["num_experts"] = 4' "not part of a qwen3moe model: model.layers.0.mlp.experts.4."
-refused 'c["moe_intermediate_size"] = 48' \
+refused "$model" 'c["num_experts"] = 16' \
+    "tensor model.layers.0.mlp.gate.weight has shape [8, 64] but config.json implies [16, 64]"
+refused "$model" 'c["num_experts"] = 4' "not part of a qwen3moe model: model.layers.0.mlp.experts.4."
+refused "$model" 'c["moe_intermediate_size"] = 48' \
     "tensor model.layers.0.mlp.experts.0.gate_proj.weight has shape [32, 64] but config.json implies [48, 64]"
-refused 'c["mlp_only_layers"] = []' "not part of a qwen3moe model: model.layers.1.mlp."
-refused 'c["mlp_only_layers"] = [0, 1]' "not part of a qwen3moe model: model.layers.0.mlp."
-refused 'c["num_experts_per_tok"] = 9' "num_experts_per_tok"
-refused 'del c["num_experts"]' "num_experts"
-refused 'c["mlp_only_layers"] = [7]' "mlp_only_layers[0] is not a layer index below 3"
-refused 'c["norm_topk_prob"] = "yes"' '"norm_topk_prob" must be true or false'
+refused "$model" 'c["mlp_only_layers"] = []' "not part of a qwen3moe model: model.layers.1.mlp."
+refused "$model" 'c["mlp_only_layers"] = [0, 1]' "not part of a qwen3moe model: model.layers.0.mlp."
+refused "$model" 'c["num_experts_per_tok"] = 9' "num_experts_per_tok"
+refused "$model" 'del c["num_experts"]' "num_experts"
+refused "$model" 'c["mlp_only_layers"] = [7]' "mlp_only_layers[0] is not a layer index below 3"
+refused "$model" 'c["norm_topk_prob"] = "yes"' '"norm_topk_prob" must be true or false'
 
 # A checkpoint missing one expert's tensor: its entry is renamed in the safetensors header (same length, so the data
 # offsets stay valid), which also makes an unknown tensor; rename it to a name that is skipped with a warning.
@@ -66,10 +40,8 @@ set +e
 rc=$?
 set -e
 needle="tensor model.layers.2.mlp.experts.5.up_proj.weight is missing; config.json says num_experts = 8"
-if [ "$rc" -eq 1 ] && grep -qF -- "$needle" "$work/err" && [ ! -e "$work/x.gguf" ]; then pass=$((pass + 1)); else
-    echo "FAIL: missing expert: rc $rc: $(cat "$work/err")" >&2
-    fail=$((fail + 1))
+if [ "$rc" -eq 1 ] && grep -qF -- "$needle" "$work/err" && [ ! -e "$work/x.gguf" ]; then ok; else
+    bad "missing expert: rc $rc: $(cat "$work/err")"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -9,16 +9,8 @@ set -euo pipefail
 : "${TONGYUN:?set TONGYUN to the tongyun binary}"
 src=${TY_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 model=$src/tests/data/models/qwen3next-tiny
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail=0
-pass=0
+. "$src/tests/lib.sh"
 
-ok() { pass=$((pass + 1)); }
-bad() {
-    echo "FAIL: $*" >&2
-    fail=$((fail + 1))
-}
 
 # A good conversion, quantized: the metadata and the tensors llama.cpp's qwen3next reads.
 "$TONGYUN" convert "$model" "$work/q.gguf" --type q8_0 >/dev/null 2>"$work/err" || bad "convert: $(cat "$work/err")"
@@ -52,44 +44,24 @@ want_tensor blk.2.ffn_gate.weight Q8_0
 if grep -qE "^  blk\.0\.attn_q\.weight " "$work/inspect"; then bad "linear layer 0 has attn_q"; else ok; fi
 if grep -qE "^  blk\.1\.ssm_in\.weight " "$work/inspect"; then bad "full-attention layer 1 has ssm_in"; else ok; fi
 
-# refused EDIT NEEDLE: a copy of the fixture with config.json edited by the Python statement EDIT (on dict c) must be
-# refused with NEEDLE on stderr and no output file.
-refused() {
-    rm -rf "$work/v" "$work/x.gguf"
-    cp -r "$model" "$work/v"
-    python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); exec(sys.argv[2]); json.dump(c, open(p, "w"))' \
-        "$work/v/config.json" "$1"
-    set +e
-    "$TONGYUN" convert "$work/v" "$work/x.gguf" >/dev/null 2>"$work/err"
-    local rc=$?
-    set -e
-    if [ "$rc" -ne 1 ]; then
-        bad "[$1] exited $rc, want 1: $(cat "$work/err")"
-    elif ! grep -qF -- "$2" "$work/err"; then
-        bad "[$1] stderr lacks '$2': $(cat "$work/err")"
-    elif [ -e "$work/x.gguf" ]; then
-        bad "[$1] left an output file"
-    else
-        ok
-    fi
-}
 
-refused 'c["linear_num_value_heads"] = 8' \
+refused "$model" 'c["linear_num_value_heads"] = 8' \
     "tensor model.layers.0.linear_attn.in_proj_qkvz.weight has shape [192, 64] but config.json implies [320, 64]"
-refused 'c["linear_num_key_heads"] = 3' "linear_num_value_heads 4 is not a multiple of linear_num_key_heads 3"
-refused 'c["linear_conv_kernel_dim"] = 3' \
+refused "$model" 'c["linear_num_key_heads"] = 3' "linear_num_value_heads 4 is not a multiple of linear_num_key_heads 3"
+refused "$model" 'c["linear_conv_kernel_dim"] = 3' \
     "tensor model.layers.0.linear_attn.conv1d.weight has shape [128, 1, 4] but config.json implies [128, 1, 3]"
-refused 'c["shared_expert_intermediate_size"] = 64' \
+refused "$model" 'c["shared_expert_intermediate_size"] = 64' \
     "tensor model.layers.0.mlp.shared_expert.gate_proj.weight has shape [32, 64] but config.json implies [64, 64]"
-refused 'c["layer_types"] = ["linear_attention", "full_attention", "full_attention", "full_attention"]' \
+refused "$model" 'c["layer_types"] = ["linear_attention", "full_attention", "full_attention", "full_attention"]' \
     'layer_types[2] is "full_attention", but the layers do not repeat with period 2'
-refused 'c["layer_types"] = c["layer_types"][:3]' '"layer_types" has 3 entries for 4 layers'
-refused 'c["layer_types"][0] = "sliding_attention"' 'layer_types[0] is not "full_attention" or "linear_attention"'
-refused 'c["rope_parameters"]["partial_rotary_factor"] = 0.1875; c["partial_rotary_factor"] = 0.1875' \
+refused "$model" 'c["layer_types"] = c["layer_types"][:3]' '"layer_types" has 3 entries for 4 layers'
+refused "$model" 'c["layer_types"][0] = "sliding_attention"' \
+    'layer_types[0] is not "full_attention" or "linear_attention"'
+refused "$model" 'c["rope_parameters"]["partial_rotary_factor"] = 0.1875; c["partial_rotary_factor"] = 0.1875' \
     "= 3 rotated dimensions; RoPE needs an even number"
-refused 'c["layer_types"] = ["linear_attention"] * 3 + ["full_attention"]' \
+refused "$model" 'c["layer_types"] = ["linear_attention"] * 3 + ["full_attention"]' \
     "not part of a qwen3next model: model.layers.1.self_attn."
-refused 'del c["linear_key_head_dim"]' 'missing "linear_key_head_dim"'
+refused "$model" 'del c["linear_key_head_dim"]' 'missing "linear_key_head_dim"'
 
 # Multi-token-prediction tensors (mtp.*, as the released checkpoints have) are skipped with one warning: a shard
 # holding two of them is added through an index.
@@ -156,9 +128,7 @@ else
     bad "qwen35moe ForConditionalGeneration: $(cat "$work/err")"
 fi
 
-model=$m35
-refused 'c["linear_num_value_heads"] = 8' \
+refused "$m35" 'c["linear_num_value_heads"] = 8' \
     "tensor model.language_model.layers.0.linear_attn.in_proj_qkv.weight has shape [128, 64] but config.json implies [192, 64]"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -50,19 +50,6 @@ static struct tiny qwen2_cfg(void) {
     return c;
 }
 
-static uint64_t name_seed(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h | 1;
-}
-
-static double rnd(uint64_t *s) {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return (double)(*s >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
-}
-
 struct pending_tensor {
     char name[64];
     enum ty_type type;
@@ -170,8 +157,8 @@ static bool write_tiny(const struct tiny *c, const char *path) {
     for (int i = 0; i < n; i++) {
         int64_t count = ts[i].ne[0] * ts[i].ne[1];
         float *f = ty__malloc(sizeof(float) * (size_t)count);
-        uint64_t s = name_seed(ts[i].name);
-        for (int64_t j = 0; j < count; j++) f[j] = (float)(ts[i].offset + ts[i].scale * rnd(&s));
+        uint64_t s = ty_test_name_seed(ts[i].name);
+        for (int64_t j = 0; j < count; j++) f[j] = (float)(ts[i].offset + ts[i].scale * ty_test_urand(&s));
         size_t nbytes;
         CHECK_OK(ty__tensor_nbytes(ts[i].type, ts[i].n_dims, ts[i].ne, ts[i].name, &nbytes));
         void *q = ty__malloc(nbytes);
@@ -368,16 +355,7 @@ static struct ty_context *context(struct ty_model *m, int n_ctx, int n_batch, en
 }
 
 static void prompt(int32_t *ids, int n, int n_vocab, uint64_t seed) {
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)((rnd(&seed) * 0.5 + 0.5) * (n_vocab - 1));
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m)) m = d;
-    }
-    return m;
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)((ty_test_urand(&seed) * 0.5 + 0.5) * (n_vocab - 1));
 }
 
 static float *eval_all(struct ty_context *ctx, const int32_t *ids, int n, int n_vocab) {
@@ -452,18 +430,20 @@ static void test_batches_and_decode_agree(void) {
         CHECK(ty_context_n_past(one) == N && ty_context_n_past(split) == N);
         float *d = ty__malloc(sizeof(float) * (size_t)N * V);
         for (int i = 0; i < N; i++) CHECK_OK(ty_context_eval(dec, &ids[i], 1, TY_LOGITS_LAST, d + (size_t)i * V));
-        CHECK_MSG(max_diff(a, b, (size_t)N * V) <= 1e-5, "batch of 5 vs one batch: %g", max_diff(a, b, (size_t)N * V));
-        CHECK_MSG(max_diff(a, d, (size_t)N * V) <= 1e-5, "decode vs batch: %g", max_diff(a, d, (size_t)N * V));
+        CHECK_MSG(ty_test_max_diff(a, b, (size_t)N * V) <= 1e-5, "batch of 5 vs one batch: %g",
+                  ty_test_max_diff(a, b, (size_t)N * V));
+        CHECK_MSG(ty_test_max_diff(a, d, (size_t)N * V) <= 1e-5, "decode vs batch: %g",
+                  ty_test_max_diff(a, d, (size_t)N * V));
         /* LAST gives the final row of ALL */
         struct ty_context *last = context(m, 64, 512, kv_type);
         float *l = ty__malloc(sizeof(float) * V);
         CHECK_OK(ty_context_eval(last, ids, N, TY_LOGITS_LAST, l));
-        CHECK(max_diff(l, a + (size_t)(N - 1) * V, (size_t)V) <= 1e-5);
+        CHECK(ty_test_max_diff(l, a + (size_t)(N - 1) * V, (size_t)V) <= 1e-5);
         /* NONE then LAST on the rest equals the same rows */
         struct ty_context *none = context(m, 64, 512, kv_type);
         CHECK_OK(ty_context_eval(none, ids, 10, TY_LOGITS_NONE, NULL));
         CHECK_OK(ty_context_eval(none, ids + 10, N - 10, TY_LOGITS_LAST, l));
-        CHECK(max_diff(l, a + (size_t)(N - 1) * V, (size_t)V) <= 1e-5);
+        CHECK(ty_test_max_diff(l, a + (size_t)(N - 1) * V, (size_t)V) <= 1e-5);
         ty_free(l);
         ty_free(a);
         ty_free(b);
@@ -477,7 +457,7 @@ static void test_batches_and_decode_agree(void) {
     /* f16 vs f32 cache: close, but the rounding shows */
     struct ty_context *c32 = context(m, 64, 512, TY_TYPE_F32), *c16 = context(m, 64, 512, TY_TYPE_F16);
     float *a = eval_all(c32, ids, N, V), *b = eval_all(c16, ids, N, V);
-    double diff = max_diff(a, b, (size_t)N * V);
+    double diff = ty_test_max_diff(a, b, (size_t)N * V);
     CHECK_MSG(diff > 0 && diff < 2e-2, "f16 vs f32 KV cache: %g", diff);
     ty_free(a);
     ty_free(b);
@@ -521,11 +501,11 @@ static void test_context_full_and_truncate(void) {
     CHECK_OK(ty_context_truncate(ctx, 5));
     CHECK(ty_context_n_past(ctx) == 5);
     CHECK_OK(ty_context_eval(ctx, ids + 5, 7, TY_LOGITS_ALL, lg));
-    CHECK(max_diff(lg, full + 5 * (size_t)V, 7 * (size_t)V) <= 1e-5);
+    CHECK(ty_test_max_diff(lg, full + 5 * (size_t)V, 7 * (size_t)V) <= 1e-5);
     /* A different continuation after truncation, then back: still consistent. */
     CHECK_OK(ty_context_truncate(ctx, 11));
     CHECK_OK(ty_context_eval(ctx, ids + 11, 1, TY_LOGITS_LAST, lg));
-    CHECK(max_diff(lg, full + 11 * (size_t)V, (size_t)V) <= 1e-5);
+    CHECK(ty_test_max_diff(lg, full + 11 * (size_t)V, (size_t)V) <= 1e-5);
     CHECK_OK(ty_context_eval(ctx, ids, 4, TY_LOGITS_NONE, NULL)); /* exactly full */
     CHECK(ty_context_n_past(ctx) == 16);
     CHECK_STATUS(ty_context_eval(ctx, ids, 1, TY_LOGITS_LAST, lg), TY_ERR_CONTEXT_FULL);
@@ -643,7 +623,7 @@ static void test_weight_types(void) {
         if (!m) continue;
         ctx = context(m, 32, 512, TY_TYPE_F32);
         float *lg = eval_all(ctx, ids, N, c.n_vocab);
-        double d = max_diff(ref, lg, (size_t)N * c.n_vocab);
+        double d = ty_test_max_diff(ref, lg, (size_t)N * c.n_vocab);
         CHECK_MSG(d > 0 && d < cases[i].tol, "%s weights: max diff %g from f32", ty_type_name(cases[i].w), d);
         ty_free(lg);
         ty_context_free(ctx);

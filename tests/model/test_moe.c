@@ -53,19 +53,6 @@ static struct tiny moe_cfg(void) {
     return c;
 }
 
-static uint64_t name_seed(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h | 1;
-}
-
-static double rnd(uint64_t *s) {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return (double)(*s >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
-}
-
 struct pending_tensor {
     char name[64];
     enum ty_type type;
@@ -157,8 +144,8 @@ static bool write_tiny(const struct tiny *c, const char *path) {
     for (int i = 0; i < n; i++) {
         int64_t rows = ts[i].ne[1] * ts[i].ne[2], count = ts[i].ne[0] * rows;
         float *f = ty__malloc(sizeof(float) * (size_t)count);
-        uint64_t s = name_seed(ts[i].name);
-        for (int64_t j = 0; j < count; j++) f[j] = (float)(ts[i].offset + ts[i].scale * rnd(&s));
+        uint64_t s = ty_test_name_seed(ts[i].name);
+        for (int64_t j = 0; j < count; j++) f[j] = (float)(ts[i].offset + ts[i].scale * ty_test_urand(&s));
         size_t nbytes;
         CHECK_OK(ty__tensor_nbytes(ts[i].type, ts[i].n_dims, ts[i].ne, ts[i].name, &nbytes));
         void *q = ty__malloc(nbytes);
@@ -352,7 +339,7 @@ static struct ty_context *context(struct ty_model *m, int n_ctx, int n_batch) {
 }
 
 static void prompt(int32_t *ids, int n, int n_vocab, uint64_t seed) {
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)((rnd(&seed) * 0.5 + 0.5) * (n_vocab - 1));
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)((ty_test_urand(&seed) * 0.5 + 0.5) * (n_vocab - 1));
 }
 
 enum { N_TOK = 24 };

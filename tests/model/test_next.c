@@ -23,6 +23,7 @@
  * a byte limit keeping whole periods of the linear/full layer pattern.
  */
 #include "model/model-impl.h"
+#include "fixture.h"
 #include "harness.h"
 #include "model/mkmodel.h"
 
@@ -32,43 +33,13 @@
 
 static const char *gguf_path;
 
-static int32_t *json_ids(json_t *arr, size_t *n) {
-    *n = json_array_size(arr);
-    int32_t *ids = ty__malloc(sizeof(int32_t) * (*n ? *n : 1));
-    for (size_t i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
-    return ids;
-}
-
-static int32_t argmax(const float *x, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double e = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= e)) e = d;
-    }
-    return e;
-}
-
 /* Converts tests/data/models/<name> to <tmp>/<name>-f32.gguf; returns the path (static buffer) or NULL. */
 static const char *convert_tiny(const char *name) {
     static char out[1024];
-    char rel[256], file[128];
-    snprintf(rel, sizeof rel, "tests/data/models/%s", name);
+    char file[128];
     snprintf(file, sizeof file, "%s-f32.gguf", name);
     snprintf(out, sizeof out, "%s", ty_test_tmp(file));
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' convert '%s' '%s' --type f32 2>&1", ty_test_cli(), ty_test_src(rel), out);
-    char *log = NULL;
-    int rc = ty_test_sh(cmd, &log);
-    CHECK_MSG(rc == 0, "%s -> %d:\n%s", cmd, rc, log ? log : "");
-    ty_free(log);
-    return rc == 0 ? out : NULL;
+    return fixture_convert(name, "f32", out) ? out : NULL;
 }
 
 static struct ty_model *load_path(const char *path) {
@@ -106,83 +77,44 @@ static void check_reference(const char *model, struct ty_model *m, json_t *ref, 
         json_t *seq = json_array_get(seqs, s);
         const char *sname = json_string_value(json_object_get(seq, "name"));
         size_t n;
-        int32_t *ids = json_ids(json_object_get(seq, "ids"), &n);
+        int32_t *ids = fixture_json_ids(json_object_get(seq, "ids"), &n);
         size_t row0 = (size_t)json_integer_value(json_object_get(seq, "logits_row"));
         CHECK_OK(ty_context_truncate(ctx, 0));
         float *lg = ty__malloc(sizeof(float) * n * (size_t)V);
         CHECK_OK(ty_context_eval(ctx, ids, n, TY_LOGITS_ALL, lg));
-        double err = max_diff(lg, ref_logits + row0 * (size_t)V, n * (size_t)V);
+        double err = ty_test_max_diff(lg, ref_logits + row0 * (size_t)V, n * (size_t)V);
         CHECK_MSG(err <= tol, "%s, batch %d, %s: logits max abs error %g > %g", model, n_batch, sname, err, tol);
         double absmax = json_number_value(json_object_get(seq, "logits_absmax"));
         printf("  %s, batch %d, %s: logits max abs error %.3g (logits up to %.3g)\n", model, n_batch, sname, err,
                absmax);
 
-        json_t *greedy = json_object_get(seq, "greedy"), *margins = json_object_get(seq, "greedy_margins");
-        int32_t next = argmax(lg + (n - 1) * (size_t)V, V);
-        size_t checked = 0;
-        for (size_t g = 0; g < json_array_size(greedy); g++) {
-            if (json_number_value(json_array_get(margins, g)) < 2 * tol) break; /* a near tie: stop comparing */
-            int32_t want = (int32_t)json_integer_value(json_array_get(greedy, g));
-            CHECK_MSG(next == want, "%s, batch %d, %s: greedy step %zu gave %d, reference %d", model, n_batch, sname, g,
-                      next, want);
-            if (next != want) break;
-            checked++;
-            if (g + 1 == json_array_size(greedy)) break;
-            if (ty_context_eval(ctx, &next, 1, TY_LOGITS_LAST, lg) != TY_OK) {
-                CHECK_MSG(false, "decode: %s", ty_last_error());
-                break;
-            }
-            next = argmax(lg, V);
-        }
+        char what[256];
+        snprintf(what, sizeof what, "%s, batch %d, %s", model, n_batch, sname);
+        size_t checked = fixture_check_greedy(ctx, seq, lg + (n - 1) * (size_t)V, lg, V, tol, what);
         CHECK_MSG(checked >= 8, "%s: only %zu greedy steps compared", sname, checked);
         ty_free(lg);
         ty_free(ids);
     }
 
-    json_t *ppl = json_object_get(ref, "perplexity");
-    size_t T;
-    int32_t *ids = json_ids(json_object_get(ppl, "ids"), &T);
-    float *lg = ty__malloc(sizeof(float) * T * (size_t)V);
-    CHECK_OK(ty_context_truncate(ctx, 0));
-    CHECK_OK(ty_context_eval(ctx, ids, T, TY_LOGITS_ALL, lg));
-    double nll = 0;
-    for (size_t i = 1; i < T; i++) {
-        const float *row = lg + (i - 1) * (size_t)V;
-        double mx = row[0], sum = 0;
-        for (int32_t j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
-        for (int32_t j = 0; j < V; j++) sum += exp((double)row[j] - mx);
-        nll -= (double)row[ids[i]] - mx - log(sum);
-    }
-    nll /= (double)(T - 1);
-    double want = json_number_value(json_object_get(ppl, "mean_nll"));
-    CHECK_MSG(fabs(nll - want) <= 1e-3 * fabs(want), "%s, batch %d: mean NLL %.6f, reference %.6f", model, n_batch, nll,
-              want);
-    ty_free(lg);
-    ty_free(ids);
+    char what[256];
+    snprintf(what, sizeof what, "%s, batch %d", model, n_batch);
+    fixture_check_nll(ctx, ref, V, what);
     ty_context_free(ctx);
 }
 
 static void reference_model(const char *model, double tol) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "tests/data/models/%s/reference.json", model);
-    json_error_t jerr;
-    json_t *ref = json_load_file(ty_test_src(rel), 0, &jerr);
-    CHECK_MSG(ref != NULL, "%s: %s", rel, jerr.text);
-    snprintf(rel, sizeof rel, "tests/data/models/%s/logits.f32", model);
-    char *raw = NULL;
-    size_t raw_size = 0;
-    CHECK_OK(ty__file_read(ty_test_src(rel), (size_t)16 << 20, &raw, &raw_size));
-    const char *path = ref && raw ? convert_tiny(model) : NULL;
+    float *ref_logits = NULL;
+    size_t rows = 0;
+    json_t *ref = fixture_reference(model, &ref_logits, &rows);
+    if (!ref) return;
+    const char *path = convert_tiny(model);
     struct ty_model *m = path ? load_path(path) : NULL;
     if (m) {
-        float *ref_logits = ty__malloc(raw_size);
-        memcpy(ref_logits, raw, raw_size); /* aligned copy */
         check_reference(model, m, ref, ref_logits, 7, tol);
         check_reference(model, m, ref, ref_logits, 512, tol);
-        ty_free(ref_logits);
         ty_model_free(m);
     }
-    ty_free(raw);
+    ty_free(ref_logits);
     json_decref(ref);
 }
 
@@ -200,12 +132,7 @@ static void test_reference(void) {
 #define N_SEQ 150
 
 static void random_ids(int32_t *ids, int n, int32_t V, uint64_t seed) {
-    for (int i = 0; i < n; i++) {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        ids[i] = (int32_t)(seed % (uint64_t)V);
-    }
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(ty_test_xorshift(&seed) % (uint64_t)V);
 }
 
 /* Logits of every position of ids[0..n) through contexts of the given batch, fed in pieces: first `first` tokens as
@@ -230,7 +157,7 @@ static void test_forms_and_decoding(void) {
     run_pieces(m, 256, ids, N_SEQ, N_SEQ, all); /* one batch: chunked delta rule */
     run_pieces(m, 256, ids, N_SEQ, 1, tok);     /* token by token: recurrent form */
     run_pieces(m, 256, ids, N_SEQ, 90, mix);    /* prefill, then decoding */
-    double e1 = max_diff(all, tok, len), e2 = max_diff(all, mix, len);
+    double e1 = ty_test_max_diff(all, tok, len), e2 = ty_test_max_diff(all, mix, len);
     printf("  chunked vs recurrent: %.3g; prefill+decode vs all at once: %.3g (max abs logit diff)\n", e1, e2);
     CHECK_MSG(e1 <= 1e-4, "chunked vs recurrent logits differ by %g", e1);
     CHECK_MSG(e2 <= 1e-4, "prefill + decode vs one batch logits differ by %g", e2);
@@ -260,7 +187,7 @@ static void test_truncate(void) {
     ctx = context(m, 16);
     if (ctx) {
         CHECK_OK(ty_context_eval(ctx, ab, 70, TY_LOGITS_ALL, want));
-        double e = max_diff(got, want + (size_t)40 * V, (size_t)30 * V);
+        double e = ty_test_max_diff(got, want + (size_t)40 * V, (size_t)30 * V);
         CHECK_MSG(e <= 1e-5, "after truncate, logits differ from a fresh context by %g", e);
         /* truncating to 0 clears everything */
         CHECK_OK(ty_context_truncate(ctx, 0));
@@ -279,31 +206,6 @@ static void test_truncate(void) {
 
 /* ==== Metadata that disagrees with the tensors ==== */
 
-typedef void (*edit_fn)(struct ty_gguf_writer *w);
-
-static void write_edited(const char *path, const char *skip_key, edit_fn edit) {
-    struct ty_gguf *g = NULL;
-    CHECK_OK(ty__gguf_open(gguf_path, &g));
-    if (!g) return;
-    struct ty_gguf_writer *w = NULL;
-    CHECK_OK(ty__gguf_writer_init(&w));
-    for (int64_t i = 0; i < ty__gguf_n_kv(g); i++)
-        if (!skip_key || strcmp(ty__gguf_key(g, i), skip_key)) CHECK_OK(ty__gguf_writer_copy_kv(w, g, i));
-    if (edit) edit(w);
-    for (int64_t i = 0; i < ty__gguf_n_tensors(g); i++) {
-        const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
-        CHECK_OK(ty__gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne));
-    }
-    CHECK_OK(ty__gguf_writer_begin(w, path));
-    for (int64_t i = 0; i < ty__gguf_n_tensors(g); i++) {
-        const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
-        CHECK_OK(ty__gguf_writer_write_tensor(w, t->data, t->nbytes));
-    }
-    CHECK_OK(ty__gguf_writer_finish(w));
-    ty__gguf_writer_free(w);
-    ty__gguf_close(g);
-}
-
 static void edit_interval(struct ty_gguf_writer *w) {
     ty__gguf_writer_set_u32(w, "qwen3next.full_attention_interval", 4);
 }
@@ -311,9 +213,9 @@ static void edit_heads(struct ty_gguf_writer *w) {
     ty__gguf_writer_set_u32(w, "qwen3next.ssm.time_step_rank", 2);
 }
 
-static void expect_error(const char *file, const char *skip_key, edit_fn edit, const char *a, const char *b) {
+static void expect_error(const char *file, const char *skip_key, fixture_edit_fn edit, const char *a, const char *b) {
     const char *path = ty_test_tmp(file);
-    write_edited(path, skip_key, edit);
+    fixture_write_edited(gguf_path, path, skip_key, edit);
     struct ty_model *m = NULL;
     enum ty_status st = ty_model_load(path, NULL, &m);
     CHECK_MSG(st == TY_ERR_FORMAT, "%s: loaded (%s)", file, ty_status_str(st));

@@ -17,6 +17,7 @@
  *  - The commands: `tongyun run --temp 0 --json` gives the prompt ids and the greedy continuation (up to the first
  *    end-of-generation token, where it stops), and `tongyun perplexity --json` the token counts and the NLL.
  */
+#include "fixture.h"
 #include "harness.h"
 
 #include <jansson.h>
@@ -31,30 +32,6 @@ struct run {
     enum ty_type kv;  /* KV cache type */
     int n_batch;
 };
-
-static int32_t *json_ids(json_t *arr, size_t *n) {
-    *n = json_array_size(arr);
-    int32_t *ids = ty__malloc(sizeof(int32_t) * (*n ? *n : 1));
-    for (size_t i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
-    return ids;
-}
-
-static int32_t argmax(const float *x, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
-static bool convert(const char *model, const char *type, const char *out) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' convert '%s' '%s' --type %s 2>&1", ty_test_cli(), ty_test_src(model), out, type);
-    char *log = NULL;
-    int rc = ty_test_sh(cmd, &log);
-    CHECK_MSG(rc == 0, "%s -> %d:\n%s", cmd, rc, log ? log : "");
-    ty_free(log);
-    return rc == 0;
-}
 
 /* `text` single-quoted for sh (ty_free). */
 static char *sh_quote(const char *text) {
@@ -146,11 +123,10 @@ static void check_cli(const char *path, json_t *ref, const struct ty_tokenizer *
 
 static void check_model(const char *name, json_t *ref, const float *ref_logits, size_t n_ref_rows,
                         const struct run *run) {
-    char rel[256], out[64];
-    snprintf(rel, sizeof rel, "tests/data/models/%s", name);
+    char out[64];
     snprintf(out, sizeof out, "%s-%s.gguf", name, run->type);
     const char *path = ty_test_tmp(out);
-    if (!convert(rel, run->type, path)) return;
+    if (!fixture_convert(name, run->type, path)) return;
 
     struct ty_model_params mp = ty_model_default_params();
     mp.n_threads = 2;
@@ -176,7 +152,7 @@ static void check_model(const char *name, json_t *ref, const float *ref_logits, 
         json_t *seq = json_array_get(seqs, s);
         const char *sname = json_string_value(json_object_get(seq, "name"));
         size_t n;
-        int32_t *ids = json_ids(json_object_get(seq, "ids"), &n);
+        int32_t *ids = fixture_json_ids(json_object_get(seq, "ids"), &n);
         size_t row0 = (size_t)json_integer_value(json_object_get(seq, "logits_row"));
         CHECK(row0 + n <= n_ref_rows);
 
@@ -192,57 +168,22 @@ static void check_model(const char *name, json_t *ref, const float *ref_logits, 
         CHECK_OK(ty_context_truncate(ctx, 0));
         float *lg = ty__malloc(sizeof(float) * n * (size_t)V);
         CHECK_OK(ty_context_eval(ctx, ids, n, TY_LOGITS_ALL, lg));
-        double err = 0;
-        for (size_t i = 0; i < n * (size_t)V; i++) {
-            double d = fabs((double)lg[i] - ref_logits[row0 * (size_t)V + i]);
-            if (!(d <= err)) err = d;
-        }
+        double err = ty_test_max_diff(lg, ref_logits + row0 * (size_t)V, n * (size_t)V);
         CHECK_MSG(err <= run->tol, "%s %s/%s: logits max abs error %g > %g", name, run->type, sname, err, run->tol);
 
         /* greedy continuation, decoding from the cache */
-        json_t *greedy = json_object_get(seq, "greedy"), *margins = json_object_get(seq, "greedy_margins");
-        int32_t next = argmax(lg + (n - 1) * (size_t)V, V);
-        size_t checked = 0;
-        for (size_t g = 0; g < json_array_size(greedy); g++) {
-            if (json_number_value(json_array_get(margins, g)) < 2 * run->tol) break; /* a near tie: stop comparing */
-            int32_t want = (int32_t)json_integer_value(json_array_get(greedy, g));
-            CHECK_MSG(next == want, "%s %s/%s: greedy step %zu gave %d, reference %d", name, run->type, sname, g, next,
-                      want);
-            if (next != want) break;
-            checked++;
-            if (g + 1 == json_array_size(greedy)) break;
-            if (ty_context_eval(ctx, &next, 1, TY_LOGITS_LAST, lg) != TY_OK) {
-                CHECK_MSG(false, "decode: %s", ty_last_error());
-                break;
-            }
-            next = argmax(lg, V);
-        }
+        char what[256];
+        snprintf(what, sizeof what, "%s %s/%s", name, run->type, sname);
+        size_t checked = fixture_check_greedy(ctx, seq, lg + (n - 1) * (size_t)V, lg, V, run->tol, what);
         if (run->tol <= 1e-4) CHECK_MSG(checked >= 8, "%s/%s: only %zu greedy steps compared", name, sname, checked);
         ty_free(lg);
         ty_free(ids);
     }
 
     /* perplexity of the stored text */
-    json_t *ppl = json_object_get(ref, "perplexity");
-    size_t T;
-    int32_t *ids = json_ids(json_object_get(ppl, "ids"), &T);
-    float *lg = ty__malloc(sizeof(float) * T * (size_t)V);
-    CHECK_OK(ty_context_truncate(ctx, 0));
-    CHECK_OK(ty_context_eval(ctx, ids, T, TY_LOGITS_ALL, lg));
-    double nll = 0;
-    for (size_t i = 1; i < T; i++) {
-        const float *row = lg + (i - 1) * (size_t)V;
-        double mx = row[0], sum = 0;
-        for (int32_t j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
-        for (int32_t j = 0; j < V; j++) sum += exp((double)row[j] - mx);
-        nll -= (double)row[ids[i]] - mx - log(sum);
-    }
-    nll /= (double)(T - 1);
-    double want = json_number_value(json_object_get(ppl, "mean_nll"));
-    CHECK_MSG(fabs(nll - want) <= 1e-3 * fabs(want), "%s %s: mean NLL %.6f, reference %.6f", name, run->type, nll,
-              want);
-    ty_free(lg);
-    ty_free(ids);
+    char what[256];
+    snprintf(what, sizeof what, "%s %s", name, run->type);
+    fixture_check_nll(ctx, ref, V, what);
     if (run->tol <= 1e-4 && run->kv == TY_TYPE_F32 && !strcmp(run->type, "f32")) check_cli(path, ref, tok, run->tol);
     ty_context_free(ctx);
     ty_model_free(m);
@@ -250,31 +191,18 @@ static void check_model(const char *name, json_t *ref, const float *ref_logits, 
 
 static void test_reference_models(void) {
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
-        char rel[256];
-        snprintf(rel, sizeof rel, "tests/data/models/%s/reference.json", models[i]);
-        json_error_t jerr;
-        json_t *ref = json_load_file(ty_test_src(rel), 0, &jerr);
-        CHECK_MSG(ref != NULL, "%s: %s", rel, jerr.text);
+        float *ref_logits = NULL;
+        size_t rows = 0;
+        json_t *ref = fixture_reference(models[i], &ref_logits, &rows);
         if (!ref) continue;
-        snprintf(rel, sizeof rel, "tests/data/models/%s/logits.f32", models[i]);
-        char *raw = NULL;
-        size_t raw_size = 0;
-        CHECK_OK(ty__file_read(ty_test_src(rel), (size_t)64 << 20, &raw, &raw_size));
-        size_t V = (size_t)json_integer_value(json_object_get(ref, "n_vocab"));
-        if (raw && V > 0) {
-            float *ref_logits = ty__malloc(raw_size ? raw_size : 1);
-            memcpy(ref_logits, raw, raw_size); /* aligned copy */
-            size_t rows = raw_size / (V * sizeof(float));
-            const char *wtype = json_string_value(json_object_get(ref, "weights_dtype"));
-            struct run runs[4] = {{"f32", 1e-4, TY_TYPE_F32, 7},
-                                  {"f16", 1e-2, TY_TYPE_F32, 0},
-                                  {"f32", 1e-2, TY_TYPE_F16, 0}, /* the default cache type */
-                                  {"bf16", 1e-4, TY_TYPE_F32, 0}};
-            int n_runs = wtype && !strcmp(wtype, "BF16") ? 4 : 3;
-            for (int r = 0; r < n_runs; r++) check_model(models[i], ref, ref_logits, rows, &runs[r]);
-            ty_free(ref_logits);
-        }
-        ty_free(raw);
+        const char *wtype = json_string_value(json_object_get(ref, "weights_dtype"));
+        struct run runs[4] = {{"f32", 1e-4, TY_TYPE_F32, 7},
+                              {"f16", 1e-2, TY_TYPE_F32, 0},
+                              {"f32", 1e-2, TY_TYPE_F16, 0}, /* the default cache type */
+                              {"bf16", 1e-4, TY_TYPE_F32, 0}};
+        int n_runs = wtype && !strcmp(wtype, "BF16") ? 4 : 3;
+        for (int r = 0; r < n_runs; r++) check_model(models[i], ref, ref_logits, rows, &runs[r]);
+        ty_free(ref_logits);
         json_decref(ref);
     }
 }

@@ -6,36 +6,11 @@
 set -euo pipefail
 T=${TONGYUN:-build/tongyun}
 SRC=${TY_SOURCE_DIR:-.}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$SRC/tests/lib.sh"
 gzip -dc "$SRC/data/tokenizers/qwen3/tokenizer.json.gz" > "$work/tokenizer.json"
 cp "$SRC/data/tokenizers/qwen3/tokenizer_config.json" "$work/"
 J=$work/tokenizer.json
 VEC=$SRC/tests/data/tokenizer/vectors.jsonl
-passed=0
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-ok() {
-    echo "ok   $1"
-    passed=$((passed + 1))
-}
-# same_bytes NAME WANT_FILE GOT_FILE
-same_bytes() {
-    cmp -s "$2" "$3" || { diff "$2" "$3" | head -5 >&2; fail "$1: output differs"; }
-    ok "$1"
-}
-# exit_code NAME WANT_CODE WANT_STDERR_SUBSTRING CMD...
-exit_code() {
-    local name=$1 want=$2 msg=$3 rc=0
-    shift 3
-    "$@" > "$work/out" 2> "$work/err" || rc=$?
-    [[ $rc == "$want" ]] || fail "$name: exit code $rc, want $want ($(cat "$work/err"))"
-    grep -qF -- "$msg" "$work/err" || fail "$name: stderr lacks '$msg': $(cat "$work/err")"
-    ok "$name"
-}
 
 # ---- tokenize: exact bytes ----
 printf '9707 11 1879\n' > "$work/want"
@@ -123,4 +98,4 @@ exit_code "detokenize --jsonl with a bad id names the line" 1 "line 2" "$T" deto
 "$T" detokenize --help | grep -q -- "--jsonl" || fail "detokenize --help"
 ok "--help of both commands"
 
-echo "$passed passed, 0 failed"
+finish

@@ -6,33 +6,7 @@
 set -euo pipefail
 T=${TONGYUN:-build/tongyun}
 SRC=${TY_SOURCE_DIR:-.}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-ok() {
-    echo "ok   $1"
-    passed=$((passed + 1))
-}
-# exit_code NAME WANT_CODE WANT_STDERR_SUBSTRING CMD...
-exit_code() {
-    local name=$1 want=$2 msg=$3 rc=0
-    shift 3
-    "$@" > "$work/out" 2> "$work/err" || rc=$?
-    [[ $rc == "$want" ]] || fail "$name: exit code $rc, want $want ($(cat "$work/err"))"
-    grep -qF -- "$msg" "$work/err" || fail "$name: stderr lacks '$msg': $(cat "$work/err")"
-    ok "$name"
-}
-# json_check NAME FILE PYTHON_EXPR (over `d`, the parsed JSON)
-json_check() {
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($3) else 1)" "$2" ||
-        fail "$1: $(head -c 400 "$2")"
-    ok "$1"
-}
+. "$SRC/tests/lib.sh"
 
 # ---- devices ----
 "$T" devices --no-measure > "$work/dev.txt"
@@ -134,4 +108,4 @@ grep -q "awaits \`tongyun bench\`" "$work/report.md" && grep -q "infersim-qwen3-
     fail "sim --validate: report incomplete"
 ok "sim --validate writes the report"
 
-echo "test_sim_cli: $passed passed"
+finish

@@ -8,27 +8,7 @@ set -euo pipefail
 T=${TONGYUN:-build/tongyun}
 SRC=${TY_SOURCE_DIR:-.}
 TOK="$SRC/tests/data/models/qwen3-tiny/tokenizer.json"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-ok() {
-    echo "ok   $1"
-    passed=$((passed + 1))
-}
-# exit_code NAME WANT_CODE WANT_STDERR_SUBSTRING CMD...
-exit_code() {
-    local name=$1 want=$2 msg=$3 rc=0
-    shift 3
-    "$@" > "$work/out" 2> "$work/err" || rc=$?
-    [[ $rc == "$want" ]] || fail "$name: exit code $rc, want $want ($(cat "$work/err"))"
-    grep -qF -- "$msg" "$work/err" || fail "$name: stderr lacks '$msg': $(cat "$work/err")"
-    ok "$name"
-}
+. "$SRC/tests/lib.sh"
 
 # a small corpus: 120 paragraphs of simple sentences
 words=(the cat sat on a mat and dog ran to house with red blue green small big tree water)
@@ -144,4 +124,4 @@ exit_code "finetune needs a base model" 2 "-m BASE.gguf is required" \
     "$T" finetune --data "$work/chat.jsonl" -o "$work/lora.gguf" --tokenizer "$TOK"
 exit_code "finetune bad target" 2 "LoRA target 'x' is unknown" \
     "$T" finetune -m "$work/a.gguf" --data "$work/chat.jsonl" -o "$work/lora.gguf" --targets q,x
-echo "test_train_cli: $passed passed"
+finish
