@@ -40,9 +40,9 @@ static void usage(FILE *f) {
         "                    writes every layer whatever the size. A reduced model says so: its general.name\n"
         "                    reads \"..., N of M layers\" and the key tongyun.synthetic.reduced states what differs.\n"
         "  --tokenizer PATH  tokenizer.json, or a folder holding tokenizer.json and tokenizer_config.json\n"
-        "                    (default: data/qwen3/ beside the tongyun binary, which the build decompresses from\n"
-        "                    data/tokenizers/qwen3/; or make one: gzip -dc data/tokenizers/qwen3/tokenizer.json.gz\n"
-        "                    > tokenizer.json)\n"
+        "                    (default: data/qwen3/ beside the tongyun binary, data/qwen3.5/ for the qwen3.5\n"
+        "                    presets, which the build decompresses from data/tokenizers/; or make one: gzip -dc\n"
+        "                    data/tokenizers/qwen3/tokenizer.json.gz > tokenizer.json)\n"
         "  --threads N       generator threads (default: one per core); the output does not depend on it\n"
         "  --list            list the presets with their shapes and sizes\n"
         "  -h, --help        show this help\n"
@@ -111,14 +111,14 @@ static bool join(char *buf, size_t cap, const char *dir, const char *name) {
     return n > 0 && (size_t)n < cap;
 }
 
-/* Resolves --tokenizer (a file or folder) into tokenizer.json and, when present, tokenizer_config.json beside it. */
-static bool find_tokenizer(const char *arg, char *json, char *config, size_t cap) {
+/* Resolves --tokenizer (a file or folder; without it `def_dir` beside the binary) into tokenizer.json and, when
+ * present, tokenizer_config.json beside it. */
+static bool find_tokenizer(const char *arg, const char *def_dir, char *json, char *config, size_t cap) {
     char dir[PATH_MAX];
     bool ok;
     if (!arg) {
         char exe[PATH_MAX];
-        ok = exe_dir(exe, sizeof exe) && join(dir, sizeof dir, exe, "data/qwen3") &&
-             join(json, cap, dir, "tokenizer.json");
+        ok = exe_dir(exe, sizeof exe) && join(dir, sizeof dir, exe, def_dir) && join(json, cap, dir, "tokenizer.json");
     } else if (is_dir(arg)) {
         ok = join(json, cap, arg, "tokenizer.json");
         if (ok) snprintf(dir, sizeof dir, "%s", arg);
@@ -199,13 +199,15 @@ int ty_cmd_mkmodel(int argc, char **argv) {
     mp.n_layer = all_layers ? mp.preset->n_layer : (int32_t)layers;
     mp.max_bytes = all_layers || layers ? 0 : DEFAULT_MAX_BYTES;
 
+    /* Qwen3.5 has its own 248k-token vocabulary (data/tokenizers/qwen3.5/); the other presets share Qwen3's. */
+    const char *def_dir = !strncmp(mp.preset->arch, "qwen35", 6) ? "data/qwen3.5" : "data/qwen3";
     char json[PATH_MAX], config[PATH_MAX];
-    if (!find_tokenizer(tok_arg, json, config, sizeof json)) {
+    if (!find_tokenizer(tok_arg, def_dir, json, config, sizeof json)) {
         fprintf(stderr,
-                "tongyun mkmodel: no tokenizer.json at %s; build the project (it decompresses the bundled Qwen3 "
-                "tokenizer into data/qwen3/ beside tongyun) or pass --tokenizer PATH (make one with: gzip -dc "
-                "data/tokenizers/qwen3/tokenizer.json.gz > tokenizer.json)\n",
-                tok_arg ? tok_arg : "data/qwen3/ beside the tongyun binary");
+                "tongyun mkmodel: no tokenizer.json at %s%s; build the project (it decompresses the bundled "
+                "tokenizers into data/ beside tongyun) or pass --tokenizer PATH (make one with: gzip -dc "
+                "data/tokenizers/%s/tokenizer.json.gz > tokenizer.json)\n",
+                tok_arg ? tok_arg : def_dir, tok_arg ? "" : "/ beside the tongyun binary", def_dir + 5);
         return 1;
     }
     mp.tokenizer_json = json;

@@ -57,8 +57,8 @@
  * rotary 0.25, linear attention 16 key / 32 value heads of 128, conv 4, 256 experts, 8 per token, moe_intermediate 512,
  * a shared expert of 512, vocab 248320, ctx 262144, untied; about 35B parameters, 3B active. Taken from public
  *    summaries of its config.json (no hub access here); rope_theta is not in them and is set to Qwen3-Next's 1e7,
- *    which changes no cost. The vision tower and the MTP layer are not part of the preset; the file carries the Qwen3
- *    tokenizer padded to 248320 rows (the Qwen3.5 vocabulary is not available here). */
+ *    which changes no cost. The vision tower and the MTP layer are not part of the preset; the file carries the
+ *    Qwen3.5 tokenizer (248,077 ids, data/tokenizers/qwen3.5/) padded to 248320 rows. */
 static const struct ty_mkmodel_preset presets[] = {
     {"qwen2.5-0.5b",
      "Qwen2.5-0.5B",

@@ -499,7 +499,7 @@ static enum ty_status build_hf(const json_t *root, struct hf_ctx *c, struct ty_t
     }
     CHECK_ST(ty__tok_prepare(t));
     t->pre_name = NULL;
-    if (t->regex && !t->ignore_merges) {
+    if (t->regex) {
         const struct tok_pre_def *d = ty__tok_pre_by_regex(t->regex);
         if (d && d->nfc == t->nfc) t->pre_name = d->name;
     }
@@ -587,6 +587,10 @@ enum ty_status ty_tokenizer_load_json(const char *path, struct ty_tokenizer **ou
 #define KEY_TOKENS "tokenizer.ggml.tokens"
 #define KEY_TYPES  "tokenizer.ggml.token_type"
 #define KEY_MERGES "tokenizer.ggml.merges"
+/* Tongyun's own key (llama.cpp has none; it ignores unknown keys): tokenizer.json's model.ignore_merges, a piece that
+ * is itself a token maps to it before any merge. The Qwen3.5 tokenizer needs it for the 201 tokens its BPE never
+ * reaches (data/tokenizers/qwen3.5/README.md); llama.cpp tokenizes such a piece by its merges. */
+#define KEY_IGNORE_MERGES "tokenizer.ggml.ignore_merges"
 
 static enum ty_status gguf_special(const struct ty_gguf *g, const char *key, int32_t n_vocab, int32_t *out) {
     int64_t v;
@@ -757,6 +761,10 @@ enum ty_status ty__tokenizer_from_gguf(const struct ty_gguf *g, struct ty_tokeni
         if (st == TY_ERR_NOT_FOUND) st = TY_OK;
     }
     if (st == TY_OK) {
+        st = ty__gguf_get_bool(g, KEY_IGNORE_MERGES, &t->ignore_merges);
+        if (st == TY_ERR_NOT_FOUND) st = TY_OK;
+    }
+    if (st == TY_OK) {
         st = ty__gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &t->add_eos);
         t->has_add_eos = st == TY_OK;
         if (st == TY_ERR_NOT_FOUND) st = TY_OK;
@@ -872,6 +880,7 @@ enum ty_status ty__tokenizer_to_gguf(const struct ty_tokenizer *t, struct ty_ggu
     if (t->eot_id >= 0) W(ty__gguf_writer_set_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)t->eot_id));
     if (t->pad_id >= 0) W(ty__gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)t->pad_id));
     W(ty__gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos));
+    if (t->ignore_merges) W(ty__gguf_writer_set_bool(w, KEY_IGNORE_MERGES, true));
     if (t->has_add_eos) W(ty__gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", t->add_eos));
     if (t->chat_template) W(ty__gguf_writer_set_str(w, "tokenizer.chat_template", t->chat_template));
 #undef W
