@@ -4,7 +4,7 @@
 #   make test                             build and run every test (ctest), with a bounded fuzz run under clang
 #   make SANITIZE=address,undefined test  the same under ASan and UBSan, in build-san/
 #   make ci                               what CI runs: test, then the sanitizer pass, then a gcc build
-#   make demo                             the README's main job: convert the bundled fixture and run it
+#   make demo                             the README's main job: chat with the bundled Tongyun-Mini model
 #   make format                           clang-format every C file
 #
 # CC picks the compiler (clang by default when present: it also gives libFuzzer); BUILD picks the build folder.

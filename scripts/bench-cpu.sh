@@ -67,6 +67,12 @@ for r in rows:
 scal = [f"{t} {v[2]['pp_tok_s'] / v[1]['pp_tok_s']:.2f}x" for t, v in by_type.items() if 1 in v and 2 in v]
 if scal:
     L.append("Prefill scaling, 2 threads over 1: " + ", ".join(scal) + ".\n")
+for th in sorted({r["threads"] for r in rows}):
+    bws = [r["mem_bw_gbs"] for r in rows if r["threads"] == th]
+    if len(bws) > 1 and max(bws) > 1.3 * min(bws):
+        L.append(f"The {th}-thread read bandwidth measured {min(bws):.1f} to {max(bws):.1f} GB/s across the processes "
+                 "of this run (on a VM it depends on where the host places the buffer), so the decode percentages "
+                 f"at {th} threads move with it; compare tokens/s across types, percentages within a row.\n")
 L.append("For comparison, the issue's figures for llama.cpp build 4748 on this kind of machine (2 threads, same shapes): "
          "Q8_0 27.4 tok/s decode (50% of bandwidth), Q4_0 36.9 (44%), Q4_K_M 31.5 (43%), F16 18.1 (61%); prefill "
          "on 128 tokens 150-230 tok/s. They were not measured in this run, so compare the percentages, not the speeds.\n")

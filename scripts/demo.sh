@@ -1,25 +1,19 @@
 #!/usr/bin/env bash
-# demo.sh - the README's main job on a fresh machine, with nothing downloaded: convert the tiny Qwen3 fixture
-# checkpoint (random weights, made with Hugging Face transformers; see tests/data/models/README.md) to GGUF, show what
-# is in it, and chat with it through Qwen's chat format. The weights are random, so the reply is meaningless text:
-# what the demo shows is the whole pipeline (safetensors -> GGUF -> tokenizer -> ChatML -> forward pass -> sampling),
-# not a useful model. Pass MODEL=path.gguf to chat with a real Qwen GGUF instead.
+# demo.sh - the README's main job on a fresh machine, with nothing downloaded: chat with the bundled Tongyun-Mini
+# model (data/tongyun-mini/, a 5.8M-parameter Qwen3 that Tongyun trained itself on WordNet and the King James Bible;
+# it answers in a dictionary's format, but its facts are mostly wrong). Interactive on a terminal; otherwise it shows
+# what the file holds and asks one question. Pass MODEL=path.gguf to chat with a real Qwen GGUF instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ty=build/tongyun
-out=build/demo
-mkdir -p "$out"
-if [ -z "${MODEL:-}" ]; then
-    MODEL=$out/qwen3-tiny-f16.gguf
-    echo "== tongyun convert tests/data/models/qwen3-tiny $MODEL --type f16" >&2
-    $ty convert tests/data/models/qwen3-tiny "$MODEL" --type f16
-    echo "== tongyun inspect $MODEL" >&2
-    $ty inspect "$MODEL" | head -n 30 >&2
-fi
+MODEL=${MODEL:-build/data/tongyun-mini.gguf}
 if [ -t 0 ]; then
-    echo "== tongyun chat -m $MODEL   (type /exit to leave)" >&2
-    exec $ty chat -m "$MODEL" --temp 0
+    echo "== tongyun chat -m $MODEL --no-think   (try: What does \"river\" mean?  /exit to leave)" >&2
+    exec $ty chat -m "$MODEL" --no-think --temp 0
 fi
-echo "== tongyun run -m $MODEL --chat --no-think --temp 0 -n 32 -p 'What is Tongyun?'   (random weights: the reply is meaningless)" >&2
-$ty run -m "$MODEL" --chat --no-think --temp 0 -n 32 -p "What is Tongyun?"
+echo "== tongyun inspect $MODEL" >&2
+$ty inspect "$MODEL" | head -n 24 >&2
+q='What does "river" mean?'
+echo "== tongyun run -m $MODEL --chat --no-think --temp 0 -n 48 -p '$q'" >&2
+$ty run -m "$MODEL" --chat --no-think --temp 0 -n 48 -p "$q"
 echo

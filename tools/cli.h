@@ -49,6 +49,12 @@ int ty_cli_jsonl_each(const char *cmd, const char *path, ty_cli_jsonl_fn fn, voi
  * message naming the flag, for a scale outside [-100, 100]. */
 struct ty_model_params;
 bool ty_cli_lora(const char *flag, char *spec, struct ty_model_params *mp);
+/* The folder holding the running binary (Linux /proc/self/exe) into buf; false where it cannot be known. */
+bool ty_cli_exe_dir(char *buf, size_t cap);
+/* The model `run`, `chat` and `serve` use without -m: $TONGYUN_MODEL when set, else the bundled Tongyun-Mini,
+ * data/tongyun-mini.gguf beside the binary (the build copies it there from data/tongyun-mini/). Says on stderr which
+ * file it took; NULL, with a message, when there is none. Static storage. */
+const char *ty_cli_default_model(const char *cmd);
 /* Prints "tongyun CMD: " + ty_last_error() (or status text) to stderr and returns 1. */
 int ty_cli_fail(const char *cmd, enum ty_status st);
 

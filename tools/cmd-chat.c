@@ -19,12 +19,12 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: tongyun chat -m MODEL.gguf [options]\n\n"
+            "usage: tongyun chat [-m MODEL.gguf] [options]\n\n"
             "Chat with a Qwen model: type a message and press Enter; end a line with \\ to continue it on the next.\n"
             "Commands: /think and /no_think switch thinking on and off, /reset starts a new conversation, /exit (or\n"
             "end of input) quits. Ctrl-C stops a reply that is being written.\n\n"
             "options:\n"
-            "  -m, --model PATH      GGUF model file\n"
+            "  -m, --model PATH      GGUF model file (default: $TONGYUN_MODEL, else the bundled Tongyun-Mini)\n"
             "  --system TEXT         system prompt\n"
             "  --think, --no-think   thinking on or off (default: the template's default, which is on for Qwen3)\n"
             "  --temp T              temperature; 0 = greedy (default 0.6 thinking, 0.7 not thinking: Qwen's advice)\n"
@@ -141,11 +141,7 @@ static int parse_args(int argc, char **argv, struct opts *o) {
         }
 #undef VALUE
     }
-    if (!o->model) {
-        fprintf(stderr, "tongyun chat: no model; give one with -m MODEL.gguf\n\n");
-        usage(stderr);
-        return 2;
-    }
+    if (!o->model && !(o->model = ty_cli_default_model("chat"))) return 2;
     apply_mode_defaults(o);
     return 0;
 }

@@ -94,17 +94,6 @@ static bool is_file(const char *path) {
     return stat(path, &s) == 0 && S_ISREG(s.st_mode);
 }
 
-/* The folder holding the running binary (Linux /proc; elsewhere the default is not found and --tokenizer is needed). */
-static bool exe_dir(char *buf, size_t cap) {
-    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
-    if (n <= 0) return false;
-    buf[n] = 0;
-    char *slash = strrchr(buf, '/');
-    if (!slash) return false;
-    *slash = 0;
-    return true;
-}
-
 /* dir + "/" + name into buf; false when it does not fit (then no path is used). */
 static bool join(char *buf, size_t cap, const char *dir, const char *name) {
     int n = snprintf(buf, cap, "%s/%s", dir, name);
@@ -118,7 +107,8 @@ static bool find_tokenizer(const char *arg, const char *def_dir, char *json, cha
     bool ok;
     if (!arg) {
         char exe[PATH_MAX];
-        ok = exe_dir(exe, sizeof exe) && join(dir, sizeof dir, exe, def_dir) && join(json, cap, dir, "tokenizer.json");
+        ok = ty_cli_exe_dir(exe, sizeof exe) && join(dir, sizeof dir, exe, def_dir) &&
+             join(json, cap, dir, "tokenizer.json");
     } else if (is_dir(arg)) {
         ok = join(json, cap, arg, "tokenizer.json");
         if (ok) snprintf(dir, sizeof dir, "%s", arg);

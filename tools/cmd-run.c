@@ -13,12 +13,12 @@
 
 static void usage(FILE *f) {
     fprintf(
-        f, "usage: tongyun run -m MODEL -p PROMPT [options]\n"
+        f, "usage: tongyun run [-m MODEL] -p PROMPT [options]\n"
            "\n"
            "Generates a continuation of PROMPT with a GGUF model (qwen2, qwen3). Only the generated text goes to\n"
            "stdout, streamed as it is produced; progress and speed go to stderr.\n"
            "\n"
-           "  -m, --model FILE           GGUF model file\n"
+           "  -m, --model FILE           GGUF model file (default: $TONGYUN_MODEL, else the bundled Tongyun-Mini)\n"
            "  -p, --prompt TEXT          the prompt (special tokens such as <|im_start|> are recognised)\n"
            "  -n, --n-predict N          most tokens to generate (default 128); stops earlier at an end token\n"
            "      --temp T               sampling temperature (default 0.8); 0 = greedy\n"
@@ -138,10 +138,11 @@ static int parse(int argc, char **argv, struct run_opts *o) {
         }
 #undef VALUE
     }
-    if (!o->model || !o->prompt) {
-        fprintf(stderr, "tongyun run: %s is required (see tongyun run --help)\n", !o->model ? "-m MODEL" : "-p PROMPT");
+    if (!o->prompt) {
+        fprintf(stderr, "tongyun run: -p PROMPT is required (see tongyun run --help)\n");
         return 2;
     }
+    if (!o->model && !(o->model = ty_cli_default_model("run"))) return 2;
     if (!o->chat && (o->system || o->thinking != TY_CHAT_THINKING_DEFAULT)) {
         fprintf(stderr, "tongyun run: --system, --think and --no-think need --chat\n");
         return 2;

@@ -7,11 +7,11 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: tongyun serve -m MODEL.gguf [options]\n\n"
+            "usage: tongyun serve [-m MODEL.gguf] [options]\n\n"
             "Serves the model over an OpenAI-compatible HTTP API: /v1/chat/completions, /v1/completions, /v1/models,\n"
             "/tokenize, /detokenize, /health and /metrics (Prometheus). One JSON line per request goes to stderr.\n\n"
             "options:\n"
-            "  -m, --model PATH         GGUF model file\n"
+            "  -m, --model PATH         GGUF model file (default: $TONGYUN_MODEL, else the bundled Tongyun-Mini)\n"
             "  --name NAME              model name clients send (default: the file name)\n"
             "  --host ADDR              address to bind (default 127.0.0.1: this machine only)\n"
             "  --port N                 port (default 8080; 0 = any free port, printed at start)\n"
@@ -118,11 +118,7 @@ int ty_cmd_serve(int argc, char **argv) {
         }
 #undef VALUE
     }
-    if (!p.model_path) {
-        fprintf(stderr, "tongyun serve: no model; give one with -m MODEL.gguf\n\n");
-        usage(stderr);
-        return 2;
-    }
+    if (!p.model_path && !(p.model_path = ty_cli_default_model("serve"))) return 2;
     enum ty_status st = ty__server_run(&p);
     return st == TY_OK ? 0 : ty_cli_fail("serve", st);
 }

@@ -5,7 +5,9 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static const struct {
     const char *name;
@@ -75,6 +77,39 @@ bool ty_cli_float(const char *flag, const char *s, double min, double max, doubl
     }
     *out = v;
     return true;
+}
+
+bool ty_cli_exe_dir(char *buf, size_t cap) {
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    char *slash = strrchr(buf, '/');
+    if (!slash) return false;
+    *slash = 0;
+    return true;
+}
+
+const char *ty_cli_default_model(const char *cmd) {
+    static char path[PATH_MAX];
+    const char *env = getenv("TONGYUN_MODEL");
+    if (env && *env) {
+        fprintf(stderr, "tongyun %s: no -m given: using $TONGYUN_MODEL (%s)\n", cmd, env);
+        return env;
+    }
+    char dir[PATH_MAX];
+    int n = ty_cli_exe_dir(dir, sizeof dir) ? snprintf(path, sizeof path, "%s/data/tongyun-mini.gguf", dir) : -1;
+    if (n > 0 && (size_t)n < sizeof path && access(path, R_OK) == 0) {
+        fprintf(stderr,
+                "tongyun %s: no -m given: using the bundled Tongyun-Mini (%s), a 5.8M-parameter model that "
+                "knows the format of dictionary answers better than their content\n",
+                cmd, path);
+        return path;
+    }
+    fprintf(stderr,
+            "tongyun %s: -m MODEL is required (no $TONGYUN_MODEL, and no bundled model at data/tongyun-mini.gguf "
+            "beside the binary)\n",
+            cmd);
+    return NULL;
 }
 
 bool ty_cli_lora(const char *flag, char *spec, struct ty_model_params *mp) {

@@ -30,7 +30,8 @@ class Server:
     def __init__(self, *args, tag="srv", model=MODEL):
         self.log_path = os.path.join(WORK, f"{tag}-{time.monotonic_ns()}.log")
         self.log = open(self.log_path, "w")
-        cmd = [TONGYUN, "serve", "-m", model, "--name", NAME, "--port", "0", "--threads", "1", *args]
+        cmd = [TONGYUN, "serve", *(["-m", model] if model else []), "--name", NAME, "--port", "0", "--threads", "1",
+               *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 30
         self.port = None
@@ -719,5 +720,28 @@ def test_waiting_stream_is_kept_alive():
         waited = results[2][2] - results[1][2] / 2
         assert results[2][2] > 1.0, f"the queued stream finished in {results[2][2]:.2f} s: nothing was tested"
         assert ": keep-alive" in results[2][1], f"no keep-alive comment in a stream that waited ~{waited:.1f} s"
+    finally:
+        assert s.stop() == 0
+
+
+# ==== The bundled model ====
+
+
+def test_bundled_model_is_served_without_m():
+    """Without -m the server loads the bundled Tongyun-Mini (built from data/tongyun-mini/) and answers a definition
+    question in its trained dictionary format."""
+    env_model = os.environ.pop("TONGYUN_MODEL", None)
+    try:
+        s = Server("--ctx", "256", tag="mini", model=None)
+    finally:
+        if env_model is not None:
+            os.environ["TONGYUN_MODEL"] = env_model
+    try:
+        assert "bundled Tongyun-Mini" in s.text_log()
+        r = s.client().chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": 'What does "water" mean?'}], max_tokens=48,
+            temperature=0, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        text = r.choices[0].message.content
+        assert re.match(r"[A-Z][^:]*( \((noun|verb|adjective|adverb)\): | has [0-9] common meanings:)", text), text
     finally:
         assert s.stop() == 0

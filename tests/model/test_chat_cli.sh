@@ -75,7 +75,8 @@ cmp -s "$tmp/r1.out" "$tmp/r2.out" || fail "the same seed gave different replies
 
 # Usage errors and a missing model.
 set +e
-"$TONGYUN" chat < /dev/null > /dev/null 2>&1; [ $? = 2 ] || fail "no -m should exit 2"
+cp "$TONGYUN" "$tmp/tongyun-alone" # without -m, $TONGYUN_MODEL or a bundled model beside the binary
+env -u TONGYUN_MODEL "$tmp/tongyun-alone" chat < /dev/null > /dev/null 2>&1; [ $? = 2 ] || fail "no model at all should exit 2"
 "$TONGYUN" chat -m "$model" --temp -1 < /dev/null > /dev/null 2>&1; [ $? = 2 ] || fail "--temp -1 should exit 2"
 "$TONGYUN" chat -m "$model" --bogus < /dev/null > /dev/null 2>&1; [ $? = 2 ] || fail "unknown option should exit 2"
 "$TONGYUN" chat -m "$tmp/none.gguf" < /dev/null > /dev/null 2> "$tmp/missing.err"; [ $? = 1 ] || fail "missing model"

@@ -77,7 +77,12 @@ expect_usage() {
     set -e
     [ "$rc" = 2 ] || fail "run $* exited $rc, want 2"
 }
-expect_usage -p "x"
+# without -m, $TONGYUN_MODEL or a bundled model beside the binary (a copy of it elsewhere), a model is required
+cp "$TONGYUN" "$tmp/tongyun-alone"
+set +e
+env -u TONGYUN_MODEL "$tmp/tongyun-alone" run -p x > /dev/null 2> "$tmp/alone.err"; rc=$?
+set -e
+[ "$rc" = 2 ] && grep -q -- "-m MODEL is required" "$tmp/alone.err" || fail "run without any model exited $rc: $(cat "$tmp/alone.err")"
 expect_usage -m "$m"
 expect_usage -m "$m" -p x --temp abc
 expect_usage -m "$m" -p x --kv-type q8_0
