@@ -763,7 +763,7 @@ static enum ty_status compile_inner(struct cc *c, json_t *s, int32_t *out) {
     json_t *ref = json_object_get(s, "$ref");
     if (ref) {
         if (!json_is_string(ref)) return ty__error(TY_ERR_INVALID_ARG, "schema %s: '$ref' must be a string", where(c));
-        json_t *target;
+        json_t *target = NULL;
         TY_TRY(resolve_ref(c, json_string_value(ref), &target));
         char saved[sizeof c->path];
         size_t old = c->path_len;
