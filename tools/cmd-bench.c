@@ -157,7 +157,7 @@ struct result {
     struct ty_model_cost cost;
     struct stats pp, tg;
     double pp_peak_tok_s, pp_peak_gops, tg_bytes, tg_roof_tok_s;
-    const char *backend, *type, *arch;
+    char backend[32], type[32], arch[32]; /* copies: the model is freed before the results are printed */
 };
 
 /* Peak of the instruction the kernels of weight type `t` use, in 1e9 operations per second. */
@@ -205,9 +205,9 @@ static enum ty_status run_one(const struct bench_opts *o, int threads, struct re
     enum ty_status st = ty_model_load(o->model, &mp, &model);
     if (st != TY_OK) return st;
     ty__model_cost(model, o->kv_type, &res->cost);
-    res->backend = ty__model_backend_name(model);
-    res->type = ty__model_type_label(model);
-    res->arch = ty_model_arch(model);
+    snprintf(res->backend, sizeof res->backend, "%s", ty__model_backend_name(model));
+    snprintf(res->type, sizeof res->type, "%s", ty__model_type_label(model));
+    snprintf(res->arch, sizeof res->arch, "%s", ty_model_arch(model));
 
     struct ty_context_params cp = ty_context_default_params();
     int64_t need = (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen) + 1;
