@@ -5,30 +5,10 @@
 set -euo pipefail
 T=${TONGYUN:-build/tongyun}
 SRC=${TY_SOURCE_DIR:-.}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$SRC/tests/lib.sh"
 mkdir "$work/tok"
 gzip -dc "$SRC/data/tokenizers/qwen3/tokenizer.json.gz" > "$work/tok/tokenizer.json"
 cp "$SRC/data/tokenizers/qwen3/tokenizer_config.json" "$work/tok/"
-passed=0
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-ok() {
-    echo "ok   $1"
-    passed=$((passed + 1))
-}
-# exit_code NAME WANT_CODE WANT_STDERR_SUBSTRING CMD...
-exit_code() {
-    local name=$1 want=$2 msg=$3 rc=0
-    shift 3
-    "$@" > "$work/out" 2> "$work/err" || rc=$?
-    [[ $rc == "$want" ]] || fail "$name: exit code $rc, want $want ($(cat "$work/err"))"
-    grep -qF -- "$msg" "$work/err" || fail "$name: stderr lacks '$msg': $(cat "$work/err")"
-    ok "$name"
-}
 
 # ---- --list and --help ----
 "$T" mkmodel --list > "$work/list"
@@ -80,4 +60,4 @@ ok "inspect shows the synthetic model"
 grep -q "generated 4 tokens" "$work/err" || fail "run did not generate 4 tokens: $(cat "$work/err")"
 ok "run generates from it"
 
-echo "$passed passed"
+finish
