@@ -32,6 +32,13 @@ int ty_cmd_bench(int argc, char **argv);
 int ty_cmd_train(int argc, char **argv);
 int ty_cmd_finetune(int argc, char **argv);
 
+/* Inside an option loop over argv with index `i` and a `const char *v`: takes the current flag's value into v
+ * (advancing i), or returns 2 (a usage error, which ty_cli_value has explained) from the enclosing function. */
+#define TY_CLI_VALUE()                                                                                                 \
+    do {                                                                                                               \
+        if (!(v = ty_cli_value(argc, argv, &i))) return 2;                                                             \
+    } while (0)
+
 /* True when argv[i] is `-h` or `--help`. */
 bool ty_cli_is_help(const char *arg);
 /* Takes the value after flag argv[*i] (advancing *i), or prints "FLAG needs a value" and returns NULL. */

@@ -79,36 +79,32 @@ static bool parse_list(const char *flag, const char *s, long min, long max, long
 static int parse(int argc, char **argv, struct bench_opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
-#define VALUE()                                                                                                        \
-    do {                                                                                                               \
-        if (!(v = ty_cli_value(argc, argv, &i))) return 2;                                                             \
-    } while (0)
         if (ty_cli_is_help(a)) {
             usage(stdout);
             return 1;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            VALUE();
+            TY_CLI_VALUE();
             o->model = v;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!parse_list(a, v, 1, 1024, o->threads, &o->n_threads)) return 2;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 1 << 20, &o->n_prompt)) return 2;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 1 << 20, &o->n_gen)) return 2;
         } else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1, 1000, &o->reps)) return 2;
         } else if (!strcmp(a, "--backend")) {
-            VALUE();
+            TY_CLI_VALUE();
             o->backend = v;
         } else if (!strcmp(a, "--roofline-seconds")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0.2, 600, &o->roofline_s)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!strcmp(v, "f16") || !strcmp(v, "f32")) {
                 o->kv_type = !strcmp(v, "f16") ? TY_TYPE_F16 : TY_TYPE_F32;
             } else {
@@ -121,7 +117,6 @@ static int parse(int argc, char **argv, struct bench_opts *o) {
             fprintf(stderr, "tongyun bench: unknown option '%s' (see tongyun bench --help)\n", a);
             return 2;
         }
-#undef VALUE
     }
     if (!o->model) {
         fprintf(stderr, "tongyun bench: -m MODEL is required (see tongyun bench --help)\n");

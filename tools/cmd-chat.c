@@ -69,50 +69,48 @@ static int parse_args(int argc, char **argv, struct opts *o) {
         const char *a = argv[i], *v;
         double d;
         long l;
-#define VALUE()                                                                                                        \
-    if (!(v = ty_cli_value(argc, argv, &i))) return 2
         if (ty_cli_is_help(a)) {
             usage(stdout);
             return -1;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            VALUE();
+            TY_CLI_VALUE();
             o->model = v;
         } else if (!strcmp(a, "--system")) {
-            VALUE();
+            TY_CLI_VALUE();
             o->system = v;
         } else if (!strcmp(a, "--think")) {
             o->thinking = TY_CHAT_THINKING_ON;
         } else if (!strcmp(a, "--no-think")) {
             o->thinking = TY_CHAT_THINKING_OFF;
         } else if (!strcmp(a, "--temp")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0, 100, &d)) return 2;
             o->sp.temperature = (float)d;
             o->set_temp = true;
         } else if (!strcmp(a, "--top-p")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0, 1, &d)) return 2;
             o->sp.top_p = (float)d;
             o->set_top_p = true;
         } else if (!strcmp(a, "--top-k")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, INT32_MAX, &l)) return 2;
             o->sp.top_k = (int32_t)l;
             o->set_top_k = true;
         } else if (!strcmp(a, "--min-p")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0, 1, &d)) return 2;
             o->sp.min_p = (float)d;
         } else if (!strcmp(a, "--repeat-penalty")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0.01, 100, &d)) return 2;
             o->sp.repeat_penalty = (float)d;
         } else if (!strcmp(a, "--presence-penalty")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, -2, 2, &d)) return 2;
             o->sp.presence_penalty = (float)d;
         } else if (!strcmp(a, "--seed")) {
-            VALUE();
+            TY_CLI_VALUE();
             char *end;
             unsigned long long s = strtoull(v, &end, 10);
             if (!*v || *end || *v == '-') {
@@ -121,16 +119,16 @@ static int parse_args(int argc, char **argv, struct opts *o) {
             }
             o->sp.seed = (uint64_t)s;
         } else if (!strcmp(a, "--ctx")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, INT32_MAX, &o->n_ctx)) return 2;
         } else if (!strcmp(a, "--threads")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 1024, &o->threads)) return 2;
         } else if (!strcmp(a, "--lora")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_lora(a, argv[i], &o->mp)) return 2;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, -1, INT32_MAX, &o->max_tokens)) return 2;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o->verbose = true;
@@ -139,7 +137,6 @@ static int parse_args(int argc, char **argv, struct opts *o) {
             usage(stderr);
             return 2;
         }
-#undef VALUE
     }
     if (!o->model && !(o->model = ty_cli_default_model("chat"))) return 2;
     apply_mode_defaults(o);

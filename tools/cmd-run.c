@@ -58,64 +58,60 @@ static int parse(int argc, char **argv, struct run_opts *o) {
         const char *a = argv[i], *v = NULL;
         double d;
         long l;
-#define VALUE()                                                                                                        \
-    do {                                                                                                               \
-        if (!(v = ty_cli_value(argc, argv, &i))) return 2;                                                             \
-    } while (0)
         if (ty_cli_is_help(a)) {
             usage(stdout);
             return 1;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            VALUE();
+            TY_CLI_VALUE();
             o->model = v;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
-            VALUE();
+            TY_CLI_VALUE();
             o->prompt = v;
         } else if (!strcmp(a, "--system")) {
-            VALUE();
+            TY_CLI_VALUE();
             o->system = v;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 1L << 30, &o->n_predict)) return 2;
         } else if (!strcmp(a, "--top-k")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 1L << 30, &o->top_k)) return 2;
         } else if (!strcmp(a, "--ctx")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1, INT32_MAX, &o->ctx)) return 2;
         } else if (!strcmp(a, "--threads")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1, 1024, &o->threads)) return 2;
         } else if (!strcmp(a, "--lora")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_lora(a, argv[i], &o->mp)) return 2;
         } else if (!strcmp(a, "--seed")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 0x7fffffffffffffffL, &l)) return 2;
             o->seed = (uint64_t)l;
             o->seed_set = true;
         } else if (!strcmp(a, "--temp")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0, 100, &o->temp)) return 2;
         } else if (!strcmp(a, "--top-p")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0, 1, &o->top_p)) return 2;
         } else if (!strcmp(a, "--min-p")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0, 1, &o->min_p)) return 2;
         } else if (!strcmp(a, "--repeat-penalty")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0.01, 100, &o->repeat)) return 2;
         } else if (!strcmp(a, "--presence-penalty")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, -100, 100, &d)) return 2;
             o->presence = d;
         } else if (!strcmp(a, "--frequency-penalty")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, -100, 100, &d)) return 2;
             o->frequency = d;
         } else if (!strcmp(a, "--kv-type")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!strcmp(v, "f16")) {
                 o->kv_type = TY_TYPE_F16;
             } else if (!strcmp(v, "f32")) {
@@ -136,7 +132,6 @@ static int parse(int argc, char **argv, struct run_opts *o) {
             fprintf(stderr, "tongyun run: unknown option '%s' (see tongyun run --help)\n", a);
             return 2;
         }
-#undef VALUE
     }
     if (!o->prompt) {
         fprintf(stderr, "tongyun run: -p PROMPT is required (see tongyun run --help)\n");

@@ -40,63 +40,61 @@ int ty_cmd_serve(int argc, char **argv) {
         const char *a = argv[i], *v;
         long l;
         double d;
-#define VALUE()                                                                                                        \
-    if (!(v = ty_cli_value(argc, argv, &i))) return 2
         if (ty_cli_is_help(a)) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            VALUE();
+            TY_CLI_VALUE();
             p.model_path = v;
         } else if (!strcmp(a, "--name")) {
-            VALUE();
+            TY_CLI_VALUE();
             p.served_name = v;
         } else if (!strcmp(a, "--host")) {
-            VALUE();
+            TY_CLI_VALUE();
             p.host = v;
         } else if (!strcmp(a, "--port")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 65535, &l)) return 2;
             p.port = (int)l;
         } else if (!strcmp(a, "--api-keys")) {
-            VALUE();
+            TY_CLI_VALUE();
             p.keys_path = v;
         } else if (!strcmp(a, "--db")) {
-            VALUE();
+            TY_CLI_VALUE();
             p.db_path = v;
         } else if (!strcmp(a, "--max-seqs")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1, 1024, &l)) return 2;
             p.max_seqs = (int32_t)l;
         } else if (!strcmp(a, "--max-waiting")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1, 1 << 20, &l)) return 2;
             p.max_waiting = (int32_t)l;
         } else if (!strcmp(a, "--ctx")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 16, 1 << 24, &l)) return 2;
             p.n_ctx = (int32_t)l;
         } else if (!strcmp(a, "--kv-mem")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1, 1 << 24, &l)) return 2;
             p.kv_mb = l;
         } else if (!strcmp(a, "--prefix-cache")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 1 << 24, &l)) return 2;
             p.prefix_mb = l;
         } else if (!strcmp(a, "--threads")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 1024, &l)) return 2;
             p.threads = (int)l;
         } else if (!strcmp(a, "--lora")) {
-            VALUE();
+            TY_CLI_VALUE();
             struct ty_model_params mp = ty_model_default_params();
             if (!ty_cli_lora(a, argv[i], &mp)) return 2;
             p.lora = mp.lora;
             p.lora_scale = mp.lora_scale;
         } else if (!strcmp(a, "--read-timeout") || !strcmp(a, "--io-timeout") || !strcmp(a, "--request-timeout") ||
                    !strcmp(a, "--drain-timeout")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_float(a, v, 0.1, 86400, &d)) return 2;
             double *dst = !strcmp(a, "--read-timeout")      ? &p.read_timeout
                           : !strcmp(a, "--io-timeout")      ? &p.io_timeout
@@ -104,11 +102,11 @@ int ty_cmd_serve(int argc, char **argv) {
                                                             : &p.drain_timeout;
             *dst = d;
         } else if (!strcmp(a, "--max-body")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1024, 1L << 30, &l)) return 2;
             p.max_body = l;
         } else if (!strcmp(a, "--max-conns")) {
-            VALUE();
+            TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1, 1 << 20, &l)) return 2;
             p.max_conns = (int32_t)l;
         } else {
@@ -116,7 +114,6 @@ int ty_cmd_serve(int argc, char **argv) {
             usage(stderr);
             return 2;
         }
-#undef VALUE
     }
     if (!p.model_path && !(p.model_path = ty_cli_default_model("serve"))) return 2;
     enum ty_status st = ty__server_run(&p);
