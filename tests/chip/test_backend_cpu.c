@@ -13,6 +13,7 @@
  *    HF's formulas written out here independently.
  */
 #include "harness.h"
+#include "attention-ref.h"
 #include "chip/backend.h"
 #include "model/quant.h"
 
@@ -446,31 +447,14 @@ static void check_attention(const struct attn_case *c, enum ty_type kv_type, dou
     /* a cache view holding exactly the visible positions */
     struct ty_tensor kvis = ty__tensor_slice(&kc.t, 2, 0, pos0 + n), vvis = ty__tensor_slice(&vc.t, 2, 0, pos0 + n);
     CHECK_OK(ty__backend_attention(be, &out.t, &qo.t, &kvis, &vvis, &attn));
-    double *ref = ty__malloc(sizeof(double) * dv * nh * n), *sc = ty__malloc(sizeof(double) * (pos0 + n));
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t h = 0; h < nh; h++) {
-            int64_t g = h / (nh / nkv), nk = pos0 + t + 1;
-            double mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < nk; j++) {
-                double s = 0;
-                for (int64_t d = 0; d < dk; d++) s += (double)q[(t * nh + h) * dk + d] * k[(j * nkv + g) * dk + d];
-                sc[j] = s * attn.scale;
-                mx = fmax(mx, sc[j]);
-            }
-            for (int64_t j = 0; j < nk; j++) sum += (sc[j] = exp(sc[j] - mx));
-            for (int64_t d = 0; d < dv; d++) {
-                double o = 0;
-                for (int64_t j = 0; j < nk; j++) o += sc[j] / sum * v[(j * nkv + g) * dv + d];
-                ref[(t * nh + h) * dv + d] = o;
-            }
-        }
+    double *ref = ty__malloc(sizeof(double) * dv * nh * n);
+    ty_test_attention_ref(q, k, v, dk, dv, nh, nkv, n, pos0, attn.scale, ref);
     float *got = ty__malloc(sizeof(float) * dv * nh * n);
     CHECK_OK(ty__backend_tensor_get(be, &out.t, got, 0, sizeof(float) * dv * nh * n));
     double err = max_abs(ref, got, dv * nh * n);
     CHECK_MSG(err < 2e-5, "%s cache, q scale %g, %lld keys: max abs error %g", ty_type_name(kv_type), q_scale,
               (long long)(pos0 + n), err);
     ty_free(got);
-    ty_free(sc);
     ty_free(ref);
     ty_free(q);
     ty_free(k);

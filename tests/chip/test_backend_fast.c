@@ -24,6 +24,7 @@
  */
 #include "harness.h"
 #include "chip/backend.h"
+#include "attention-ref.h"
 #include "chip/cpu/simd/simd.h"
 #include "model/quant.h"
 
@@ -402,24 +403,10 @@ static void check_attention(int64_t dk, int64_t dv, int64_t nh, int64_t nkv, int
     struct ty_tensor kv = ty__tensor_slice(&kc.t, 2, 0, pos0 + n), vv = ty__tensor_slice(&vc.t, 2, 0, pos0 + n);
     struct owned out = make(TY_TYPE_F32, dv, nh, n, NULL), one = make(TY_TYPE_F32, dv, nh, 1, NULL);
     CHECK_OK(ty__backend_attention(fast[1], &out.t, &qo.t, &kv, &vv, &at));
-    double err = 0, *sc = ty__malloc(sizeof(double) * (pos0 + n));
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t h = 0; h < nh; h++) {
-            int64_t g = h / (nh / nkv), nk = pos0 + t + 1;
-            double mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < nk; j++) {
-                double s = 0;
-                for (int64_t e = 0; e < dk; e++) s += (double)q[(t * nh + h) * dk + e] * k[(j * nkv + g) * dk + e];
-                sc[j] = s * at.scale;
-                mx = fmax(mx, sc[j]);
-            }
-            for (int64_t j = 0; j < nk; j++) sum += (sc[j] = exp(sc[j] - mx));
-            for (int64_t e = 0; e < dv; e++) {
-                double o = 0;
-                for (int64_t j = 0; j < nk; j++) o += sc[j] / sum * v[(j * nkv + g) * dv + e];
-                err = fmax(err, fabs(o - host(&out)[(t * nh + h) * dv + e]));
-            }
-        }
+    double err = 0, *want = ty__malloc(sizeof(double) * (size_t)(dv * nh * n));
+    ty_test_attention_ref(q, k, v, dk, dv, nh, nkv, n, pos0, at.scale, want);
+    for (int64_t i = 0; i < dv * nh * n; i++) err = fmax(err, fabs(want[i] - host(&out)[i]));
+    ty_free(want);
     CHECK_MSG(err <= 2e-5, "attention %s, %lld queries at %lld, q scale %g: max abs error %g", ty_type_name(kv_type),
               (long long)n, (long long)pos0, q_scale, err);
     bool same = true;
@@ -439,7 +426,6 @@ static void check_attention(int64_t dk, int64_t dv, int64_t nh, int64_t nkv, int
     }
     CHECK_MSG(same, "attention %s, %lld queries: a query's result depends on its batch or the threads",
               ty_type_name(kv_type), (long long)n);
-    ty_free(sc);
     ty_free(q), ty_free(k), ty_free(v);
     drop(&qo), drop(&kf), drop(&vf), drop(&kc), drop(&vc), drop(&out), drop(&one);
 }
