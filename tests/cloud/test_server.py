@@ -265,9 +265,18 @@ def test_32_concurrent_greedy_streams_equal_alone(srv):
 
 
 def test_shared_prompt_kv_is_exact():
-    """A repeated prompt starts after its cached blocks, and n > 1 choices share the prompt's KV (copy-on-write when
-    they diverge): the greedy answers equal that of a lone request that computed everything itself."""
-    s = Server("--max-seqs", "4", "--ctx", "512", "--prefix-cache", "16", tag="prefix")
+    """A repeated prompt starts after its cached blocks (the prefix cache is on by default: no --prefix-cache), and
+    n > 1 choices share the prompt's KV (copy-on-write when they diverge): the greedy answers equal that of a lone
+    request that computed everything itself. With --prefix-cache 0 nothing is reused after a request ends."""
+    off = Server("--max-seqs", "4", "--ctx", "512", "--prefix-cache", "0", tag="prefix-off")
+    try:
+        prompt = "A prefix shared by several requests: " + "block " * 40 + "end"
+        chat(off, prompt, max_tokens=4)
+        chat(off, prompt, max_tokens=4)
+        assert off.metric("tongyun_prefix_cache_hits_total") == 0
+    finally:
+        assert off.stop() == 0
+    s = Server("--max-seqs", "4", "--ctx", "512", tag="prefix")
     try:
         prompt = "A prefix shared by several requests: " + "block " * 40 + "end"
         lone = chat(s, prompt, max_tokens=10).choices[0].message.content
