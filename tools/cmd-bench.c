@@ -139,6 +139,11 @@ struct stats {
 
 static void stats_add(struct stats *s, double v) {
     s->samples[s->n++] = v;
+}
+
+/* Mean and sample standard deviation, once every repetition is in. */
+static void stats_finish(struct stats *s) {
+    if (s->n == 0) return;
     double sum = 0, sq = 0;
     for (int i = 0; i < s->n; i++) sum += s->samples[i];
     s->mean = sum / s->n;
@@ -237,6 +242,8 @@ static enum ty_status run_one(const struct bench_opts *o, int threads, struct re
             if ((st = ty_context_eval(ctx, &ids[i], 1, TY_LOGITS_LAST, logits)) != TY_OK) goto done;
         if (rep >= 0) stats_add(&res->tg, (double)steps / (ty__time_s() - t0));
     }
+    stats_finish(&res->pp);
+    stats_finish(&res->tg);
     rooflines(res, o->n_prompt, o->n_gen);
 done:
     ty_free(ids);
