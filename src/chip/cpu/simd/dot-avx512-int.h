@@ -397,11 +397,12 @@ static KTARGET void KFN(gemv_q6_K)(int64_t n, int64_t rows, const void *w, size_
 /* ==== Packed 4/5-bit panels (pack.c) ==== */
 
 /* One panel of 16 rows: per block, four 64-byte chunks give the levels of steps c (low nibbles) and c + 4 (high),
- * each step one integer dot of 16 rows with a broadcast activation quad; two chains, one per nibble. */
+ * each step one integer dot of 16 rows with a broadcast activation quad; two chains, one per nibble. The float
+ * steps are panel_gemm_body's, in its order, so a column gets the same bits from gemv and from gemm. */
 INLINE KTARGET void KFN(panel_q45)(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, struct ty_q8_act a,
                                    float *out, int rv) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
         const int8_t *x = a.qs + 32 * b;
         __m512i i0 = l->affine ? _mm512_setzero_si512() : _mm512_set1_epi32(-l->offset * a.sum[b]);
@@ -443,14 +444,14 @@ INLINE KTARGET void KFN(panel_q45)(const struct ty_pack_layout *l, int64_t nb, c
             i1 = DPBUSD(i1, hi, _mm512_set1_epi32(load_i32(x + 16 + 4 * c)));
         }
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), _mm512_mul_ps(dw, _mm512_set1_ps(a.d[b])),
-                               acc0);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), _mm512_mul_ps(dw, _mm512_set1_ps(a.d[b])),
+                              acc);
         if (l->affine) {
             __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_m)));
-            acc1 = _mm512_fmadd_ps(m, _mm512_set1_ps(a.d[b] * (float)a.sum[b]), acc1);
+            acc = _mm512_fmadd_ps(m, _mm512_set1_ps(a.d[b] * (float)a.sum[b]), acc);
         }
     }
-    _mm512_mask_storeu_ps(out, rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1), _mm512_add_ps(acc0, acc1));
+    _mm512_mask_storeu_ps(out, rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1), acc);
 }
 
 INLINE KTARGET void KFN(gemv_packed)(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
@@ -522,8 +523,8 @@ INLINE KTARGET void KFN(gemm_packed)(enum ty_type type, int64_t n, int64_t rows,
                 KFN(panel_gemm_body)(4, &l, n / 32, p, a, o, ld_out, rv), c += 4;
             else if (nc >= 2)
                 KFN(panel_gemm_body)(2, &l, n / 32, p, a, o, ld_out, rv), c += 2;
-            else
-                KFN(panel_gemm_body)(1, &l, n / 32, p, a, o, ld_out, rv), c += 1;
+            else /* one column: the gemv panel, two integer chains (faster, and the same bits: integer sums) */
+                KFN(panel_q45)(&l, n / 32, p, a[0], o, rv), c += 1;
         }
     }
 }
