@@ -171,7 +171,7 @@ static bool add_mat(const struct ty_simd *s, struct model *md, const char *name,
     size_t bytes = m->row_bytes * (size_t)rows;
     m->xq = ty__malloc_aligned(ty__simd_act_row_size(s, t, n));
     if (!m->xq) return false;
-    if (pack && ty__pack_supported(t)) {
+    if (pack && ty__pack_supported(t) && s->t[t].gemm_packed) { /* K-quants: only on paths that read their panels */
         size_t pbytes = ty__pack_size(t, rows, n);
         if (md->tmp_size < bytes) {
             ty__free_aligned(md->tmp);
@@ -306,6 +306,17 @@ static void gemm_task(void *arg, int ith, int nth) {
                       j->out + b, m->rows, j->scratch[ith]);
 }
 
+/* The table whose kernels the fast CPU backend runs for weight type t on path s (cpu.c, kernel_tables): the path's
+ * own, except BF16 weights where the path pairs them with bf16 activations, which take the path below's f32 ones. */
+static const struct ty_simd *backend_table(const struct ty_simd *s, enum ty_type t) {
+    if (t != TY_TYPE_BF16 || s->t[t].act != TY_ACT_BF16) return s;
+    for (int isa = (int)s->isa - 1; isa >= 0; isa--) {
+        const struct ty_simd *below;
+        if (ty__simd_get((enum ty_cpu_isa)isa, &below) == TY_OK && below->t[t].act == TY_ACT_F32) return below;
+    }
+    return s;
+}
+
 /* ==== Main ==== */
 
 static const enum ty_type default_types[] = {TY_TYPE_F32,  TY_TYPE_F16,  TY_TYPE_BF16, TY_TYPE_Q8_0,
@@ -431,20 +442,21 @@ int main(int argc, char **argv) {
         enum ty_type t = types[run / 2];
         bool pack = run % 2; /* a second run with packed weights, where the type (or the mix) has any */
         enum ty_type base = t == MIX_Q4_K_M ? TY_TYPE_Q4_K : t;
-        bool packable = t == MIX_Q4_K_M || ty__pack_supported(t);
+        const struct ty_simd *ks = backend_table(s, base);
+        bool packable = t == MIX_Q4_K_M || (ty__pack_supported(t) && ks->t[t].gemm_packed);
         if (pack ? !packable || layout == LAYOUT_NATURAL : packable && layout == LAYOUT_PACKED) continue;
         char label[32];
         snprintf(label, sizeof label, "%s%s", type_label(t), pack ? "/p" : "");
         json_t *jt = json_object(), *jffn = json_array(), *jmodel = json_array(), *jpre = json_array();
         json_object_set_new(jt, "type", json_string(type_label(t)));
         json_object_set_new(jt, "layout", json_string(pack ? "packed" : "natural"));
-        json_object_set_new(jt, "act", json_string(act_name(s->t[base].act)));
-        json_object_set_new(jt, "gemv_isa", json_string(s->t[base].gemv_isa));
-        json_object_set_new(jt, "gemm_isa", json_string(s->t[base].gemm_isa));
+        json_object_set_new(jt, "act", json_string(act_name(ks->t[base].act)));
+        json_object_set_new(jt, "gemv_isa", json_string(ks->t[base].gemv_isa));
+        json_object_set_new(jt, "gemm_isa", json_string(ks->t[base].gemm_isa));
 
         struct model ffn = {0}, md = {0};
-        if (!init_model(&ffn, 1, (size_t)4 * 896 * 4864) || !add_mat(s, &ffn, "ffn_down", base, 896, 4864, x, pack) ||
-            !build_model(s, t, x, pack, &md)) {
+        if (!init_model(&ffn, 1, (size_t)4 * 896 * 4864) || !add_mat(ks, &ffn, "ffn_down", base, 896, 4864, x, pack) ||
+            !build_model(ks, t, x, pack, &md)) {
             fprintf(stderr, "bench_kernels: out of memory for %s\n", type_label(t));
             return 1;
         }
@@ -456,13 +468,13 @@ int main(int argc, char **argv) {
             if (ty__threadpool_init(threads[th], &pool) != TY_OK) return 1;
             int nth = ty__threadpool_size(pool);
             double best, mean;
-            time_gemv(pool, s, &ffn, out, false, seconds / 3, &best, &mean);
+            time_gemv(pool, ks, &ffn, out, false, seconds / 3, &best, &mean);
             double ffn_gbs = (double)ffn.bytes / best / 1e9;
             /* the roofline of this very memory, read with the same split, then the gemv */
             double rbest, rmean;
-            time_gemv(pool, s, &md, out, true, seconds / 2, &rbest, &rmean);
+            time_gemv(pool, ks, &md, out, true, seconds / 2, &rbest, &rmean);
             double read_gbs = (double)md.bytes / rbest / 1e9;
-            time_gemv(pool, s, &md, out, false, seconds, &best, &mean);
+            time_gemv(pool, ks, &md, out, false, seconds, &best, &mean);
             double gbs = (double)md.bytes / best / 1e9, pct = 100 * gbs / read_gbs;
             json_t *f = json_object(), *m = json_object();
             json_object_set_new(f, "threads", json_integer(nth));
@@ -484,12 +496,12 @@ int main(int argc, char **argv) {
 
             if (prefill > 0) { /* gemm of the down projection with `prefill` columns */
                 const struct mat *fm = &ffn.m[0];
-                size_t xs = ty__simd_act_row_size(s, fm->type, fm->n);
+                size_t xs = ty__simd_act_row_size(ks, fm->type, fm->n);
                 uint8_t *xq = ty__malloc_aligned(xs * (size_t)prefill);
                 void *scratch[64];
-                for (int c = 0; c < prefill; c++) ty__simd_quantize_act(s, fm->type, x, xq + c * xs, fm->n);
+                for (int c = 0; c < prefill; c++) ty__simd_quantize_act(ks, fm->type, x, xq + c * xs, fm->n);
                 for (int i = 0; i < nth && i < 64; i++) scratch[i] = ty__malloc_aligned(ty__gemm_scratch_size());
-                struct gemm_job j = {s, fm, prefill, xq, xs, out, scratch};
+                struct gemm_job j = {ks, fm, prefill, xq, xs, out, scratch};
                 ty__threadpool_run(pool, gemm_task, &j);
                 double tb = 1e30, t_end = ty__time_s() + seconds / 2;
                 int reps = 0;
@@ -501,7 +513,7 @@ int main(int argc, char **argv) {
                     reps++;
                 } while (ty__time_s() < t_end || reps < 2);
                 double gops = 2.0 * (double)fm->rows * (double)fm->n * (double)prefill / tb / 1e9;
-                bool fl = s->t[fm->type].act == TY_ACT_F32, bf = s->t[fm->type].act == TY_ACT_BF16;
+                bool fl = ks->t[fm->type].act == TY_ACT_F32, bf = ks->t[fm->type].act == TY_ACT_BF16;
                 double peak_v = fl ? roof[th].fma_gflops : bf ? roof[th].bf16_gflops : roof[th].int8_gops;
                 json_t *p = json_object();
                 json_object_set_new(p, "threads", json_integer(nth));
@@ -524,7 +536,7 @@ int main(int argc, char **argv) {
         if (prefill > 0) json_object_set_new(jt, "prefill", jpre);
         json_array_append_new(jtypes, jt);
         if (!json)
-            printf("%-9s %-5s %-12s | %-22s | %-36s | %s\n", label, act_name(s->t[base].act), s->t[base].gemv_isa,
+            printf("%-9s %-5s %-12s | %-22s | %-36s | %s\n", label, act_name(ks->t[base].act), ks->t[base].gemv_isa,
                    line_ffn, line_model, line_pre);
         fflush(stdout);
         free(out);

@@ -23,8 +23,8 @@ static void usage(FILE *f) {
         "                   [--rate QPS | --trace FILE] [--prompt-len L] [--output-len L] [--requests N]\n"
         "                   [--precision bf16|fp8|int8|int4] [--json] [--svg FILE] [options]\n"
         "       tongyun sim --train --model PRESET --chip NAME --chips N [--tp N] [--pp N] [--zero 0-3] ...\n"
-        "       tongyun sim --validate OUT.md [--scale] [--bench-json FILE]\n"
-        "       tongyun sim --calibrate BENCH.json\n"
+        "       tongyun sim --validate OUT.md [--scale] [--bench-json FILE --micro-json F[,F...] [--serve-json F]]\n"
+        "       tongyun sim --calibrate BENCH.json [--micro-json F[,F...] [--serve-json F]]\n"
         "\n"
         "Simulates a serving cluster: continuous batching with chunked prefill on every replica, requests routed to\n"
         "the less loaded of two random replicas, KV capacity from memory. Models: %s,\n"
@@ -70,6 +70,7 @@ static void usage(FILE *f) {
 
 struct opts {
     const char *model, *chip, *trace, *svg, *chips_file, *validate, *bench_json, *calibrate, *intra_link;
+    const char *micro_json, *serve_json, *notes;
     const char *prompt_len, *output_len;
     long chips, chips_per_node, nodes, tp, pp, ep, dp, requests, max_batch_tokens, prefill_chunk, max_seqs, disagg,
         seed;
@@ -226,6 +227,15 @@ static int parse(int argc, char **argv, struct opts *o) {
         } else if (!strcmp(a, "--calibrate")) {
             VAL();
             o->calibrate = v;
+        } else if (!strcmp(a, "--micro-json")) {
+            VAL();
+            o->micro_json = v;
+        } else if (!strcmp(a, "--serve-json")) {
+            VAL();
+            o->serve_json = v;
+        } else if (!strcmp(a, "--notes")) {
+            VAL();
+            o->notes = v;
         } else {
             fprintf(stderr, "tongyun sim: unknown argument '%s' (see tongyun sim --help)\n", a);
             return 2;
@@ -361,10 +371,43 @@ int ty_cmd_sim(int argc, char **argv) {
     enum ty_status st = ty__sim_catalog_init(need_host, &cat);
     if (st != TY_OK) return ty_cli_fail("sim", st);
     if (o.chips_file && (st = ty__sim_catalog_load(cat, o.chips_file)) != TY_OK) goto fail;
+    /* --micro-json a.json,b.json: the microbenchmark outputs the engine predictions are built from */
+    struct ty_sim_engine_inputs eng = {.bench_json = o.bench_json, .serve_json = o.serve_json, .notes = o.notes};
+    char micro_list[2048];
+    snprintf(micro_list, sizeof micro_list, "%s", o.micro_json ? o.micro_json : "");
+    for (char *save = NULL, *tok = strtok_r(micro_list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (eng.n_micro == (int)(sizeof eng.micro / sizeof eng.micro[0])) {
+            fprintf(stderr, "tongyun sim: --micro-json takes at most %d files\n", eng.n_micro);
+            ty__sim_catalog_free(cat);
+            return 2;
+        }
+        eng.micro[eng.n_micro++] = tok;
+    }
     if (o.validate) {
-        st = ty__sim_validation_report(cat, o.validate, o.bench_json, o.scale);
+        st = ty__sim_validation_report(cat, o.validate, &eng, o.scale);
         if (st != TY_OK) goto fail;
         fprintf(stderr, "tongyun sim: wrote %s\n", o.validate);
+        ty__sim_catalog_free(cat);
+        return 0;
+    }
+    if (o.calibrate && eng.n_micro > 0) {
+        /* from the engine's own microbenchmarks */
+        struct ty_sim_micro *mb = ty__calloc(1, sizeof *mb);
+        json_t *rows = NULL, *serve = NULL, *all = json_object();
+        if (!mb) st = ty__error(TY_ERR_NO_MEMORY, "out of memory");
+        for (int i = 0; i < eng.n_micro && st == TY_OK; i++) st = ty__sim_micro_add_file(mb, eng.micro[i]);
+        if (st == TY_OK) st = ty__sim_calibrate_engine(mb, o.calibrate, &rows);
+        if (st == TY_OK && o.serve_json) st = ty__sim_predict_serve(cat, mb, o.calibrate, o.serve_json, &serve);
+        ty_free(mb);
+        if (st != TY_OK) {
+            json_decref(rows);
+            json_decref(all);
+            goto fail;
+        }
+        json_object_set_new(all, "bench", rows);
+        if (serve) json_object_set_new(all, "serve", serve);
+        print_json(all);
+        json_decref(all);
         ty__sim_catalog_free(cat);
         return 0;
     }

@@ -146,6 +146,12 @@ static enum ty_status read_moe_hparams(const struct ty_gguf *g, const char *arch
  * conv kernel, and the shared expert's size. */
 static enum ty_status read_next_hparams(const struct ty_gguf *g, const char *arch, struct ty_hparams *hp) {
     const int64_t big = 1 << 20;
+    /* llama.cpp's converter appends the multi-token-prediction blocks of Qwen3.5 after the decoder's layers and counts
+     * them in block_count (llama-arch's n_layer_nextn); they are not run, so the decoder is the first block_count -
+     * nextn_predict_layers blocks, and the trailing blk.N tensors are left unused. */
+    int32_t nextn = 0;
+    TY_TRY(hp_int(g, arch, "nextn_predict_layers", false, 0, 0, hp->n_layer - 1, &nextn));
+    hp->n_layer -= nextn;
     TY_TRY(hp_int(g, arch, "full_attention_interval", true, 0, 1, 1 << 20, &hp->full_attn_interval));
     TY_TRY(hp_int(g, arch, "ssm.conv_kernel", true, 0, 2, 64, &hp->ssm_conv_kernel));
     TY_TRY(hp_int(g, arch, "ssm.state_size", true, 0, 1, TY_GDN_MAX_HEAD_DIM, &hp->ssm_dim_k));
@@ -328,7 +334,11 @@ static enum ty_status load_next_layer(struct loader *L, int il) {
     l->recurrent = (il + 1) % hp->full_attn_interval != 0;
     /* the layer's kind comes from the metadata; the tensors must agree */
     char other[96];
-    const char *lin = hp->ssm_v_tiled ? "attn_qkv.weight" : "ssm_in.weight";
+    /* qwen3next: llama.cpp's converter now writes attn_qkv + attn_gate (value heads in Hugging Face's order) with
+     * ssm_ba; its early files and Tongyun's before 2026-11-30 have the grouped ssm_in instead. Both load. */
+    snprintf(name, sizeof name, "blk.%d.ssm_in.weight", il);
+    bool grouped = !hp->ssm_v_tiled && ty__gguf_find_tensor(L->g, name);
+    const char *lin = grouped ? "ssm_in.weight" : "attn_qkv.weight";
     snprintf(name, sizeof name, "blk.%d.%s", il, l->recurrent ? lin : "attn_q.weight");
     snprintf(other, sizeof other, "blk.%d.%s", il, l->recurrent ? "attn_q.weight" : lin);
     if (!ty__gguf_find_tensor(L->g, name) && ty__gguf_find_tensor(L->g, other))
@@ -341,15 +351,18 @@ static enum ty_status load_next_layer(struct loader *L, int il) {
     if (l->recurrent) {
         int64_t hk = hp->ssm_head_k, hv = hp->ssm_head_v, dk = hp->ssm_dim_k, dv = hp->ssm_dim_v;
         int64_t conv = 2 * hk * dk + hv * dv;
-        if (hp->ssm_v_tiled) {
+        if (grouped) {
+            T(ssm_in, "ssm_in.weight", true, n_embd, conv + hv * dv,
+              "embedding_length, 2 x ssm.group_count x ssm.state_size + 2 x ssm.inner_size");
+        } else {
             T(ssm_qkv, "attn_qkv.weight", true, n_embd, conv,
               "embedding_length, 2 x ssm.group_count x ssm.state_size + ssm.inner_size");
             T(ssm_gate, "attn_gate.weight", true, n_embd, hv * dv, "embedding_length, ssm.inner_size");
+        }
+        if (hp->ssm_v_tiled) {
             T(ssm_beta, "ssm_beta.weight", true, n_embd, hv, "embedding_length, ssm.time_step_rank");
             T(ssm_alpha, "ssm_alpha.weight", true, n_embd, hv, "embedding_length, ssm.time_step_rank");
         } else {
-            T(ssm_in, "ssm_in.weight", true, n_embd, conv + hv * dv,
-              "embedding_length, 2 x ssm.group_count x ssm.state_size + 2 x ssm.inner_size");
             /* llama.cpp's early files call it ssm_beta_alpha */
             T(ssm_ba, "ssm_ba.weight", false, n_embd, 2 * hv, "embedding_length, 2 x ssm.time_step_rank");
             if (!l->ssm_ba)

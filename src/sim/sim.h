@@ -405,13 +405,109 @@ enum ty_status ty__sim_predict_bench(const struct ty_sim_host_bench *hb, const s
  * model) with predictions from `hb`; returns a JSON array of {model, type, measured, predicted, error}. */
 enum ty_status ty__sim_calibrate(const struct ty_sim_host_bench *hb, const char *bench_json_path, json_t **out);
 
+/* ==== Calibration from the engine's own microbenchmarks (engine-calib.c) ==== */
+
+/* One weight type (or llama.cpp mix label) at one thread count, from `bench_kernels --json`. */
+struct ty_sim_kernel_eff {
+    char type[16]; /* "Q8_0", "Q4_K_M", "BF16" */
+    char act[8];   /* activation format of its kernels: "q8", "q8_K", "bf16", "f32" */
+    char isa[24];  /* the dispatch path bench_kernels ran */
+    bool packed;   /* weights repacked into panels, as the engine does at load for the types that have it */
+    int threads;
+    double dec_s;        /* one gemv pass over every weight matrix of Qwen2.5-0.5B ("model"), best, s */
+    double dec_bytes;    /* weight bytes of that pass */
+    double dec_read_gbs; /* plain reads of the same memory with the same split, GB/s */
+    int dec_dispatches;  /* thread-pool dispatches in that pass (one per matrix) */
+    double pf_pct;       /* prefill gemm over --prefill columns: % of the peak named below (0 = not run) */
+    char pf_peak[8];     /* "int8", "bf16" or "fma" */
+};
+
+/* The costs outside the matrix products at one thread count, from `bench_pool --json`. */
+struct ty_sim_pool_cost {
+    int threads;
+    double run_us, any_us; /* one empty ty__threadpool_run / ty__threadpool_run_any */
+    double layer_dec_us;   /* non-matmul ops of one layer for one decode token at the measured context */
+    double layer_pf_us;    /* the same per prompt token of a prefill of the measured length */
+};
+
+#define TY_SIM_MICRO_MAX_EFF  128
+#define TY_SIM_MICRO_MAX_POOL 8
+
+struct ty_sim_micro {
+    int n_eff, n_pool;
+    struct ty_sim_kernel_eff eff[TY_SIM_MICRO_MAX_EFF];
+    struct ty_sim_pool_cost pool[TY_SIM_MICRO_MAX_POOL];
+    int pool_embd, pool_heads, pool_kv_heads, pool_head_dim, pool_ctx, pool_prefill; /* what bench_pool timed */
+};
+/* Adds the figures of one microbenchmark output (bench_kernels or bench_pool JSON, told apart by content) to mb
+ * (zero it first). `what` names the input in errors. */
+enum ty_status ty__sim_micro_add_json(struct ty_sim_micro *mb, json_t *root, const char *what);
+/* The same from a file. */
+enum ty_status ty__sim_micro_add_file(struct ty_sim_micro *mb, const char *path);
+
+/* What a bench entry measured of the machine in its own process (chip/cpu/roofline.c). */
+struct ty_sim_roof {
+    int threads;
+    double bw_gbs, fma_gflops, int8_gops, bf16_gflops;
+};
+
+/* A dense model's per-token work as the engine's forward pass does it (src/model/qwen.c). */
+struct ty_sim_engine_cost {
+    int n_layer;
+    int64_t n_embd;
+    double layer_bytes;                /* every layer's weight matrices, as stored */
+    double layer_flops[TY_TYPE_COUNT]; /* their FLOPs per token (2 per multiply-add), by weight type */
+    double head_bytes, head_flops;     /* the output matrix (the embedding when tied) */
+};
+/* From a GGUF file's tensors. TY_ERR_UNSUPPORTED for a mixture of experts or a hybrid model. */
+enum ty_status ty__sim_engine_cost_gguf(const char *path, struct ty_sim_engine_cost *out);
+/* From a preset with every matrix of type t. */
+enum ty_status ty__sim_engine_cost_preset(const struct ty_sim_model *m, enum ty_type t, struct ty_sim_engine_cost *out);
+
+/* Thread-pool dispatches of one forward pass per layer (qkv, output projection, gate+up, down) and after the layers
+ * (the output head); attention's own dispatch is inside bench_pool's layer figure. */
+#define TY_SIM_ENGINE_PRODUCTS_PER_LAYER 4
+
+struct ty_sim_engine_pred {
+    double tg_tok_s, pp_tok_s;
+    double tg_weights_s, tg_dispatch_s, tg_ops_s; /* per generated token */
+    double pp_gemm_s, pp_ops_s, pp_fixed_s;       /* per prompt token (fixed: dispatches and the head, shared) */
+    double dec_eff;                               /* gemv speed / plain reads of the same memory, dispatch removed */
+    double pf_rate_gops;                          /* the layers' effective prefill rate */
+    double pf_peak_gops;                          /* the peak it is a share of (the type holding most FLOPs) */
+};
+/* Predicts `tongyun bench` (pp n_prompt, tg n_gen) of a model with cost c and weight-type label `type` from the
+ * microbenchmarks mb and the roofline the bench entry measured; nothing of the bench's speeds is read. Errors name the
+ * missing microbenchmark and the command that makes it. */
+enum ty_status ty__sim_predict_engine(const struct ty_sim_micro *mb, const struct ty_sim_roof *roof, const char *type,
+                                      const struct ty_sim_engine_cost *c, int n_prompt, int n_gen,
+                                      struct ty_sim_engine_pred *out);
+/* Every entry of a `tongyun bench --json` output predicted from mb and compared: a JSON array of {model, type,
+ * threads, measured, predicted, error, breakdown}. */
+enum ty_status ty__sim_calibrate_engine(const struct ty_sim_micro *mb, const char *bench_path, json_t **out);
+/* `bench_serve --json` predicted by the discrete-event simulation: each concurrency level's requests (their mean
+ * prompt and output lengths, from the same JSON) arriving at once on one host engine whose chip figures come from
+ * the microbenchmarks and the bench entry of the same model with the most threads (the server's thread count). A
+ * JSON object {levels: [{concurrency, measured, predicted, error}], chip: {...}}. */
+enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const struct ty_sim_micro *mb,
+                                     const char *bench_path, const char *serve_path, json_t **out);
+
 /* ==== Validation report ==== */
 
 /* Writes docs/sim-validation.md: the published points (each prediction against its figure), the scale benchmark
  * (run and timed here when `run_scale`), the bad-input checks and the calibration against our engine. `bench_json`
  * (may be NULL) adds the comparison with a `tongyun bench --json` run. `cat` must have the host measured. */
-enum ty_status ty__sim_validation_report(const struct ty_sim_catalog *cat, const char *out_path, const char *bench_json,
-                                         bool run_scale);
+struct ty_sim_engine_inputs {
+    const char *bench_json; /* `tongyun bench --json` output (JSON Lines), or NULL */
+    const char *micro[8];   /* bench_kernels / bench_pool JSON outputs */
+    int n_micro;
+    const char *serve_json; /* `bench_serve --json` output, or NULL */
+    const char *notes;      /* how the script ran them (reps, durations), or NULL */
+};
+enum ty_status ty__sim_validation_report(const struct ty_sim_catalog *cat, const char *out_path,
+                                         const struct ty_sim_engine_inputs *eng, bool run_scale);
+/* Section 1 of the report (our own engine) into b; failures are written into the text, never returned. */
+void ty__sim_engine_report(const struct ty_sim_catalog *cat, const struct ty_sim_engine_inputs *eng, struct ty_buf *b);
 /* The host's measured figures, or NULL when the catalogue was made without measuring. */
 const struct ty_sim_host_bench *ty__sim_catalog_host(const struct ty_sim_catalog *cat);
 

@@ -17,7 +17,8 @@
  *  - gemm against gemv of the same path (NMSE <= 1e-9), with row panels, column groups and K chunks all partial;
  *  - results independent of how rows and columns are split (bit for bit);
  *  - packed panels: pack / unpack round trip, and the packed gemv and gemm of every path against the scalar kernels
- *    on the rows they came from;
+ *    on the rows they came from; K-quant panels only on the paths that have their kernels (AVX-512); where gemm runs
+ *    straight on the panels, every column of a 1..17-column gemm bit for bit what gemv gives it;
  *  - the dispatch table: path names, TY_CPU_ISA parsing and its errors, every supported path complete;
  *  - the roofline's report (fields filled and plausible; never its speed) and its huge-page allocation.
  * Every measured NMSE is printed, so the test log documents the kernels' accuracy.
@@ -470,10 +471,9 @@ static void test_gemm(void) {
 static void test_packed(void) {
     static const enum ty_type packable[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_0, TY_TYPE_Q4_1, TY_TYPE_Q5_0, TY_TYPE_Q5_1};
     for (int t = 0; t < N_TYPES; t++)
-        CHECK(ty__pack_supported(all_types[t]) == (all_types[t] == TY_TYPE_Q4_0 || all_types[t] == TY_TYPE_Q4_1 ||
-                                                   all_types[t] == TY_TYPE_Q5_0 || all_types[t] == TY_TYPE_Q5_1 ||
-                                                   all_types[t] == TY_TYPE_Q8_0));
-    CHECK(ty__pack_size(TY_TYPE_Q4_K, 16, 256) == 0 && ty__pack_size(TY_TYPE_Q4_0, 16, 40) == 0);
+        CHECK(ty__pack_supported(all_types[t])); /* every type with kernels has a packed layout */
+    CHECK(ty__pack_size(TY_TYPE_Q4_K, 16, 224) == 0 && ty__pack_size(TY_TYPE_Q4_0, 16, 40) == 0);
+    CHECK(ty__pack_size(TY_TYPE_F32, 16, 256) == 0 && ty__pack_size(TY_TYPE_BF16, 16, 256) == 0);
     void *scratch = ty__malloc_aligned(ty__gemm_scratch_size());
     for (int t = 0; t < 5; t++) {
         enum ty_type type = packable[t];
@@ -538,6 +538,108 @@ static void test_packed(void) {
     ty__free_aligned(scratch);
 }
 
+/* Whether path s reads panels of `type`: the 32-element types on every path; the K-quants and the float types only on
+ * the AVX-512 paths (the float types with f32 activations: not the bf16-activation BF16 kernels). A backend packs a
+ * matrix only where its path reads the panels. */
+static bool packs(const struct ty_simd *s, enum ty_type type) {
+    if (ty__pack_layout(type, &(struct ty_pack_layout){0})) return true;
+    bool avx512 = s->isa == TY_CPU_ISA_AVX512 || s->isa == TY_CPU_ISA_AVX512VNNI || s->isa == TY_CPU_ISA_AVX512BF16;
+    return avx512 && s->t[type].act != TY_ACT_BF16;
+}
+
+/* One packable type at one shape, on every path that has its packed kernels: pack / unpack round trip; the packed
+ * reference equals the natural one bit for bit; packed gemv against the scalar kernel (NMSE); and, where gemm works
+ * straight on the panels (gemm_packed_direct, which a backend runs for decode and prefill alike), gemm of 1..17
+ * columns, and of the rows from the second panel on, gives every column the bits gemv gives it. */
+static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scratch) {
+    const int64_t cols = 17;
+    size_t rb = row_bytes(type, n), ws = rb + 4;
+    uint8_t *w = calloc((size_t)rows, ws), *back = calloc((size_t)rows, ws);
+    make_weights(type, n, rows, w, ws);
+    const int64_t panels = (rows + TY_PACK_ROWS - 1) / TY_PACK_ROWS;
+    size_t psz = ty__pack_size(type, rows, n), pstride = ty__pack_size(type, TY_PACK_ROWS, n);
+    CHECK(psz == (size_t)panels * TY_PACK_ROWS * rb && pstride == TY_PACK_ROWS * rb);
+    uint8_t *pk = malloc(psz);
+    ty__pack(type, rows, n, w, ws, pk);
+    ty__unpack(type, rows, n, pk, back, ws);
+    bool same = true;
+    for (int64_t r = 0; r < rows; r++) same &= memcmp(w + r * ws, back + r * ws, rb) == 0;
+    CHECK_MSG(same, "%s n=%lld: unpack(pack(w)) != w", ty_type_name(type), (long long)n);
+    for (int p = 0; p < n_paths; p++) {
+        const struct ty_simd *s = paths[p];
+        const struct ty_simd_type *k = &s->t[type];
+        bool has = packs(s, type);
+        CHECK_MSG((k->gemv_packed != NULL) == has && (k->gemm_packed != NULL) == has,
+                  "%s %s: packed kernels where the path should (not) have them", s->name, ty_type_name(type));
+        if (!has) continue;
+        if (!ty__pack_layout(type, &(struct ty_pack_layout){0})) CHECK(k->gemm_packed_direct);
+        size_t xs = ty__act_row_size(k->act, n);
+        uint8_t *xq = ty__malloc_aligned(xs * (size_t)cols);
+        float *x = malloc((size_t)n * sizeof(float));
+        for (int64_t c = 0; c < cols; c++) {
+            make_acts(x, n);
+            k->quantize_act(x, xq + c * xs, n);
+        }
+        float *ref = malloc((size_t)(rows * cols) * sizeof(float)), *one = malloc((size_t)(rows * cols) * sizeof(float));
+        float *got = malloc((size_t)(rows * cols) * sizeof(float));
+        bool ref_same = true;
+        for (int64_t c = 0; c < cols; c++)
+            for (int64_t r = 0; r < rows; r++) {
+                ref[c * rows + r] = ty__dot_ref(type, k->act, n, w + r * ws, xq + c * xs);
+                float pr = ty__dot_packed_ref(type, n, pk + (r / TY_PACK_ROWS) * pstride, (int)(r % TY_PACK_ROWS),
+                                              xq + c * xs);
+                ref_same &= memcmp(&pr, &ref[c * rows + r], sizeof pr) == 0;
+            }
+        CHECK_MSG(ref_same, "%s: the packed reference differs from the natural one", ty_type_name(type));
+        for (int64_t c = 0; c < cols; c++) k->gemv_packed(n, rows, pk, pstride, xq + c * xs, one + c * rows);
+        double e = nmse_f(ref, one, rows * cols);
+        printf("  %-10s %-5s n=%-5lld rows=%-3lld packed gemv NMSE %.1e vs the scalar kernel\n", s->name,
+               ty_type_name(type), (long long)n, (long long)rows, e);
+        CHECK_MSG(e <= 1e-9, "%s %s n=%lld: packed gemv NMSE %.3g vs the scalar kernel", s->name, ty_type_name(type),
+                  (long long)n, e);
+        float last[TY_PACK_ROWS];
+        int64_t r_last = (panels - 1) * TY_PACK_ROWS;
+        k->gemv_packed(n, rows - r_last, pk + (panels - 1) * pstride, pstride, xq, last); /* the last panel alone */
+        CHECK(memcmp(last, one + r_last, (size_t)(rows - r_last) * sizeof(float)) == 0);
+        bool bits = true;
+        for (int64_t nc = 1; nc <= cols; nc++) {
+            k->gemm_packed(n, rows, pk, pstride, nc, xq, xs, got, rows, scratch);
+            if (k->gemm_packed_direct) bits &= memcmp(got, one, (size_t)(rows * nc) * sizeof(float)) == 0;
+            e = nmse_f(one, got, rows * nc);
+            CHECK_MSG(e <= 1e-9, "%s %s n=%lld cols=%lld: packed gemm NMSE %.3g vs packed gemv", s->name,
+                      ty_type_name(type), (long long)n, (long long)nc, e);
+        }
+        if (k->gemm_packed_direct && rows > TY_PACK_ROWS) { /* rows from the second panel on, columns 3..16 */
+            k->gemm_packed(n, rows - TY_PACK_ROWS, pk + pstride, pstride, cols - 4, xq + 3 * xs, xs, got, rows, scratch);
+            for (int64_t c = 0; c < cols - 4; c++)
+                bits &= memcmp(got + c * rows, one + (c + 3) * rows + TY_PACK_ROWS,
+                               (size_t)(rows - TY_PACK_ROWS) * sizeof(float)) == 0;
+        }
+        CHECK_MSG(bits, "%s %s n=%lld rows=%lld: a direct packed gemm column differs from packed gemv", s->name,
+                  ty_type_name(type), (long long)n, (long long)rows);
+        free(ref), free(one), free(got), free(x), ty__free_aligned(xq);
+    }
+    free(w), free(back), free(pk);
+}
+
+static void test_packed_direct(void) {
+    void *scratch = ty__malloc_aligned(ty__gemm_scratch_size());
+    static const enum ty_type k_types[] = {TY_TYPE_Q4_K, TY_TYPE_Q5_K, TY_TYPE_Q6_K};
+    for (int t = 0; t < 3; t++) {
+        check_packed(k_types[t], 256, 37, scratch); /* two full panels and one of five rows */
+        check_packed(k_types[t], 768, 21, scratch);
+        check_packed(k_types[t], 4864, 19, scratch); /* Qwen2.5-0.5B's ffn_down rows */
+    }
+    static const enum ty_type q32[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_0, TY_TYPE_Q4_1, TY_TYPE_Q5_0, TY_TYPE_Q5_1};
+    for (int t = 0; t < 5; t++) check_packed(q32[t], 224, 23, scratch);
+    static const enum ty_type ft[] = {TY_TYPE_F32, TY_TYPE_F16, TY_TYPE_BF16};
+    for (int t = 0; t < 3; t++) {
+        check_packed(ft[t], 33, 37, scratch); /* odd K: the last step has no partner */
+        check_packed(ft[t], 896, 21, scratch);
+    }
+    ty__free_aligned(scratch);
+}
+
 /* ==== Roofline (what it reports, never how fast: no timing assertions) ==== */
 
 static void test_roofline(void) {
@@ -574,5 +676,6 @@ void ty_tests(void) {
     TY_RUN(test_gemv);
     TY_RUN(test_gemm);
     TY_RUN(test_packed);
+    TY_RUN(test_packed_direct);
     TY_RUN(test_roofline);
 }

@@ -555,6 +555,190 @@ KPACKED(gemv_packed_q5_1, TY_TYPE_Q5_1)
 KPACKED(gemv_packed_q8_0, TY_TYPE_Q8_0)
 #undef KPACKED
 
+/* ==== Packed K-quant panels (pack.c) ====
+ * One 16-row panel against NC columns, a super-block at a time. Each group of 32 elements is unpacked once into
+ * eight step vectors (levels of 16 rows, four elements each) shared by every column; a column's sub-block dot is then
+ * one vpdpbusd per step with a broadcast activation quad, its scale applied exactly in the integer accumulator
+ * (vpmulld), and the super-block's float steps are the same few operations for every column whatever NC is, so a
+ * column gets the same bits from gemv (NC = 1) and from gemm. Integer sums are exact: Q4_K's largest is
+ * 8 x 63 x 32 x 15 x 127 < 2^25, Q6_K's 16 x 128 x 16 x 63 x 127 < 2^28. */
+
+/* Byte k of every dword, zero-extended (k < 4); with `words`, bytes (2k, 2k + 1) of every dword as two words. */
+INLINE KTARGET __m512i KFN(dword_bytes)(int k, bool words) {
+    const __m512i offs = _mm512_set_epi32(12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0);
+    if (!words) return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80808000u | (unsigned)k)), offs);
+    return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80008000u | (unsigned)(2 * k) | (unsigned)(2 * k + 1) << 16)),
+                            _mm512_mullo_epi32(offs, _mm512_set1_epi32(0x10001)));
+}
+
+/* Q4_K (five false) and Q5_K (five true). */
+INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k_layout *l, int64_t nsb,
+                                       const uint8_t *p, const struct ty_block_q8_K *const *y, float *out,
+                                       int64_t ld_out, int rv) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
+    const __m512i m6 = _mm512_set1_epi8(0x3f), m4 = low4, m2h = _mm512_set1_epi8(0x30);
+    const __m512i b0 = KFN(dword_bytes)(0, false), b1 = KFN(dword_bytes)(1, false);
+    const __m512i b2 = KFN(dword_bytes)(2, false), b3 = KFN(dword_bytes)(3, false);
+    const __m512i w01 = KFN(dword_bytes)(0, true), w23 = KFN(dword_bytes)(1, true);
+    __m512 acc[8];
+    for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++, p += l->bp) {
+        /* the 6-bit scales and minimums of 16 rows: byte j of dword r is sub-block j (or 4 + j) of row r */
+        __m512i W0 = _mm512_loadu_si512(p + l->off_sc), W1 = _mm512_loadu_si512(p + l->off_sc + 64);
+        __m512i W2 = _mm512_loadu_si512(p + l->off_sc + 128);
+        __m512i s_lo = _mm512_and_si512(W0, m6), m_lo = _mm512_and_si512(W1, m6);
+        __m512i s_hi = _mm512_or_si512(_mm512_and_si512(W2, m4), _mm512_and_si512(_mm512_srli_epi32(W0, 2), m2h));
+        __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(W2, 4), m4),
+                                       _mm512_and_si512(_mm512_srli_epi32(W1, 2), m2h));
+        __m512i A[8];
+        for (int c = 0; c < NC; c++) A[c] = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = p + l->off_qs + 256 * j;
+            __m512i v[8];
+            for (int cc = 0; cc < 4; cc++) {
+                __m512i t = _mm512_loadu_si512(q + 64 * cc);
+                v[cc] = _mm512_and_si512(t, low4), v[cc + 4] = _mm512_and_si512(_mm512_srli_epi16(t, 4), low4);
+            }
+            if (five)
+                for (int st = 0; st < 8; st++) {
+                    uint64_t m;
+                    memcpy(&m, p + l->off_qh + 64 * j + 8 * st, 8);
+                    v[st] = _mm512_mask_add_epi8(v[st], _cvtu64_mask64(m), v[st], sixteen);
+                }
+            const __m512i sel = j % 4 == 0 ? b0 : j % 4 == 1 ? b1 : j % 4 == 2 ? b2 : b3;
+            const __m512i sc = _mm512_shuffle_epi8(j < 4 ? s_lo : s_hi, sel);
+#pragma GCC unroll 8
+            for (int c = 0; c < NC; c++) {
+                const int8_t *x = y[c][b].qs + 32 * j;
+                __m512i i0 = DPBUSD(_mm512_setzero_si512(), v[0], _mm512_set1_epi32(load_i32(x)));
+                __m512i i1 = DPBUSD(_mm512_setzero_si512(), v[4], _mm512_set1_epi32(load_i32(x + 16)));
+                for (int st = 1; st < 4; st++) {
+                    i0 = DPBUSD(i0, v[st], _mm512_set1_epi32(load_i32(x + 4 * st)));
+                    i1 = DPBUSD(i1, v[st + 4], _mm512_set1_epi32(load_i32(x + 16 + 4 * st)));
+                }
+                A[c] = _mm512_add_epi32(A[c], _mm512_mullo_epi32(_mm512_add_epi32(i0, i1), sc));
+            }
+        }
+        /* minimums: words (m_2i, m_2i+1) of each row against the per-32 activation sums of those sub-blocks */
+        const __m512i m01 = _mm512_shuffle_epi8(m_lo, w01), m23 = _mm512_shuffle_epi8(m_lo, w23);
+        const __m512i m45 = _mm512_shuffle_epi8(m_hi, w01), m67 = _mm512_shuffle_epi8(m_hi, w23);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_dmin)));
+        for (int c = 0; c < NC; c++) {
+            __m256i bs = _mm256_loadu_si256((const __m256i *)y[c][b].bsums);
+            __m512i hs = _mm512_castsi256_si512(_mm256_hadd_epi16(bs, bs)); /* dwords 0, 1, 4, 5: sums of 32 */
+            __m512i B = DPWSSD(_mm512_setzero_si512(), m01, _mm512_permutexvar_epi32(_mm512_set1_epi32(0), hs));
+            B = DPWSSD(B, m23, _mm512_permutexvar_epi32(_mm512_set1_epi32(1), hs));
+            B = DPWSSD(B, m45, _mm512_permutexvar_epi32(_mm512_set1_epi32(4), hs));
+            B = DPWSSD(B, m67, _mm512_permutexvar_epi32(_mm512_set1_epi32(5), hs));
+            const __m512 dx = _mm512_set1_ps(y[c][b].d);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(A[c]), _mm512_mul_ps(dw, dx), acc[c]);
+            acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(B), _mm512_mul_ps(dm, dx), acc[c]);
+        }
+    }
+    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
+}
+
+/* Q6_K: levels + 32 (six bits: four in the nibbles, two in qh); the -32 enters each sub-block's sum as -32 times its
+ * activation sum before the scale multiplies it. */
+INLINE KTARGET void KFN(panel_q6k_body)(int NC, const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p,
+                                        const struct ty_block_q8_K *const *y, float *out, int64_t ld_out, int rv) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[8];
+    for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++, p += l->bp) {
+        __m512i A[8];
+        for (int c = 0; c < NC; c++) A[c] = _mm512_setzero_si512();
+        for (int g = 0; g < 8; g++) {
+            const uint8_t *q = p + l->off_qs + 256 * g, *h = p + l->off_qh + 128 * g;
+            const __m512i H0 = _mm512_loadu_si512(h), H1 = _mm512_loadu_si512(h + 64);
+            __m512i v[8];
+            for (int cc = 0; cc < 4; cc++) {
+                __m512i t = _mm512_loadu_si512(q + 64 * cc);
+                /* bits 2cc..2cc+1 of each qh byte to bits 4..5 (16-bit shifts: what crosses a byte is masked off) */
+                __m512i h0 = cc == 0   ? _mm512_slli_epi16(H0, 4)
+                             : cc == 1 ? _mm512_slli_epi16(H0, 2)
+                             : cc == 2 ? H0
+                                       : _mm512_srli_epi16(H0, 2);
+                __m512i h1 = cc == 0   ? _mm512_slli_epi16(H1, 4)
+                             : cc == 1 ? _mm512_slli_epi16(H1, 2)
+                             : cc == 2 ? H1
+                                       : _mm512_srli_epi16(H1, 2);
+                /* a | (b & c) */
+                v[cc] = _mm512_ternarylogic_epi32(_mm512_and_si512(t, low4), h0, m30, 0xf8);
+                v[cc + 4] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(t, 4), low4), h1, m30, 0xf8);
+            }
+            const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p + l->off_sc + 32 * g)));
+            const __m512i sc0 = _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16), sc1 = _mm512_srai_epi32(sp, 16);
+#pragma GCC unroll 8
+            for (int c = 0; c < NC; c++) {
+                const int8_t *x = y[c][b].qs + 32 * g;
+                __m512i i0 = _mm512_set1_epi32(-32 * y[c][b].bsums[2 * g]);
+                __m512i i1 = _mm512_set1_epi32(-32 * y[c][b].bsums[2 * g + 1]);
+                for (int st = 0; st < 4; st++) {
+                    i0 = DPBUSD(i0, v[st], _mm512_set1_epi32(load_i32(x + 4 * st)));
+                    i1 = DPBUSD(i1, v[st + 4], _mm512_set1_epi32(load_i32(x + 16 + 4 * st)));
+                }
+                A[c] = _mm512_add_epi32(A[c], _mm512_add_epi32(_mm512_mullo_epi32(i0, sc0), _mm512_mullo_epi32(i1, sc1)));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        for (int c = 0; c < NC; c++)
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(A[c]), _mm512_mul_ps(dw, _mm512_set1_ps(y[c][b].d)), acc[c]);
+    }
+    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
+}
+
+INLINE KTARGET void KFN(panel_k)(int NC, enum ty_type type, const struct ty_pack_k_layout *l, int64_t nsb,
+                                 const uint8_t *p, const struct ty_block_q8_K *const *y, float *out, int64_t ld_out,
+                                 int rv) {
+    if (type == TY_TYPE_Q6_K)
+        KFN(panel_q6k_body)(NC, l, nsb, p, y, out, ld_out, rv);
+    else
+        KFN(panel_qk_body)(NC, type == TY_TYPE_Q5_K, l, nsb, p, y, out, ld_out, rv);
+}
+
+INLINE KTARGET void KFN(gemm_packed_k)(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                                       int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+    struct ty_pack_k_layout l;
+    ty__pack_k_layout(type, &l);
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        for (int64_t c = 0; c < cols;) {
+            const struct ty_block_q8_K *y[8];
+            int nc = cols - c < 8 ? (int)(cols - c) : 8;
+            for (int i = 0; i < nc; i++) y[i] = (const void *)((const char *)xq + (size_t)(c + i) * x_stride);
+            float *o = out + c * ld_out + r;
+            if (nc == 8)
+                KFN(panel_k)(8, type, &l, n / TY_QK_K, p, y, o, ld_out, rv), c += 8;
+            else if (nc >= 4)
+                KFN(panel_k)(4, type, &l, n / TY_QK_K, p, y, o, ld_out, rv), c += 4;
+            else if (nc >= 2)
+                KFN(panel_k)(2, type, &l, n / TY_QK_K, p, y, o, ld_out, rv), c += 2;
+            else
+                KFN(panel_k)(1, type, &l, n / TY_QK_K, p, y, o, ld_out, rv), c += 1;
+        }
+    }
+}
+
+#define KPACKED_K(T, sfx)                                                                                              \
+    static KTARGET void KFN(gemm_packed_##sfx)(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,       \
+                                               const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) { \
+        (void)scratch;                                                                                                 \
+        KFN(gemm_packed_k)(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                              \
+    }                                                                                                                  \
+    static KTARGET void KFN(gemv_packed_##sfx)(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,     \
+                                               float *out) {                                                           \
+        KFN(gemm_packed_k)(T, n, rows, w, ps, 1, xq, 0, out, 0);                                                       \
+    }
+KPACKED_K(TY_TYPE_Q4_K, q4_K)
+KPACKED_K(TY_TYPE_Q5_K, q5_K)
+KPACKED_K(TY_TYPE_Q6_K, q6_K)
+#undef KPACKED_K
+
 /* ==== Table ==== */
 
 static void KFN(fill_int)(struct ty_simd *s, const char *isa) {
@@ -585,6 +769,12 @@ static void KFN(fill_int)(struct ty_simd *s, const char *isa) {
 #endif
     s->t[TY_TYPE_Q4_0].gemm_packed_direct = s->t[TY_TYPE_Q4_1].gemm_packed_direct = true;
     s->t[TY_TYPE_Q5_0].gemm_packed_direct = s->t[TY_TYPE_Q5_1].gemm_packed_direct = true;
+    /* K-quants: packed on these paths only (the scalar, AVX2 and NEON tables keep them in rows) */
+    s->t[TY_TYPE_Q4_K].gemv_packed = KFN(gemv_packed_q4_K), s->t[TY_TYPE_Q4_K].gemm_packed = KFN(gemm_packed_q4_K);
+    s->t[TY_TYPE_Q5_K].gemv_packed = KFN(gemv_packed_q5_K), s->t[TY_TYPE_Q5_K].gemm_packed = KFN(gemm_packed_q5_K);
+    s->t[TY_TYPE_Q6_K].gemv_packed = KFN(gemv_packed_q6_K), s->t[TY_TYPE_Q6_K].gemm_packed = KFN(gemm_packed_q6_K);
+    s->t[TY_TYPE_Q4_K].gemm_packed_direct = s->t[TY_TYPE_Q5_K].gemm_packed_direct = true;
+    s->t[TY_TYPE_Q6_K].gemm_packed_direct = true;
 }
 
 #undef DPBUSD

@@ -183,6 +183,81 @@ static AVX512 void gemv_bf16(int64_t n, int64_t rows, const void *w, size_t ws, 
     gemv_float(FK_BF16, n, rows, w, ws, xq, out);
 }
 
+/* ==== F32, F16, BF16 on packed panels (pack.c) ====
+ * Step k of a panel is element k of 16 rows: one conversion serves every column, then one FMA per column with the
+ * activation broadcast. Two accumulators per column (even and odd k), added once at the end: the same float steps
+ * for every column whatever NC is, so gemv (NC = 1) and gemm give a column the same bits. */
+
+INLINE AVX512 __m512 load_step(enum fkind k, const uint8_t *p) {
+    switch (k) {
+    case FK_F32:
+        return _mm512_loadu_ps(p);
+    case FK_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    default:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+    }
+}
+
+INLINE AVX512 void panel_float(int NC, enum fkind k, int64_t n, const uint8_t *p, const float *const *x, float *out,
+                               int64_t ld_out, int rv) {
+    const size_t step = k == FK_F32 ? 64 : 32;
+    __m512 a0[8], a1[8];
+    for (int c = 0; c < NC; c++) a0[c] = a1[c] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2, p += 2 * step) {
+        __m512 w0 = load_step(k, p), w1 = load_step(k, p + step);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++) {
+            a0[c] = _mm512_fmadd_ps(w0, _mm512_set1_ps(x[c][i]), a0[c]);
+            a1[c] = _mm512_fmadd_ps(w1, _mm512_set1_ps(x[c][i + 1]), a1[c]);
+        }
+    }
+    if (i < n) {
+        __m512 w0 = load_step(k, p);
+        for (int c = 0; c < NC; c++) a0[c] = _mm512_fmadd_ps(w0, _mm512_set1_ps(x[c][i]), a0[c]);
+    }
+    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, _mm512_add_ps(a0[c], a1[c]));
+}
+
+INLINE AVX512 void gemm_packed_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                                     int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        for (int64_t c = 0; c < cols;) {
+            const float *x[8];
+            int nc = cols - c < 8 ? (int)(cols - c) : 8;
+            for (int i = 0; i < nc; i++) x[i] = (const float *)((const char *)xq + (size_t)(c + i) * x_stride);
+            float *o = out + c * ld_out + r;
+            if (nc == 8)
+                panel_float(8, k, n, p, x, o, ld_out, rv), c += 8;
+            else if (nc >= 4)
+                panel_float(4, k, n, p, x, o, ld_out, rv), c += 4;
+            else if (nc >= 2)
+                panel_float(2, k, n, p, x, o, ld_out, rv), c += 2;
+            else
+                panel_float(1, k, n, p, x, o, ld_out, rv), c += 1;
+        }
+    }
+}
+
+#define PACKED_FLOAT(sfx, K)                                                                                           \
+    static AVX512 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,             \
+                                         const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {       \
+        (void)scratch;                                                                                                 \
+        gemm_packed_float(K, n, rows, w, ps, cols, xq, xs, out, ld_out);                                               \
+    }                                                                                                                  \
+    static AVX512 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,           \
+                                         float *out) {                                                                 \
+        gemm_packed_float(K, n, rows, w, ps, 1, xq, 0, out, 0);                                                        \
+    }
+PACKED_FLOAT(f32, FK_F32)
+PACKED_FLOAT(f16, FK_F16)
+PACKED_FLOAT(bf16, FK_BF16)
+#undef PACKED_FLOAT
+
 /* ==== BF16 weights against bf16 activations (vdpbf16ps) ==== */
 
 INLINE AVX512_BF16 __m512 dpbf16(__m512 acc, __m512i a, __m512i b) {
@@ -408,12 +483,15 @@ void ty__simd_fill_avx512(struct ty_simd *s, int level) {
     if (level == 0) {
         fill_int_base(s, "avx512");
         set_int_gemm(s, false);
-        s->t[TY_TYPE_F32] = (struct ty_simd_type){
-            TY_ACT_F32, ty__quantize_act_f32, gemv_f32, gemm_f32, "avx512", "avx512", NULL, NULL, false};
-        s->t[TY_TYPE_F16] = (struct ty_simd_type){
-            TY_ACT_F32, ty__quantize_act_f32, gemv_f16, gemm_f16, "avx512", "avx512", NULL, NULL, false};
-        s->t[TY_TYPE_BF16] = (struct ty_simd_type){
-            TY_ACT_F32, ty__quantize_act_f32, gemv_bf16, gemm_bf16, "avx512", "avx512", NULL, NULL, false};
+        s->t[TY_TYPE_F32] = (struct ty_simd_type){TY_ACT_F32,        ty__quantize_act_f32, gemv_f32, gemm_f32,
+                                                  "avx512",          "avx512",             gemv_packed_f32,
+                                                  gemm_packed_f32, true};
+        s->t[TY_TYPE_F16] = (struct ty_simd_type){TY_ACT_F32,        ty__quantize_act_f32, gemv_f16, gemm_f16,
+                                                  "avx512",          "avx512",             gemv_packed_f16,
+                                                  gemm_packed_f16, true};
+        s->t[TY_TYPE_BF16] = (struct ty_simd_type){TY_ACT_F32,         ty__quantize_act_f32, gemv_bf16, gemm_bf16,
+                                                   "avx512",           "avx512",             gemv_packed_bf16,
+                                                   gemm_packed_bf16, true};
     } else if (level == 1) {
         fill_int_vnni(s, "avx512vnni");
         set_int_gemm(s, true);

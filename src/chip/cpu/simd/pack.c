@@ -1,6 +1,6 @@
 /*
- * pack.c - the packed weight layout of the 32-element block types (see simd.h): packing once at load,
- * the exact inverse, and the scalar reference kernels on packed panels.
+ * pack.c - the packed weight layouts (see simd.h) of the 32-element block types and of the K-quants: packing once at
+ * load, the exact inverse, and the scalar reference kernels on packed panels.
  *
  * Why: in the file's own layout one 64-byte vector can hold only two blocks' worth of levels after a gather, and each
  * block's scale costs a conversion and a multiply per two blocks, so a Zen 4 core decodes Q4_0 at about 14 GB/s of
@@ -14,15 +14,123 @@
 #pragma clang fp contract(off)
 #endif
 
+/* Bytes of one element of a float type with a packed layout (F32, F16, BF16); 0 for the others. */
+static size_t float_size(enum ty_type type) {
+    return type == TY_TYPE_F32 ? 4 : type == TY_TYPE_F16 || type == TY_TYPE_BF16 ? 2 : 0;
+}
+
 bool ty__pack_supported(enum ty_type type) {
     struct ty_pack_layout l;
-    return ty__pack_layout(type, &l);
+    struct ty_pack_k_layout kl;
+    return ty__pack_layout(type, &l) || ty__pack_k_layout(type, &kl) || float_size(type) > 0;
 }
 
 size_t ty__pack_size(enum ty_type type, int64_t rows, int64_t n) {
     struct ty_pack_layout l;
-    if (!ty__pack_layout(type, &l) || n % 32 != 0 || rows < 0) return 0;
-    return (size_t)((rows + TY_PACK_ROWS - 1) / TY_PACK_ROWS) * (size_t)(n / 32) * (size_t)l.bp;
+    struct ty_pack_k_layout kl;
+    if (rows < 0) return 0;
+    size_t panels = (size_t)((rows + TY_PACK_ROWS - 1) / TY_PACK_ROWS);
+    if (ty__pack_k_layout(type, &kl)) return n % TY_QK_K != 0 ? 0 : panels * (size_t)(n / TY_QK_K) * (size_t)kl.bp;
+    if (float_size(type)) return n < 0 ? 0 : panels * (size_t)n * TY_PACK_ROWS * float_size(type);
+    if (!ty__pack_layout(type, &l) || n % 32 != 0) return 0;
+    return panels * (size_t)(n / 32) * (size_t)l.bp;
+}
+
+/* ==== K-quant panels ==== */
+
+/* Stored level of element e of a natural super-block: 0..15 (Q4_K), 0..31 (Q5_K), 0..63 (Q6_K, level + 32). */
+static int k_level(const struct ty_pack_k_layout *l, const uint8_t *blk, int e) {
+    if (l->six) {
+        int h = e / 128, g = (e % 128) / 32, k = e % 32;
+        int lo = (blk[64 * h + 32 * (g % 2) + k] >> (g < 2 ? 0 : 4)) & 0x0f;
+        int hi = (blk[128 + 32 * h + k] >> (2 * g)) & 3;
+        return lo | hi << 4;
+    }
+    const uint8_t *qs = blk + (l->five ? 48 : 16);
+    int u = (qs[32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 0x0f;
+    if (l->five) u |= ((blk[16 + e % 32] >> (e / 32)) & 1) << 4;
+    return u;
+}
+
+/* The inverse: ORs level u of element e into a zeroed natural super-block. */
+static void k_set_level(const struct ty_pack_k_layout *l, uint8_t *blk, int e, int u) {
+    if (l->six) {
+        int h = e / 128, g = (e % 128) / 32, k = e % 32;
+        blk[64 * h + 32 * (g % 2) + k] |= (uint8_t)((u & 0x0f) << (g < 2 ? 0 : 4));
+        blk[128 + 32 * h + k] |= (uint8_t)((u >> 4) << (2 * g));
+        return;
+    }
+    uint8_t *qs = blk + (l->five ? 48 : 16);
+    qs[32 * (e / 64) + e % 32] |= (uint8_t)((u & 0x0f) << (4 * ((e / 32) % 2)));
+    if (l->five) blk[16 + e % 32] |= (uint8_t)((u >> 4) << (e / 32));
+}
+
+/* Where element e of row r sits in a packed super-block: the nibble byte and shift, the high-bit byte and shift. */
+static void k_packed_pos(const struct ty_pack_k_layout *l, int r, int e, int *qb, int *qsh, int *hb, int *hsh) {
+    int g = e / 32, k = e % 32, s = k / 4, byte = 4 * r + k % 4;
+    *qb = l->off_qs + 256 * g + 64 * (s % 4) + byte, *qsh = s < 4 ? 0 : 4;
+    if (l->six)
+        *hb = l->off_qh + 128 * g + 64 * (s / 4) + byte, *hsh = 2 * (s % 4);
+    else
+        *hb = l->off_qh + 64 * g + 8 * s + byte / 8, *hsh = byte % 8;
+}
+
+static void pack_k_block(const struct ty_pack_k_layout *l, const uint8_t *blk, int r, uint8_t *p) {
+    if (l->six) {
+        memcpy(p + 2 * r, blk + 208, 2);
+        for (int j = 0; j < 16; j++) p[l->off_sc + 32 * (j / 2) + 2 * r + j % 2] = blk[192 + j];
+    } else {
+        memcpy(p + 2 * r, blk, 2);
+        memcpy(p + l->off_dmin + 2 * r, blk + 2, 2);
+        for (int w = 0; w < 3; w++) memcpy(p + l->off_sc + 64 * w + 4 * r, blk + 4 + 4 * w, 4);
+    }
+    for (int e = 0; e < TY_QK_K; e++) {
+        int u = k_level(l, blk, e), qb, qsh, hb, hsh;
+        k_packed_pos(l, r, e, &qb, &qsh, &hb, &hsh);
+        p[qb] |= (uint8_t)((u & 0x0f) << qsh);
+        if (l->six || l->five) p[hb] |= (uint8_t)((u >> 4) << hsh);
+    }
+}
+
+/* Row r of a packed super-block back in its natural layout. */
+static void unpack_k_block(const struct ty_pack_k_layout *l, const uint8_t *p, int r, uint8_t *blk) {
+    memset(blk, 0, (size_t)l->bs);
+    if (l->six) {
+        memcpy(blk + 208, p + 2 * r, 2);
+        for (int j = 0; j < 16; j++) blk[192 + j] = p[l->off_sc + 32 * (j / 2) + 2 * r + j % 2];
+    } else {
+        memcpy(blk, p + 2 * r, 2);
+        memcpy(blk + 2, p + l->off_dmin + 2 * r, 2);
+        for (int w = 0; w < 3; w++) memcpy(blk + 4 + 4 * w, p + l->off_sc + 64 * w + 4 * r, 4);
+    }
+    for (int e = 0; e < TY_QK_K; e++) {
+        int qb, qsh, hb, hsh;
+        k_packed_pos(l, r, e, &qb, &qsh, &hb, &hsh);
+        int u = (p[qb] >> qsh) & 0x0f;
+        if (l->six)
+            u |= ((p[hb] >> hsh) & 3) << 4;
+        else if (l->five)
+            u |= ((p[hb] >> hsh) & 1) << 4;
+        k_set_level(l, blk, e, u);
+    }
+}
+
+static void pack_k(const struct ty_pack_k_layout *l, int64_t rows, int64_t n, const void *w, size_t w_stride,
+                   uint8_t *out) {
+    for (int64_t r0 = 0; r0 < rows; r0 += TY_PACK_ROWS)
+        for (int64_t b = 0; b < n / TY_QK_K; b++, out += l->bp) {
+            memset(out, 0, (size_t)l->bp);
+            for (int r = 0; r < TY_PACK_ROWS && r0 + r < rows; r++)
+                pack_k_block(l, (const uint8_t *)w + (size_t)(r0 + r) * w_stride + (size_t)b * l->bs, r, out);
+        }
+}
+
+static void unpack_k(const struct ty_pack_k_layout *l, int64_t rows, int64_t n, const uint8_t *p, void *w,
+                     size_t w_stride) {
+    for (int64_t r0 = 0; r0 < rows; r0 += TY_PACK_ROWS)
+        for (int64_t b = 0; b < n / TY_QK_K; b++, p += l->bp)
+            for (int r = 0; r < TY_PACK_ROWS && r0 + r < rows; r++)
+                unpack_k_block(l, p, r, (uint8_t *)w + (size_t)(r0 + r) * w_stride + (size_t)b * l->bs);
 }
 
 /* Stored levels (0..15, 0..31, or the int8 level + 128 for Q8_0) of one natural block, element order. */
@@ -44,10 +152,42 @@ static void block_levels(const struct ty_pack_layout *l, const uint8_t *blk, uin
     }
 }
 
+/* ==== Float panels ====
+ * F32, F16 and BF16 rows interleave element by element: step k holds element k of the 16 rows, one vector (f32) or
+ * half a vector (f16, bf16) that one conversion and one FMA per column with a broadcast activation consume. */
+
+static void pack_float(size_t es, int64_t rows, int64_t n, const void *w, size_t w_stride, uint8_t *out) {
+    for (int64_t r0 = 0; r0 < rows; r0 += TY_PACK_ROWS, out += (size_t)n * TY_PACK_ROWS * es) {
+        memset(out, 0, (size_t)n * TY_PACK_ROWS * es);
+        for (int r = 0; r < TY_PACK_ROWS && r0 + r < rows; r++) {
+            const uint8_t *row = (const uint8_t *)w + (size_t)(r0 + r) * w_stride;
+            for (int64_t k = 0; k < n; k++) memcpy(out + ((size_t)k * TY_PACK_ROWS + (size_t)r) * es, row + k * es, es);
+        }
+    }
+}
+
+static void unpack_float(size_t es, int64_t rows, int64_t n, const uint8_t *p, void *w, size_t w_stride) {
+    for (int64_t r0 = 0; r0 < rows; r0 += TY_PACK_ROWS, p += (size_t)n * TY_PACK_ROWS * es)
+        for (int r = 0; r < TY_PACK_ROWS && r0 + r < rows; r++) {
+            uint8_t *row = (uint8_t *)w + (size_t)(r0 + r) * w_stride;
+            for (int64_t k = 0; k < n; k++) memcpy(row + k * es, p + ((size_t)k * TY_PACK_ROWS + (size_t)r) * es, es);
+        }
+}
+
 /* Element k of a block sits in step k / 4, byte 4 r + k % 4 of that step; steps 0..3 fill the low nibbles of the four
  * 64-byte chunks and steps 4..7 their high nibbles. */
 void ty__pack(enum ty_type type, int64_t rows, int64_t n, const void *w, size_t w_stride, void *dst) {
     struct ty_pack_layout l;
+    struct ty_pack_k_layout kl;
+    if (ty__pack_k_layout(type, &kl)) {
+        TY_ASSERT(n % TY_QK_K == 0);
+        pack_k(&kl, rows, n, w, w_stride, dst);
+        return;
+    }
+    if (float_size(type)) {
+        pack_float(float_size(type), rows, n, w, w_stride, dst);
+        return;
+    }
     TY_ASSERT(ty__pack_layout(type, &l) && n % 32 == 0);
     const int64_t nb = n / 32;
     uint8_t *out = dst;
@@ -113,6 +253,16 @@ void ty__packed_block_levels(const struct ty_pack_layout *l, const uint8_t *p, i
 
 void ty__unpack(enum ty_type type, int64_t rows, int64_t n, const void *packed, void *w, size_t w_stride) {
     struct ty_pack_layout l;
+    struct ty_pack_k_layout kl;
+    if (ty__pack_k_layout(type, &kl)) {
+        TY_ASSERT(n % TY_QK_K == 0);
+        unpack_k(&kl, rows, n, packed, w, w_stride);
+        return;
+    }
+    if (float_size(type)) {
+        unpack_float(float_size(type), rows, n, packed, w, w_stride);
+        return;
+    }
     TY_ASSERT(ty__pack_layout(type, &l) && n % 32 == 0);
     const int64_t nb = n / 32;
     const uint8_t *p = packed;
@@ -144,6 +294,42 @@ void ty__unpack(enum ty_type type, int64_t rows, int64_t n, const void *packed, 
 
 float ty__dot_packed_ref(enum ty_type type, int64_t n, const void *panel, int r, const void *xq) {
     struct ty_pack_layout l;
+    struct ty_pack_k_layout kl;
+    if (float_size(type)) { /* dot-scalar.c's sum, element by element in the same order */
+        const size_t es = float_size(type);
+        const uint8_t *p = panel;
+        const float *x = xq;
+        float sum = 0;
+        for (int64_t k = 0; k < n; k++) {
+            const uint8_t *e = p + ((size_t)k * TY_PACK_ROWS + (size_t)r) * es;
+            float v;
+            if (type == TY_TYPE_F32) {
+                memcpy(&v, e, 4);
+            } else if (type == TY_TYPE_F16) {
+                ty_f16 h;
+                memcpy(&h, e, 2);
+                v = ty__f16_to_f32(h);
+            } else {
+                ty_bf16 h;
+                memcpy(&h, e, 2);
+                v = ty__bf16_to_f32(h);
+            }
+            sum += v * x[k];
+        }
+        return sum;
+    }
+    if (ty__pack_k_layout(type, &kl)) {
+        /* the natural reference, one super-block at a time, on the row as unpacked: the same sum in the same order */
+        const struct ty_block_q8_K *y = xq;
+        const uint8_t *p = panel;
+        float sum = 0;
+        for (int64_t b = 0; b < n / TY_QK_K; b++, p += kl.bp) {
+            uint8_t blk[256];
+            unpack_k_block(&kl, p, r, blk);
+            sum += ty__dot_ref(type, TY_ACT_Q8_K, TY_QK_K, blk, &y[b]);
+        }
+        return sum;
+    }
     TY_ASSERT(ty__pack_layout(type, &l));
     struct ty_q8_act a = ty__q8_act(xq, n);
     const uint8_t *p = panel;

@@ -98,7 +98,36 @@ static inline bool ty__pack_layout(enum ty_type type, struct ty_pack_layout *l) 
     l->off_qs = l->off_qh + (l->five ? 64 : 0);
     return true;
 }
-/* Row r of one packed panel against a Q8 activation row, in plain C. */
+/* The K-quant panels (Q4_K, Q5_K, Q6_K; see simd.h): byte offsets within one packed super-block of 16 rows. */
+struct ty_pack_k_layout {
+    int bs;                                  /* bytes of one natural super-block */
+    int bp;                                  /* bytes of one packed super-block: 16 bs */
+    int off_dmin, off_sc, off_qh, off_qs;    /* minimum scales (Q4_K, Q5_K), sub-block scales, high bits, nibbles */
+    bool five, six;                          /* Q5_K (one high bit), Q6_K (two high bits, no minimums) */
+};
+
+static inline bool ty__pack_k_layout(enum ty_type type, struct ty_pack_k_layout *l) {
+    *l = (struct ty_pack_k_layout){0};
+    switch (type) {
+    case TY_TYPE_Q4_K:
+    case TY_TYPE_Q5_K:
+        l->five = type == TY_TYPE_Q5_K;
+        l->bs = l->five ? 176 : 144;
+        l->off_dmin = 32, l->off_sc = 64, l->off_qh = 256;
+        l->off_qs = l->off_qh + (l->five ? 512 : 0);
+        break;
+    case TY_TYPE_Q6_K:
+        l->six = true, l->bs = 210;
+        l->off_sc = 32, l->off_qh = 288, l->off_qs = 1312;
+        break;
+    default:
+        return false;
+    }
+    l->bp = 16 * l->bs;
+    return true;
+}
+
+/* Row r of one packed panel against a Q8 activation row (Q8_K for the K-quants), in plain C. */
 float ty__dot_packed_ref(enum ty_type type, int64_t n, const void *panel, int r, const void *xq);
 void ty__simd_fill_packed_scalar(struct ty_simd *s);
 /* Levels (stored level minus the type's offset), scale and minimum of row r of packed block p. */

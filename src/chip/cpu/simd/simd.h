@@ -19,7 +19,8 @@
  * AVX512-BF16 path (vdpbf16ps). The format is a property of the (path, weight type) pair: ty__simd_act_format().
  *
  * Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 matrices should be packed once at load (ty__pack, below): their packed kernels
- * are about 2-5x faster, which decode needs to keep up with DRAM.
+ * are about 2-5x faster, which decode needs to keep up with DRAM. So should K-quant and F32/F16/BF16 matrices on the
+ * paths whose table has packed kernels for them (AVX-512): there gemm works straight on the panels for prefill.
  *
  * Results: every path computes the same sum as the scalar reference (dot-scalar.c) for its activation format, up to
  * the order of f32 additions; tests/chip/test_simd.c holds every path to that and to a dequantise-then-f64 ground
@@ -101,7 +102,8 @@ struct ty_simd_type {
     ty_gemm_fn gemm;
     const char *gemv_isa; /* the instruction set of each kernel ("avx512vnni", "avx2", "scalar"): a path uses its */
     const char *gemm_isa; /* own kernels where they pay and inherits the previous path's elsewhere */
-    /* On packed panels (below), for the types ty__pack_supported() accepts; NULL for the others. The `w_stride`
+    /* On packed panels (below), for the types ty__pack_supported() accepts, where this path reads their panels;
+     * NULL elsewhere (pack a matrix only where these are set). The `w_stride`
      * argument is the panel stride (ty__pack_size(type, TY_PACK_ROWS, n)) and row 0 starts a panel. */
     ty_gemv_fn gemv_packed;
     ty_gemm_fn gemm_packed;
@@ -139,9 +141,27 @@ size_t ty__gemm_scratch_size(void);
  *     uint8_t qh[8][8];        fifth bits (Q5_0, Q5_1): step s, bit 4r + j = element 4s + j of row r
  *     uint8_t qs[4][64];       chunk c, byte 4r + j: low nibble element 4c + j, high nibble element 16 + 4c + j
  *     (Q8_0: uint8_t qs[8][64]; step s, byte 4r + j: element 4s + j of row r, plus 128)
- * Panels follow each other; within a panel the blocks of its rows come in order. */
+ * Panels follow each other; within a panel the blocks of its rows come in order.
+ *
+ * Q4_K, Q5_K and Q6_K pack the same way, one 256-element super-block of 16 rows at a time, but only on the paths
+ * whose table has their packed kernels (AVX-512; ty__simd_type.gemm_packed non-NULL): a backend packs a K-quant
+ * matrix only where its path reads the panels. Within a super-block, element 32 g + k (group g of 32) sits in step
+ * s = k / 4, byte 4r + k % 4, as in the 32-element types. One packed super-block of 16 rows:
+ *   Q4_K (2304 bytes), Q5_K (2816):
+ *     ty_f16 d[16], dmin[16];
+ *     uint32_t sc[3][16];        word w of row r: the row's 12 scale bytes 4w..4w+3, as quant-k.c packs them
+ *     uint8_t qh[8][8][8];       Q5_K only: group g, step s, bit 4r + j = fifth bit of element 32g + 4s + j of row r
+ *     uint8_t qs[8][4][64];      group g, chunk c, byte 4r + j: low nibble element 32g + 4c + j, high + 16
+ *   Q6_K (3360 bytes):
+ *     ty_f16 d[16];
+ *     int8_t sc[8][16][2];       pair p, row r: the scales of sub-blocks (of 16) 2p and 2p + 1
+ *     uint8_t qh[8][2][64];      group g, half h, byte 4r + j, bits 2c..2c+1: the top two bits of element
+ *                                32g + 16h + 4c + j of row r
+ *     uint8_t qs[8][4][64];      as Q4_K (the low four bits)
+ * F32, F16 and BF16 (the same paths, f32 activations only) interleave element by element: step k of a panel is
+ * element k of its 16 rows, n steps of 16 values. The panel holds the same bytes as its rows. */
 #define TY_PACK_ROWS 16
-bool ty__pack_supported(enum ty_type type);
+bool ty__pack_supported(enum ty_type type); /* a packed layout exists (see gemm_packed for a path's kernels) */
 /* Bytes of `rows` packed rows of n elements (whole panels); 0 when the type has no packed layout. */
 size_t ty__pack_size(enum ty_type type, int64_t rows, int64_t n);
 /* Packs `rows` rows (row r at w + r * w_stride) into dst (ty__pack_size bytes); the inverse writes rows back. */
