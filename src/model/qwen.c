@@ -109,9 +109,7 @@ enum ty_status ty__qwen_moe(struct ty_context *ctx, const struct ty_layer *l, in
         struct ty_tensor wu = ty__tensor_slice(l->ffn_up_exps, 2, e, 1);
         struct ty_tensor wd = ty__tensor_slice(l->ffn_down_exps, 2, e, 1);
         OP(ty__backend_get_rows(be, &xe, xn, &ids));
-        OP(ty__backend_matmul(be, &gate, &wg, &xe, NULL));
-        OP(ty__backend_matmul(be, &up, &wu, &xe, NULL));
-        OP(ty__backend_swiglu(be, &gate, &gate, &up));
+        OP(ty__backend_matmul_swiglu(be, &gate, &wg, &wu, &xe, &up)); /* gate = silu(xe Wg) * xe Wu, one dispatch */
         OP(ty__backend_matmul(be, &out, &wd, &gate, NULL));
         OP(ty__backend_scatter_add(be, x, &out, &ids, &sc));
     }
