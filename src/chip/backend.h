@@ -24,7 +24,7 @@
 
 #include "base/base.h"
 
-#define TY_BACKEND_IFACE_VERSION 3
+#define TY_BACKEND_IFACE_VERSION 4
 #define TY_TENSOR_MAX_DIMS       4
 #define TY_ROPE_MAX_DIMS         512 /* rotated dimensions per head */
 #define TY_ATTN_MAX_HEAD_DIM     512
@@ -137,6 +137,23 @@ struct ty_paged_attn {
 };
 
 /* ==== The interface ==== */
+
+/* A layer's attention input (attn_input): xn = rms_norm(x, norm, eps); q, k, v = wq xn (+ bq), wk xn (+ bk),
+ * wv xn (+ bv); then each head of q (and of k) RMS-normed with q_norm (k_norm) when that is not NULL, and rotated
+ * (NeoX RoPE) at its token's position. */
+struct ty_attn_input {
+    const struct ty_tensor *q, *k, *v;       /* (n_head * head_dim, n) and so on: the products' outputs, F32 */
+    const struct ty_tensor *q3, *k3;         /* q and k again as (head_dim, n_head, n), for the per-head steps */
+    const struct ty_tensor *wq, *wk, *wv;    /* (n_embd, rows) weights */
+    const struct ty_tensor *bq, *bk, *bv;    /* (rows) F32 biases, or NULL */
+    const struct ty_tensor *x;               /* (n_embd, n) F32 residual stream */
+    const struct ty_tensor *norm;            /* (n_embd) F32 input norm weight */
+    const struct ty_tensor *q_norm, *k_norm; /* (head_dim) F32 or NULL */
+    float eps;
+    const struct ty_tensor *pos; /* (n) I32 */
+    const struct ty_rope *rope;
+    const struct ty_tensor *xn; /* (n_embd, n) F32 scratch; content afterwards unspecified */
+};
 
 struct ty_backend_iface {
     uint32_t version; /* TY_BACKEND_IFACE_VERSION of the header the backend was built against */
@@ -256,6 +273,18 @@ struct ty_backend_iface {
     enum ty_status (*matmul_swiglu)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w_gate,
                                     const struct ty_tensor *w_up, const struct ty_tensor *x,
                                     const struct ty_tensor *up);
+
+    /* ---- version 4: norm and RoPE fused into the products ---- */
+    /* Optional. A layer's attention input (struct ty_attn_input), bit for bit what ty__attn_input_unfused computes
+     * with the ops one by one: the input norm folded into the products' input pass, and q/k head norms and RoPE done
+     * on the threads, in the call, right after the products. NULL: the wrapper runs the ops one by one. */
+    enum ty_status (*attn_input)(struct ty_backend *be, const struct ty_attn_input *a);
+    /* Optional. A layer's feed-forward input: dst = silu(w_gate xn) * (w_up xn) with xn = rms_norm(x, norm, eps), bit
+     * for bit rms_norm then matmul_swiglu. `xn` (x's shape) and `up` are scratch whose content afterwards is
+     * unspecified. NULL: the wrapper runs rms_norm then matmul_swiglu. */
+    enum ty_status (*ffn_input)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w_gate,
+                                const struct ty_tensor *w_up, const struct ty_tensor *x, const struct ty_tensor *norm,
+                                float eps, const struct ty_tensor *xn, const struct ty_tensor *up);
 };
 
 struct ty_backend {
@@ -563,6 +592,56 @@ static inline enum ty_status ty__backend_matmul_swiglu(struct ty_backend *be, co
     TY_ASSERT(w_gate->ne[0] == x->ne[0] && dst->ne[0] == w_gate->ne[1] && dst->ne[1] == x->ne[1]);
     TY_ASSERT(w_gate->ne[2] == 1 && w_gate->ne[3] == 1 && x->ne[2] == 1 && x->ne[3] == 1 && dst->ne[2] == 1);
     return be->iface->matmul_swiglu(be, dst, w_gate, w_up, x, up);
+}
+
+/* ---- norm and RoPE fusions (version 4) ---- */
+
+/* attn_input's meaning, one op at a time: the fallback, and what a fused backend must equal bit for bit. */
+static inline enum ty_status ty__attn_input_unfused(struct ty_backend *be, const struct ty_attn_input *a) {
+    TY_TRY(ty__backend_rms_norm(be, a->xn, a->x, a->norm, a->eps));
+    const struct ty_tensor *d[3] = {a->q, a->k, a->v}, *w[3] = {a->wq, a->wk, a->wv}, *b[3] = {a->bq, a->bk, a->bv};
+    TY_TRY(ty__backend_matmul_multi(be, 3, d, w, a->xn, b));
+    if (a->q_norm) TY_TRY(ty__backend_rms_norm(be, a->q3, a->q3, a->q_norm, a->eps));
+    if (a->k_norm) TY_TRY(ty__backend_rms_norm(be, a->k3, a->k3, a->k_norm, a->eps));
+    TY_TRY(ty__backend_rope(be, a->q3, a->q3, a->pos, a->rope));
+    return ty__backend_rope(be, a->k3, a->k3, a->pos, a->rope);
+}
+
+static inline enum ty_status ty__backend_attn_input(struct ty_backend *be, const struct ty_attn_input *a) {
+    if (!be->iface->attn_input) return ty__attn_input_unfused(be, a);
+    TY_ASSERT(ty__is_f32_rows(a->x) && ty__tensor_same_shape(a->x, a->xn) && a->x->ne[2] == 1 && a->x->ne[3] == 1);
+    TY_ASSERT(ty__is_f32_rows(a->norm) && a->norm->ne[0] == a->x->ne[0] && ty__tensor_nrows(a->norm) == 1);
+    const struct ty_tensor *d[3] = {a->q, a->k, a->v}, *w[3] = {a->wq, a->wk, a->wv}, *b[3] = {a->bq, a->bk, a->bv};
+    for (int i = 0; i < 3; i++) {
+        TY_ASSERT(ty__backend_weight_type_ok(w[i]->type) && ty__is_f32_rows(d[i]) && w[i]->ne[0] == a->x->ne[0]);
+        TY_ASSERT(d[i]->ne[0] == w[i]->ne[1] && d[i]->ne[1] == a->x->ne[1] && w[i]->ne[2] == 1 && d[i]->ne[2] == 1);
+        TY_ASSERT(!b[i] || (ty__is_f32_rows(b[i]) && b[i]->ne[0] == w[i]->ne[1] && ty__tensor_nrows(b[i]) == 1));
+    }
+    const struct ty_tensor *h3[2] = {a->q3, a->k3}, *hn[2] = {a->q_norm, a->k_norm};
+    for (int i = 0; i < 2; i++) {
+        TY_ASSERT(ty__is_f32_rows(h3[i]) && h3[i]->ne[0] * h3[i]->ne[1] == d[i]->ne[0] && h3[i]->ne[2] == a->x->ne[1]);
+        TY_ASSERT(ty__tensor_host(h3[i]) == ty__tensor_host(d[i]) && h3[i]->ne[0] <= TY_ATTN_MAX_HEAD_DIM);
+        TY_ASSERT(!hn[i] || (ty__is_f32_rows(hn[i]) && hn[i]->ne[0] == h3[i]->ne[0] && ty__tensor_nrows(hn[i]) == 1));
+    }
+    TY_ASSERT(a->pos->type == TY_TYPE_I32 && a->pos->ne[0] == a->x->ne[1] && a->rope->n_dims <= a->q3->ne[0]);
+    return be->iface->attn_input(be, a);
+}
+
+static inline enum ty_status ty__backend_ffn_input(struct ty_backend *be, const struct ty_tensor *dst,
+                                                   const struct ty_tensor *w_gate, const struct ty_tensor *w_up,
+                                                   const struct ty_tensor *x, const struct ty_tensor *norm, float eps,
+                                                   const struct ty_tensor *xn, const struct ty_tensor *up) {
+    if (!be->iface->ffn_input) {
+        TY_TRY(ty__backend_rms_norm(be, xn, x, norm, eps));
+        return ty__backend_matmul_swiglu(be, dst, w_gate, w_up, xn, up);
+    }
+    TY_ASSERT(ty__is_f32_rows(x) && ty__tensor_same_shape(x, xn) && x->ne[2] == 1 && x->ne[3] == 1);
+    TY_ASSERT(ty__is_f32_rows(norm) && norm->ne[0] == x->ne[0] && ty__tensor_nrows(norm) == 1);
+    TY_ASSERT(ty__tensor_same_shape(w_gate, w_up) && ty__tensor_same_shape(dst, up));
+    TY_ASSERT(ty__backend_weight_type_ok(w_gate->type) && ty__backend_weight_type_ok(w_up->type));
+    TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(up) && w_gate->ne[0] == x->ne[0]);
+    TY_ASSERT(dst->ne[0] == w_gate->ne[1] && dst->ne[1] == x->ne[1] && w_gate->ne[2] == 1 && dst->ne[2] == 1);
+    return be->iface->ffn_input(be, dst, w_gate, w_up, x, norm, eps, xn, up);
 }
 
 #endif /* TY_BACKEND_H */

@@ -145,15 +145,12 @@ static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, c
     struct ty_tensor v3 = ty__tensor_slice(&ctx->v, 2, 0, n);
     struct ty_tensor att2 = flat_cols(&ctx->att, n), att3 = ty__tensor_slice(&ctx->att, 2, 0, n);
 
-    /* attention block */
-    OP(ty__backend_rms_norm(be, &xn, &x, l->attn_norm, hp->norm_eps));
-    const struct ty_tensor *qkv[3] = {&q2, &k2, &v2}, *w_qkv[3] = {l->wq, l->wk, l->wv};
-    const struct ty_tensor *b_qkv[3] = {l->bq, l->bk, l->bv};
-    OP(ty__backend_matmul_multi(be, 3, qkv, w_qkv, &xn, b_qkv)); /* one pass over the normed input */
-    if (l->q_norm) OP(ty__backend_rms_norm(be, &q3, &q3, l->q_norm, hp->norm_eps));
-    if (l->k_norm) OP(ty__backend_rms_norm(be, &k3, &k3, l->k_norm, hp->norm_eps));
-    OP(ty__backend_rope(be, &q3, &q3, pos, &m->rope));
-    OP(ty__backend_rope(be, &k3, &k3, pos, &m->rope));
+    /* attention block: input norm, q/k/v, head norms and RoPE in one fused op (backend.h: attn_input) */
+    struct ty_attn_input in = {.q = &q2, .k = &k2, .v = &v2, .q3 = &q3, .k3 = &k3};
+    in.wq = l->wq, in.wk = l->wk, in.wv = l->wv, in.bq = l->bq, in.bk = l->bk, in.bv = l->bv;
+    in.x = &x, in.norm = l->attn_norm, in.q_norm = l->q_norm, in.k_norm = l->k_norm, in.eps = hp->norm_eps;
+    in.pos = pos, in.rope = &m->rope, in.xn = &xn;
+    OP(ty__backend_attn_input(be, &in));
 
     if (ctx->paged) {
         /* a batch of many sequences: their KV lives in the shared block pool (batch.c) */
@@ -165,10 +162,13 @@ static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, c
     OP(ty__backend_add(be, &x, &x, &proj));
 
     /* feed-forward block */
-    OP(ty__backend_rms_norm(be, &xn, &x, l->ffn_norm, hp->norm_eps));
-    if (l->ffn_gate_inp) return ty__qwen_moe(ctx, l, n, &xn, &x);
+    if (l->ffn_gate_inp) {
+        OP(ty__backend_rms_norm(be, &xn, &x, l->ffn_norm, hp->norm_eps));
+        return ty__qwen_moe(ctx, l, n, &xn, &x);
+    }
     struct ty_tensor gate = cols(&ctx->gate, 0, n), up = cols(&ctx->up, 0, n);
-    OP(ty__backend_matmul_swiglu(be, &gate, l->w_gate, l->w_up, &xn, &up)); /* gate = silu(xn Wgate) * xn Wup */
+    /* gate = silu(xn Wgate) * xn Wup, xn = rms_norm(x): one fused op (backend.h: ffn_input) */
+    OP(ty__backend_ffn_input(be, &gate, l->w_gate, l->w_up, &x, l->ffn_norm, hp->norm_eps, &xn, &up));
     OP(ty__backend_matmul(be, &proj, l->w_down, &gate, NULL));
     OP(ty__backend_add(be, &x, &x, &proj));
     return TY_OK;

@@ -17,6 +17,8 @@
  * Attention (flash style, cpu-attn.c) against the double-precision formula (max abs error 2e-5) over f16 and f32
  * caches, with GQA, pos0 > 0, several key tiles and query blocks, and batch invariance (each query alone gives the same
  * bits, with any thread count).
+ * The fused layer inputs (attn_input: input norm, q/k/v, head norms, RoPE; ffn_input: input norm, gate/up, SwiGLU)
+ * equal their ops one by one on the same backend, bit for bit, for 1 .. 67 columns and every thread count.
  * Two application threads sharing the backend get what each gets alone.
  * Every other op is compared with cpu-ref bit for bit (the fast backend shares their code today; the test holds any
  * future replacement to the reference): get_rows, rms_norm, rope, copy, swiglu, add, scatter_add, l2_norm,
@@ -540,6 +542,114 @@ static void test_threads_share_backend(void) {
     ty_free(wf);
 }
 
+/* ==== Norm and RoPE fusions (attn_input, ffn_input) ==== */
+
+/* attn_input against the same ops one by one on the same backend, bit for bit: with and without biases and head
+ * norms, partial RoPE, 1 .. 67 columns (the few-column path quantises on the caller and rotates after the dispatch,
+ * the many-column one does both on the threads), every thread count. */
+static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool head_norm) {
+    const int64_t n_embd = 256, hd = 64, nh = 5, nkv = 1, rows[3] = {hd * nh, hd * nkv, hd * nkv};
+    const struct ty_type_traits *tr = ty__type_traits(type);
+    size_t row;
+    CHECK_OK(ty__row_size(type, n_embd, &row));
+    float *buf = ty__malloc(sizeof(float) * (size_t)(n_embd * (rows[0] + cols) + 64));
+    struct owned w[3], b[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = make(type, n_embd, rows[i], 1, NULL);
+        fill(buf, n_embd * rows[i], 1.0);
+        for (int64_t r = 0; r < rows[i]; r++) tr->from_float(buf + r * n_embd, (char *)host(&w[i]) + r * row, n_embd);
+        fill(buf, rows[i], 0.5);
+        b[i] = make(TY_TYPE_F32, rows[i], 1, 1, buf);
+        for (int k = 0; k < 3; k++) CHECK_OK(ty__backend_weight_prepare(fast[k], &w[i].t));
+    }
+    fill(buf, n_embd * cols, 2.0);
+    struct owned x = make(TY_TYPE_F32, n_embd, cols, 1, buf), xn = make(TY_TYPE_F32, n_embd, cols, 1, NULL);
+    fill(buf, n_embd, 1.0);
+    struct owned nw = make(TY_TYPE_F32, n_embd, 1, 1, buf);
+    fill(buf, hd, 1.0);
+    struct owned qn = make(TY_TYPE_F32, hd, 1, 1, buf);
+    fill(buf, hd, 1.0);
+    struct owned kn = make(TY_TYPE_F32, hd, 1, 1, buf);
+    int32_t pos[67];
+    for (int64_t i = 0; i < cols; i++) pos[i] = (int32_t)(3 + 2 * i);
+    struct owned po = make(TY_TYPE_I32, cols, 1, 1, pos);
+    struct ty_rope_config rc = {.n_dims = 48, .freq_base = 10000.0f};
+    struct ty_rope rope;
+    CHECK_OK(ty__rope_init(&rc, &rope));
+    struct owned out[2][3];
+    for (int v = 0; v < 2; v++)
+        for (int i = 0; i < 3; i++) out[v][i] = make(TY_TYPE_F32, rows[i], cols, 1, NULL);
+    for (int k = 0; k < 3; k++) {
+        struct ty_attn_input a[2];
+        for (int v = 0; v < 2; v++) {
+            struct ty_tensor q3 = ty__tensor_reshape(&out[v][0].t, hd, nh, cols, 1);
+            struct ty_tensor k3 = ty__tensor_reshape(&out[v][1].t, hd, nkv, cols, 1);
+            a[v] = (struct ty_attn_input){&out[v][0].t, &out[v][1].t, &out[v][2].t, NULL,  NULL, &w[0].t, &w[1].t,
+                                          &w[2].t,      NULL,         NULL,         NULL,  &x.t, &nw.t,   NULL,
+                                          NULL,         1e-6f,        &po.t,        &rope, &xn.t};
+            if (bias) a[v].bq = &b[0].t, a[v].bk = &b[1].t, a[v].bv = &b[2].t;
+            if (head_norm) a[v].q_norm = &qn.t, a[v].k_norm = &kn.t;
+            for (int i = 0; i < 3; i++) memset(host(&out[v][i]), 0x7f, ty__tensor_size(&out[v][i].t));
+            a[v].q3 = &q3, a[v].k3 = &k3;
+            CHECK_OK(v == 0 ? ty__attn_input_unfused(fast[k], &a[v]) : ty__backend_attn_input(fast[k], &a[v]));
+        }
+        for (int i = 0; i < 3; i++)
+            CHECK_MSG(!memcmp(host(&out[0][i]), host(&out[1][i]), ty__tensor_size(&out[0][i].t)),
+                      "%s: attn_input %s, %lld columns, bias %d, head norm %d, %d threads: output %d (q, k, v) differs "
+                      "from the ops one by one",
+                      isa_name, ty_type_name(type), (long long)cols, bias, head_norm, k + 1, i);
+    }
+    for (int v = 0; v < 2; v++)
+        for (int i = 0; i < 3; i++) drop(&out[v][i]);
+    for (int i = 0; i < 3; i++) drop(&w[i]), drop(&b[i]);
+    drop(&x), drop(&xn), drop(&nw), drop(&qn), drop(&kn), drop(&po);
+    ty_free(buf);
+}
+
+/* ffn_input against rms_norm then matmul_swiglu on the same backend, bit for bit. */
+static void check_ffn_input(enum ty_type type, int64_t cols) {
+    const int64_t n_embd = 256, n_ff = 200;
+    const struct ty_type_traits *tr = ty__type_traits(type);
+    size_t row;
+    CHECK_OK(ty__row_size(type, n_embd, &row));
+    float *buf = ty__malloc(sizeof(float) * (size_t)(n_embd * (n_ff + cols)));
+    struct owned w[2];
+    for (int i = 0; i < 2; i++) {
+        w[i] = make(type, n_embd, n_ff, 1, NULL);
+        fill(buf, n_embd * n_ff, 1.0);
+        for (int64_t r = 0; r < n_ff; r++) tr->from_float(buf + r * n_embd, (char *)host(&w[i]) + r * row, n_embd);
+        for (int k = 0; k < 3; k++) CHECK_OK(ty__backend_weight_prepare(fast[k], &w[i].t));
+    }
+    fill(buf, n_embd * cols, 2.0);
+    struct owned x = make(TY_TYPE_F32, n_embd, cols, 1, buf), xn = make(TY_TYPE_F32, n_embd, cols, 1, NULL);
+    fill(buf, n_embd, 1.0);
+    struct owned nw = make(TY_TYPE_F32, n_embd, 1, 1, buf);
+    struct owned up = make(TY_TYPE_F32, n_ff, cols, 1, NULL), d0 = make(TY_TYPE_F32, n_ff, cols, 1, NULL);
+    struct owned d1 = make(TY_TYPE_F32, n_ff, cols, 1, NULL);
+    for (int k = 0; k < 3; k++) {
+        memset(host(&d1), 0x7f, ty__tensor_size(&d1.t));
+        CHECK_OK(ty__backend_rms_norm(fast[k], &xn.t, &x.t, &nw.t, 1e-6f));
+        CHECK_OK(ty__backend_matmul_swiglu(fast[k], &d0.t, &w[0].t, &w[1].t, &xn.t, &up.t));
+        CHECK_OK(ty__backend_ffn_input(fast[k], &d1.t, &w[0].t, &w[1].t, &x.t, &nw.t, 1e-6f, &xn.t, &up.t));
+        CHECK_MSG(!memcmp(host(&d0), host(&d1), ty__tensor_size(&d0.t)),
+                  "%s: ffn_input %s, %lld columns, %d threads differs from rms_norm + matmul_swiglu", isa_name,
+                  ty_type_name(type), (long long)cols, k + 1);
+    }
+    drop(&w[0]), drop(&w[1]), drop(&x), drop(&xn), drop(&nw), drop(&up), drop(&d0), drop(&d1);
+    ty_free(buf);
+}
+
+static void test_fusions(void) {
+    const enum ty_type types[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_K, TY_TYPE_BF16, TY_TYPE_F32};
+    const int64_t col_counts[] = {1, 3, 19, 67};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        for (size_t c = 0; c < sizeof col_counts / sizeof col_counts[0]; c++) {
+            check_attn_input(types[t], col_counts[c], c % 2 == 0, c % 2 == 1);
+            check_ffn_input(types[t], col_counts[c]);
+        }
+    check_attn_input(TY_TYPE_Q4_0, 2, true, true);
+}
+
 /* ==== Registry ==== */
 
 static void test_registry(void) {
@@ -573,6 +683,7 @@ void ty_tests(void) {
         if (ok) {
             TY_RUN(test_matmul);
             TY_RUN(test_other_ops);
+            TY_RUN(test_fusions);
             TY_RUN(test_attention);
             TY_RUN(test_attention_paged);
             TY_RUN(test_threads_share_backend);

@@ -21,6 +21,13 @@ void ty__cpu_ref_setup(void);
 /* f16 -> f32 for every bit pattern (filled by ty__cpu_ref_setup): kernels that convert caches element by element. */
 extern float ty__cpu_f16_table[1 << 16];
 
+/* The reference's per-row steps, shared so that fused ops give the same bits as the ops one by one: y = w * x /
+ * rms(x) over d elements (y may be x); a token's RoPE cos/sin (n_dims / 2 each); one head rotated (y may be x). */
+void ty__cpu_rms_norm_row(const float *x, const float *w, float eps, int64_t d, float *y);
+void ty__cpu_rope_angles(const struct ty_rope *rope, int32_t pos, float *cs, float *sn);
+void ty__cpu_rope_head(const struct ty_rope *rope, const float *cs, const float *sn, const float *x, float *y,
+                       int64_t head_dim);
+
 /* A growable scratch area, 64-byte aligned; reserved before a dispatch, never inside one. */
 struct ty_cpu_scratch {
     void *p;

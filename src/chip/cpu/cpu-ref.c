@@ -123,19 +123,19 @@ static enum ty_status cpu_get_rows(struct ty_backend *be, const struct ty_tensor
     return TY_OK;
 }
 
+void ty__cpu_rms_norm_row(const float *x, const float *w, float eps, int64_t d, float *y) {
+    double ss = 0.0; /* the mean of squares rounded once, as a pairwise f32 sum nearly is */
+    for (int64_t i = 0; i < d; i++) ss += (double)x[i] * x[i];
+    float var = (float)(ss / (double)d);
+    float scale = 1.0f / sqrtf(var + eps);
+    for (int64_t i = 0; i < d; i++) y[i] = w[i] * (x[i] * scale);
+}
+
 static enum ty_status cpu_rms_norm(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
                                    const struct ty_tensor *w, float eps) {
     const float *wt = ty__tensor_host(w);
-    int64_t d = x->ne[0];
-    for (int64_t r = 0; r < ty__tensor_nrows(x); r++) {
-        const float *xr = row_ptr(x, r);
-        float *yr = row_ptr(dst, r);
-        double ss = 0.0; /* the mean of squares rounded once, as a pairwise f32 sum nearly is */
-        for (int64_t i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
-        float var = (float)(ss / (double)d);
-        float scale = 1.0f / sqrtf(var + eps);
-        for (int64_t i = 0; i < d; i++) yr[i] = wt[i] * (xr[i] * scale);
-    }
+    for (int64_t r = 0; r < ty__tensor_nrows(x); r++)
+        ty__cpu_rms_norm_row(row_ptr(x, r), wt, eps, x->ne[0], row_ptr(dst, r));
     return TY_OK;
 }
 
@@ -192,29 +192,35 @@ static enum ty_status cpu_matmul(struct ty_backend *be, const struct ty_tensor *
     return TY_OK;
 }
 
+void ty__cpu_rope_angles(const struct ty_rope *rope, int32_t pos, float *cs, float *sn) {
+    /* HF: angle = inv_freq * pos as an f32 product, then cos/sin, each times the attention factor. */
+    for (int i = 0; i < rope->n_dims / 2; i++) {
+        float theta = rope->inv_freq[i] * (float)pos;
+        cs[i] = (float)cos((double)theta) * rope->attn_factor;
+        sn[i] = (float)sin((double)theta) * rope->attn_factor;
+    }
+}
+
+void ty__cpu_rope_head(const struct ty_rope *rope, const float *cs, const float *sn, const float *x, float *y,
+                       int64_t head_dim) {
+    int half = rope->n_dims / 2;
+    for (int i = 0; i < half; i++) {
+        float x0 = x[i], x1 = x[i + half];
+        y[i] = x0 * cs[i] - x1 * sn[i];
+        y[i + half] = x1 * cs[i] + x0 * sn[i];
+    }
+    if (y != x)
+        for (int64_t i = rope->n_dims; i < head_dim; i++) y[i] = x[i];
+}
+
 static enum ty_status cpu_rope(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
                                const struct ty_tensor *pos, const struct ty_rope *rope) {
     const int32_t *p = ty__tensor_host(pos);
-    int half = rope->n_dims / 2;
     float cs[TY_ROPE_MAX_DIMS / 2], sn[TY_ROPE_MAX_DIMS / 2];
     for (int64_t t = 0; t < x->ne[2]; t++) {
-        /* HF: angle = inv_freq * pos as an f32 product, then cos/sin, each times the attention factor. */
-        for (int i = 0; i < half; i++) {
-            float theta = rope->inv_freq[i] * (float)p[t];
-            cs[i] = (float)cos((double)theta) * rope->attn_factor;
-            sn[i] = (float)sin((double)theta) * rope->attn_factor;
-        }
-        for (int64_t h = 0; h < x->ne[1]; h++) {
-            const float *xr = ty__tensor_row(x, h, t, 0);
-            float *yr = ty__tensor_row(dst, h, t, 0);
-            for (int i = 0; i < half; i++) {
-                float x0 = xr[i], x1 = xr[i + half];
-                yr[i] = x0 * cs[i] - x1 * sn[i];
-                yr[i + half] = x1 * cs[i] + x0 * sn[i];
-            }
-            if (yr != xr)
-                for (int64_t i = rope->n_dims; i < x->ne[0]; i++) yr[i] = xr[i];
-        }
+        ty__cpu_rope_angles(rope, p[t], cs, sn);
+        for (int64_t h = 0; h < x->ne[1]; h++)
+            ty__cpu_rope_head(rope, cs, sn, ty__tensor_row(x, h, t, 0), ty__tensor_row(dst, h, t, 0), x->ne[0]);
     }
     return TY_OK;
 }

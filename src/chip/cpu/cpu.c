@@ -245,6 +245,11 @@ struct mm_task {
     int64_t chunk;   /* > 0: units taken a chunk at a time from next_unit (few columns), else split evenly */
     atomic_llong next_unit;
     bool swiglu; /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
+    /* ffn_input / attn_input fusions */
+    const float *norm_w; /* input RMSNorm applied to each column as it is quantised (NULL: x as it is) */
+    float eps;
+    float *norm_rows;                  /* (n, n_threads) one normed column per thread */
+    const struct ty_attn_input *heads; /* q/k head norms and RoPE once the products are done, or NULL */
 };
 
 /* Rows [r0, r1) of one item, every column. */
@@ -316,12 +321,34 @@ static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, void *scr
     }
 }
 
-static void quantize_cols(const struct mm_task *t, int64_t j0, int64_t j1) {
+static void quantize_cols(const struct mm_task *t, int64_t j0, int64_t j1, int ith) {
     for (int64_t j = j0; j < j1; j++) {
         int slot = (int)(j / t->cols);
         int64_t col = j % t->cols;
-        ty__simd_quantize_act(t->c->k[t->slot_type[slot]], t->slot_type[slot], ty__tensor_row(t->x, col, 0, 0),
+        const float *src = ty__tensor_row(t->x, col, 0, 0);
+        if (t->norm_w) { /* the layer's input norm, on the way into the quantiser: no normed copy of x is stored */
+            float *r = t->norm_rows + (size_t)ith * (size_t)t->n;
+            ty__cpu_rms_norm_row(src, t->norm_w, t->eps, t->n, r);
+            src = r;
+        }
+        ty__simd_quantize_act(t->c->k[t->slot_type[slot]], t->slot_type[slot], src,
                               t->slot_act[slot] + (size_t)col * t->slot_stride[slot], t->n);
+    }
+}
+
+/* Columns [c0, c1) of attn_input's q and k: each head RMS-normed (when the model has head norms), then rotated. */
+static void qk_heads(const struct ty_attn_input *a, int64_t c0, int64_t c1) {
+    const int32_t *pos = ty__tensor_host(a->pos);
+    const struct ty_tensor *h3[2] = {a->q3, a->k3}, *hn[2] = {a->q_norm, a->k_norm};
+    float cs[TY_ROPE_MAX_DIMS / 2], sn[TY_ROPE_MAX_DIMS / 2];
+    for (int64_t c = c0; c < c1; c++) {
+        ty__cpu_rope_angles(a->rope, pos[c], cs, sn);
+        for (int i = 0; i < 2; i++)
+            for (int64_t h = 0; h < h3[i]->ne[1]; h++) {
+                float *r = ty__tensor_row(h3[i], h, c, 0);
+                if (hn[i]) ty__cpu_rms_norm_row(r, ty__tensor_host(hn[i]), a->eps, h3[i]->ne[0], r);
+                ty__cpu_rope_head(a->rope, cs, sn, r, r, h3[i]->ne[0]);
+            }
     }
 }
 
@@ -340,12 +367,19 @@ static void mm_run(void *arg, int ith, int nth) {
     /* 1. quantise each (slot, column) once, then wait for all columns */
     int64_t j0, j1;
     ty__split_range((int64_t)t->n_slots * t->cols, ith, nth, &j0, &j1);
-    quantize_cols(t, j0, j1);
+    quantize_cols(t, j0, j1, ith);
     if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
     /* 2. this thread's contiguous range of weight rows, over every column block */
     int64_t u0, u1;
     ty__split_range(t->units, ith, nth, &u0, &u1);
     run_units(t, u0, u1, scratch);
+    /* 3. (attn_input) once every row is done, this thread's columns of q and k: head norms and RoPE */
+    if (t->heads) {
+        if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
+        int64_t c0, c1;
+        ty__split_range(t->cols, ith, nth, &c0, &c1);
+        qk_heads(t->heads, c0, c1);
+    }
 }
 
 enum ty_status ty__cpu_scratch_reserve(struct ty_cpu_scratch *s, size_t bytes) {
@@ -370,21 +404,31 @@ static bool has_kernels(const struct cpu_fast *c, const struct ty_tensor *w) {
     return ty__simd_has(c->k[w->type], w->type) && w->ne[0] > 0 && w->buf->host;
 }
 
+/* What a fused call adds around its products: the input norm (ffn_input, attn_input) and the q/k head steps
+ * (attn_input). */
+struct fusion {
+    const struct ty_tensor *norm;
+    float eps;
+    const struct ty_attn_input *heads;
+};
+
 /* Products of one input: quantises it once per activation format, then runs every weight's rows on the pool.
- * `swiglu`: two weights of one shape whose outputs combine into dst[0] (matmul_swiglu). */
+ * `swiglu`: two weights of one shape whose outputs combine into dst[0] (matmul_swiglu). `fu` (or NULL): the fused
+ * steps; its callers make sure every weight has kernels, since the reference fallback below reads x unnormed. */
 static enum ty_status run_products(struct ty_backend *be, int n_w, const struct ty_tensor *const *dst,
                                    const struct ty_tensor *const *w, const struct ty_tensor *x,
-                                   const struct ty_tensor *const *bias, bool swiglu) {
+                                   const struct ty_tensor *const *bias, bool swiglu, const struct fusion *fu) {
     struct cpu_fast *c = be->ctx;
     struct mm_task t = {0};
     t.c = c, t.x = x, t.n = x->ne[0], t.cols = x->ne[1], t.swiglu = swiglu;
+    if (fu) t.norm_w = ty__tensor_host(fu->norm), t.eps = fu->eps, t.heads = fu->heads;
     double work = 0;
     size_t act_bytes = 0, act_col_bytes = 0;
     for (int i = 0; i < n_w; i++) {
         const struct ty_tensor *b = bias ? bias[i] : NULL;
         const struct ty_simd *s = c->k[w[i]->type];
         if (!has_kernels(c, w[i])) {
-            TY_ASSERT(!swiglu);
+            TY_ASSERT(!swiglu && !fu);
             /* no kernels for this type (or nothing to sum): the reference computes it */
             TY_TRY(ty__cpu_ref_iface.matmul(be, dst[i], w[i], x, b));
             continue;
@@ -419,18 +463,21 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         it->slot = slot;
     }
     if (t.n_items == 0) return TY_OK;
-    TY_TRY(ty__cpu_scratch_reserve(&c->act, act_bytes));
+    size_t norm_bytes = t.norm_w ? (size_t)c->n_threads * (size_t)t.n * sizeof(float) : 0;
+    act_bytes = (act_bytes + 63) & ~(size_t)63;
+    TY_TRY(ty__cpu_scratch_reserve(&c->act, act_bytes + norm_bytes));
     size_t off = 0;
     for (int i = 0; i < t.n_slots; i++) {
         t.slot_act[i] = (char *)c->act.p + off;
         off += t.slot_stride[i] * (size_t)t.cols;
     }
+    t.norm_rows = (float *)((char *)c->act.p + act_bytes);
     int64_t blk = (int64_t)(COL_BLOCK_BYTES / (act_col_bytes ? act_col_bytes : 1));
     t.col_blk = blk < 8 ? 8 : blk / 8 * 8;
     if (swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
     const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
     if (t.cols <= FEW_COLS) {
-        quantize_cols(&t, 0, (int64_t)t.n_slots * t.cols);
+        quantize_cols(&t, 0, (int64_t)t.n_slots * t.cols, 0);
         int64_t per = t.units / (8 * (int64_t)c->n_threads);
         t.chunk = per < 1 ? 1 : per > 16 ? 16 : per;
         atomic_init(&t.next_unit, 0);
@@ -441,16 +488,17 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         ty__threadpool_run_any(c->base.pool, mm_run, &t); /* chunks: whoever is free takes them */
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
+    if (t.heads && t.chunk > 0) qk_heads(t.heads, 0, t.cols); /* few columns: the caller's, after the rows */
     return TY_OK;
 }
 
 /* run_products with the backend's lock held. */
 static enum ty_status products(struct ty_backend *be, int n_w, const struct ty_tensor *const *dst,
                                const struct ty_tensor *const *w, const struct ty_tensor *x,
-                               const struct ty_tensor *const *bias, bool swiglu) {
+                               const struct ty_tensor *const *bias, bool swiglu, const struct fusion *fu) {
     struct cpu_fast *c = be->ctx;
     pthread_mutex_lock(&c->mu);
-    enum ty_status st = run_products(be, n_w, dst, w, x, bias, swiglu);
+    enum ty_status st = run_products(be, n_w, dst, w, x, bias, swiglu, fu);
     pthread_mutex_unlock(&c->mu);
     return st;
 }
@@ -458,13 +506,13 @@ static enum ty_status products(struct ty_backend *be, int n_w, const struct ty_t
 static enum ty_status cpu_matmul_multi(struct ty_backend *be, int n_w, const struct ty_tensor *const *dst,
                                        const struct ty_tensor *const *w, const struct ty_tensor *x,
                                        const struct ty_tensor *const *bias) {
-    return products(be, n_w, dst, w, x, bias, false);
+    return products(be, n_w, dst, w, x, bias, false, NULL);
 }
 
 static enum ty_status cpu_matmul(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w,
                                  const struct ty_tensor *x, const struct ty_tensor *bias) {
     const struct ty_tensor *d[1] = {dst}, *ws[1] = {w}, *b[1] = {bias};
-    return products(be, 1, d, ws, x, b, false);
+    return products(be, 1, d, ws, x, b, false, NULL);
 }
 
 /* The feed-forward input in one dispatch: each thread computes the same rows of gate and up, then combines them while
@@ -474,9 +522,35 @@ static enum ty_status cpu_matmul_swiglu(struct ty_backend *be, const struct ty_t
                                         const struct ty_tensor *x, const struct ty_tensor *up) {
     struct cpu_fast *c = be->ctx;
     const struct ty_tensor *d[2] = {dst, up}, *ws[2] = {w_gate, w_up};
-    if (has_kernels(c, w_gate) && has_kernels(c, w_up)) return products(be, 2, d, ws, x, NULL, true);
-    TY_TRY(products(be, 2, d, ws, x, NULL, false));
+    if (has_kernels(c, w_gate) && has_kernels(c, w_up)) return products(be, 2, d, ws, x, NULL, true, NULL);
+    TY_TRY(products(be, 2, d, ws, x, NULL, false, NULL));
     return ty__cpu_ref_iface.swiglu(be, dst, dst, up);
+}
+
+/* rms_norm then matmul_swiglu, the norm done by the quantiser (see quantize_cols). */
+static enum ty_status cpu_ffn_input(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w_gate,
+                                    const struct ty_tensor *w_up, const struct ty_tensor *x,
+                                    const struct ty_tensor *norm, float eps, const struct ty_tensor *xn,
+                                    const struct ty_tensor *up) {
+    struct cpu_fast *c = be->ctx;
+    if (!has_kernels(c, w_gate) || !has_kernels(c, w_up)) {
+        TY_TRY(ty__cpu_ref_iface.rms_norm(be, xn, x, norm, eps));
+        return cpu_matmul_swiglu(be, dst, w_gate, w_up, xn, up);
+    }
+    const struct ty_tensor *d[2] = {dst, up}, *ws[2] = {w_gate, w_up};
+    struct fusion fu = {norm, eps, NULL};
+    return products(be, 2, d, ws, x, NULL, true, &fu);
+}
+
+/* The attention input in one dispatch: normed input quantised once, q/k/v rows, then (after a barrier, or on the
+ * caller for a few columns) each thread's columns of q and k head-normed and rotated while they are in cache. */
+static enum ty_status cpu_attn_input(struct ty_backend *be, const struct ty_attn_input *a) {
+    struct cpu_fast *c = be->ctx;
+    if (!has_kernels(c, a->wq) || !has_kernels(c, a->wk) || !has_kernels(c, a->wv))
+        return ty__attn_input_unfused(be, a);
+    const struct ty_tensor *d[3] = {a->q, a->k, a->v}, *w[3] = {a->wq, a->wk, a->wv}, *b[3] = {a->bq, a->bk, a->bv};
+    struct fusion fu = {a->norm, a->eps, a};
+    return products(be, 3, d, w, a->x, b, false, &fu);
 }
 
 /* ==== Attention ==== */
@@ -545,6 +619,8 @@ static void cpu_iface_init(void) {
     cpu_iface.weight_prepare = cpu_weight_prepare;
     cpu_iface.matmul_multi = cpu_matmul_multi;
     cpu_iface.matmul_swiglu = cpu_matmul_swiglu;
+    cpu_iface.attn_input = cpu_attn_input;
+    cpu_iface.ffn_input = cpu_ffn_input;
 }
 
 enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out) {
