@@ -17,6 +17,7 @@
  */
 #include "chip/cpu/cpu-impl.h"
 #include "chip/cpu/simd/simd.h"
+#include "chip/cpu/simd/vexp.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -24,6 +25,15 @@
 #define TILE_KEYS   64
 #define QUERY_BLOCK 16
 #define VALUE_CHUNK 64 /* output dimensions accumulated in registers at a time */
+
+/* 16 floats as one value (GCC/clang vector extension): accumulators the compiler keeps in registers (one zmm, two
+ * ymm or four xmm, whatever the target has), where a float array indexed in a loop was spilled to the stack on every
+ * key. Loads and stores go through memcpy, so any alignment works. */
+typedef float v16 __attribute__((vector_size(64)));
+/* Four consecutive v16 (64 floats) from or to memory; macros, since passing such vectors to functions changes the
+ * ABI where the build targets no AVX-512 (-Wpsabi). */
+#define LOAD64(v, p)  memcpy((v), (p), 4 * sizeof(v16))
+#define STORE64(p, v) memcpy((p), (v), 4 * sizeof(v16))
 
 /* The queries of one sequence: columns [col, col + n) at positions pos0.., keys through `table` (NULL: contiguous). */
 struct attn_seq {
@@ -54,25 +64,11 @@ static size_t scratch_floats(int64_t dk, int64_t dv, int64_t group) {
 
 /* y = exp(x) for x <= 0 (and -inf), within 2 ulp: the softmax weights. A plain loop of f32 arithmetic the compiler
  * turns into vector code, where libm's expf is a call per element (half of a prefill's attention time). Cody-Waite
- * reduction x = n ln2 + r, |r| <= ln2 / 2, then Cephes' degree-6 polynomial for e^r and 2^n put in the exponent. */
-static void exp_nonpositive(const float *x, float *y, int64_t n) { /* y may be x */
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i] < -87.0f ? -87.0f : x[i];
-        float fn = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest, |v log2 e| < 2^22 */
-        float r = v - fn * 0.693359375f - fn * -2.12194440e-4f;
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r + 1.0f;
-        union {
-            int32_t i;
-            float f;
-        } two_n = {.i = ((int32_t)fn + 127) << 23};
-        y[i] = x[i] < -87.0f ? 0.0f : p * two_n.f;
-    }
+ * reduction x = n ln2 + r, |r| <= ln2 / 2, then Cephes' degree-6 polynomial for e^r and 2^n put in the exponent.
+ * Kept out of line: inlined into attend_unit, clang no longer proves the loop safe to vectorise and runs it scalar
+ * (a third of a prefill's attention time). */
+__attribute__((noinline)) static void exp_nonpositive(const float *x, float *y, int64_t n) { /* y may be x */
+    ty__exp_nonpositive(x, y, n); /* shared with the trainer: chip/cpu/simd/vexp.h */
 }
 
 /* Row conversion f16 -> f32, exact either way: the F16C instruction where the CPU has it (the table lookup costs
@@ -192,11 +188,15 @@ static void attend_unit(const struct attn_task *a, const struct attn_seq *sq, in
                 const int64_t nk = end - j0;
                 /* scores: each key's dot product summed over e in order, in its own lane of a whole tile's worth of
                  * accumulators that stay in registers (lanes past nk hold zeros or stale keys and are not read) */
-                float sc[TILE_KEYS] = {0};
+                v16 sv[4] = {{0}}; /* TILE_KEYS = 64 lanes */
                 for (int64_t e = 0; e < dk; e++) {
-                    const float qe = qr[e], *kr = kt + (size_t)e * TILE_KEYS;
-                    for (int j = 0; j < TILE_KEYS; j++) sc[j] += qe * kr[j];
+                    const float qe = qr[e];
+                    v16 k4[4];
+                    LOAD64(k4, kt + (size_t)e * TILE_KEYS);
+                    for (int i = 0; i < 4; i++) sv[i] += qe * k4[i];
                 }
+                float sc[TILE_KEYS];
+                STORE64(sc, sv);
                 for (int64_t j = 0; j < nk; j++) score[j] = sc[j];
                 float m = -INFINITY;
                 for (int64_t j = 0; j < nk; j++) {
@@ -212,21 +212,27 @@ static void attend_unit(const struct attn_task *a, const struct attn_seq *sq, in
                     mx[p] = m;
                 }
                 for (int64_t j = 0; j < nk; j++) score[j] -= mx[p];
-                exp_nonpositive(score, score, nk);
-                for (int64_t j = 0; j < nk; j++) sum[p] += score[j];
+                float *wt = sc; /* the weights, out of place: an in-place call fails the vector loop's overlap check */
+                exp_nonpositive(score, wt, nk);
+                for (int64_t j = 0; j < nk; j++) sum[p] += wt[j];
                 /* o += sum_j w_j v_j, VALUE_CHUNK dimensions at a time in registers */
                 for (int64_t d0 = 0; d0 < dv; d0 += VALUE_CHUNK) {
                     float oc[VALUE_CHUNK];
                     const int64_t nd = dv - d0 < VALUE_CHUNK ? dv - d0 : VALUE_CHUNK;
                     memcpy(oc, o + d0, sizeof(float) * (size_t)nd);
                     if (nd == VALUE_CHUNK) {
+                        v16 ov[4];
+                        LOAD64(ov, oc);
                         for (int64_t j = 0; j < nk; j++) {
-                            const float w = score[j], *vr = vt + (size_t)j * dv + d0;
-                            for (int d = 0; d < VALUE_CHUNK; d++) oc[d] += w * vr[d];
+                            const float w = wt[j];
+                            v16 v4[4];
+                            LOAD64(v4, vt + (size_t)j * dv + d0);
+                            for (int i = 0; i < 4; i++) ov[i] += w * v4[i];
                         }
+                        STORE64(oc, ov);
                     } else {
                         for (int64_t j = 0; j < nk; j++) {
-                            const float w = score[j], *vr = vt + (size_t)j * dv + d0;
+                            const float w = wt[j], *vr = vt + (size_t)j * dv + d0;
                             for (int64_t d = 0; d < nd; d++) oc[d] += w * vr[d];
                         }
                     }

@@ -27,6 +27,8 @@ void ty__cpu_rms_norm_row(const float *x, const float *w, float eps, int64_t d, 
 void ty__cpu_rope_angles(const struct ty_rope *rope, int32_t pos, float *cs, float *sn);
 void ty__cpu_rope_head(const struct ty_rope *rope, const float *cs, const float *sn, const float *x, float *y,
                        int64_t head_dim);
+/* o = silu(g) * u over n elements (o may be g or u): the swiglu op's row. */
+void ty__cpu_swiglu_row(const float *g, const float *u, float *o, int64_t n);
 
 /* A growable scratch area, 64-byte aligned; reserved before a dispatch, never inside one. */
 struct ty_cpu_scratch {

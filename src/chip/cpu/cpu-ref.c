@@ -11,6 +11,7 @@
  * compiler to vectorise.
  */
 #include "chip/cpu/cpu-impl.h"
+#include "chip/cpu/simd/vexp.h"
 #include "model/quant.h"
 
 #include <math.h>
@@ -336,17 +337,27 @@ static enum ty_status cpu_attention_paged(struct ty_backend *be, const struct ty
     return TY_OK;
 }
 
+void ty__cpu_swiglu_row(const float *g, const float *u, float *o, int64_t n) {
+    /* silu(g) = g / (1 + e^-g), written with e = exp(-|g|) <= 1 so that one vectorised exp serves both signs:
+     * g >= 0: g / (1 + e); g < 0: g e / (1 + e). In blocks through stack arrays: every loop reads one array and
+     * writes another, so the compilers vectorise them (an in-place loop fails their overlap check). */
+    float t[256], e[256];
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        const int64_t m = n - i0 < 256 ? n - i0 : 256;
+        for (int64_t i = 0; i < m; i++) t[i] = -fabsf(g[i0 + i]);
+        ty__exp_nonpositive(t, e, m);
+        for (int64_t i = 0; i < m; i++) {
+            const float gi = g[i0 + i], num = gi >= 0.0f ? gi : gi * e[i];
+            t[i] = num / (1.0f + e[i]) * u[i0 + i];
+        }
+        memcpy(o + i0, t, sizeof(float) * (size_t)m);
+    }
+}
+
 static enum ty_status cpu_swiglu(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *gate,
                                  const struct ty_tensor *up) {
-    int64_t d = dst->ne[0];
-    for (int64_t r = 0; r < ty__tensor_nrows(dst); r++) {
-        const float *g = row_ptr(gate, r), *u = row_ptr(up, r);
-        float *o = row_ptr(dst, r);
-        for (int64_t i = 0; i < d; i++) {
-            float silu = g[i] / (1.0f + expf(-g[i]));
-            o[i] = silu * u[i];
-        }
-    }
+    for (int64_t r = 0; r < ty__tensor_nrows(dst); r++)
+        ty__cpu_swiglu_row(row_ptr(gate, r), row_ptr(up, r), row_ptr(dst, r), dst->ne[0]);
     return TY_OK;
 }
 

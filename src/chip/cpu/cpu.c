@@ -304,11 +304,7 @@ static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, void *scr
         run_item_rows(t, u, r0, r1, scratch);
         for (int64_t c = 0; c < t->cols; c++) { /* the reference's swiglu, element for element */
             float *o = (float *)ty__tensor_row(g->dst, c, 0, 0);
-            const float *up = ty__tensor_row(u->dst, c, 0, 0);
-            for (int64_t r = r0; r < r1; r++) {
-                float silu = o[r] / (1.0f + expf(-o[r]));
-                o[r] = silu * up[r];
-            }
+            ty__cpu_swiglu_row(o + r0, (const float *)ty__tensor_row(u->dst, c, 0, 0) + r0, o + r0, r1 - r0);
         }
         return;
     }
