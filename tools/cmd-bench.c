@@ -1,8 +1,9 @@
 /*
  * cmd-bench.c - `tongyun bench`: prefill and decode speed of a model, as llama-bench reports them (tokens/s, mean ±
  * sd over repetitions), each set against this machine's roofline measured in the same run: decode against the read
- * bandwidth (the weight and KV bytes one step reads, model/cost.h), prefill against the peak of the instructions the
- * kernels use (int8 dot products for quantised weights, bf16 or f32 FMA otherwise; chip/cpu/roofline.h).
+ * bandwidth (the weight, KV and recurrent-state bytes one step moves, model/cost.h), prefill against the peak of the
+ * instructions the kernels use (int8 dot products for quantised weights, bf16 or f32 FMA otherwise;
+ * chip/cpu/roofline.h).
  *
  * Prefill is one batch of -p random tokens from an empty cache with the last token's logits; decode is -n single-token
  * steps from an empty cache, each with its logits, as llama-bench's pp and tg tests. One untimed warm-up of each runs
@@ -21,27 +22,27 @@
 #define MAX_LIST 16
 
 static void usage(FILE *f) {
-    fprintf(
-        f, "usage: tongyun bench -m MODEL [options]\n"
-           "\n"
-           "Measures prefill (pp) and decode (tg) tokens/s of a GGUF model, and in the same run this machine's read\n"
-           "bandwidth and peak FMA / int8-dot / bf16-dot throughput, and prints each speed as a percentage of its\n"
-           "roofline: decode = (weight + KV bytes read per token) / bandwidth; prefill = FLOPs / peak of the kernels'\n"
-           "instructions. Make a model without downloads with `tongyun mkmodel`.\n"
-           "\n"
-           "  -m, --model FILE          GGUF model file\n"
-           "  -t, --threads N[,N...]    thread counts to run (default: one per core)\n"
-           "  -p, --n-prompt N          prompt tokens of the prefill test (default 512; 0 = skip)\n"
-           "  -n, --n-gen N             tokens of the decode test (default 128; 0 = skip)\n"
-           "  -r, --repetitions N       timed repetitions of each test (default 5)\n"
-           "      --backend NAME        compute backend (default: the best available)\n"
-           "      --kv-type f16|f32     KV cache precision (default f16)\n"
-           "      --roofline-seconds S  time spent measuring the roofline per thread count (default 2)\n"
-           "      --json                one JSON object per thread count instead of the table, with at least\n"
-           "                            pp_tok_s, tg_tok_s, mem_bw_gbs, tg_roofline_pct and pp_peak_pct\n"
-           "  -h, --help                this help\n"
-           "\n"
-           "TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|neon forces a CPU dispatch path.\n");
+    fprintf(f,
+            "usage: tongyun bench -m MODEL [options]\n"
+            "\n"
+            "Measures prefill (pp) and decode (tg) tokens/s of a GGUF model, and in the same run this machine's read\n"
+            "bandwidth and peak FMA / int8-dot / bf16-dot throughput, and prints each speed as a percentage of its\n"
+            "roofline: decode = (weight + KV + recurrent-state bytes per token) / bandwidth; prefill = FLOPs / peak\n"
+            "of the kernels' instructions. Make a model without downloads with `tongyun mkmodel`.\n"
+            "\n"
+            "  -m, --model FILE          GGUF model file\n"
+            "  -t, --threads N[,N...]    thread counts to run (default: one per core)\n"
+            "  -p, --n-prompt N          prompt tokens of the prefill test (default 512; 0 = skip)\n"
+            "  -n, --n-gen N             tokens of the decode test (default 128; 0 = skip)\n"
+            "  -r, --repetitions N       timed repetitions of each test (default 5)\n"
+            "      --backend NAME        compute backend (default: the best available)\n"
+            "      --kv-type f16|f32     KV cache precision (default f16)\n"
+            "      --roofline-seconds S  time spent measuring the roofline per thread count (default 2)\n"
+            "      --json                one JSON object per thread count instead of the table, with at least\n"
+            "                            pp_tok_s, tg_tok_s, mem_bw_gbs, tg_roofline_pct and pp_peak_pct\n"
+            "  -h, --help                this help\n"
+            "\n"
+            "TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|neon forces a CPU dispatch path.\n");
 }
 
 struct bench_opts {
@@ -185,7 +186,7 @@ static void rooflines(struct result *res, long n_prompt, long n_gen) {
         res->pp_peak_gops = (c->matmul_flops + attn) * res->pp_peak_tok_s / 1e9;
     }
     if (n_gen > 0) {
-        res->tg_bytes = c->weight_bytes + c->kv_bytes_per_pos * (double)(n_gen + 1) / 2.0;
+        res->tg_bytes = c->weight_bytes + c->state_bytes + c->kv_bytes_per_pos * (double)(n_gen + 1) / 2.0;
         res->tg_roof_tok_s = res->roof.mem_bw_gbs * 1e9 / res->tg_bytes;
     }
 }
@@ -340,6 +341,7 @@ static void print_json(const struct bench_opts *o, const struct result *r) {
         json_object_set_new(j, "tg_samples", samples_json(&r->tg));
         json_object_set_new(j, "tg_bytes_per_token", json_real(r->tg_bytes));
         json_object_set_new(j, "tg_weight_bytes_per_token", json_real(r->cost.weight_bytes));
+        json_object_set_new(j, "tg_state_bytes_per_token", json_real(r->cost.state_bytes));
         json_object_set_new(j, "tg_roofline_tok_s", json_real(r->tg_roof_tok_s));
         json_object_set_new(j, "tg_roofline_pct", json_real(pct(r->tg.mean, r->tg_roof_tok_s)));
     }

@@ -2,7 +2,8 @@
  * cost.c - per-token cost of a loaded model (cost.h), counted from the tensors the model actually holds, so a new
  * architecture's weights are counted without a table to update: a matrix is read once per decode step, the token
  * embedding contributes one row (unless it doubles as the output matrix), and a 3-D expert tensor contributes the
- * share of experts a token selects.
+ * share of experts a token selects. A hybrid model's linear-attention layers add their recurrent state, which every
+ * decode step reads and writes back.
  */
 #include "model/cost.h"
 
@@ -39,6 +40,12 @@ void ty__model_cost(const struct ty_model *m, enum ty_type kv_type, struct ty_mo
     double kv_elem = kv_type == TY_TYPE_F32 ? 4.0 : 2.0;
     for (int il = 0; il < hp->n_layer; il++)
         if (m->layers[il].wk) out->n_attn_layers++;
+    for (int il = 0; il < hp->n_layer; il++) {
+        if (!m->layers[il].ssm_out) continue;
+        double conv_dim = 2.0 * hp->ssm_head_k * hp->ssm_dim_k + (double)hp->ssm_head_v * hp->ssm_dim_v;
+        double elems = (double)hp->ssm_head_v * hp->ssm_dim_k * hp->ssm_dim_v + conv_dim * (hp->ssm_conv_kernel - 1);
+        out->state_bytes += 2.0 * 4.0 * elems; /* f32, read and written back */
+    }
     out->kv_bytes_per_pos = out->n_attn_layers * (double)hp->n_head_kv * (hp->head_dim_k + hp->head_dim_v) * kv_elem;
     out->attn_flops_per_pos = out->n_attn_layers * 2.0 * (double)hp->n_head * (hp->head_dim_k + hp->head_dim_v);
 }

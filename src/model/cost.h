@@ -17,6 +17,9 @@ struct ty_model_cost {
     double weight_bytes;       /* bytes of weights one decode step reads: all matrices once, one embedding row, the
                                   selected experts' share of each expert tensor (k / n_expert) */
     double kv_bytes_per_pos;   /* bytes of KV cache a decode step reads per position already cached */
+    double state_bytes;        /* bytes of recurrent state a decode step reads and writes back (the hybrid models'
+                                  linear-attention layers: delta-rule and conv state, f32, each read once and
+                                  written once); 0 for a plain transformer */
     double matmul_flops;       /* FLOPs of the weight matrix products of one token (2 per multiply-add) */
     double attn_flops_per_pos; /* FLOPs of attention (q.k and p.v) per token per position it attends to */
     double flops_by_type[TY_TYPE_COUNT]; /* matmul_flops split by the weight type of the matrix */

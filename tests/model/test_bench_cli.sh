@@ -2,8 +2,8 @@
 # test_bench_cli.sh - `tongyun bench` on the tiny Qwen3 and Qwen3-MoE fixtures (converted here, f32): one JSON line per
 # thread count carrying the names other tools read, speeds and rooflines that agree with each other, the parameter
 # count of the checkpoint, the bytes a decode step reads (all weights of the tied dense model; one embedding row and
-# k of E experts in the MoE model) computed independently from the Hugging Face config here, the table form, and
-# usage errors. No timing is asserted: speeds only have to be positive.
+# k of E experts in the MoE model) computed independently from the Hugging Face config here, the recurrent state a
+# hybrid (Qwen3-Next) decode step reads and writes back, the table form, and usage errors. No timing is asserted: speeds only have to be positive.
 set -euo pipefail
 : "${TONGYUN:?}" "${TY_SOURCE_DIR:?}"
 tmp=$(mktemp -d)
@@ -11,7 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "test_bench_cli: $*" >&2; exit 1; }
 export TY_ROOFLINE_MB=64 # a short roofline: the figures only have to exist here
 
-for m in qwen3-tiny qwen3moe-tiny; do
+for m in qwen3-tiny qwen3moe-tiny qwen3next-tiny; do
     "$TONGYUN" convert "$TY_SOURCE_DIR/tests/data/models/$m" "$tmp/$m.gguf" --type f32 -q ||
         fail "convert $m failed"
     "$TONGYUN" bench -m "$tmp/$m.gguf" -p 12 -n 6 -r 2 -t 1,2 --roofline-seconds 0.3 --json > "$tmp/$m.jsonl" \
@@ -75,6 +75,23 @@ for name in ("qwen3-tiny", "qwen3moe-tiny"):
         kv = L * cfg["num_key_value_heads"] * 2 * head * 2  # f16 K and V per cached position
         if not close(r["tg_bytes_per_token"], want + kv * (6 + 1) / 2):
             fail(f"{name}: bytes per token {r['tg_bytes_per_token']} != weights + mean KV {want + kv * 3.5}")
+# the hybrid model: its linear-attention layers add their recurrent state (f32 delta-rule state hv x dk x dv and
+# conv state conv_dim x (K - 1), read and written back: 8 bytes per element); only full-attention layers cache KV
+cfg = json.load(open(f"{models}/qwen3next-tiny/config.json"))
+hk, hv = cfg["linear_num_key_heads"], cfg["linear_num_value_heads"]
+dk, dv, K = cfg["linear_key_head_dim"], cfg["linear_value_head_dim"], cfg["linear_conv_kernel_dim"]
+n_lin = cfg["layer_types"].count("linear_attention")
+state = 8 * n_lin * (hv * dk * dv + (2 * hk * dk + hv * dv) * (K - 1))
+kv = (len(cfg["layer_types"]) - n_lin) * cfg["num_key_value_heads"] * 2 * cfg["head_dim"] * 2
+for r in (json.loads(l) for l in open(f"{tmp}/qwen3next-tiny.jsonl").read().splitlines()):
+    if not close(r["tg_state_bytes_per_token"], state):
+        fail(f"qwen3next-tiny: state bytes {r['tg_state_bytes_per_token']}, want {state}")
+    if not close(r["tg_bytes_per_token"], r["tg_weight_bytes_per_token"] + state + kv * (6 + 1) / 2):
+        fail(f"qwen3next-tiny: bytes per token {r['tg_bytes_per_token']} != weights + state + mean KV")
+for name in ("qwen3-tiny", "qwen3moe-tiny"):
+    for r in (json.loads(l) for l in open(f"{tmp}/{name}.jsonl").read().splitlines()):
+        if r["tg_state_bytes_per_token"] != 0:
+            fail(f"{name}: a plain transformer has no recurrent state, got {r['tg_state_bytes_per_token']}")
 print("bench JSON checks passed")
 EOF
 
