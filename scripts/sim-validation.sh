@@ -7,8 +7,9 @@
 # build/bench-models/ as scripts/bench-cpu.sh makes them):
 #   1. `tongyun bench --json` of each type (Q8_0, Q4_0, Q4_K_M, BF16) at 1 and 2 threads: the figures to predict;
 #      each entry also carries the roofline its process measured (bandwidth, FMA, int8 and bf16 peaks);
-#   2. microbenchmarks of the engine's parts: bench_kernels (each weight type's gemv share of plain reads and prefill
-#      gemm share of its peak), bench_pool (thread-pool dispatch, the non-matmul ops of one layer);
+#   2. microbenchmarks of the engine's parts: bench_pool (thread-pool dispatch, the non-matmul ops of one layer)
+#      first, then before each type's bench bench_kernels of the weight types its file holds (each type's gemv share
+#      of plain reads and prefill gemm share of its peak);
 #   3. bench_serve (a load test of `tongyun serve` on the Q8_0 model at a few concurrency levels);
 #   4. `tongyun sim --validate ... --bench-json --micro-json --serve-json`: predictions from 2 only, compared with 1
 #      and 3.
@@ -37,6 +38,7 @@ models=build/bench-models
 mkdir -p "$dir" "$models"
 args=(sim --validate "$out" --scale)
 t0=$(date +%s)
+load0=$(cut -d' ' -f1-3 /proc/loadavg 2> /dev/null || echo "?")
 
 if [ -z "${SKIP_ENGINE:-}" ]; then
     for t in $types; do
@@ -44,38 +46,43 @@ if [ -z "${SKIP_ENGINE:-}" ]; then
         [ -f "$m" ] || "$ty" mkmodel --preset "$preset" --type "$t" "$m"
     done
     max_threads=${threads##*,}
-    # 1. the figures to predict
+    isa=$("$ty" devices --json 2> /dev/null | sed -n 's/.*"isa": *"\([a-z0-9]*\)".*/\1/p' | head -1)
+    # The machine's load moves from minute to minute, so each type's microbenchmarks run right before its bench.
+    echo "sim-validation: bench_pool" >&2
+    "$build/bench/bench_pool" --threads "$threads" --seconds 2 --embd 896 --heads 14 --kv-heads 2 --head-dim 64 \
+        --ctx $((n_gen / 2)) --prefill "$n_prompt" --json > "$dir/pool.json"
+    micro="$dir/pool.json"
     : > "$dir/bench.jsonl"
+    seen=","
     for t in $types; do
+        # 2. microbenchmarks: the weight types the model holds (q4_k_m mixes Q5_0, Q4_K, Q6_K and Q8_0 at this width)
+        ktypes=""
+        case $t in
+        q4_k_m) want="q4_k_m q5_0 q4_k q6_k q8_0" ;;
+        *) want=$t ;;
+        esac
+        for k in $want; do
+            [[ $seen == *",$k,"* ]] || ktypes="$ktypes,$k"
+            seen="$seen$k,"
+        done
+        if [ -n "$ktypes" ]; then
+            echo "sim-validation: bench_kernels ${ktypes#,}" >&2
+            "$build/bench/bench_kernels" --types "${ktypes#,}" --threads "$threads" --seconds "$kseconds" \
+                --prefill "$n_prompt" --json > "$dir/kernels-$t.json"
+            micro="$micro,$dir/kernels-$t.json"
+        fi
+        # The CPU backend runs BF16 weights with f32 activations on a path whose BF16 kernels take bf16 ones
+        # (chip/cpu/cpu.c, kernel_tables): time those kernels too.
+        if [ "$t" = bf16 ] && [ "$isa" = avx512bf16 ]; then
+            "$build/bench/bench_kernels" --isa avx512vnni --types bf16 --threads "$threads" --seconds "$kseconds" \
+                --prefill "$n_prompt" --json > "$dir/kernels-bf16-f32.json"
+            micro="$micro,$dir/kernels-bf16-f32.json"
+        fi
+        # 1. the figures to predict
         echo "sim-validation: tongyun bench $t" >&2
         "$ty" bench -m "$models/$preset-$t.gguf" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" \
             --roofline-seconds 1 --json >> "$dir/bench.jsonl"
     done
-    # 2. microbenchmarks: the weight types the models hold (q4_k_m mixes Q5_0, Q4_K, Q6_K and Q8_0 at this width)
-    isa=$(sed -n 's/.*"isa":"\([a-z0-9]*\)".*/\1/p' "$dir/bench.jsonl" | head -1)
-    ktypes=""
-    for t in $types; do
-        case $t in
-        q4_k_m) ktypes="$ktypes,q4_k_m,q5_0,q4_k,q6_k,q8_0" ;;
-        *) ktypes="$ktypes,$t" ;;
-        esac
-    done
-    ktypes=$(echo "${ktypes#,}" | tr ',' '\n' | awk '!seen[$0]++' | paste -sd, -)
-    echo "sim-validation: bench_kernels $ktypes" >&2
-    "$build/bench/bench_kernels" --types "$ktypes" --threads "$threads" --seconds "$kseconds" --prefill "$n_prompt" \
-        --json > "$dir/kernels.json"
-    micro="$dir/kernels.json"
-    # The CPU backend runs BF16 weights with f32 activations on a path whose BF16 kernels take bf16 ones
-    # (chip/cpu/cpu.c, kernel_tables): time those kernels too.
-    if [ "$isa" = avx512bf16 ] && [[ " $types " == *" bf16 "* ]]; then
-        "$build/bench/bench_kernels" --isa avx512vnni --types bf16 --threads "$threads" --seconds "$kseconds" \
-            --prefill "$n_prompt" --json > "$dir/kernels-bf16.json"
-        micro="$micro,$dir/kernels-bf16.json"
-    fi
-    echo "sim-validation: bench_pool" >&2
-    "$build/bench/bench_pool" --threads "$threads" --embd 896 --heads 14 --kv-heads 2 --head-dim 64 \
-        --ctx $((n_gen / 2)) --prefill "$n_prompt" --json > "$dir/pool.json"
-    micro="$micro,$dir/pool.json"
     args+=(--bench-json "$dir/bench.jsonl" --micro-json "$micro")
     # 3. the load test
     if [ -z "${SKIP_SERVE:-}" ]; then
@@ -92,6 +99,11 @@ if [ -z "${SKIP_ENGINE:-}" ]; then
     notes="$notes \`bench_serve --max-seqs 16 --levels $serve_levels --max-tokens $serve_tokens\` on $serve_type with"
     notes="$notes $max_threads threads. Raw outputs: \`$dir/\`. Measured on $(nproc) cores"
     notes="$notes ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//'))."
+    notes="$notes Load average (1, 5, 15 min) at the start: $load0; at the end:"
+    notes="$notes $(cut -d' ' -f1-3 /proc/loadavg 2> /dev/null || echo "?"). With a load near or above the core count"
+    notes="$notes the machine is shared: the bench and its microbenchmarks then see different neighbours from one"
+    notes="$notes minute to the next, and the comparison says little about the model (each type's microbenchmarks"
+    notes="$notes run right before its bench to narrow the gap)."
     args+=(--notes "$notes")
 fi
 "$ty" "${args[@]}"

@@ -3,7 +3,8 @@
  * any catalogued kind, and print latency percentiles, throughput, goodput, KV utilisation, cost and energy as a table
  * or JSON; `--svg FILE` sweeps the request rate and charts latency against load. Two more modes serve the simulator's
  * evidence: `--validate OUT.md` regenerates docs/sim-validation.md, `--calibrate BENCH.json` compares predictions with
- * a `tongyun bench --json` run.
+ * a `tongyun bench --json` run (from the engine's microbenchmarks with --micro-json, and `bench_serve` with
+ * --serve-json; src/sim/engine-calib.c).
  */
 #include "cli.h"
 
@@ -62,6 +63,14 @@ static void usage(FILE *f) {
         "  --zero S               ZeRO stage 0-3 (default 1)\n"
         "  --global-batch N       sequences per step (default 1024); --micro-batch N (default 1)\n"
         "  --seq-len N            tokens per sequence (default 4096); --recompute for full recomputation\n"
+        "evidence (scripts/sim-validation.sh runs these):\n"
+        "  --validate OUT.md      write the validation report; --scale also times the 10,000-chip scenario\n"
+        "  --calibrate BENCH.json predict a `tongyun bench --json` run and print predictions with their errors\n"
+        "  --bench-json FILE      (--validate) the `tongyun bench --json` run to compare with\n"
+        "  --micro-json F,F...    bench_kernels / bench_pool --json outputs to predict our engine from (without\n"
+        "                         them --calibrate uses the host figures measured at start-up)\n"
+        "  --serve-json FILE      a `bench_serve --json` run to predict with the simulation of the host\n"
+        "  --notes TEXT           (--validate) how the runs were made, printed in the report\n"
         "\n"
         "Exit status: 0 on success, 1 when the configuration is impossible (the message names the constraint),\n"
         "2 on a usage error.\n",

@@ -8,7 +8,8 @@
  * Prompt processing (pp) is compute-bound: 2 x active parameters per token at the rate of the GEMM's instruction
  * (the integer dot product for quantised weights, f32 FMA for 16/32-bit ones) x MFU, causal attention FLOPs at the
  * FMA rate, plus one pass over the weights per batch of 512 tokens. MFU and MBU are the host chip's labelled
- * assumptions (sim-impl.h) until bench results calibrate them.
+ * assumptions (sim-impl.h): this is the path for a host measured only at start-up. The validation against our engine
+ * predicts from the engine's own kernel and thread-pool microbenchmarks instead (engine-calib.c).
  */
 #include "sim/sim.h"
 #include "sim/sim-impl.h"

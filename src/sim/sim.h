@@ -414,10 +414,10 @@ struct ty_sim_kernel_eff {
     char isa[24];  /* the dispatch path bench_kernels ran */
     bool packed;   /* weights repacked into panels, as the engine does at load for the types that have it */
     int threads;
-    double dec_s;        /* one gemv pass over every weight matrix of Qwen2.5-0.5B ("model"), best, s */
+    double dec_s;        /* one gemv pass over every weight matrix of Qwen2.5-0.5B ("model"), a pool dispatch
+                            per matrix, best, s */
     double dec_bytes;    /* weight bytes of that pass */
     double dec_read_gbs; /* plain reads of the same memory with the same split, GB/s */
-    int dec_dispatches;  /* thread-pool dispatches in that pass (one per matrix) */
     double pf_pct;       /* prefill gemm over --prefill columns: % of the peak named below (0 = not run) */
     char pf_peak[8];     /* "int8", "bf16" or "fma" */
 };
@@ -470,11 +470,12 @@ enum ty_status ty__sim_engine_cost_preset(const struct ty_sim_model *m, enum ty_
 
 struct ty_sim_engine_pred {
     double tg_tok_s, pp_tok_s;
-    double tg_weights_s, tg_dispatch_s, tg_ops_s; /* per generated token */
-    double pp_gemm_s, pp_ops_s, pp_fixed_s;       /* per prompt token (fixed: dispatches and the head, shared) */
-    double dec_eff;                               /* gemv speed / plain reads of the same memory, dispatch removed */
-    double pf_rate_gops;                          /* the layers' effective prefill rate */
-    double pf_peak_gops;                          /* the peak it is a share of (the type holding most FLOPs) */
+    double tg_weights_s, tg_ops_s;          /* per generated token */
+    double pp_gemm_s, pp_ops_s, pp_fixed_s; /* per prompt token (fixed: dispatches and the head, shared) */
+    double dec_eff;                         /* gemv speed / plain reads of the same memory (at most 1) */
+    double pf_rate_gops;                    /* the layers' effective prefill rate */
+    bool clamped;        /* a measured share above 1 was held to 1 (its reference measurement was disturbed) */
+    double pf_peak_gops; /* the peak it is a share of (the type holding most FLOPs) */
 };
 /* Predicts `tongyun bench` (pp n_prompt, tg n_gen) of a model with cost c and weight-type label `type` from the
  * microbenchmarks mb and the roofline the bench entry measured; nothing of the bench's speeds is read. Errors name the

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_sim_cli.sh - the contract of `tongyun devices`, `tongyun sim` and `tongyun plan`, which other tools script:
 # the JSON fields the issue names, the SVG chart, the planner's ranked output and `--emit serve`, training mode,
-# calibration against a bench JSON, the validation report, and the exit codes and messages of impossible or
-# malformed input (1 = the configuration is impossible, 2 = usage error).
+# calibration against a bench JSON (from the host's figures, or from the engine's microbenchmarks), the validation
+# report, and the exit codes and messages of impossible or malformed input (1 = the configuration is impossible,
+# 2 = usage error).
 set -euo pipefail
 T=${TONGYUN:-build/tongyun}
 SRC=${TY_SOURCE_DIR:-.}
@@ -104,8 +105,25 @@ json_check "sim --calibrate reads JSON Lines and predicts from each entry's own 
      all(r['host_figures'].startswith('the bench run') for r in d) and \
      d[1]['predicted']['tg_tok_s'] > 1.5 * d[0]['predicted']['tg_tok_s']"
 "$T" sim --validate "$work/report.md" 2> /dev/null
-grep -q "awaits \`tongyun bench\`" "$work/report.md" && grep -q "infersim-qwen3-30b-a3b-decode" "$work/report.md" ||
+grep -q "Not compared in this run" "$work/report.md" && grep -q "infersim-qwen3-30b-a3b-decode" "$work/report.md" ||
     fail "sim --validate: report incomplete"
 ok "sim --validate writes the report"
+
+# the engine calibration from committed microbenchmark outputs (tests/sim/data/engine-*)
+D="$SRC/tests/sim/data"
+micro="$D/engine-kernels.json,$D/engine-kernels-bf16.json,$D/engine-pool.json"
+"$T" sim --calibrate "$D/engine-bench.jsonl" --micro-json "$micro" --serve-json "$D/engine-serve.json" > "$work/eng.json"
+json_check "sim --calibrate --micro-json predicts bench and bench_serve from microbenchmarks" "$work/eng.json" \
+    "len(d['bench']) == 2 and abs(d['bench'][0]['breakdown']['dec_eff'] - 0.625) < 1e-9 and \
+     abs(d['bench'][0]['error']['tg_tok_s'] - (d['bench'][0]['predicted']['tg_tok_s'] / 30 - 1)) < 1e-5 and \
+     len(d['serve']['levels']) == 2 and d['serve']['levels'][1]['predicted']['decode_tok_s'] > 0"
+"$T" sim --validate "$work/report2.md" --bench-json "$D/engine-bench.jsonl" --micro-json "$micro" \
+    --serve-json "$D/engine-serve.json" --notes "fixture run" 2> /dev/null
+grep -q "In this run: [0-9]* of 4 .tongyun bench. figures within 15% ([0-9]* of 4 against each test's best \
+repetition); [0-9]* of 4 .bench_serve. figures" \
+    "$work/report2.md" && grep -q "fixture run" "$work/report2.md" || fail "sim --validate: engine section incomplete"
+ok "sim --validate with the engine's runs writes section 1"
+exit_code "sim --calibrate: a microbenchmark file of neither kind" 1 "neither" \
+    "$T" sim --calibrate "$D/engine-bench.jsonl" --micro-json "$D/engine-serve.json"
 
 finish

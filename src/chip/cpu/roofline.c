@@ -120,7 +120,11 @@ static T_AVX512 uint64_t read_avx512(const uint8_t *p, size_t n) {
     for (size_t i = 0; i < n; i += 512)
         for (int j = 0; j < 8; j++) s[j] = _mm512_add_epi64(s[j], _mm512_load_si512(p + i + 64 * j));
     for (int j = 1; j < 8; j++) s[0] = _mm512_add_epi64(s[0], s[j]);
-    return (uint64_t)_mm512_reduce_add_epi64(s[0]);
+    /* the lanes summed as unsigned: _mm512_reduce_add_epi64 adds signed 64-bit values, which overflow (UBSan) */
+    uint64_t lane[8], sum = 0;
+    _mm512_storeu_si512(lane, s[0]);
+    for (int j = 0; j < 8; j++) sum += lane[j];
+    return sum;
 }
 
 static T_AVX2 double fma_avx2(int64_t iters) {
