@@ -167,7 +167,6 @@ enum ty_status ty__train_checkpoint_load(const char *path, struct ty_train_model
     memcpy(o->m, map.data + sizeof h + nb, nb);
     memcpy(o->v, map.data + sizeof h + 2 * nb, nb);
     o->step = h.step;
-    ty__train_sync_weights(m);
 done:
     ty__file_unmap(&map);
     return st;

@@ -1,13 +1,66 @@
 /*
- * ops.c - the CPU implementation of the training op table (struct ty_train_ops in train.h): a cache-friendly f32 gemm
- * with a register-blocked micro-kernel (GCC/Clang vector extensions, which become AVX-512 or AVX2 FMAs under
- * -march=native and plain scalar code elsewhere), and the forward and backward kernels of RMSNorm, NeoX RoPE, causal
- * attention, SwiGLU and cross-entropy. Every kernel is split over the thread pool by whole output elements, and each
- * element is summed in one fixed order, so results do not depend on the thread count.
+ * ops.c - the CPU implementation of the training op table (struct ty_train_ops in train.h): a packed, cache-blocked
+ * f32 gemm with an AVX-512 (8 x 32) or AVX2 (6 x 16) FMA micro-kernel and a portable vector-extension one elsewhere,
+ * blocked causal attention built on the same gemm, and the forward and backward kernels of RMSNorm, NeoX RoPE,
+ * SwiGLU and cross-entropy with the vectorised exp of chip/cpu/simd/vexp.h. Every kernel is split over the thread
+ * pool by whole output elements (or whole rows), and each element is summed in one fixed order, so results do not
+ * depend on the thread count.
  */
 #include "train/train.h"
 
+#include "chip/cpu/simd/vexp.h"
+
 #include <math.h>
+
+/* ==== Context ==== */
+
+/* The ctx of the CPU table: the pool, and one scratch area that grows to the largest kernel's need and is kept, so
+ * the steps of a run do not map and fault in fresh pages for every product. */
+struct cpu_ctx {
+    struct ty_threadpool *pool;
+    float *scratch;
+    size_t cap; /* floats */
+};
+
+enum ty_status ty__train_cpu_ctx_new(struct ty_threadpool *pool, void **out) {
+    struct cpu_ctx *c = ty__calloc(1, sizeof *c);
+    *out = c;
+    if (!c) return ty__error(TY_ERR_NO_MEMORY, "train: out of memory");
+    c->pool = pool;
+    return TY_OK;
+}
+
+void ty__train_cpu_ctx_free(void *ctx) {
+    struct cpu_ctx *c = ctx;
+    if (!c) return;
+    ty_free(c->scratch);
+    ty_free(c);
+}
+
+static struct ty_threadpool *pool_of(void *ctx) {
+    return ctx ? ((struct cpu_ctx *)ctx)->pool : NULL;
+}
+
+/* n floats of scratch: the ctx's (grown when short), or a fresh allocation the caller frees (*owned) without a ctx.
+ * NULL when out of memory. */
+static float *scratch_get(void *ctx, size_t n, bool *owned) {
+    struct cpu_ctx *c = ctx;
+    *owned = false;
+    if (!c) {
+        *owned = true;
+        return ty__malloc(n * sizeof(float));
+    }
+    if (c->cap < n) {
+        ty_free(c->scratch);
+        c->scratch = ty__malloc(n * sizeof(float));
+        c->cap = c->scratch ? n : 0;
+    }
+    return c->scratch;
+}
+
+static void scratch_put(float *p, bool owned) {
+    if (owned) ty_free(p);
+}
 
 /* ==== Parallel helper ==== */
 
@@ -27,7 +80,7 @@ static void par_task(void *arg, int ith, int nth) {
 /* Runs fn over [0, n) split into contiguous ranges, one per thread (inline when small). */
 static void parallel_for(void *ctx, int64_t n, int64_t work_per_item,
                          void (*fn)(const void *arg, int64_t begin, int64_t end), const void *arg) {
-    struct ty_threadpool *pool = ctx;
+    struct ty_threadpool *pool = pool_of(ctx);
     if (!pool || n <= 1 || n * work_per_item < 32768) {
         if (n > 0) fn(arg, 0, n);
         return;
@@ -35,8 +88,6 @@ static void parallel_for(void *ctx, int64_t n, int64_t work_per_item,
     struct par p = {fn, arg, n};
     ty__threadpool_run(pool, par_task, &p);
 }
-
-/* ==== GEMM ==== */
 
 /* The vector width the build targets (a wider one than the ISA has would be split and pass through memory) */
 #if defined(__AVX512F__)
@@ -47,165 +98,392 @@ static void parallel_for(void *ctx, int64_t n, int64_t work_per_item,
 #define VL 4
 #endif
 typedef float vf __attribute__((vector_size(VL * 4)));
-/* Rows of a register tile: 2 * MR accumulators, 16 of the 32 registers with AVX-512, 8 of 16 with AVX2 */
-#if VL == 16
-#define MR 8
-#else
-#define MR 4
-#endif
-#define NR (2 * VL)
-/* k values per packed panel of B: KC x NR floats (32 KiB with AVX-512) stay in L1 while the row tiles pass */
-#define KC 256
 
 /* Unaligned loads and stores (macros: a vector passed to a function would change the ABI where the ISA lacks it) */
 #define VLOAD(v, p)  memcpy(&(v), (p), sizeof(vf))
 #define VSTORE(p, v) memcpy((p), &(v), sizeof(vf))
 
-/* Every element of C is one chain of multiply-adds in k order, started from C itself (accumulate, or any k chunk
- * after the first) or from zero: the same order whatever the tiling and the thread split. */
+/* Sums in LANES interleaved partial sums added in a fixed order at the end: vectorisable, and the same bits
+ * whatever the thread split. */
+#define LANES 8
+
+static inline float sum_sq(const float *x, int64_t n) {
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += x[i + l] * x[i + l];
+    for (; i < n; i++) acc[0] += x[i] * x[i];
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+static inline float dot3(const float *a, const float *b, const float *c, int64_t n) { /* sum a b c */
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += a[i + l] * b[i + l] * c[i + l];
+    for (; i < n; i++) acc[0] += a[i] * b[i] * c[i];
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+static inline float dot2(const float *a, const float *b, int64_t n) {
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) acc[0] += a[i] * b[i];
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+static inline float max_of(const float *x, int64_t n) {
+    float acc[LANES];
+    for (int l = 0; l < LANES; l++) acc[l] = -INFINITY;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
+    for (; i < n; i++) acc[0] = x[i] > acc[0] ? x[i] : acc[0];
+    float m = acc[0];
+    for (int l = 1; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
+    return m;
+}
+
+/* ==== GEMM ==== */
+
+/* Goto/BLIS blocking: C is computed in MR x NR register tiles from a KC x NR panel of B and an MR x KC panel of A,
+ * both packed contiguous (zero-padded at the edges) so the micro-kernel streams them with unit stride whatever the
+ * operands' layouts: a packed KC x NC block of B is reused by every row of the thread's share and an MC x KC block of
+ * A by the NC columns. Every element of C is one chain of fused multiply-adds in k order, started from C (accumulate,
+ * or any KC chunk after the first) or from zero; padding only adds rows and columns that are thrown away. So an
+ * element's bits depend neither on the tiling, nor on the edge it sits on, nor on the thread split. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define MR 8
+#define NR 32
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define MR 6
+#define NR 16
+#else
+#define MR 4
+#define NR (2 * VL)
+#endif
+#define KC 256
+#define MC (MR * 16)
+#define NC (NR * 16)
+/* floats of one thread's packing space for blocks of mc x nc: an A block, a B block, room to align them to 64 bytes */
+#define GEMM_SCRATCH(mc, nc) ((mc)*KC + KC * (nc) + 32)
+
 struct gemm_job {
     int64_t M, N, K;
     const float *A;
     int64_t a_rs, a_cs;
     const float *B;
-    int64_t ldb;
+    int64_t b_rs, b_cs;
     float *C;
     int64_t ldc;
     bool acc;
-    int64_t n_mt; /* row tiles of MR */
+    int64_t mc, nc; /* block sizes: MC and NC, or one tile where no packing space could be allocated */
+    float *scratch; /* GEMM_SCRATCH(mc, nc) floats per thread */
+    bool split_m;   /* threads take row tiles (else column tiles) */
 };
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
-
-/* An 8 x 32 tile of C over k in [k0, k0 + kc), B packed as kc rows of 32: 16 zmm accumulators, one broadcast of A
- * and two loads of B per k. Intrinsics, because the compilers spill the generic version's accumulator array. */
-static inline void tile_full(const struct gemm_job *j, int64_t m0, int64_t n0, int64_t k0, int64_t kc, const float *pb,
-                             bool from_c) {
-    float *c = j->C + m0 * j->ldc + n0;
+/* 8 x 32: 16 zmm accumulators, two loads of B and eight broadcasts of A per k. */
+static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, bool from_c) {
     __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
 #define IN(r)                                                                                                          \
-    c##r##0 = from_c ? _mm512_loadu_ps(c + r * j->ldc) : _mm512_setzero_ps();                                          \
-    c##r##1 = from_c ? _mm512_loadu_ps(c + r * j->ldc + 16) : _mm512_setzero_ps();
-    IN(0)
-    IN(1)
-    IN(2)
-    IN(3) IN(4) IN(5) IN(6) IN(7)
+    c##r##0 = from_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                             \
+    c##r##1 = from_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps()
+    IN(0);
+    IN(1);
+    IN(2);
+    IN(3);
+    IN(4);
+    IN(5);
+    IN(6);
+    IN(7);
 #undef IN
-        const float *a = j->A + m0 * j->a_rs + k0 * j->a_cs;
-    const int64_t rs = j->a_rs, cs = j->a_cs;
     for (int64_t k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_loadu_ps(pb + k * NR), b1 = _mm512_loadu_ps(pb + k * NR + 16), av;
-        const float *ak = a + k * cs;
+        __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), av;
 #define ROW(r)                                                                                                         \
-    av = _mm512_set1_ps(ak[r * rs]);                                                                                   \
+    av = _mm512_set1_ps(ap[r]);                                                                                        \
     c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                                        \
-    c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);
-        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
+    c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1)
+        ROW(0);
+        ROW(1);
+        ROW(2);
+        ROW(3);
+        ROW(4);
+        ROW(5);
+        ROW(6);
+        ROW(7);
 #undef ROW
+        ap += MR;
+        bp += NR;
     }
 #define OUT(r)                                                                                                         \
-    _mm512_storeu_ps(c + r * j->ldc, c##r##0);                                                                         \
-    _mm512_storeu_ps(c + r * j->ldc + 16, c##r##1);
-    OUT(0) OUT(1) OUT(2) OUT(3) OUT(4) OUT(5) OUT(6) OUT(7)
+    _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                            \
+    _mm512_storeu_ps(c + r * ldc + 16, c##r##1)
+    OUT(0);
+    OUT(1);
+    OUT(2);
+    OUT(3);
+    OUT(4);
+    OUT(5);
+    OUT(6);
+    OUT(7);
+#undef OUT
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+/* 6 x 16: 12 ymm accumulators of the 16 registers, two loads of B and six broadcasts of A per k. */
+static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, bool from_c) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+#define IN(r)                                                                                                          \
+    c##r##0 = from_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();                                             \
+    c##r##1 = from_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps()
+    IN(0);
+    IN(1);
+    IN(2);
+    IN(3);
+    IN(4);
+    IN(5);
+#undef IN
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8), av;
+#define ROW(r)                                                                                                         \
+    av = _mm256_broadcast_ss(ap + r);                                                                                  \
+    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                                        \
+    c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1)
+        ROW(0);
+        ROW(1);
+        ROW(2);
+        ROW(3);
+        ROW(4);
+        ROW(5);
+#undef ROW
+        ap += MR;
+        bp += NR;
+    }
+#define OUT(r)                                                                                                         \
+    _mm256_storeu_ps(c + r * ldc, c##r##0);                                                                            \
+    _mm256_storeu_ps(c + r * ldc + 8, c##r##1)
+    OUT(0);
+    OUT(1);
+    OUT(2);
+    OUT(3);
+    OUT(4);
+    OUT(5);
 #undef OUT
 }
 #else
-static inline void tile_full(const struct gemm_job *j, int64_t m0, int64_t n0, int64_t k0, int64_t kc, const float *pb,
-                             bool from_c) {
-    vf c[MR][2];
+/* Portable: GCC/Clang vector extensions, MR x 2 vectors. */
+static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, bool from_c) {
+    vf acc[MR][2];
     for (int r = 0; r < MR; r++) {
-        float *cr = j->C + (m0 + r) * j->ldc + n0;
         if (from_c) {
-            VLOAD(c[r][0], cr);
-            VLOAD(c[r][1], cr + VL);
+            VLOAD(acc[r][0], c + r * ldc);
+            VLOAD(acc[r][1], c + r * ldc + VL);
         } else {
-            c[r][0] = c[r][1] = (vf){0};
+            acc[r][0] = acc[r][1] = (vf){0};
         }
     }
-    const float *a = j->A + m0 * j->a_rs + k0 * j->a_cs;
     for (int64_t k = 0; k < kc; k++) {
         vf b0, b1;
-        VLOAD(b0, pb + k * NR);
-        VLOAD(b1, pb + k * NR + VL);
-        const float *ak = a + k * j->a_cs;
+        VLOAD(b0, bp);
+        VLOAD(b1, bp + VL);
         for (int r = 0; r < MR; r++) {
-            vf av = (vf){0} + ak[r * j->a_rs];
-            c[r][0] += av * b0;
-            c[r][1] += av * b1;
+            vf av = (vf){0} + ap[r];
+            acc[r][0] += av * b0;
+            acc[r][1] += av * b1;
         }
+        ap += MR;
+        bp += NR;
     }
     for (int r = 0; r < MR; r++) {
-        float *cr = j->C + (m0 + r) * j->ldc + n0;
-        VSTORE(cr, c[r][0]);
-        VSTORE(cr + VL, c[r][1]);
+        VSTORE(c + r * ldc, acc[r][0]);
+        VSTORE(c + r * ldc + VL, acc[r][1]);
     }
 }
 #endif
 
-/* Any partial tile over k in [k0, k0 + kc): plain loops, the same order. */
-static void tile_edge(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k0, int64_t kc,
-                      bool from_c) {
-    for (int64_t m = m0; m < m1; m++) {
-        for (int64_t n = n0; n < n1; n++) {
-            float *c = &j->C[m * j->ldc + n];
-            float s = from_c ? *c : 0.0f;
-            for (int64_t k = k0; k < k0 + kc; k++) s += j->A[m * j->a_rs + k * j->a_cs] * j->B[k * j->ldb + n];
-            *c = s;
+/* A partial tile through a full one in a local buffer: the same chains, so the same bits as if it were whole. */
+static void kernel_edge(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, bool from_c, int64_t mr,
+                        int64_t nr) {
+    float t[MR * NR];
+    if (from_c)
+        for (int64_t r = 0; r < mr; r++) memcpy(t + r * NR, c + r * ldc, (size_t)nr * sizeof(float));
+    kernel(kc, ap, bp, t, NR, from_c);
+    for (int64_t r = 0; r < mr; r++) memcpy(c + r * ldc, t + r * NR, (size_t)nr * sizeof(float));
+}
+
+#if defined(__AVX__)
+#define TR8 1
+/* dst[i * ldd + j] = src[j * lds + i] for an 8 x 8 block: the packing of an operand stored across the panel's grain. */
+static inline void tr8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds), r2 = _mm256_loadu_ps(src + 2 * lds);
+    __m256 r3 = _mm256_loadu_ps(src + 3 * lds), r4 = _mm256_loadu_ps(src + 4 * lds);
+    __m256 r5 = _mm256_loadu_ps(src + 5 * lds), r6 = _mm256_loadu_ps(src + 6 * lds);
+    __m256 r7 = _mm256_loadu_ps(src + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3);
+    __m256 t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#else
+#define TR8 0
+#endif
+
+/* A rows [m0, m0 + mc) x k [k0, k0 + kc) into MR-row panels, each k-major: ap[tile][k][r]. */
+static void pack_a(const struct gemm_job *j, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float *ap) {
+    for (int64_t i0 = 0; i0 < mc; i0 += MR, ap += MR * kc) {
+        int64_t mr = mc - i0 < MR ? mc - i0 : MR;
+        const float *a = j->A + (m0 + i0) * j->a_rs + k0 * j->a_cs;
+        if (j->a_rs == 1 && mr == MR) {
+            for (int64_t k = 0; k < kc; k++) memcpy(ap + k * MR, a + k * j->a_cs, MR * sizeof(float));
+            continue;
+        }
+        if (mr < MR)
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t r = mr; r < MR; r++) ap[k * MR + r] = 0.0f;
+#if TR8
+        if (j->a_cs == 1 && mr == MR && MR % 8 == 0) {
+            int64_t k8 = kc / 8 * 8;
+            for (int r0 = 0; r0 < MR; r0 += 8)
+                for (int64_t k = 0; k < k8; k += 8) tr8x8(a + r0 * j->a_rs + k, j->a_rs, ap + k * MR + r0, MR);
+            for (int64_t r = 0; r < MR; r++)
+                for (int64_t k = k8; k < kc; k++) ap[k * MR + r] = a[r * j->a_rs + k];
+            continue;
+        }
+#endif
+        for (int64_t r = 0; r < mr; r++) {
+            const float *ar = a + r * j->a_rs;
+            for (int64_t k = 0; k < kc; k++) ap[k * MR + r] = ar[k * j->a_cs];
         }
     }
 }
 
-static void pack_panel(const struct gemm_job *j, int64_t n0, int64_t k0, int64_t kc, float *pb) {
-    for (int64_t k = 0; k < kc; k++) memcpy(pb + k * NR, j->B + (k0 + k) * j->ldb + n0, NR * sizeof(float));
-}
-
-/* Rows [m_begin, m_end) (whole tiles but the last) of the column block at n0, every k chunk. */
-static void gemm_block(const struct gemm_job *j, int64_t m_begin, int64_t m_end, int64_t n0, float *pb) {
-    for (int64_t k0 = 0; k0 < j->K; k0 += KC) {
-        int64_t kc = j->K - k0 < KC ? j->K - k0 : KC;
-        bool from_c = j->acc || k0 > 0;
-        pack_panel(j, n0, k0, kc, pb);
-        for (int64_t m0 = m_begin; m0 < m_end; m0 += MR) {
-            if (m0 + MR <= m_end)
-                tile_full(j, m0, n0, k0, kc, pb, from_c);
-            else
-                tile_edge(j, m0, m_end, n0, n0 + NR, k0, kc, from_c);
+/* B k [k0, k0 + kc) x columns [n0, n0 + nc) into NR-column panels, each k-major: bp[panel][k][c]. */
+static void pack_b(const struct gemm_job *j, int64_t n0, int64_t nc, int64_t k0, int64_t kc, float *bp) {
+    for (int64_t c0 = 0; c0 < nc; c0 += NR, bp += NR * kc) {
+        int64_t nr = nc - c0 < NR ? nc - c0 : NR;
+        const float *b = j->B + k0 * j->b_rs + (n0 + c0) * j->b_cs;
+        if (j->b_cs == 1 && nr == NR) {
+            for (int64_t k = 0; k < kc; k++) memcpy(bp + k * NR, b + k * j->b_rs, NR * sizeof(float));
+            continue;
+        }
+        if (nr < NR)
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t c = nr; c < NR; c++) bp[k * NR + c] = 0.0f;
+#if TR8
+        if (j->b_rs == 1 && nr == NR) {
+            int64_t k8 = kc / 8 * 8;
+            for (int cg = 0; cg < NR; cg += 8)
+                for (int64_t k = 0; k < k8; k += 8) tr8x8(b + cg * j->b_cs + k, j->b_cs, bp + k * NR + cg, NR);
+            for (int64_t c = 0; c < NR; c++)
+                for (int64_t k = k8; k < kc; k++) bp[k * NR + c] = b[c * j->b_cs + k];
+            continue;
+        }
+#endif
+        for (int64_t c = 0; c < nr; c++) {
+            const float *bc = b + c * j->b_cs;
+            for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = bc[k * j->b_rs];
         }
     }
 }
 
-/* Row tiles [begin, end) across every column. */
-static void gemm_rows(const void *arg, int64_t begin, int64_t end) {
-    const struct gemm_job *j = arg;
-    float pb[KC * NR];
-    int64_t nfull = j->N / NR * NR, m0 = begin * MR, m1 = end * MR < j->M ? end * MR : j->M;
-    for (int64_t n0 = 0; n0 < nfull; n0 += NR) gemm_block(j, m0, m1, n0, pb);
-    if (nfull < j->N) tile_edge(j, m0, m1, nfull, j->N, 0, j->K, j->acc);
+/* C[m0:m1, n0:n1] on one thread with its packing space. */
+static void gemm_range(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *scratch) {
+    if (m0 >= m1 || n0 >= n1) return;
+    if (j->K == 0) {
+        if (!j->acc)
+            for (int64_t m = m0; m < m1; m++) memset(j->C + m * j->ldc + n0, 0, (size_t)(n1 - n0) * sizeof(float));
+        return;
+    }
+    float *ap = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *bp = ap + j->mc * KC;
+    for (int64_t jc = n0; jc < n1; jc += j->nc) {
+        int64_t nc = n1 - jc < j->nc ? n1 - jc : j->nc;
+        for (int64_t pc = 0; pc < j->K; pc += KC) {
+            int64_t kc = j->K - pc < KC ? j->K - pc : KC;
+            bool from_c = j->acc || pc > 0;
+            pack_b(j, jc, nc, pc, kc, bp);
+            for (int64_t ic = m0; ic < m1; ic += j->mc) {
+                int64_t mc = m1 - ic < j->mc ? m1 - ic : j->mc;
+                pack_a(j, ic, mc, pc, kc, ap);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int64_t nr = nc - jr < NR ? nc - jr : NR;
+                    const float *bpan = bp + jr * kc;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int64_t mr = mc - ir < MR ? mc - ir : MR;
+                        float *c = j->C + (ic + ir) * j->ldc + jc + jr;
+                        if (mr == MR && nr == NR)
+                            kernel(kc, ap + ir * kc, bpan, c, j->ldc, from_c);
+                        else
+                            kernel_edge(kc, ap + ir * kc, bpan, c, j->ldc, from_c, mr, nr);
+                    }
+                }
+            }
+        }
+    }
 }
 
-/* Column blocks [begin, end) over every row, for products with few rows. */
-static void gemm_cols(const void *arg, int64_t begin, int64_t end) {
+static void gemm_task(void *arg, int ith, int nth) {
     const struct gemm_job *j = arg;
-    float pb[KC * NR];
-    int64_t nfull_blocks = j->N / NR;
-    for (int64_t blk = begin; blk < end; blk++) {
-        if (blk < nfull_blocks)
-            gemm_block(j, 0, j->M, blk * NR, pb);
-        else
-            tile_edge(j, 0, j->M, blk * NR, j->N, 0, j->K, j->acc);
+    float *scratch = j->scratch + (size_t)ith * GEMM_SCRATCH(j->mc, j->nc);
+    int64_t b, e;
+    if (j->split_m) {
+        ty__split_range((j->M + MR - 1) / MR, ith, nth, &b, &e);
+        gemm_range(j, b * MR, e * MR < j->M ? e * MR : j->M, 0, j->N, scratch);
+    } else {
+        ty__split_range((j->N + NR - 1) / NR, ith, nth, &b, &e);
+        gemm_range(j, 0, j->M, b * NR, e * NR < j->N ? e * NR : j->N, scratch);
     }
+}
+
+/* The job of C (+)= A B for any layouts; its packing space is set by the caller. */
+static struct gemm_job gemm_job_of(int64_t M, int64_t N, int64_t K, const float *A, int64_t a_rs, int64_t a_cs,
+                                   const float *B, int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool acc) {
+    struct gemm_job j = {M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, acc, MC, NC, NULL, true};
+    return j;
 }
 
 static void cpu_gemm(void *ctx, int64_t M, int64_t N, int64_t K, const float *A, int64_t a_rs, int64_t a_cs,
-                     const float *B, int64_t ldb, float *C, int64_t ldc, bool accumulate) {
-    struct gemm_job j = {M, N, K, A, a_rs, a_cs, B, ldb, C, ldc, accumulate, (M + MR - 1) / MR};
-    int nth = ctx ? ty__threadpool_size(ctx) : 1;
-    int64_t n_cb = (N + NR - 1) / NR;
-    if (j.n_mt >= 4 * nth || j.n_mt >= n_cb)
-        parallel_for(ctx, j.n_mt, MR * N * K, gemm_rows, &j);
+                     const float *B, int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool accumulate) {
+    struct ty_threadpool *pool = pool_of(ctx);
+    struct gemm_job j = gemm_job_of(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
+    int nth = pool && M * N * (K + 1) >= 65536 ? ty__threadpool_size(pool) : 1;
+    j.split_m = (M + MR - 1) / MR >= (N + NR - 1) / NR;
+    bool owned;
+    float *scratch = scratch_get(ctx, (size_t)nth * GEMM_SCRATCH(MC, NC), &owned);
+    if (!scratch) {
+        /* blocks of one tile in a small local space: slower, the same chains and bits */
+        float local[GEMM_SCRATCH(MR, NR)];
+        j.mc = MR, j.nc = NR, j.scratch = local;
+        gemm_range(&j, 0, M, 0, N, local);
+        return;
+    }
+    j.scratch = scratch;
+    if (nth == 1)
+        gemm_range(&j, 0, M, 0, N, scratch);
     else
-        parallel_for(ctx, n_cb, NR * M * K, gemm_cols, &j);
+        ty__threadpool_run(pool, gemm_task, &j);
+    scratch_put(scratch, owned);
 }
 
 /* ==== Transpose ==== */
@@ -245,8 +523,7 @@ static void rms_fwd_rows(const void *arg, int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; r++) {
         const float *x = j->x + r * j->dim;
         float *y = j->y + r * j->dim;
-        float ss = 0.0f;
-        for (int64_t i = 0; i < j->dim; i++) ss += x[i] * x[i];
+        float ss = sum_sq(x, j->dim);
         /* HF: variance = x.pow(2).mean(-1) in f32, then x * rsqrt(variance + eps), then weight * that */
         float rs = 1.0f / sqrtf(ss / (float)j->dim + j->eps);
         j->rstd[r] = rs;
@@ -266,8 +543,7 @@ static void rms_bwd_rows(const void *arg, int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; r++) {
         const float *x = j->x + r * j->dim, *dy = j->dy + r * j->dim;
         float *dx = j->dx + r * j->dim;
-        float rs = j->rstd[r], dot = 0.0f;
-        for (int64_t i = 0; i < j->dim; i++) dot += dy[i] * j->w[i] * x[i] * rs;
+        float rs = j->rstd[r], dot = dot3(dy, j->w, x, j->dim) * rs;
         dot /= (float)j->dim;
         for (int64_t i = 0; i < j->dim; i++) dx[i] += rs * (dy[i] * j->w[i] - x[i] * rs * dot);
     }
@@ -299,19 +575,41 @@ struct rope_job {
     int64_t n_head, hd;
     const struct ty_rope *rope;
     bool inverse;
+    const float *table; /* (max_pos + 1, n_dims) cos | sin of each position, or NULL */
+    int32_t max_pos;
 };
+
+/* cos and sin of every angle of position p, as the inference kernel (cpu-ref.c) and HF compute them: pos * inv_freq
+ * in f32, the functions in f64 */
+static void rope_angles(const struct ty_rope *rope, int32_t p, bool inverse, float *cs, float *sn) {
+    int half = rope->n_dims / 2;
+    for (int i = 0; i < half; i++) {
+        float theta = rope->inv_freq[i] * (float)p;
+        cs[i] = (float)cos((double)theta) * rope->attn_factor;
+        sn[i] = (float)sin((double)theta) * rope->attn_factor;
+        if (inverse) sn[i] = -sn[i];
+    }
+}
+
+static void rope_table_rows(const void *arg, int64_t begin, int64_t end) {
+    const struct rope_job *j = arg;
+    int half = j->rope->n_dims / 2;
+    float *t = (float *)j->table;
+    for (int64_t p = begin; p < end; p++)
+        rope_angles(j->rope, (int32_t)p, j->inverse, t + p * 2 * half, t + p * 2 * half + half);
+}
 
 static void rope_rows(const void *arg, int64_t begin, int64_t end) {
     const struct rope_job *j = arg;
     int half = j->rope->n_dims / 2;
-    float cs[TY_ROPE_MAX_DIMS / 2], sn[TY_ROPE_MAX_DIMS / 2];
+    float cs_local[TY_ROPE_MAX_DIMS / 2], sn_local[TY_ROPE_MAX_DIMS / 2];
     for (int64_t t = begin; t < end; t++) {
-        /* the angles as the inference kernel (cpu-ref.c) and HF compute them: pos * inv_freq in f32 */
-        for (int i = 0; i < half; i++) {
-            float theta = j->rope->inv_freq[i] * (float)j->pos[t];
-            cs[i] = (float)cos((double)theta) * j->rope->attn_factor;
-            sn[i] = (float)sin((double)theta) * j->rope->attn_factor;
-            if (j->inverse) sn[i] = -sn[i];
+        const float *cs = cs_local, *sn = sn_local;
+        if (j->table && j->pos[t] >= 0 && j->pos[t] <= j->max_pos) {
+            cs = j->table + (int64_t)j->pos[t] * 2 * half;
+            sn = cs + half;
+        } else {
+            rope_angles(j->rope, j->pos[t], j->inverse, cs_local, sn_local);
         }
         for (int64_t h = 0; h < j->n_head; h++) {
             float *v = j->x + (t * j->n_head + h) * j->hd;
@@ -326,67 +624,147 @@ static void rope_rows(const void *arg, int64_t begin, int64_t end) {
 
 static void cpu_rope(void *ctx, float *x, const int32_t *pos, int64_t n_tok, int64_t n_head, int64_t head_dim,
                      const struct ty_rope *rope, bool inverse) {
-    struct rope_job j = {x, pos, n_head, head_dim, rope, inverse};
-    parallel_for(ctx, n_tok, n_head * head_dim * 4 + rope->n_dims * 20, rope_rows, &j);
+    struct rope_job j = {x, pos, n_head, head_dim, rope, inverse, NULL, -1};
+    /* the angles once per position rather than once per token when positions repeat (a batch of sequences) */
+    for (int64_t t = 0; t < n_tok; t++) j.max_pos = pos[t] > j.max_pos ? pos[t] : j.max_pos;
+    float *table = NULL;
+    bool owned = false;
+    if (j.max_pos >= 0 && j.max_pos < n_tok)
+        table = scratch_get(ctx, (size_t)(j.max_pos + 1) * (size_t)rope->n_dims, &owned);
+    if (table) {
+        j.table = table;
+        parallel_for(ctx, j.max_pos + 1, rope->n_dims * 20, rope_table_rows, &j);
+    }
+    parallel_for(ctx, n_tok, n_head * head_dim * 4 + (table ? 0 : rope->n_dims * 20), rope_rows, &j);
+    scratch_put(table, owned);
 }
 
 /* ==== Attention ==== */
+
+/* Rows of queries per block: the scores of a block are a (ATTN_RB, keys up to the block's last row) gemm, so the
+ * masked upper triangle is skipped but for the diagonal blocks. */
+#define ATTN_RB 64
 
 struct attn_job {
     float *out, *p, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *pc;
     int64_t n_seq, S, H, Hkv, hd;
     float scale;
+    float *scratch; /* per thread: gemm packing space, then ATTN_RB x S of dP */
 };
 
-/* a.b in VL lanes then across them (a fixed order, so still independent of threads), plain for odd lengths */
-static inline float dot(const float *a, const float *b, int64_t n) {
-    float s = 0.0f;
-    if (n % VL == 0) {
-        vf acc = {0}, x, y;
-        for (int64_t i = 0; i < n; i += VL) {
-            VLOAD(x, a + i);
-            VLOAD(y, b + i);
-            acc += x * y;
-        }
-        for (int l = 0; l < VL; l++) s += acc[l];
-        return s;
-    }
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+static size_t attn_scratch_floats(int64_t S) {
+    return (size_t)GEMM_SCRATCH(MC, NC) + (size_t)ATTN_RB * (size_t)S;
 }
 
-/* Items are (sequence, head) pairs. */
-static void attn_fwd_items(const void *arg, int64_t begin, int64_t end) {
-    const struct attn_job *j = arg;
+/* Items are (sequence, head) pairs. P = softmax(scale Q K^T) by row blocks, then out = P V. */
+static void attn_fwd_item(const struct attn_job *j, int64_t it, float *scratch) {
     int64_t S = j->S, H = j->H, Hkv = j->Hkv, hd = j->hd, grp = H / Hkv;
-    for (int64_t it = begin; it < end; it++) {
-        int64_t s = it / H, h = it % H, hk = h / grp;
-        float *P = j->p + it * S * S;
-        for (int64_t i = 0; i < S; i++) {
-            const float *qi = j->q + ((s * S + i) * H + h) * hd;
-            float *pr = P + i * S, max = -INFINITY;
-            for (int64_t t = 0; t <= i; t++) {
-                pr[t] = dot(qi, j->k + ((s * S + t) * Hkv + hk) * hd, hd) * j->scale;
-                max = pr[t] > max ? pr[t] : max;
-            }
-            float sum = 0.0f;
-            for (int64_t t = 0; t <= i; t++) sum += pr[t] = expf(pr[t] - max);
+    int64_t s = it / H, h = it % H, hk = h / grp;
+    float *P = j->p + it * S * S;
+    const float *q = j->q + (s * S * H + h) * hd, *k = j->k + (s * S * Hkv + hk) * hd;
+    const float *v = j->v + (s * S * Hkv + hk) * hd;
+    float *out = j->out + (s * S * H + h) * hd;
+    for (int64_t i0 = 0; i0 < S; i0 += ATTN_RB) {
+        int64_t i1 = i0 + ATTN_RB < S ? i0 + ATTN_RB : S;
+        struct gemm_job g =
+            gemm_job_of(i1 - i0, i1, hd, q + i0 * H * hd, H * hd, 1, k, 1, Hkv * hd, P + i0 * S, S, false);
+        gemm_range(&g, 0, g.M, 0, g.N, scratch);
+        for (int64_t i = i0; i < i1; i++) {
+            float *pr = P + i * S;
+            int64_t n = i + 1;
+            for (int64_t t = 0; t < n; t++) pr[t] *= j->scale;
+            float max = max_of(pr, n);
+            for (int64_t t = 0; t < n; t++) pr[t] -= max;
+            ty__exp_nonpositive(pr, pr, n);
+            float sum = 0.0f, acc[LANES] = {0};
+            int64_t t = 0;
+            for (; t + LANES <= n; t += LANES)
+                for (int l = 0; l < LANES; l++) acc[l] += pr[t + l];
+            for (; t < n; t++) acc[0] += pr[t];
+            for (int l = 0; l < LANES; l++) sum += acc[l];
             float inv = 1.0f / sum;
-            for (int64_t t = 0; t <= i; t++) pr[t] *= inv;
-            for (int64_t t = i + 1; t < S; t++) pr[t] = 0.0f;
-            float *o = j->out + ((s * S + i) * H + h) * hd;
-            for (int64_t d = 0; d < hd; d++) o[d] = 0.0f;
-            for (int64_t t = 0; t <= i; t++) {
-                const float *vt = j->v + ((s * S + t) * Hkv + hk) * hd;
-                for (int64_t d = 0; d < hd; d++) o[d] += pr[t] * vt[d];
+            for (t = 0; t < n; t++) pr[t] *= inv;
+            memset(pr + n, 0, (size_t)(S - n) * sizeof(float));
+        }
+        g = gemm_job_of(i1 - i0, hd, i1, P + i0 * S, S, 1, v, Hkv * hd, 1, out + i0 * H * hd, H * hd, false);
+        gemm_range(&g, 0, g.M, 0, g.N, scratch);
+    }
+}
+
+/* Items are (sequence, kv head) pairs, so the heads sharing one key/value head add into its dk, dv on one thread:
+ *   dP = dO V^T, dS = scale P * (dP - rowsum(P * dP)), dQ = dS K, dK = dS^T Q, dV = P^T dO, by row blocks. */
+static void attn_bwd_item(const struct attn_job *j, int64_t it, float *scratch) {
+    int64_t S = j->S, H = j->H, Hkv = j->Hkv, hd = j->hd, grp = H / Hkv;
+    int64_t s = it / Hkv, hk = it % Hkv;
+    float *D = scratch + GEMM_SCRATCH(MC, NC);
+    const float *k = j->k + (s * S * Hkv + hk) * hd, *v = j->v + (s * S * Hkv + hk) * hd;
+    float *dk = j->dk + (s * S * Hkv + hk) * hd, *dv = j->dv + (s * S * Hkv + hk) * hd;
+    for (int64_t t = 0; t < S; t++) {
+        memset(dk + t * Hkv * hd, 0, (size_t)hd * sizeof(float));
+        memset(dv + t * Hkv * hd, 0, (size_t)hd * sizeof(float));
+    }
+    for (int64_t h = hk * grp; h < (hk + 1) * grp; h++) {
+        const float *P = j->pc + (s * H + h) * S * S;
+        const float *q = j->q + (s * S * H + h) * hd, *dout = j->dout + (s * S * H + h) * hd;
+        float *dq = j->dq + (s * S * H + h) * hd;
+        for (int64_t i0 = 0; i0 < S; i0 += ATTN_RB) {
+            int64_t i1 = i0 + ATTN_RB < S ? i0 + ATTN_RB : S, rb = i1 - i0;
+            const float *Pb = P + i0 * S, *dob = dout + i0 * H * hd;
+            struct gemm_job g = gemm_job_of(rb, i1, hd, dob, H * hd, 1, v, 1, Hkv * hd, D, S, false);
+            gemm_range(&g, 0, g.M, 0, g.N, scratch);
+            for (int64_t i = i0; i < i1; i++) {
+                const float *pr = P + i * S;
+                float *dp = D + (i - i0) * S;
+                float rowdot = dot2(pr, dp, i + 1);
+                for (int64_t t = 0; t <= i; t++) dp[t] = pr[t] * (dp[t] - rowdot) * j->scale;
+                for (int64_t t = i + 1; t < i1; t++) dp[t] = 0.0f;
             }
+            g = gemm_job_of(rb, hd, i1, D, S, 1, k, Hkv * hd, 1, dq + i0 * H * hd, H * hd, false);
+            gemm_range(&g, 0, g.M, 0, g.N, scratch);
+            g = gemm_job_of(i1, hd, rb, D, 1, S, q + i0 * H * hd, H * hd, 1, dk, Hkv * hd, true);
+            gemm_range(&g, 0, g.M, 0, g.N, scratch);
+            g = gemm_job_of(i1, hd, rb, Pb, 1, S, dob, H * hd, 1, dv, Hkv * hd, true);
+            gemm_range(&g, 0, g.M, 0, g.N, scratch);
         }
     }
 }
 
-static void cpu_attn_fwd(void *ctx, float *out, float *p, const float *q, const float *k, const float *v, int64_t n_seq,
-                         int64_t seq_len, int64_t n_head, int64_t n_head_kv, int64_t hd, float scale) {
+struct attn_run {
+    const struct attn_job *j;
+    void (*item)(const struct attn_job *j, int64_t it, float *scratch);
+    int64_t n_items;
+};
+
+static void attn_task(void *arg, int ith, int nth) {
+    const struct attn_run *r = arg;
+    int64_t b, e;
+    ty__split_range(r->n_items, ith, nth, &b, &e);
+    float *scratch = r->j->scratch + (size_t)ith * attn_scratch_floats(r->j->S);
+    for (int64_t it = b; it < e; it++) r->item(r->j, it, scratch);
+}
+
+static enum ty_status attn_run(void *ctx, struct attn_job *j, int64_t n_items,
+                               void (*item)(const struct attn_job *, int64_t, float *)) {
+    struct ty_threadpool *pool = pool_of(ctx);
+    int nth = pool ? ty__threadpool_size(pool) : 1;
+    bool owned;
+    j->scratch = scratch_get(ctx, (size_t)nth * attn_scratch_floats(j->S), &owned);
+    if (!j->scratch)
+        return ty__error(TY_ERR_NO_MEMORY, "train: out of memory for the attention's scratch (%.1f MiB)",
+                         (double)nth * (double)attn_scratch_floats(j->S) * 4 / (1 << 20));
+    struct attn_run r = {j, item, n_items};
+    if (nth == 1 || n_items < 2)
+        attn_task(&r, 0, 1);
+    else
+        ty__threadpool_run(pool, attn_task, &r);
+    scratch_put(j->scratch, owned);
+    return TY_OK;
+}
+
+static enum ty_status cpu_attn_fwd(void *ctx, float *out, float *p, const float *q, const float *k, const float *v,
+                                   int64_t n_seq, int64_t seq_len, int64_t n_head, int64_t n_head_kv, int64_t hd,
+                                   float scale) {
     struct attn_job j = {.out = out,
                          .p = p,
                          .q = q,
@@ -398,59 +776,12 @@ static void cpu_attn_fwd(void *ctx, float *out, float *p, const float *q, const 
                          .Hkv = n_head_kv,
                          .hd = hd,
                          .scale = scale};
-    parallel_for(ctx, n_seq * n_head, seq_len * seq_len * hd * 2, attn_fwd_items, &j);
+    return attn_run(ctx, &j, n_seq * n_head, attn_fwd_item);
 }
 
-#define ATTN_ROW 2048
-
-/* Items are (sequence, kv head) pairs, so the heads sharing one key/value head add into its dk, dv on one thread:
- *   dP = dO V^T, dS = P * (dP - rowsum(P * dP)), dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO. */
-static void attn_bwd_items(const void *arg, int64_t begin, int64_t end) {
-    const struct attn_job *j = arg;
-    int64_t S = j->S, H = j->H, Hkv = j->Hkv, hd = j->hd, grp = H / Hkv;
-    float dprow[ATTN_ROW];
-    for (int64_t it = begin; it < end; it++) {
-        int64_t s = it / Hkv, hk = it % Hkv;
-        for (int64_t t = 0; t < S; t++) {
-            memset(j->dk + ((s * S + t) * Hkv + hk) * hd, 0, (size_t)hd * sizeof(float));
-            memset(j->dv + ((s * S + t) * Hkv + hk) * hd, 0, (size_t)hd * sizeof(float));
-        }
-        for (int64_t h = hk * grp; h < (hk + 1) * grp; h++) {
-            const float *P = j->pc + (s * H + h) * S * S;
-            for (int64_t i = 0; i < S; i++) {
-                const float *pr = P + i * S;
-                const float *doi = j->dout + ((s * S + i) * H + h) * hd;
-                const float *qi = j->q + ((s * S + i) * H + h) * hd;
-                float *dqi = j->dq + ((s * S + i) * H + h) * hd;
-                /* dP row i on the stack up to ATTN_ROW keys; beyond, recomputed in the second loop */
-                float rowdot = 0.0f;
-                for (int64_t t = 0; t <= i; t++) {
-                    float dp = dot(doi, j->v + ((s * S + t) * Hkv + hk) * hd, hd);
-                    if (t < ATTN_ROW) dprow[t] = dp;
-                    rowdot += pr[t] * dp;
-                }
-                for (int64_t d = 0; d < hd; d++) dqi[d] = 0.0f;
-                for (int64_t t = 0; t <= i; t++) {
-                    const float *kt = j->k + ((s * S + t) * Hkv + hk) * hd;
-                    const float *vt = j->v + ((s * S + t) * Hkv + hk) * hd;
-                    float dp = t < ATTN_ROW ? dprow[t] : dot(doi, vt, hd);
-                    float dsv = pr[t] * (dp - rowdot) * j->scale;
-                    float *dkt = j->dk + ((s * S + t) * Hkv + hk) * hd;
-                    float *dvt = j->dv + ((s * S + t) * Hkv + hk) * hd;
-                    for (int64_t d = 0; d < hd; d++) {
-                        dqi[d] += dsv * kt[d];
-                        dkt[d] += dsv * qi[d];
-                        dvt[d] += pr[t] * doi[d];
-                    }
-                }
-            }
-        }
-    }
-}
-
-static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *p, const float *q,
-                         const float *k, const float *v, int64_t n_seq, int64_t seq_len, int64_t n_head,
-                         int64_t n_head_kv, int64_t hd, float scale) {
+static enum ty_status cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *p,
+                                   const float *q, const float *k, const float *v, int64_t n_seq, int64_t seq_len,
+                                   int64_t n_head, int64_t n_head_kv, int64_t hd, float scale) {
     struct attn_job j = {.dq = dq,
                          .dk = dk,
                          .dv = dv,
@@ -465,7 +796,7 @@ static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float
                          .Hkv = n_head_kv,
                          .hd = hd,
                          .scale = scale};
-    parallel_for(ctx, n_seq * n_head_kv, seq_len * seq_len * hd * 8 * (n_head / n_head_kv), attn_bwd_items, &j);
+    return attn_run(ctx, &j, n_seq * n_head_kv, attn_bwd_item);
 }
 
 /* ==== SwiGLU ==== */
@@ -475,24 +806,39 @@ struct glu_job {
     const float *g, *u, *dh;
 };
 
-static inline float sigmoid(float x) {
-    return 1.0f / (1.0f + expf(-x));
+#define GLU_CHUNK 256
+
+/* sigmoid(g) for a chunk, from e = exp(-|g|) (never overflows): 1 / (1 + e) for g >= 0, e / (1 + e) below. */
+static void sigmoid_chunk(const float *g, float *sg, int64_t n) {
+    for (int64_t i = 0; i < n; i++) sg[i] = -fabsf(g[i]);
+    ty__exp_nonpositive(sg, sg, n);
+    for (int64_t i = 0; i < n; i++) sg[i] = (g[i] >= 0.0f ? 1.0f : sg[i]) / (1.0f + sg[i]);
 }
 
 static void glu_fwd_range(const void *arg, int64_t begin, int64_t end) {
     const struct glu_job *j = arg;
-    for (int64_t i = begin; i < end; i++) {
-        float g = j->g[i];
-        j->h[i] = g * sigmoid(g) * j->u[i];
+    float sg[GLU_CHUNK];
+    for (int64_t i0 = begin; i0 < end; i0 += GLU_CHUNK) {
+        int64_t n = end - i0 < GLU_CHUNK ? end - i0 : GLU_CHUNK;
+        const float *g = j->g + i0, *u = j->u + i0;
+        float *h = j->h + i0;
+        sigmoid_chunk(g, sg, n);
+        for (int64_t i = 0; i < n; i++) h[i] = g[i] * sg[i] * u[i];
     }
 }
 
 static void glu_bwd_range(const void *arg, int64_t begin, int64_t end) {
     const struct glu_job *j = arg;
-    for (int64_t i = begin; i < end; i++) {
-        float g = j->g[i], sg = sigmoid(g), dh = j->dh[i];
-        j->du[i] = dh * g * sg;
-        j->dg[i] = dh * j->u[i] * sg * (1.0f + g * (1.0f - sg));
+    float sg[GLU_CHUNK];
+    for (int64_t i0 = begin; i0 < end; i0 += GLU_CHUNK) {
+        int64_t n = end - i0 < GLU_CHUNK ? end - i0 : GLU_CHUNK;
+        const float *g = j->g + i0, *u = j->u + i0, *dh = j->dh + i0;
+        float *dg = j->dg + i0, *du = j->du + i0;
+        sigmoid_chunk(g, sg, n);
+        for (int64_t i = 0; i < n; i++) {
+            du[i] = dh[i] * g[i] * sg[i];
+            dg[i] = dh[i] * u[i] * sg[i] * (1.0f + g[i] * (1.0f - sg[i]));
+        }
     }
 }
 
@@ -516,8 +862,25 @@ struct xent_job {
     float scale;
 };
 
+#define XENT_CHUNK 512
+
+/* sum of exp(l - max) in f64 lanes; the exps are written to `e` (which may be l) */
+static double sum_exp(const float *l, float *e, int64_t n, float max) {
+    double acc[LANES] = {0};
+    for (int64_t i = 0; i < n; i++) e[i] = l[i] - max;
+    ty__exp_nonpositive(e, e, n);
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l2 = 0; l2 < LANES; l2++) acc[l2] += (double)e[i + l2];
+    for (; i < n; i++) acc[0] += (double)e[i];
+    double s = 0.0;
+    for (int l2 = 0; l2 < LANES; l2++) s += acc[l2];
+    return s;
+}
+
 static void xent_rows(const void *arg, int64_t begin, int64_t end) {
     const struct xent_job *j = arg;
+    float buf[XENT_CHUNK];
     for (int64_t r = begin; r < end; r++) {
         float *l = j->logits + r * j->V;
         int32_t tgt = j->targets[r];
@@ -526,15 +889,12 @@ static void xent_rows(const void *arg, int64_t begin, int64_t end) {
             if (j->scale != 0.0f) memset(l, 0, (size_t)j->V * sizeof(float));
             continue;
         }
-        float max = l[0];
-        for (int64_t i = 1; i < j->V; i++) max = l[i] > max ? l[i] : max;
-        float lt = l[tgt];
-        /* one exp per logit, kept for the gradient; the sum in f64 */
+        float max = max_of(l, j->V), lt = l[tgt];
+        /* one exp per logit, kept for the gradient; chunk sums in f64, added in chunk order */
         double sum = 0.0;
-        if (j->scale != 0.0f) {
-            for (int64_t i = 0; i < j->V; i++) sum += l[i] = expf(l[i] - max);
-        } else {
-            for (int64_t i = 0; i < j->V; i++) sum += expf(l[i] - max);
+        for (int64_t i0 = 0; i0 < j->V; i0 += XENT_CHUNK) {
+            int64_t n = j->V - i0 < XENT_CHUNK ? j->V - i0 : XENT_CHUNK;
+            sum += sum_exp(l + i0, j->scale != 0.0f ? l + i0 : buf, n, max);
         }
         j->loss[r] = (float)(log(sum) - (double)(lt - max));
         if (j->scale == 0.0f) continue;

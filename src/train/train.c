@@ -114,45 +114,43 @@ enum ty_status ty__train_model_init(const struct ty_train_config *cfg, int n_thr
     int n_tensors = 3 + 11 * cfg->n_layer;
     if (st == TY_OK) {
         m->tensors = ty__calloc((size_t)n_tensors, sizeof *m->tensors);
-        struct ty_train_layer *lay = ty__calloc((size_t)cfg->n_layer * 3, sizeof *lay);
+        struct ty_train_layer *lay = ty__calloc((size_t)cfg->n_layer * 2, sizeof *lay);
         if (!m->tensors || !lay) {
             ty_free(lay);
             st = ty__error(TY_ERR_NO_MEMORY, "train: out of memory");
         } else {
             make_layout(m);
-            m->w.layers = lay; /* owns the three layer arrays */
+            m->w.layers = lay; /* owns both layer arrays */
             m->params = ty__calloc(m->n_params, sizeof(float));
             m->grads = ty__calloc(m->n_params, sizeof(float));
-            m->wt = ty__calloc(m->n_params, sizeof(float));
-            if (!m->params || !m->grads || !m->wt) {
+            if (!m->params || !m->grads) {
                 st = ty__error(TY_ERR_NO_MEMORY, "train: out of memory for %zu parameters (%.1f MiB each copy)",
                                m->n_params, (double)m->n_params * 4 / (1 << 20));
             } else {
                 make_view(m, m->params, &m->w, lay);
                 make_view(m, m->grads, &m->g, lay + cfg->n_layer);
-                make_view(m, m->wt, &m->t, lay + 2 * cfg->n_layer);
             }
         }
     }
     if (st == TY_OK) st = ty__threadpool_init(n_threads, &m->pool);
+    if (st == TY_OK) st = ty__train_cpu_ctx_new(m->pool, &m->ops_ctx);
     if (st != TY_OK) {
         ty__train_model_free(m);
         return st;
     }
     m->ops = ty__train_ops_cpu();
-    m->ops_ctx = m->pool;
     *out = m;
     return TY_OK;
 }
 
 void ty__train_model_free(struct ty_train_model *m) {
     if (!m) return;
+    ty__train_cpu_ctx_free(m->ops_ctx);
     ty__threadpool_free(m->pool);
     ty_free(m->w.layers);
     ty_free(m->tensors);
     ty_free(m->params);
     ty_free(m->grads);
-    ty_free(m->wt);
     ty_free(m->acts);
     ty_free(m->act_mem);
     ty_free(m->bwd_mem);
@@ -192,17 +190,6 @@ void ty__train_model_init_random(struct ty_train_model *m, uint64_t seed, float 
             p[j] = (float)(r * cos(2.0 * M_PI * u2)) * std;
             if (j + 1 < t->n) p[j + 1] = (float)(r * sin(2.0 * M_PI * u2)) * std;
         }
-    }
-    ty__train_sync_weights(m);
-}
-
-void ty__train_sync_weights(struct ty_train_model *m) {
-    for (int i = 0; i < m->n_tensors; i++) {
-        const struct ty_train_tensor *t = &m->tensors[i];
-        if (t->n_dims == 2)
-            m->ops->transpose(m->ops_ctx, m->wt + t->offset, m->params + t->offset, t->ne[1], t->ne[0]);
-        else
-            memcpy(m->wt + t->offset, m->params + t->offset, t->n * sizeof(float));
     }
 }
 
@@ -303,17 +290,17 @@ enum ty_status ty__train_model_reserve(struct ty_train_model *m, int64_t n_seq, 
 
 /* ==== Forward ==== */
 
-/* Y (T, out) = X (T, in) W^T, with W^T (in, out) the transposed copy. Accumulates into Y when `acc`. */
-static void mm_fwd(struct ty_train_model *m, float *Y, const float *X, const float *WT, int64_t T, int64_t in,
+/* Y (T, out) = X (T, in) W^T, W (out, in) read transposed. Accumulates into Y when `acc`. */
+static void mm_fwd(struct ty_train_model *m, float *Y, const float *X, const float *W, int64_t T, int64_t in,
                    int64_t out, bool acc) {
-    m->ops->gemm(m->ops_ctx, T, out, in, X, in, 1, WT, out, Y, out, acc);
+    m->ops->gemm(m->ops_ctx, T, out, in, X, in, 1, W, 1, in, Y, out, acc);
 }
 
 /* dX (T, in) (+)= dY (T, out) W (out, in); dW (out, in) += dY^T X. */
 static void mm_bwd(struct ty_train_model *m, float *dX, bool acc_dx, float *dW, const float *dY, const float *X,
                    const float *W, int64_t T, int64_t in, int64_t out) {
-    if (dX) m->ops->gemm(m->ops_ctx, T, in, out, dY, out, 1, W, in, dX, in, acc_dx);
-    m->ops->gemm(m->ops_ctx, out, in, T, dY, 1, out, X, in, dW, in, true);
+    if (dX) m->ops->gemm(m->ops_ctx, T, in, out, dY, out, 1, W, in, 1, dX, in, acc_dx);
+    m->ops->gemm(m->ops_ctx, out, in, T, dY, 1, out, X, in, 1, dW, in, true);
 }
 
 static enum ty_status forward(struct ty_train_model *m, const int32_t *tokens, int64_t n_seq, int64_t S) {
@@ -345,28 +332,28 @@ static enum ty_status forward(struct ty_train_model *m, const int32_t *tokens, i
     float scale = (float)(1.0 / sqrt((double)hd));
     for (int l = 0; l < c->n_layer; l++) {
         struct ty_train_layer_acts *a = &m->acts[l];
-        const struct ty_train_layer *W = &m->w.layers[l], *WT = &m->t.layers[l];
+        const struct ty_train_layer *W = &m->w.layers[l];
         float *x_out = l + 1 < c->n_layer ? m->acts[l + 1].x_in : m->x_final;
         o->rms_norm_fwd(ox, a->xn1, a->rstd1, a->x_in, W->attn_norm, T, E, c->norm_eps);
-        mm_fwd(m, a->q, a->xn1, WT->wq, T, E, Q, false);
-        mm_fwd(m, a->k, a->xn1, WT->wk, T, E, KV, false);
-        mm_fwd(m, a->v, a->xn1, WT->wv, T, E, KV, false);
+        mm_fwd(m, a->q, a->xn1, W->wq, T, E, Q, false);
+        mm_fwd(m, a->k, a->xn1, W->wk, T, E, KV, false);
+        mm_fwd(m, a->v, a->xn1, W->wv, T, E, KV, false);
         o->rms_norm_fwd(ox, a->qr, a->rstdq, a->q, W->q_norm, T * H, hd, c->norm_eps);
         o->rms_norm_fwd(ox, a->kr, a->rstdk, a->k, W->k_norm, T * Hkv, hd, c->norm_eps);
         o->rope(ox, a->qr, m->pos, T, H, hd, &m->rope, false);
         o->rope(ox, a->kr, m->pos, T, Hkv, hd, &m->rope, false);
-        o->attn_fwd(ox, a->att, a->p, a->qr, a->kr, a->v, n_seq, S, H, Hkv, hd, scale);
+        TY_TRY(o->attn_fwd(ox, a->att, a->p, a->qr, a->kr, a->v, n_seq, S, H, Hkv, hd, scale));
         memcpy(a->x_mid, a->x_in, (size_t)(T * E) * sizeof(float));
-        mm_fwd(m, a->x_mid, a->att, WT->wo, T, Q, E, true);
+        mm_fwd(m, a->x_mid, a->att, W->wo, T, Q, E, true);
         o->rms_norm_fwd(ox, a->xn2, a->rstd2, a->x_mid, W->ffn_norm, T, E, c->norm_eps);
-        mm_fwd(m, a->g, a->xn2, WT->w_gate, T, E, F, false);
-        mm_fwd(m, a->u, a->xn2, WT->w_up, T, E, F, false);
+        mm_fwd(m, a->g, a->xn2, W->w_gate, T, E, F, false);
+        mm_fwd(m, a->u, a->xn2, W->w_up, T, E, F, false);
         o->swiglu_fwd(ox, a->h, a->g, a->u, T * F);
         memcpy(x_out, a->x_mid, (size_t)(T * E) * sizeof(float));
-        mm_fwd(m, x_out, a->h, WT->w_down, T, F, E, true);
+        mm_fwd(m, x_out, a->h, W->w_down, T, F, E, true);
     }
     o->rms_norm_fwd(ox, m->xf, m->rstdf, m->x_final, m->w.output_norm, T, E, c->norm_eps);
-    mm_fwd(m, m->logits, m->xf, m->t.output, T, E, V, false);
+    mm_fwd(m, m->logits, m->xf, m->w.output, T, E, V, false);
     return TY_OK;
 }
 
@@ -433,7 +420,7 @@ enum ty_status ty__train_forward_backward(struct ty_train_model *m, const int32_
         o->rms_norm_bwd(ox, m->dx, G->ffn_norm, m->dxn, a->x_mid, a->rstd2, W->ffn_norm, T, E);
         /* attention block */
         mm_bwd(m, m->datt, false, G->wo, m->dx, a->att, W->wo, T, Q, E);
-        o->attn_bwd(ox, m->dq, m->dk, m->dv, m->datt, a->p, a->qr, a->kr, a->v, n_seq, S, H, Hkv, hd, scale);
+        TY_TRY(o->attn_bwd(ox, m->dq, m->dk, m->dv, m->datt, a->p, a->qr, a->kr, a->v, n_seq, S, H, Hkv, hd, scale));
         o->rope(ox, m->dq, m->pos, T, H, hd, &m->rope, true);
         o->rope(ox, m->dk, m->pos, T, Hkv, hd, &m->rope, true);
         /* datt is free again: it takes the gradient of q before its norm, dtmp that of k */
@@ -511,7 +498,6 @@ enum ty_status ty__train_model_load_gguf(const char *path, int n_threads, struct
         ty__train_model_free(m);
         return st;
     }
-    ty__train_sync_weights(m);
     *out = m;
     return TY_OK;
 }

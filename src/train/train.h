@@ -19,7 +19,7 @@
 
 /* ==== Op table ==== */
 
-#define TY_TRAIN_OPS_VERSION 1
+#define TY_TRAIN_OPS_VERSION 2
 
 /* Kernels of training, each over a whole batch. `ctx` is the implementation's state (the CPU's is its thread pool).
  * Gradient outputs named `d*` accumulate (+=) unless the entry says it overwrites, so residual branches and
@@ -27,10 +27,10 @@
 struct ty_train_ops {
     int version; /* TY_TRAIN_OPS_VERSION */
     const char *name;
-    /* C[m, n] (+)= sum_k A[m * a_rs + k * a_cs] * B[k * ldb + n]: (M, K) x (K, N), any A layout (plain or transposed),
-     * B and C row-major. Overwrites C unless `accumulate`. */
+    /* C[m, n] (+)= sum_k A[m * a_rs + k * a_cs] * B[k * b_rs + n * b_cs]: (M, K) x (K, N), A and B in any layout
+     * (plain or transposed), C row-major. Overwrites C unless `accumulate`. */
     void (*gemm)(void *ctx, int64_t M, int64_t N, int64_t K, const float *A, int64_t a_rs, int64_t a_cs, const float *B,
-                 int64_t ldb, float *C, int64_t ldc, bool accumulate);
+                 int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool accumulate);
     /* dst (cols, rows) = src (rows, cols) transposed. */
     void (*transpose)(void *ctx, float *dst, const float *src, int64_t rows, int64_t cols);
     /* y = x * rstd * w over each row of `dim`; rstd (n_rows) = 1 / sqrt(mean(x^2) + eps), saved for the backward. */
@@ -44,13 +44,15 @@ struct ty_train_ops {
     void (*rope)(void *ctx, float *x, const int32_t *pos, int64_t n_tok, int64_t n_head, int64_t head_dim,
                  const struct ty_rope *rope, bool inverse);
     /* Causal attention of n_seq sequences of seq_len tokens: q (T, n_head, hd), k and v (T, n_head_kv, hd) -> out
-     * (T, n_head, hd) (overwritten); p (n_seq, n_head, seq_len, seq_len) receives the softmax probabilities. */
-    void (*attn_fwd)(void *ctx, float *out, float *p, const float *q, const float *k, const float *v, int64_t n_seq,
-                     int64_t seq_len, int64_t n_head, int64_t n_head_kv, int64_t hd, float scale);
-    /* dq, dk, dv are overwritten. */
-    void (*attn_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *p, const float *q,
-                     const float *k, const float *v, int64_t n_seq, int64_t seq_len, int64_t n_head, int64_t n_head_kv,
-                     int64_t hd, float scale);
+     * (T, n_head, hd) (overwritten); p (n_seq, n_head, seq_len, seq_len) receives the softmax probabilities.
+     * TY_ERR_NO_MEMORY when the kernel's scratch cannot be allocated. */
+    enum ty_status (*attn_fwd)(void *ctx, float *out, float *p, const float *q, const float *k, const float *v,
+                               int64_t n_seq, int64_t seq_len, int64_t n_head, int64_t n_head_kv, int64_t hd,
+                               float scale);
+    /* dq, dk, dv are overwritten. TY_ERR_NO_MEMORY as attn_fwd. */
+    enum ty_status (*attn_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *p,
+                               const float *q, const float *k, const float *v, int64_t n_seq, int64_t seq_len,
+                               int64_t n_head, int64_t n_head_kv, int64_t hd, float scale);
     /* h = silu(g) * u over n elements. */
     void (*swiglu_fwd)(void *ctx, float *h, const float *g, const float *u, int64_t n);
     /* dg, du (overwritten) from dh. */
@@ -62,8 +64,12 @@ struct ty_train_ops {
                           int64_t n_vocab, float grad_scale);
 };
 
-/* The CPU implementation; its ctx is a struct ty_threadpool *. */
+/* The CPU implementation. Its ctx (ty__train_cpu_ctx_new) holds the thread pool (not owned) and the kernels' scratch,
+ * kept from call to call, so one ctx serves one caller at a time; a NULL ctx runs every kernel on the calling thread.
+ */
 const struct ty_train_ops *ty__train_ops_cpu(void);
+enum ty_status ty__train_cpu_ctx_new(struct ty_threadpool *pool, void **out);
+void ty__train_cpu_ctx_free(void *ctx);
 
 /* ==== Model ==== */
 
@@ -134,11 +140,9 @@ struct ty_train_model {
     struct ty_train_tensor *tensors; /* (n_tensors) */
     int n_tensors;
     size_t n_params;
-    float *params; /* (n_params) f32 master weights */
-    float *grads;  /* (n_params) */
-    float *wt;     /* (n_params) transposed matrices (in, out) for the forward's products; refreshed by
-                      ty__train_sync_weights after every change to params */
-    struct ty_train_weights w, g, t; /* views of params, grads, wt */
+    float *params;                /* (n_params) f32 master weights */
+    float *grads;                 /* (n_params) */
+    struct ty_train_weights w, g; /* views of params, grads */
     const struct ty_train_ops *ops;
     void *ops_ctx;
     struct ty_threadpool *pool;
@@ -175,8 +179,6 @@ enum ty_status ty__train_model_save_gguf(const struct ty_train_model *m, struct 
                                          const char *path);
 /* Sizes the activation buffers for batches of n_seq x seq_len tokens (reallocates only when larger). */
 enum ty_status ty__train_model_reserve(struct ty_train_model *m, int64_t n_seq, int64_t seq_len);
-/* Refreshes the transposed weight copies after params changed (load, optimizer step). */
-void ty__train_sync_weights(struct ty_train_model *m);
 
 /* Forward pass over tokens (n_seq, seq_len + 1): inputs are columns 0..seq_len-1, targets 1..seq_len (a target < 0
  * is ignored). Returns the mean loss over counted targets in *loss; logits stay in m->logits. */
@@ -221,7 +223,7 @@ void ty__train_optim_free(struct ty_train_optim *o);
 double ty__train_lr(const struct ty_train_optim_params *p, int64_t step);
 /* The global L2 norm of the gradients (f64 sum of per-tensor f32 squares, as torch's clip_grad_norm_). */
 double ty__train_grad_norm(const struct ty_train_model *m);
-/* One AdamW step (torch.optim.AdamW's arithmetic) after clipping; refreshes the transposed weights. Returns the
+/* One AdamW step (torch.optim.AdamW's arithmetic) after clipping. Returns the
  * gradient norm before clipping in *grad_norm and the learning rate used in *lr. */
 void ty__train_optim_step(struct ty_train_optim *o, struct ty_train_model *m, double *grad_norm, double *lr);
 /* One clipped AdamW step of any parameter set laid out by `tensors` (offsets into params and grads). */

@@ -54,39 +54,53 @@ static struct ty_train_config tiny_config(bool tied) {
 
 /* ==== GEMM ==== */
 
-static void check_gemm(struct ty_threadpool *pool, int64_t M, int64_t N, int64_t K, bool trans_a, bool acc) {
+static void check_gemm(void *ctx, int64_t M, int64_t N, int64_t K, int trans, bool acc) {
+    bool trans_a = trans & 1, trans_b = trans & 2;
     const struct ty_train_ops *o = ty__train_ops_cpu();
     float *A = ty__malloc((size_t)(M * K) * 4), *B = ty__malloc((size_t)(K * N) * 4);
     float *C = ty__malloc((size_t)(M * N) * 4), *C0 = ty__malloc((size_t)(M * N) * 4);
     fill(A, (size_t)(M * K), 1), fill(B, (size_t)(K * N), 1), fill(C0, (size_t)(M * N), 1);
     memcpy(C, C0, (size_t)(M * N) * 4);
-    int64_t rs = trans_a ? 1 : K, cs = trans_a ? M : 1;
-    o->gemm(pool, M, N, K, A, rs, cs, B, N, C, N, acc);
+    int64_t rs = trans_a ? 1 : K, cs = trans_a ? M : 1, b_rs = trans_b ? 1 : N, b_cs = trans_b ? K : 1;
+    o->gemm(ctx, M, N, K, A, rs, cs, B, b_rs, b_cs, C, N, acc);
     double worst = 0;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t n = 0; n < N; n++) {
             double s = acc ? C0[m * N + n] : 0.0;
-            for (int64_t k = 0; k < K; k++) s += (double)A[m * rs + k * cs] * B[k * N + n];
+            for (int64_t k = 0; k < K; k++) s += (double)A[m * rs + k * cs] * B[k * b_rs + n * b_cs];
             double e = fabs(C[m * N + n] - s) / (1 + fabs(s));
             worst = e > worst ? e : worst;
         }
     }
     CHECK_MSG(worst <= 1e-5, "gemm %lld x %lld x %lld trans %d acc %d: error %g", (long long)M, (long long)N,
-              (long long)K, trans_a, acc, worst);
+              (long long)K, trans, acc, worst);
+    if (ctx) { /* the same bits on one thread: each element is one chain in k order, whatever the split */
+        float *C1 = ty__malloc((size_t)(M * N) * 4);
+        memcpy(C1, C0, (size_t)(M * N) * 4);
+        o->gemm(NULL, M, N, K, A, rs, cs, B, b_rs, b_cs, C1, N, acc);
+        CHECK_MSG(memcmp(C, C1, (size_t)(M * N) * 4) == 0, "gemm %lld x %lld x %lld: 2 threads differ from 1",
+                  (long long)M, (long long)N, (long long)K);
+        ty_free(C1);
+    }
     ty_free(A), ty_free(B), ty_free(C), ty_free(C0);
 }
 
 static void test_gemm(void) {
-    struct ty_threadpool *pool = NULL;
-    CHECK_OK(ty__threadpool_init(2, &pool));
-    int64_t shapes[][3] = {{1, 1, 1}, {4, 32, 8}, {5, 33, 7}, {37, 70, 300}, {128, 96, 64}, {3, 200, 17}};
+    struct ty_threadpool *tp = NULL;
+    void *ctx = NULL;
+    CHECK_OK(ty__threadpool_init(2, &tp));
+    CHECK_OK(ty__train_cpu_ctx_new(tp, &ctx));
+    /* edges of every tile and block size: several row and column blocks, and k chunks (the last two) */
+    int64_t shapes[][3] = {{1, 1, 1},    {4, 32, 8},      {5, 33, 7},     {37, 70, 300}, {128, 96, 64},
+                           {3, 200, 17}, {150, 1090, 40}, {290, 70, 300}, {9, 2100, 260}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        for (int t = 0; t < 2; t++) {
-            check_gemm(pool, shapes[i][0], shapes[i][1], shapes[i][2], t, false);
-            check_gemm(NULL, shapes[i][0], shapes[i][1], shapes[i][2], t, true);
+        for (int t = 0; t < 4; t++) {
+            check_gemm(ctx, shapes[i][0], shapes[i][1], shapes[i][2], t, t & 1);
+            check_gemm(NULL, shapes[i][0], shapes[i][1], shapes[i][2], t, !(t & 1));
         }
     }
-    ty__threadpool_free(pool);
+    ty__train_cpu_ctx_free(ctx);
+    ty__threadpool_free(tp);
 }
 
 /* ==== Ops vs finite differences ==== */
@@ -170,12 +184,85 @@ static void test_attention_grad(void) {
     c.q = q, c.k = k, c.v = v, c.y = y, c.r = r, c.p = p;
     fill(q, NQ, 1), fill(k, NK, 1), fill(v, NK, 1), fill(r, NQ, 1);
     attn_loss(&c);
-    c.o->attn_bwd(NULL, dq, dk, dv, r, p, q, k, v, 2, 5, 4, 2, 6, 0.5f);
+    CHECK_OK(c.o->attn_bwd(NULL, dq, dk, dv, r, p, q, k, v, 2, 5, 4, 2, 6, 0.5f));
     fd_check("attention dq", dq, q, NQ, attn_loss, &c);
     fd_check("attention dk", dk, k, NK, attn_loss, &c);
     fd_check("attention dv", dv, v, NK, attn_loss, &c);
     /* causality: the probabilities above the diagonal are exactly zero */
     CHECK(p[1] == 0.0f && p[4] == 0.0f && p[25 + 2 * 5 + 3] == 0.0f);
+}
+
+/* Sequences longer than the kernel's row block (64 queries): forward and backward against the formulas in f64
+ * (softmax, then dP = dO V^T, dS = P (dP - rowsum(P dP)) scale, dQ = dS K, dK = dS^T Q, dV = P^T dO), so every
+ * block boundary of the causal mask is covered; 1e-5 relative to the largest magnitude. */
+static void test_attention_blocks(void) {
+    enum { NS = 2, S = 131, H = 4, HKV = 2, HD = 8 };
+    const struct ty_train_ops *o = ty__train_ops_cpu();
+    size_t nq = (size_t)NS * S * H * HD, nk = (size_t)NS * S * HKV * HD, np = (size_t)NS * H * S * S;
+    float *q = ty__malloc(nq * 4), *k = ty__malloc(nk * 4), *v = ty__malloc(nk * 4), *out = ty__malloc(nq * 4);
+    float *dout = ty__malloc(nq * 4), *p = ty__malloc(np * 4), *dq = ty__malloc(nq * 4), *dk = ty__malloc(nk * 4);
+    float *dv = ty__malloc(nk * 4);
+    double *rq = ty__calloc(nq, 8), *rk = ty__calloc(nk, 8), *rv = ty__calloc(nk, 8), *ro = ty__calloc(nq, 8);
+    double *pr = ty__malloc(S * 8), *dp = ty__malloc(S * 8);
+    fill(q, nq, 1), fill(k, nk, 1), fill(v, nk, 1), fill(dout, nq, 1);
+    struct ty_threadpool *tp = NULL;
+    void *ctx = NULL;
+    CHECK_OK(ty__threadpool_init(2, &tp));
+    CHECK_OK(ty__train_cpu_ctx_new(tp, &ctx));
+    CHECK_OK(o->attn_fwd(ctx, out, p, q, k, v, NS, S, H, HKV, HD, 0.35f));
+    CHECK_OK(o->attn_bwd(ctx, dq, dk, dv, dout, p, q, k, v, NS, S, H, HKV, HD, 0.35f));
+#define QI(s, i, h) ((((size_t)(s)*S + (i)) * H + (h)) * HD)
+#define KI(s, t, h) ((((size_t)(s)*S + (t)) * HKV + (h)) * HD)
+    for (int s = 0; s < NS; s++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < S; i++) {
+                int hk = h / (H / HKV);
+                double mx = -1e300, sum = 0, rowdot = 0;
+                for (int t = 0; t <= i; t++) {
+                    double d = 0;
+                    for (int e = 0; e < HD; e++) d += (double)q[QI(s, i, h) + e] * k[KI(s, t, hk) + e];
+                    pr[t] = d * 0.35f;
+                    mx = pr[t] > mx ? pr[t] : mx;
+                }
+                for (int t = 0; t <= i; t++) sum += pr[t] = exp(pr[t] - mx);
+                for (int t = 0; t <= i; t++) {
+                    pr[t] /= sum;
+                    double d = 0;
+                    for (int e = 0; e < HD; e++) {
+                        ro[QI(s, i, h) + e] += pr[t] * v[KI(s, t, hk) + e];
+                        d += (double)dout[QI(s, i, h) + e] * v[KI(s, t, hk) + e];
+                    }
+                    dp[t] = d;
+                    rowdot += pr[t] * d;
+                }
+                for (int t = 0; t <= i; t++) {
+                    double ds = pr[t] * (dp[t] - rowdot) * 0.35f;
+                    for (int e = 0; e < HD; e++) {
+                        rq[QI(s, i, h) + e] += ds * k[KI(s, t, hk) + e];
+                        rk[KI(s, t, hk) + e] += ds * q[QI(s, i, h) + e];
+                        rv[KI(s, t, hk) + e] += pr[t] * dout[QI(s, i, h) + e];
+                    }
+                }
+            }
+#undef QI
+#undef KI
+    const float *got[4] = {out, dq, dk, dv};
+    const double *want[4] = {ro, rq, rk, rv};
+    size_t n[4] = {nq, nq, nk, nk};
+    for (int c = 0; c < 4; c++) {
+        double worst = 0, big = 0;
+        for (size_t i = 0; i < n[c]; i++) big = fabs(want[c][i]) > big ? fabs(want[c][i]) : big;
+        for (size_t i = 0; i < n[c]; i++) {
+            double e = fabs(got[c][i] - want[c][i]) / big;
+            worst = e > worst ? e : worst;
+        }
+        CHECK_MSG(worst <= 1e-5, "blocked attention (%s) vs f64: %g", (const char *[]){"out", "dq", "dk", "dv"}[c],
+                  worst);
+    }
+    ty__train_cpu_ctx_free(ctx);
+    ty__threadpool_free(tp);
+    ty_free(q), ty_free(k), ty_free(v), ty_free(out), ty_free(dout), ty_free(p), ty_free(dq), ty_free(dk);
+    ty_free(dv), ty_free(rq), ty_free(rk), ty_free(rv), ty_free(ro), ty_free(pr), ty_free(dp);
 }
 
 static double glu_loss(void *arg) {
@@ -228,7 +315,6 @@ struct model_case {
 
 static double model_loss(void *arg) {
     struct model_case *c = arg;
-    ty__train_sync_weights(c->m);
     double loss;
     ty__train_forward(c->m, c->tok, c->nseq, c->S, &loss, NULL);
     return loss;
@@ -244,7 +330,6 @@ static void check_model_grads(bool tied) {
     for (int i = 0; i < m->n_tensors; i++)
         if (m->tensors[i].n_dims == 1)
             for (size_t j = 0; j < m->tensors[i].n; j++) m->params[m->tensors[i].offset + j] += 0.3f * frand();
-    ty__train_sync_weights(m);
     int32_t tok[2 * 7];
     for (int i = 0; i < 14; i++) tok[i] = (int32_t)((i * 7 + 3) % 37);
     tok[6] = -1; /* an ignored target (the last of sequence 0) */
@@ -632,6 +717,7 @@ void ty_tests(void) {
     TY_RUN(test_rms_norm_grad);
     TY_RUN(test_rope_grad);
     TY_RUN(test_attention_grad);
+    TY_RUN(test_attention_blocks);
     TY_RUN(test_swiglu_grad);
     TY_RUN(test_cross_entropy_grad);
     TY_RUN(test_model_grads);
