@@ -473,7 +473,7 @@ static void test_packed(void) {
     for (int t = 0; t < N_TYPES; t++)
         CHECK(ty__pack_supported(all_types[t])); /* every type with kernels has a packed layout */
     CHECK(ty__pack_size(TY_TYPE_Q4_K, 16, 224) == 0 && ty__pack_size(TY_TYPE_Q4_0, 16, 40) == 0);
-    CHECK(ty__pack_size(TY_TYPE_F32, 16, 256) == 0 && ty__pack_size(TY_TYPE_BF16, 16, 256) == 0);
+    CHECK(ty__pack_size(TY_TYPE_F32, 17, 33) == 2 * 16 * 33 * 4 && ty__pack_size(TY_TYPE_BF16, 16, 33) == 16 * 33 * 2);
     void *scratch = ty__malloc_aligned(ty__gemm_scratch_size());
     for (int t = 0; t < 5; t++) {
         enum ty_type type = packable[t];
@@ -580,7 +580,8 @@ static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scrat
             make_acts(x, n);
             k->quantize_act(x, xq + c * xs, n);
         }
-        float *ref = malloc((size_t)(rows * cols) * sizeof(float)), *one = malloc((size_t)(rows * cols) * sizeof(float));
+        float *ref = malloc((size_t)(rows * cols) * sizeof(float)),
+              *one = malloc((size_t)(rows * cols) * sizeof(float));
         float *got = malloc((size_t)(rows * cols) * sizeof(float));
         bool ref_same = true;
         for (int64_t c = 0; c < cols; c++)
@@ -610,7 +611,8 @@ static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scrat
                       ty_type_name(type), (long long)n, (long long)nc, e);
         }
         if (k->gemm_packed_direct && rows > TY_PACK_ROWS) { /* rows from the second panel on, columns 3..16 */
-            k->gemm_packed(n, rows - TY_PACK_ROWS, pk + pstride, pstride, cols - 4, xq + 3 * xs, xs, got, rows, scratch);
+            k->gemm_packed(n, rows - TY_PACK_ROWS, pk + pstride, pstride, cols - 4, xq + 3 * xs, xs, got, rows,
+                           scratch);
             for (int64_t c = 0; c < cols - 4; c++)
                 bits &= memcmp(got + c * rows, one + (c + 3) * rows + TY_PACK_ROWS,
                                (size_t)(rows - TY_PACK_ROWS) * sizeof(float)) == 0;

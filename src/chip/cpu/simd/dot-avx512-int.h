@@ -593,7 +593,7 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k
         __m512i A[8];
         for (int c = 0; c < NC; c++) A[c] = _mm512_setzero_si512();
         for (int j = 0; j < 8; j++) {
-            const uint8_t *q = p + l->off_qs + 256 * j;
+            const uint8_t *q = p + l->off_grp + l->gb * j + l->qh_b;
             __m512i v[8];
             for (int cc = 0; cc < 4; cc++) {
                 __m512i t = _mm512_loadu_si512(q + 64 * cc);
@@ -602,7 +602,7 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k
             if (five)
                 for (int st = 0; st < 8; st++) {
                     uint64_t m;
-                    memcpy(&m, p + l->off_qh + 64 * j + 8 * st, 8);
+                    memcpy(&m, p + l->off_grp + l->gb * j + 8 * st, 8);
                     v[st] = _mm512_mask_add_epi8(v[st], _cvtu64_mask64(m), v[st], sixteen);
                 }
             const __m512i sel = j % 4 == 0 ? b0 : j % 4 == 1 ? b1 : j % 4 == 2 ? b2 : b3;
@@ -651,7 +651,7 @@ INLINE KTARGET void KFN(panel_q6k_body)(int NC, const struct ty_pack_k_layout *l
         __m512i A[8];
         for (int c = 0; c < NC; c++) A[c] = _mm512_setzero_si512();
         for (int g = 0; g < 8; g++) {
-            const uint8_t *q = p + l->off_qs + 256 * g, *h = p + l->off_qh + 128 * g;
+            const uint8_t *h = p + l->off_grp + l->gb * g, *q = h + l->qh_b;
             const __m512i H0 = _mm512_loadu_si512(h), H1 = _mm512_loadu_si512(h + 64);
             __m512i v[8];
             for (int cc = 0; cc < 4; cc++) {
@@ -680,7 +680,8 @@ INLINE KTARGET void KFN(panel_q6k_body)(int NC, const struct ty_pack_k_layout *l
                     i0 = DPBUSD(i0, v[st], _mm512_set1_epi32(load_i32(x + 4 * st)));
                     i1 = DPBUSD(i1, v[st + 4], _mm512_set1_epi32(load_i32(x + 16 + 4 * st)));
                 }
-                A[c] = _mm512_add_epi32(A[c], _mm512_add_epi32(_mm512_mullo_epi32(i0, sc0), _mm512_mullo_epi32(i1, sc1)));
+                A[c] =
+                    _mm512_add_epi32(A[c], _mm512_add_epi32(_mm512_mullo_epi32(i0, sc0), _mm512_mullo_epi32(i1, sc1)));
             }
         }
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
@@ -725,12 +726,12 @@ INLINE KTARGET void KFN(gemm_packed_k)(enum ty_type type, int64_t n, int64_t row
 }
 
 #define KPACKED_K(T, sfx)                                                                                              \
-    static KTARGET void KFN(gemm_packed_##sfx)(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,       \
+    static KTARGET void KFN(gemm_packed_##sfx)(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,        \
                                                const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) { \
         (void)scratch;                                                                                                 \
         KFN(gemm_packed_k)(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                              \
     }                                                                                                                  \
-    static KTARGET void KFN(gemv_packed_##sfx)(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,     \
+    static KTARGET void KFN(gemv_packed_##sfx)(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,      \
                                                float *out) {                                                           \
         KFN(gemm_packed_k)(T, n, rows, w, ps, 1, xq, 0, out, 0);                                                       \
     }

@@ -195,7 +195,8 @@ INLINE AVX512 __m512 load_step(enum fkind k, const uint8_t *p) {
     case FK_F16:
         return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
     default:
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
     }
 }
 
@@ -244,12 +245,12 @@ INLINE AVX512 void gemm_packed_float(enum fkind k, int64_t n, int64_t rows, cons
 }
 
 #define PACKED_FLOAT(sfx, K)                                                                                           \
-    static AVX512 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,             \
+    static AVX512 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,              \
                                          const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {       \
         (void)scratch;                                                                                                 \
         gemm_packed_float(K, n, rows, w, ps, cols, xq, xs, out, ld_out);                                               \
     }                                                                                                                  \
-    static AVX512 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,           \
+    static AVX512 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,            \
                                          float *out) {                                                                 \
         gemm_packed_float(K, n, rows, w, ps, 1, xq, 0, out, 0);                                                        \
     }
@@ -483,15 +484,13 @@ void ty__simd_fill_avx512(struct ty_simd *s, int level) {
     if (level == 0) {
         fill_int_base(s, "avx512");
         set_int_gemm(s, false);
-        s->t[TY_TYPE_F32] = (struct ty_simd_type){TY_ACT_F32,        ty__quantize_act_f32, gemv_f32, gemm_f32,
-                                                  "avx512",          "avx512",             gemv_packed_f32,
-                                                  gemm_packed_f32, true};
-        s->t[TY_TYPE_F16] = (struct ty_simd_type){TY_ACT_F32,        ty__quantize_act_f32, gemv_f16, gemm_f16,
-                                                  "avx512",          "avx512",             gemv_packed_f16,
-                                                  gemm_packed_f16, true};
-        s->t[TY_TYPE_BF16] = (struct ty_simd_type){TY_ACT_F32,         ty__quantize_act_f32, gemv_bf16, gemm_bf16,
-                                                   "avx512",           "avx512",             gemv_packed_bf16,
-                                                   gemm_packed_bf16, true};
+        s->t[TY_TYPE_F32] = (struct ty_simd_type){TY_ACT_F32, ty__quantize_act_f32, gemv_f32,        gemm_f32, "avx512",
+                                                  "avx512",   gemv_packed_f32,      gemm_packed_f32, true};
+        s->t[TY_TYPE_F16] = (struct ty_simd_type){TY_ACT_F32, ty__quantize_act_f32, gemv_f16,        gemm_f16, "avx512",
+                                                  "avx512",   gemv_packed_f16,      gemm_packed_f16, true};
+        s->t[TY_TYPE_BF16] =
+            (struct ty_simd_type){TY_ACT_F32, ty__quantize_act_f32, gemv_bf16,        gemm_bf16, "avx512",
+                                  "avx512",   gemv_packed_bf16,     gemm_packed_bf16, true};
     } else if (level == 1) {
         fill_int_vnni(s, "avx512vnni");
         set_int_gemm(s, true);

@@ -38,18 +38,30 @@ size_t ty__pack_size(enum ty_type type, int64_t rows, int64_t n) {
 
 /* ==== K-quant panels ==== */
 
-/* Stored level of element e of a natural super-block: 0..15 (Q4_K), 0..31 (Q5_K), 0..63 (Q6_K, level + 32). */
-static int k_level(const struct ty_pack_k_layout *l, const uint8_t *blk, int e) {
+/* The 256 stored levels of a natural super-block: 0..15 (Q4_K), 0..31 (Q5_K), 0..63 (Q6_K, level + 32). Element e
+ * of Q4_K / Q5_K is nibble (e / 32) % 2 of qs[32 (e / 64) + e % 32], plus bit e / 32 of qh[e % 32]; Q6_K's layout is
+ * dot-scalar.c's (halves of 128, quarters of 32). */
+static void k_levels(const struct ty_pack_k_layout *l, const uint8_t *blk, uint8_t u[TY_QK_K]) {
     if (l->six) {
-        int h = e / 128, g = (e % 128) / 32, k = e % 32;
-        int lo = (blk[64 * h + 32 * (g % 2) + k] >> (g < 2 ? 0 : 4)) & 0x0f;
-        int hi = (blk[128 + 32 * h + k] >> (2 * g)) & 3;
-        return lo | hi << 4;
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 32; k++) {
+                const uint8_t *ql = blk + 64 * h, qh = blk[128 + 32 * h + k];
+                uint8_t *o = u + 128 * h + k;
+                o[0] = (uint8_t)((ql[k] & 0x0f) | (qh & 3) << 4);
+                o[32] = (uint8_t)((ql[32 + k] & 0x0f) | ((qh >> 2) & 3) << 4);
+                o[64] = (uint8_t)((ql[k] >> 4) | ((qh >> 4) & 3) << 4);
+                o[96] = (uint8_t)((ql[32 + k] >> 4) | ((qh >> 6) & 3) << 4);
+            }
+        return;
     }
     const uint8_t *qs = blk + (l->five ? 48 : 16);
-    int u = (qs[32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 0x0f;
-    if (l->five) u |= ((blk[16 + e % 32] >> (e / 32)) & 1) << 4;
-    return u;
+    for (int g2 = 0; g2 < 4; g2++)
+        for (int k = 0; k < 32; k++) {
+            u[64 * g2 + k] = qs[32 * g2 + k] & 0x0f;
+            u[64 * g2 + 32 + k] = qs[32 * g2 + k] >> 4;
+        }
+    if (l->five)
+        for (int e = 0; e < TY_QK_K; e++) u[e] |= (uint8_t)(((blk[16 + e % 32] >> (e / 32)) & 1) << 4);
 }
 
 /* The inverse: ORs level u of element e into a zeroed natural super-block. */
@@ -67,14 +79,15 @@ static void k_set_level(const struct ty_pack_k_layout *l, uint8_t *blk, int e, i
 
 /* Where element e of row r sits in a packed super-block: the nibble byte and shift, the high-bit byte and shift. */
 static void k_packed_pos(const struct ty_pack_k_layout *l, int r, int e, int *qb, int *qsh, int *hb, int *hsh) {
-    int g = e / 32, k = e % 32, s = k / 4, byte = 4 * r + k % 4;
-    *qb = l->off_qs + 256 * g + 64 * (s % 4) + byte, *qsh = s < 4 ? 0 : 4;
+    int g = e / 32, k = e % 32, s = k / 4, byte = 4 * r + k % 4, grp = l->off_grp + l->gb * g;
+    *qb = grp + l->qh_b + 64 * (s % 4) + byte, *qsh = s < 4 ? 0 : 4;
     if (l->six)
-        *hb = l->off_qh + 128 * g + 64 * (s / 4) + byte, *hsh = 2 * (s % 4);
+        *hb = grp + 64 * (s / 4) + byte, *hsh = 2 * (s % 4);
     else
-        *hb = l->off_qh + 64 * g + 8 * s + byte / 8, *hsh = byte % 8;
+        *hb = grp + 8 * s + byte / 8, *hsh = byte % 8;
 }
 
+/* Writes row r of a packed super-block (zeroed beforehand: Q5_K rows share their fifth-bit bytes). */
 static void pack_k_block(const struct ty_pack_k_layout *l, const uint8_t *blk, int r, uint8_t *p) {
     if (l->six) {
         memcpy(p + 2 * r, blk + 208, 2);
@@ -84,11 +97,27 @@ static void pack_k_block(const struct ty_pack_k_layout *l, const uint8_t *blk, i
         memcpy(p + l->off_dmin + 2 * r, blk + 2, 2);
         for (int w = 0; w < 3; w++) memcpy(p + l->off_sc + 64 * w + 4 * r, blk + 4 + 4 * w, 4);
     }
-    for (int e = 0; e < TY_QK_K; e++) {
-        int u = k_level(l, blk, e), qb, qsh, hb, hsh;
-        k_packed_pos(l, r, e, &qb, &qsh, &hb, &hsh);
-        p[qb] |= (uint8_t)((u & 0x0f) << qsh);
-        if (l->six || l->five) p[hb] |= (uint8_t)((u >> 4) << hsh);
+    uint8_t u[TY_QK_K];
+    k_levels(l, blk, u);
+    /* group g: byte 4r + j of chunk c holds elements 4c + j (low nibble) and 16 + 4c + j (high) */
+    for (int g = 0; g < 8; g++) {
+        const uint8_t *ug = u + 32 * g;
+        uint8_t *grp = p + l->off_grp + l->gb * g;
+        for (int c = 0; c < 4; c++)
+            for (int j = 0; j < 4; j++)
+                grp[l->qh_b + 64 * c + 4 * r + j] =
+                    (uint8_t)((ug[4 * c + j] & 0x0f) | (ug[16 + 4 * c + j] & 0x0f) << 4);
+        if (l->six)
+            for (int h = 0; h < 2; h++)
+                for (int j = 0; j < 4; j++) {
+                    int v = 0;
+                    for (int c = 0; c < 4; c++) v |= (ug[16 * h + 4 * c + j] >> 4) << (2 * c);
+                    grp[64 * h + 4 * r + j] = (uint8_t)v;
+                }
+        else if (l->five)
+            for (int st = 0; st < 8; st++)
+                for (int j = 0; j < 4; j++)
+                    grp[8 * st + (4 * r + j) / 8] |= (uint8_t)((ug[4 * st + j] >> 4) << ((4 * r + j) % 8));
     }
 }
 
@@ -156,12 +185,21 @@ static void block_levels(const struct ty_pack_layout *l, const uint8_t *blk, uin
  * F32, F16 and BF16 rows interleave element by element: step k holds element k of the 16 rows, one vector (f32) or
  * half a vector (f16, bf16) that one conversion and one FMA per column with a broadcast activation consume. */
 
+/* Step by step, so the panel is written in order while the 16 row streams are read: loading a large model packs
+ * gigabytes. */
 static void pack_float(size_t es, int64_t rows, int64_t n, const void *w, size_t w_stride, uint8_t *out) {
     for (int64_t r0 = 0; r0 < rows; r0 += TY_PACK_ROWS, out += (size_t)n * TY_PACK_ROWS * es) {
-        memset(out, 0, (size_t)n * TY_PACK_ROWS * es);
-        for (int r = 0; r < TY_PACK_ROWS && r0 + r < rows; r++) {
-            const uint8_t *row = (const uint8_t *)w + (size_t)(r0 + r) * w_stride;
-            for (int64_t k = 0; k < n; k++) memcpy(out + ((size_t)k * TY_PACK_ROWS + (size_t)r) * es, row + k * es, es);
+        const int rv = rows - r0 < TY_PACK_ROWS ? (int)(rows - r0) : TY_PACK_ROWS;
+        const uint8_t *row[TY_PACK_ROWS];
+        for (int r = 0; r < rv; r++) row[r] = (const uint8_t *)w + (size_t)(r0 + r) * w_stride;
+        if (rv < TY_PACK_ROWS) memset(out, 0, (size_t)n * TY_PACK_ROWS * es);
+        uint8_t *o = out;
+        if (es == 2) {
+            for (int64_t k = 0; k < n; k++, o += 2 * TY_PACK_ROWS)
+                for (int r = 0; r < rv; r++) memcpy(o + 2 * r, row[r] + 2 * k, 2);
+        } else {
+            for (int64_t k = 0; k < n; k++, o += 4 * TY_PACK_ROWS)
+                for (int r = 0; r < rv; r++) memcpy(o + 4 * r, row[r] + 4 * k, 4);
         }
     }
 }

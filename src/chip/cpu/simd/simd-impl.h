@@ -100,10 +100,11 @@ static inline bool ty__pack_layout(enum ty_type type, struct ty_pack_layout *l) 
 }
 /* The K-quant panels (Q4_K, Q5_K, Q6_K; see simd.h): byte offsets within one packed super-block of 16 rows. */
 struct ty_pack_k_layout {
-    int bs;                                  /* bytes of one natural super-block */
-    int bp;                                  /* bytes of one packed super-block: 16 bs */
-    int off_dmin, off_sc, off_qh, off_qs;    /* minimum scales (Q4_K, Q5_K), sub-block scales, high bits, nibbles */
-    bool five, six;                          /* Q5_K (one high bit), Q6_K (two high bits, no minimums) */
+    int bs;                /* bytes of one natural super-block */
+    int bp;                /* bytes of one packed super-block: 16 bs */
+    int off_dmin, off_sc;  /* minimum scales (Q4_K, Q5_K), sub-block scales */
+    int off_grp, gb, qh_b; /* the first group of 32 elements, bytes per group, bytes of high bits in a group */
+    bool five, six;        /* Q5_K (one high bit), Q6_K (two high bits, no minimums) */
 };
 
 static inline bool ty__pack_k_layout(enum ty_type type, struct ty_pack_k_layout *l) {
@@ -113,16 +114,17 @@ static inline bool ty__pack_k_layout(enum ty_type type, struct ty_pack_k_layout 
     case TY_TYPE_Q5_K:
         l->five = type == TY_TYPE_Q5_K;
         l->bs = l->five ? 176 : 144;
-        l->off_dmin = 32, l->off_sc = 64, l->off_qh = 256;
-        l->off_qs = l->off_qh + (l->five ? 512 : 0);
+        l->off_dmin = 32, l->off_sc = 64, l->off_grp = 256;
+        l->qh_b = l->five ? 64 : 0;
         break;
     case TY_TYPE_Q6_K:
         l->six = true, l->bs = 210;
-        l->off_sc = 32, l->off_qh = 288, l->off_qs = 1312;
+        l->off_sc = 32, l->off_grp = 288, l->qh_b = 128;
         break;
     default:
         return false;
     }
+    l->gb = l->qh_b + 256;
     l->bp = 16 * l->bs;
     return true;
 }

@@ -150,14 +150,15 @@ size_t ty__gemm_scratch_size(void);
  *   Q4_K (2304 bytes), Q5_K (2816):
  *     ty_f16 d[16], dmin[16];
  *     uint32_t sc[3][16];        word w of row r: the row's 12 scale bytes 4w..4w+3, as quant-k.c packs them
- *     uint8_t qh[8][8][8];       Q5_K only: group g, step s, bit 4r + j = fifth bit of element 32g + 4s + j of row r
- *     uint8_t qs[8][4][64];      group g, chunk c, byte 4r + j: low nibble element 32g + 4c + j, high + 16
+ *     then per group g of 32 elements, in order (one stream for the prefetchers):
+ *       uint8_t qh[8][8];        Q5_K only: step s, bit 4r + j = fifth bit of element 32g + 4s + j of row r
+ *       uint8_t qs[4][64];       chunk c, byte 4r + j: low nibble element 32g + 4c + j, high nibble + 16
  *   Q6_K (3360 bytes):
  *     ty_f16 d[16];
  *     int8_t sc[8][16][2];       pair p, row r: the scales of sub-blocks (of 16) 2p and 2p + 1
- *     uint8_t qh[8][2][64];      group g, half h, byte 4r + j, bits 2c..2c+1: the top two bits of element
- *                                32g + 16h + 4c + j of row r
- *     uint8_t qs[8][4][64];      as Q4_K (the low four bits)
+ *     then per group g of 32 elements:
+ *       uint8_t qh[2][64];       half h, byte 4r + j, bits 2c..2c+1: the top two bits of element 32g + 16h + 4c + j
+ *       uint8_t qs[4][64];       as Q4_K (the low four bits)
  * F32, F16 and BF16 (the same paths, f32 activations only) interleave element by element: step k of a panel is
  * element k of its 16 rows, n steps of 16 values. The panel holds the same bytes as its rows. */
 #define TY_PACK_ROWS 16
