@@ -163,7 +163,7 @@ struct result {
 
 /* Peak of the instruction the kernels of weight type `t` use, in 1e9 operations per second. */
 static double type_peak(const struct ty_roofline *r, enum ty_type t) {
-    switch (ty__simd_act_format(ty__simd(), t)) {
+    switch (ty__simd_act_format(ty__simd_for_type(ty__simd(), t), t)) {
     case TY_ACT_Q8:
     case TY_ACT_Q8_K:
         return r->int8_gops;

@@ -5,9 +5,9 @@
  * (weight_prepare, matmul_multi, matmul_swiglu). Every other op is the reference's own function, shared through its
  * table.
  *
- * Weights. weight_prepare copies each weight matrix once, at load, into memory on transparent huge pages: Q8_0, Q4_0,
- * Q4_1, Q5_0 and Q5_1 repacked into 16-row panels (ty__pack, the layout the fastest kernels read), every other type
- * with kernels byte for byte. Huge pages decide decode speed: one thread streams 16.5 GB/s from the 4 KiB pages of a
+ * Weights. weight_prepare copies each weight matrix once, at load, into memory on transparent huge pages, repacked
+ * into 16-row panels (ty__pack, the layout the fastest kernels read) where the dispatch path has panel kernels for the
+ * type (on AVX-512: every type; elsewhere the 32-element block types), else byte for byte. Huge pages decide decode speed: one thread streams 16.5 GB/s from the 4 KiB pages of a
  * file mapping and 26.9 GB/s from 2 MiB pages on the 2-core Zen 4 (roofline.h). The file-mapped original stays for the
  * other ops (get_rows of tied embeddings). A matrix nobody prepared runs from the file in its own layout.
  *
@@ -18,17 +18,19 @@
  *      thread, so the threads stream disjoint weight bytes; each thread runs its range over every column, in column
  *      blocks whose activations stay in L2 while the weights stream past.
  * A product of a few columns (decode) skips the barrier: the caller quantises the columns before the dispatch, and
- * the threads then take chunks of units from a shared counter, still disjoint; the workers join only if they are
- * free before the caller is done (ty__threadpool_run_any), so on a busy machine a thread the OS holds back is not
- * waited for.
+ * each thread streams its own share (the same contiguous range of every weight, as a static split would give it, so
+ * the hardware prefetcher sees one long stream), a chunk at a time from the front; a thread done with its share
+ * takes chunks from the back of another's (struct share). The workers join only if they are free before the caller
+ * is done (ty__threadpool_run_any), so on a busy machine a thread the OS holds back is not waited for: its share is
+ * taken over.
  *
  * Batch invariance. A column's result is bit for bit the same whatever the number of columns, the other weights of
  * a matmul_multi or the thread count, because every column goes through one kernel chosen by (path, weight type)
  * alone: gemm_packed where it works straight on panels (gemm_packed_direct: one column costs what gemv does), else
  * gemv one column at a time over L1-sized row tiles. Both compute each row independently of the rows around it.
  * So a token decoded alone equals the same token inside a prefill or a batch of sequences, which continuous
- * batching relies on. (The price: types without a direct gemm, K-quants and f32/f16/bf16, prefill at gemv speed
- * on cached tiles rather than with the panel gemm of simd/gemm.c.)
+ * batching relies on. (The price, on paths without direct panel kernels for a type: its prefill runs at gemv speed
+ * on cached tiles rather than with the repacking panel gemm of simd/gemm.c.)
  */
 #include "chip/cpu/cpu-impl.h"
 #include "chip/cpu/roofline.h"
@@ -39,6 +41,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 /* Rows per work unit of the split among threads: a packed panel. */
 #define UNIT_ROWS TY_PACK_ROWS
@@ -84,10 +87,18 @@ struct cpu_fast {
     struct ty_cpu_scratch attn;      /* attention tiles and running state, per thread */
     struct ty_cpu_scratch attn_meta; /* a paged batch's sequence descriptors */
     void *scratch;                   /* (n_threads) gemm scratch areas */
+    struct share *shares;            /* (n_threads) each thread's share of a few-column product */
     /* Held by every op that uses the scratch or the table above, so that contexts on several application threads
      * may share one model (the reference backend keeps no state and needs none). */
     pthread_mutex_t mu;
     size_t scratch_each;
+};
+
+/* A thread's share of a few-column product's row units, as a range [lo, hi) of its own sequence of units (see
+ * share_units) packed into one word: the owner takes chunks from the front, a thread done with its own share takes
+ * them from the back, each with one compare-and-swap. One per cache line. */
+struct share {
+    _Alignas(64) atomic_uint_least64_t lohi;
 };
 
 /* ==== Huge-page arena ==== */
@@ -250,7 +261,10 @@ struct mm_task {
     float eps;
     float *norm_rows;                  /* (n, n_threads) one normed column per thread */
     const struct ty_attn_input *heads; /* q/k head norms and RoPE once the products are done, or NULL */
+    bool per_item;
+    struct share *shares; /* (nth) few columns, mode 2: each thread's own range, stolen from the back when idle */
 };
+static int xsplit = -1;
 
 /* Rows [r0, r1) of one item, every column. */
 static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int64_t r0, int64_t r1, void *scratch) {
@@ -348,9 +362,61 @@ static void qk_heads(const struct ty_attn_input *a, int64_t c0, int64_t c1) {
     }
 }
 
+/* Thread r's share of the call: of every item, the r-th of nth contiguous ranges of its units (swiglu: of the gate's
+ * units, which cover both weights), one after another; calls fn on the global unit ranges of [v0, v1) of it. */
+static int64_t share_units(const struct mm_task *t, int r, int nth, int64_t v0, int64_t v1, void *scratch) {
+    int64_t base = 0;
+    for (int i = 0; i < (t->swiglu ? 1 : t->n_items); i++) {
+        int64_t lo, hi, unit0 = t->swiglu ? 0 : t->it[i].unit0;
+        ty__split_range(t->swiglu ? t->units : t->it[i].units, r, nth, &lo, &hi);
+        int64_t a = v0 > base ? v0 : base, b = v1 < base + hi - lo ? v1 : base + hi - lo;
+        if (scratch && a < b) run_units(t, unit0 + lo + a - base, unit0 + lo + b - base, scratch);
+        base += hi - lo;
+    }
+    return base;
+}
+
+static bool take(struct share *sh, int64_t chunk, bool front, int64_t *v0, int64_t *v1) {
+    uint_least64_t w = atomic_load_explicit(&sh->lohi, memory_order_relaxed);
+    for (;;) {
+        int64_t lo = (int64_t)(w >> 32), hi = (int64_t)(w & 0xffffffffu);
+        if (lo >= hi) return false;
+        int64_t n = hi - lo < chunk ? hi - lo : chunk;
+        int64_t nlo = front ? lo + n : lo, nhi = front ? hi : hi - n;
+        if (atomic_compare_exchange_weak_explicit(&sh->lohi, &w, (uint_least64_t)nlo << 32 | (uint_least64_t)nhi,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            *v0 = front ? lo : hi - n, *v1 = front ? lo + n : hi;
+            return true;
+        }
+    }
+}
+
 static void mm_run(void *arg, int ith, int nth) {
     struct mm_task *t = arg;
     void *scratch = (char *)t->c->scratch + (size_t)ith * t->c->scratch_each;
+    if (t->shares) {
+        int64_t v0, v1;
+        while (take(&t->shares[ith], t->chunk, true, &v0, &v1)) share_units(t, ith, nth, v0, v1, scratch);
+        for (int k = 1; k < nth; k++) {
+            int r = (ith + k) % nth;
+            while (take(&t->shares[r], t->chunk, false, &v0, &v1)) share_units(t, r, nth, v0, v1, scratch);
+        }
+        return;
+    }
+    if (t->per_item) { /* XEXP: each thread the same share of every weight it packed at load */
+        if (t->swiglu) {
+            int64_t u0, u1;
+            ty__split_range(t->units, ith, nth, &u0, &u1);
+            run_units(t, u0, u1, scratch);
+            return;
+        }
+        for (int i = 0; i < t->n_items; i++) {
+            int64_t u0, u1;
+            ty__split_range(t->it[i].units, ith, nth, &u0, &u1);
+            run_units(t, t->it[i].unit0 + u0, t->it[i].unit0 + u1, scratch);
+        }
+        return;
+    }
     if (t->chunk > 0) {
         /* few columns (decode): quantised by the caller already; threads take chunks of rows as they come, so one
          * thread that the OS holds back (a busy machine) delays the product by its chunk, not by a whole share */
@@ -478,8 +544,20 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         t.chunk = per < 1 ? 1 : per > 16 ? 16 : per;
         atomic_init(&t.next_unit, 0);
     }
+    if (xsplit < 0) xsplit = getenv("TY_XSPLIT") ? atoi(getenv("TY_XSPLIT")) : 2;
+    if (t.chunk > 0 && xsplit == 1) t.per_item = true;
+    if (t.chunk > 0 && xsplit == 2 && threaded) {
+        t.shares = c->shares;
+        for (int r = 0; r < c->n_threads; r++)
+            atomic_store_explicit(&t.shares[r].lohi, (uint_least64_t)share_units(&t, r, c->n_threads, 0, 0, NULL),
+                                  memory_order_relaxed);
+    }
     if (!threaded)
         mm_run(&t, 0, 1);
+    else if (t.per_item)
+        ty__threadpool_run(c->base.pool, mm_run, &t);
+    else if (t.shares)
+        ty__threadpool_run_any(c->base.pool, mm_run, &t);
     else if (t.chunk > 0)
         ty__threadpool_run_any(c->base.pool, mm_run, &t); /* chunks: whoever is free takes them */
     else
@@ -583,23 +661,14 @@ static void cpu_free(struct ty_backend *be) {
     ty__cpu_scratch_free(&c->attn);
     ty__cpu_scratch_free(&c->attn_meta);
     ty__free_aligned(c->scratch);
+    ty__free_aligned(c->shares);
     ty_free(c);
     ty_free(be);
 }
 
-/* The kernels of each weight type: the path's own, except BF16 weights on a path that pairs them with bf16
- * activations (avx512bf16), which take the path below's f32-activation kernels. A BF16 checkpoint holds the exact
- * reference weights and transformers multiplies them with f32 activations; rounding the activations to bf16 moved
- * the tiny reference models' logits by up to 0.05, far past their 1e-4 fixture tolerance. Decode streams the same
- * bytes either way; only a BF16 prefill gives up vdpbf16ps. */
+/* The kernels of each weight type (simd.h: ty__simd_for_type). */
 static void kernel_tables(struct cpu_fast *c) {
-    for (int t = 0; t < TY_TYPE_COUNT; t++) c->k[t] = c->simd;
-    for (int isa = (int)c->simd->isa - 1; isa >= 0 && c->k[TY_TYPE_BF16]->t[TY_TYPE_BF16].act == TY_ACT_BF16; isa--) {
-        const struct ty_simd *below;
-        if (ty__simd_get((enum ty_cpu_isa)isa, &below) == TY_OK &&
-            ty__simd_act_format(below, TY_TYPE_BF16) == TY_ACT_F32)
-            c->k[TY_TYPE_BF16] = below;
-    }
+    for (int t = 0; t < TY_TYPE_COUNT; t++) c->k[t] = ty__simd_for_type(c->simd, (enum ty_type)t);
 }
 
 static struct ty_backend_iface cpu_iface;
@@ -648,7 +717,8 @@ enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out) {
     int pinned = ty__threadpool_pin(c->base.pool);
     c->scratch_each = (ty__gemm_scratch_size() + 63) & ~(size_t)63;
     c->scratch = ty__malloc_aligned(c->scratch_each * (size_t)c->n_threads);
-    if (!c->scratch) {
+    c->shares = ty__malloc_aligned(sizeof(struct share) * (size_t)c->n_threads);
+    if (!c->scratch || !c->shares) {
         cpu_free(be);
         return ty__error(TY_ERR_NO_MEMORY, "out of memory for the gemm scratch of %d threads", n_threads);
     }

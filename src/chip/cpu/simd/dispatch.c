@@ -213,6 +213,16 @@ const struct ty_simd *ty__simd(void) {
     return atomic_load_explicit(&active, memory_order_acquire);
 }
 
+const struct ty_simd *ty__simd_for_type(const struct ty_simd *path, enum ty_type t) {
+    const struct ty_simd *k = path;
+    for (int isa = (int)path->isa - 1; t == TY_TYPE_BF16 && isa >= 0 && k->t[t].act == TY_ACT_BF16; isa--) {
+        const struct ty_simd *below;
+        if (ty__simd_get((enum ty_cpu_isa)isa, &below) == TY_OK && ty__simd_act_format(below, t) == TY_ACT_F32)
+            k = below;
+    }
+    return k;
+}
+
 size_t ty__gemm_scratch_size(void) {
     return ty__gemm_panels_scratch();
 }

@@ -127,6 +127,14 @@ enum ty_status ty__simd_get(enum ty_cpu_isa isa, const struct ty_simd **out);
  * when the name is unknown or the CPU lacks the path. For a backend's init, so a forced path fails loudly. */
 enum ty_status ty__simd_from_env(const struct ty_simd **out);
 
+/* The table whose kernels weight type t uses on `path` in the fast CPU backend: the path's own, except BF16 weights
+ * on a path that pairs them with bf16 activations (avx512bf16), which take the nearest path below with f32
+ * activations. A BF16 checkpoint holds the exact reference weights and transformers multiplies them with f32
+ * activations; rounding the activations to bf16 moved the tiny reference models' logits by up to 0.05, far past their
+ * 1e-4 fixture tolerance. Decode streams the same bytes either way; only a BF16 prefill gives up vdpbf16ps. Shared
+ * with `tongyun bench`, which rates each type against the peak of the instruction its kernel really uses. */
+const struct ty_simd *ty__simd_for_type(const struct ty_simd *path, enum ty_type t);
+
 /* Scratch bytes a gemm call needs (independent of the shapes: K is processed in bounded chunks). */
 size_t ty__gemm_scratch_size(void);
 
