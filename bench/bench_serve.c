@@ -548,9 +548,11 @@ int main(int argc, char **argv) {
     }
     double gain = base > 0 && at16 > 0 ? at16 / base : 0;
     if (o.json) {
+        /* the server's compute threads: as passed, else its default of one per core (unknown for --url) */
+        long threads = o.threads > 0 ? o.threads : o.model ? sysconf(_SC_NPROCESSORS_ONLN) : -1;
         printf("{\"bench\":\"serve\",\"model\":\"%s\",\"max_tokens\":%d,\"prompt_words\":%d,\"max_seqs\":%d,"
-               "\"levels\":[",
-               o.model ? o.model : "(running server)", o.max_tokens, o.prompt_words, o.max_seqs);
+               "\"threads\":%ld,\"levels\":[",
+               o.model ? o.model : "(running server)", o.max_tokens, o.prompt_words, o.max_seqs, threads);
         for (int i = 0; i < o.n_levels; i++) {
             const struct summary *s = &sm[i];
             printf("%s{\"concurrency\":%d,\"requests\":%d,\"ok\":%d,\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
