@@ -69,8 +69,9 @@ L.append("Rooflines, measured by the same process just before its model ran (`sr
          "- **decode** = read bandwidth (best of the timed passes over 512 MiB on huge pages, all threads) / bytes "
          "one token reads (every weight matrix once, one embedding row, the KV cache at the mean position);\n"
          "- **prefill** = each weight type's share of the FLOPs at the peak of the instruction its kernel uses "
-         "(`vpdpbusd` int8 dot for quantised weights, `vdpbf16ps` for BF16 where present, f32 FMA otherwise), "
-         "attention at the FMA peak.\n")
+         "(`vpdpbusd` int8 dot for quantised weights, f32 FMA for F32/F16/BF16: the backend keeps BF16 activations in "
+         "f32 to match transformers), attention at the FMA peak; the output matrix counts for the last prompt token "
+         "only, as only its logits are computed.\n")
 L.append("| type | threads | pp512 t/s | % of peak | tg128 t/s | % of bandwidth | MiB/token | read GB/s | int8 GOP/s | FMA GFLOP/s |")
 L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for r in rows:

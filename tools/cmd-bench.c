@@ -157,7 +157,7 @@ struct result {
     struct ty_roofline roof;
     struct ty_model_cost cost;
     struct stats pp, tg;
-    double pp_peak_tok_s, pp_peak_gops, tg_bytes, tg_roof_tok_s;
+    double pp_flops, pp_peak_tok_s, pp_peak_gops, tg_bytes, tg_roof_tok_s; /* pp_flops: per prompt token */
     char backend[32], type[32], arch[32]; /* copies: the model is freed before the results are printed */
 };
 
@@ -178,12 +178,17 @@ static double type_peak(const struct ty_roofline *r, enum ty_type t) {
 static void rooflines(struct result *res, long n_prompt, long n_gen) {
     const struct ty_model_cost *c = &res->cost;
     if (n_prompt > 0) {
-        /* the ideal time of one prompt token: each type's share of the FLOPs at its own peak, attention at FMA peak */
+        /* the ideal time of one prompt token: each type's share of the FLOPs at its own peak, attention at FMA peak;
+         * the output matrix runs for the last token only (the prompt's one row of logits) */
         double attn = c->attn_flops_per_pos * (double)(n_prompt + 1) / 2.0, s = attn / (res->roof.fma_gflops * 1e9);
-        for (int t = 0; t < TY_TYPE_COUNT; t++)
-            if (c->flops_by_type[t] > 0) s += c->flops_by_type[t] / (type_peak(&res->roof, (enum ty_type)t) * 1e9);
+        double skipped = c->output_flops * (1.0 - 1.0 / (double)n_prompt);
+        for (int t = 0; t < TY_TYPE_COUNT; t++) {
+            double f = c->flops_by_type[t] - (t == (int)c->output_type ? skipped : 0.0);
+            if (f > 0) s += f / (type_peak(&res->roof, (enum ty_type)t) * 1e9);
+        }
+        res->pp_flops = c->matmul_flops - skipped + attn;
         res->pp_peak_tok_s = s > 0 ? 1.0 / s : 0;
-        res->pp_peak_gops = (c->matmul_flops + attn) * res->pp_peak_tok_s / 1e9;
+        res->pp_peak_gops = res->pp_flops * res->pp_peak_tok_s / 1e9;
     }
     if (n_gen > 0) {
         res->tg_bytes = c->weight_bytes + c->state_bytes + c->kv_bytes_per_pos * (double)(n_gen + 1) / 2.0;
@@ -329,8 +334,7 @@ static void print_json(const struct bench_opts *o, const struct result *r) {
         json_object_set_new(j, "pp_tok_s", json_real(r->pp.mean));
         json_object_set_new(j, "pp_tok_s_sd", json_real(r->pp.sd));
         json_object_set_new(j, "pp_samples", samples_json(&r->pp));
-        json_object_set_new(j, "pp_flops_per_token",
-                            json_real(r->cost.matmul_flops + r->cost.attn_flops_per_pos * (o->n_prompt + 1) / 2.0));
+        json_object_set_new(j, "pp_flops_per_token", json_real(r->pp_flops));
         json_object_set_new(j, "pp_peak_gops", json_real(r->pp_peak_gops));
         json_object_set_new(j, "pp_peak_tok_s", json_real(r->pp_peak_tok_s));
         json_object_set_new(j, "pp_peak_pct", json_real(pct(r->pp.mean, r->pp_peak_tok_s)));

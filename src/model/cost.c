@@ -34,6 +34,7 @@ void ty__model_cost(const struct ty_model *m, enum ty_type kv_type, struct ty_mo
         if (t->ne[1] > 1) { /* a matrix: every element is one multiply-add per token */
             double flops = 2.0 * (double)ne * share;
             out->matmul_flops += flops;
+            if (t == m->output) out->output_flops = flops, out->output_type = t->type;
             if ((unsigned)t->type < TY_TYPE_COUNT) out->flops_by_type[t->type] += flops;
         }
     }

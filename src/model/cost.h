@@ -21,6 +21,8 @@ struct ty_model_cost {
                                   linear-attention layers: delta-rule and conv state, f32, each read once and
                                   written once); 0 for a plain transformer */
     double matmul_flops;       /* FLOPs of the weight matrix products of one token (2 per multiply-add) */
+    double output_flops;       /* the output matrix's share of matmul_flops: a prompt token without logits skips it */
+    enum ty_type output_type;  /* and its weight type */
     double attn_flops_per_pos; /* FLOPs of attention (q.k and p.v) per token per position it attends to */
     double flops_by_type[TY_TYPE_COUNT]; /* matmul_flops split by the weight type of the matrix */
     int32_t n_attn_layers;               /* layers with a KV cache (all of them in a plain transformer) */

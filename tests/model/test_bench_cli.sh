@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test_bench_cli.sh - `tongyun bench` on the tiny Qwen3 and Qwen3-MoE fixtures (converted here, f32): one JSON line per
 # thread count carrying the names other tools read, speeds and rooflines that agree with each other, the parameter
-# count of the checkpoint, the bytes a decode step reads (all weights of the tied dense model; one embedding row and
-# k of E experts in the MoE model) computed independently from the Hugging Face config here, the recurrent state a
-# hybrid (Qwen3-Next) decode step reads and writes back, the table form, and usage errors. No timing is asserted: speeds only have to be positive.
+# count of the checkpoint, the FLOPs of a prompt token (the output matrix for the last token only), the bytes a decode
+# step reads (all weights of the tied dense model; one embedding row and k of E experts in the MoE model), each
+# computed independently from the Hugging Face checkpoint here, the recurrent state a hybrid (Qwen3-Next) decode step
+# reads and writes back, the table form, and usage errors. No timing is asserted: speeds only have to be positive.
 set -euo pipefail
 : "${TONGYUN:?}" "${TY_SOURCE_DIR:?}"
 tmp=$(mktemp -d)
@@ -33,6 +34,12 @@ def st_params(path):  # element count of every tensor of a safetensors file, fro
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
     return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+
+def st_shapes(path):  # name -> shape of every tensor of a safetensors file
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 
 for name in ("qwen3-tiny", "qwen3moe-tiny"):
     cfg = json.load(open(f"{models}/{name}/config.json"))
@@ -71,6 +78,17 @@ for name in ("qwen3-tiny", "qwen3moe-tiny"):
             want -= 4 * moe_layers * 3 * E * h * ff * (1 - k / E)
         if not close(r["tg_weight_bytes_per_token"], want):
             fail(f"{name}: decode reads {r['tg_weight_bytes_per_token']} weight bytes, want {want}")
+        # FLOPs of a prompt token: 2 per weight of every matrix it runs (experts at their k / E share), the output
+        # matrix for the last of the 12 prompt tokens only, and attention over the mean context
+        mats = 0
+        for key, shape in st_shapes(f"{models}/{name}/model.safetensors").items():
+            if len(shape) < 2 or (key == "model.embed_tokens.weight" and not cfg["tie_word_embeddings"]):
+                continue
+            share = cfg["num_experts_per_tok"] / cfg["num_experts"] if ".mlp.experts." in key else 1
+            mats += math.prod(shape) * share
+        attn = L * 2 * cfg["num_attention_heads"] * 2 * cfg["head_dim"] * (12 + 1) / 2
+        if not close(r["pp_flops_per_token"], 2 * mats - 2 * h * v * (1 - 1 / 12) + attn, 1e-6):
+            fail(f"{name}: prefill FLOPs per token {r['pp_flops_per_token']}, want {2 * mats - 2 * h * v * 11 / 12 + attn}")
         head = cfg["head_dim"]
         kv = L * cfg["num_key_value_heads"] * 2 * head * 2  # f16 K and V per cached position
         if not close(r["tg_bytes_per_token"], want + kv * (6 + 1) / 2):
