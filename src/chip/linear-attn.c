@@ -43,18 +43,33 @@ void ty__l2_norm_host(const struct ty_tensor *dst, const struct ty_tensor *x, fl
 void ty__conv1d_causal_host(const struct ty_tensor *dst, const struct ty_tensor *x, const struct ty_tensor *w,
                             const struct ty_tensor *state, bool silu) {
     int64_t C = x->ne[0], n = x->ne[1], K = w->ne[0], P = K - 1;
-    for (int64_t c = 0; c < C; c++) {
-        const float *wc = ty__tensor_row(w, c, 0, 0);
+    /* A block of channels at a time, its weights transposed to (K, block): the inner loop then runs over contiguous
+     * channels of one input column (a prefill's columns are thousands of floats apart, so a channel-outer loop would
+     * touch a new cache line per multiply). */
+    enum { CB = 64, KMAX = 64 };
+    TY_ASSERT(K <= KMAX);
+    float wt[KMAX][CB], acc[CB];
+    for (int64_t c0 = 0; c0 < C; c0 += CB) {
+        int64_t nc = C - c0 < CB ? C - c0 : CB;
+        for (int64_t c = 0; c < nc; c++) {
+            const float *wc = ty__tensor_row(w, c0 + c, 0, 0);
+            for (int64_t j = 0; j < K; j++) wt[j][c] = wc[j];
+        }
         for (int64_t t = 0; t < n; t++) {
+            for (int64_t c = 0; c < nc; c++) acc[c] = 0.0f;
             /* input column t + j - P of the batch, or of the state before it */
-            float acc = 0.0f;
             for (int64_t j = 0; j < K; j++) {
                 int64_t col = t + j - P;
-                float xv = col < 0 ? ((const float *)ty__tensor_row(state, P + col, 0, 0))[c]
-                                   : ((const float *)ty__tensor_row(x, col, 0, 0))[c];
-                acc += wc[j] * xv;
+                const float *xc =
+                    (const float *)(col < 0 ? ty__tensor_row(state, P + col, 0, 0) : ty__tensor_row(x, col, 0, 0)) + c0;
+                const float *wj = wt[j];
+                for (int64_t c = 0; c < nc; c++) acc[c] += wj[c] * xc[c];
             }
-            ((float *)ty__tensor_row(dst, t, 0, 0))[c] = silu ? acc / (1.0f + expf(-acc)) : acc;
+            float *out = (float *)ty__tensor_row(dst, t, 0, 0) + c0;
+            if (silu)
+                for (int64_t c = 0; c < nc; c++) out[c] = acc[c] / (1.0f + expf(-acc[c]));
+            else
+                for (int64_t c = 0; c < nc; c++) out[c] = acc[c];
         }
     }
     /* the new state: the last P inputs of [state | x], oldest first */
@@ -84,9 +99,18 @@ static inline float scalar(const struct ty_tensor *t, int64_t h, int64_t s) {
     return ((const float *)ty__tensor_row(t, s, 0, 0))[h];
 }
 
+/* With 16 running sums, one per lane, so that the compiler can keep them in a vector register: a single sum is a
+ * chain of dependent scalar adds, which without -ffast-math it may not reorder (this was half the chunked form's
+ * time at dk = 128). */
 static float dot(const float *a, const float *b, int64_t n) {
+    enum { W = 16 };
+    float acc[W] = {0};
+    int64_t i = 0;
+    for (; i + W <= n; i += W)
+        for (int l = 0; l < W; l++) acc[l] += a[i + l] * b[i + l];
     float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++) s += a[i] * b[i];
+    for (int l = 0; l < W; l++) s += acc[l];
     return s;
 }
 
@@ -120,56 +144,84 @@ static void recurrent_head(const struct gdn *a, int64_t h) {
     }
 }
 
-/* Head h in chunks of TY_GDN_CHUNK steps (see the file comment for the algebra). */
+/* Head h in chunks of TY_GDN_CHUNK steps (see the file comment for the algebra). Per chunk, the decays e^{G_t - G_s}
+ * and the products k_t . k_s and q_t . k_s are computed once, and the state is read in one pass (for both e^{G_t}
+ * S_0^T k_t and S_0^T q_t) and updated in one pass, each inner loop running over a contiguous row of dv floats. */
 static void chunked_head(const struct gdn *a, int64_t h) {
     enum { L = TY_GDN_CHUNK };
     int64_t dk = a->q->ne[0], dv = a->v->ne[0], n = a->q->ne[2];
     int64_t hk = h / (a->v->ne[1] / a->k->ne[1]);
-    float G[L], A[L][L], d[L][TY_GDN_MAX_HEAD_DIM];
+    float G[L], eg[L], wend[L], beta[L], D[L][L], KK[L][L], QK[L][L], d[L][TY_GDN_MAX_HEAD_DIM];
+    const float *kp[L], *qp[L];
+    float *op[L];
     for (int64_t c0 = 0; c0 < n; c0 += L) {
         int64_t len = n - c0 < L ? n - c0 : L;
         float acc = 0.0f;
-        for (int64_t t = 0; t < len; t++) G[t] = acc += scalar(a->g, h, c0 + t);
-        /* right-hand sides beta_t (v_t - e^{G_t} S_0^T k_t), and the strictly lower A */
         for (int64_t t = 0; t < len; t++) {
-            const float *k = vec(a->k, hk, c0 + t), *v = vec(a->v, h, c0 + t);
-            float beta = scalar(a->beta, h, c0 + t), eg = expf(G[t]);
-            for (int64_t j = 0; j < dv; j++) d[t][j] = 0.0f;
-            for (int64_t i = 0; i < dk; i++) {
-                const float *s = ty__tensor_row(a->state, i, h, 0);
-                for (int64_t j = 0; j < dv; j++) d[t][j] += s[j] * k[i];
-            }
-            for (int64_t j = 0; j < dv; j++) d[t][j] = beta * (v[j] - eg * d[t][j]);
-            for (int64_t s = 0; s < t; s++) A[t][s] = beta * expf(G[t] - G[s]) * dot(k, vec(a->k, hk, c0 + s), dk);
+            G[t] = acc += scalar(a->g, h, c0 + t);
+            beta[t] = scalar(a->beta, h, c0 + t);
+            kp[t] = vec(a->k, hk, c0 + t);
+            qp[t] = vec(a->q, hk, c0 + t);
+            op[t] = ty__tensor_row(a->dst, h, c0 + t, 0);
         }
-        /* forward substitution: d_t -= sum_{s<t} A[t][s] d_s */
-        for (int64_t t = 1; t < len; t++)
-            for (int64_t s = 0; s < t; s++)
-                for (int64_t j = 0; j < dv; j++) d[t][j] -= A[t][s] * d[s][j];
-        /* outputs from the state at the chunk's start plus the chunk's own steps */
         for (int64_t t = 0; t < len; t++) {
-            const float *q = vec(a->q, hk, c0 + t);
-            float *o = ty__tensor_row(a->dst, h, c0 + t, 0);
-            float eg = expf(G[t]);
-            for (int64_t j = 0; j < dv; j++) o[j] = 0.0f;
-            for (int64_t i = 0; i < dk; i++) {
-                const float *s = ty__tensor_row(a->state, i, h, 0);
-                float qi = q[i] * a->scale * eg;
-                for (int64_t j = 0; j < dv; j++) o[j] += s[j] * qi;
-            }
+            eg[t] = expf(G[t]);
+            wend[t] = expf(G[len - 1] - G[t]);
             for (int64_t s = 0; s <= t; s++) {
-                float w = expf(G[t] - G[s]) * a->scale * dot(q, vec(a->k, hk, c0 + s), dk);
-                for (int64_t j = 0; j < dv; j++) o[j] += w * d[s][j];
+                D[t][s] = expf(G[t] - G[s]);
+                KK[t][s] = dot(kp[t], kp[s], dk);
+                QK[t][s] = dot(qp[t], kp[s], dk);
             }
         }
-        /* the state at the chunk's end */
-        float glast = G[len - 1], elast = expf(glast);
+        /* one pass over S_0: d_t = S_0^T k_t and o_t = S_0^T q_t */
+        for (int64_t t = 0; t < len; t++) {
+            float *dt = d[t], *ot = op[t];
+            for (int64_t j = 0; j < dv; j++) dt[j] = 0.0f, ot[j] = 0.0f;
+        }
         for (int64_t i = 0; i < dk; i++) {
-            float *s = ty__tensor_row(a->state, i, h, 0);
-            for (int64_t j = 0; j < dv; j++) s[j] *= elast;
+            const float *srow = ty__tensor_row(a->state, i, h, 0);
             for (int64_t t = 0; t < len; t++) {
-                float w = expf(glast - G[t]) * vec(a->k, hk, c0 + t)[i];
-                for (int64_t j = 0; j < dv; j++) s[j] += w * d[t][j];
+                float *restrict dt = d[t], *restrict ot = op[t];
+                float ki = kp[t][i], qi = qp[t][i];
+                for (int64_t j = 0; j < dv; j++) {
+                    dt[j] += ki * srow[j];
+                    ot[j] += qi * srow[j];
+                }
+            }
+        }
+        /* right-hand sides beta_t (v_t - e^{G_t} S_0^T k_t), then forward substitution:
+         * d_t -= sum_{s<t} beta_t e^{G_t - G_s} (k_t . k_s) d_s */
+        for (int64_t t = 0; t < len; t++) {
+            const float *v = vec(a->v, h, c0 + t);
+            float *restrict dt = d[t];
+            float b = beta[t], e = eg[t];
+            for (int64_t j = 0; j < dv; j++) dt[j] = b * (v[j] - e * dt[j]);
+            for (int64_t s = 0; s < t; s++) {
+                const float *restrict ds = d[s];
+                float c = b * D[t][s] * KK[t][s];
+                for (int64_t j = 0; j < dv; j++) dt[j] -= c * ds[j];
+            }
+        }
+        /* outputs: scale (e^{G_t} S_0^T q_t + sum_{s<=t} e^{G_t - G_s} (q_t . k_s) d_s) */
+        for (int64_t t = 0; t < len; t++) {
+            float *restrict ot = op[t];
+            float e = a->scale * eg[t];
+            for (int64_t j = 0; j < dv; j++) ot[j] *= e;
+            for (int64_t s = 0; s <= t; s++) {
+                const float *restrict ds = d[s];
+                float c = a->scale * D[t][s] * QK[t][s];
+                for (int64_t j = 0; j < dv; j++) ot[j] += c * ds[j];
+            }
+        }
+        /* the state at the chunk's end: e^{G_L} S_0 + sum_t e^{G_L - G_t} k_t d_t^T */
+        float elast = eg[len - 1];
+        for (int64_t i = 0; i < dk; i++) {
+            float *restrict srow = ty__tensor_row(a->state, i, h, 0);
+            for (int64_t j = 0; j < dv; j++) srow[j] *= elast;
+            for (int64_t t = 0; t < len; t++) {
+                const float *restrict dt = d[t];
+                float c = wend[t] * kp[t][i];
+                for (int64_t j = 0; j < dv; j++) srow[j] += c * dt[j];
             }
         }
     }

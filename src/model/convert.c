@@ -92,7 +92,12 @@ enum xform {
 enum vperm {
     VP_NONE = 0,
     VP_ROWS, /* the rows from `vp_first` on, in blocks of `vp_block` rows per value head */
-    VP_COLS  /* every row's columns, in blocks of `vp_block` columns per value head */
+    VP_COLS, /* every row's columns, in blocks of `vp_block` columns per value head */
+    /* Qwen3-Next's in_proj_qkvz, grouped per key head [q (dk) | k (dk) | v (r dv) | z (r dv)], split as llama.cpp's
+     * converter does into attn_qkv (all q, all k, all v: the conv's channel order) and attn_gate (all z); the value
+     * heads keep Hugging Face's order. Rows are gathered (vp_first = dk, vp_block = dv). */
+    VP_QKVZ_QKV,
+    VP_QKVZ_Z
 };
 
 struct rule {
@@ -119,7 +124,8 @@ static const struct rule rules[] = {
     {"self_attn.q_norm.weight", "attn_q_norm.weight", true, NEED_QK_NORM, SH_HEAD, XF_NONE, VP_NONE},
     {"self_attn.k_norm.weight", "attn_k_norm.weight", true, NEED_QK_NORM, SH_HEAD, XF_NONE, VP_NONE},
     {"self_attn.o_proj.weight", "attn_output.weight", true, NEED_ALWAYS, SH_EMBD_QO, XF_NONE, VP_NONE},
-    {"linear_attn.in_proj_qkvz.weight", "ssm_in.weight", true, NEED_LINEAR_G, SH_QKVZ_EMBD, XF_NONE, VP_NONE},
+    {"linear_attn.in_proj_qkvz.weight", "attn_qkv.weight", true, NEED_LINEAR_G, SH_QKVZ_EMBD, XF_NONE, VP_QKVZ_QKV},
+    {"linear_attn.in_proj_qkvz.weight", "attn_gate.weight", true, NEED_LINEAR_G, SH_QKVZ_EMBD, XF_NONE, VP_QKVZ_Z},
     {"linear_attn.in_proj_ba.weight", "ssm_ba.weight", true, NEED_LINEAR_G, SH_BA_EMBD, XF_NONE, VP_NONE},
     {"linear_attn.in_proj_qkv.weight", "attn_qkv.weight", true, NEED_LINEAR_S, SH_QKV_EMBD, XF_NONE, VP_ROWS},
     {"linear_attn.in_proj_z.weight", "attn_gate.weight", true, NEED_LINEAR_S, SH_VD_EMBD, XF_NONE, VP_ROWS},
@@ -926,7 +932,14 @@ static enum ty_status build_plan(const struct ty_checkpoint *ck, const struct hp
                     it->n_dims = 1, it->ne[0] = ed[1], it->ne[1] = 1;
                 }
                 it->xform = ru->xform;
-                if (hp->arch->split_lin && ru->vperm != VP_NONE) {
+                if (ru->vperm == VP_QKVZ_QKV || ru->vperm == VP_QKVZ_Z) {
+                    it->vperm = ru->vperm;
+                    it->vp_first = hp->lin_dk;
+                    it->vp_block = hp->lin_dv;
+                    it->vp_nk = hp->lin_nk;
+                    it->vp_nv = hp->lin_nv;
+                    it->ne[1] = (ru->vperm == VP_QKVZ_QKV ? 2 * hp->lin_nk * hp->lin_dk : 0) + hp->lin_nv * hp->lin_dv;
+                } else if (hp->arch->split_lin && ru->vperm != VP_NONE) {
                     it->vperm = ru->vperm;
                     it->vp_block = ru->shape == SH_HV || ru->shape == SH_HV_EMBD ? 1 : hp->lin_dv;
                     it->vp_first = ru->shape == SH_QKV_EMBD || ru->shape == SH_CONV ? 2 * hp->lin_nk * hp->lin_dk : 0;
@@ -1095,8 +1108,19 @@ static int64_t vhead_src(const struct item *it, int64_t h) {
     return (h % it->vp_nk) * r + h / it->vp_nk;
 }
 
+/* Row `i` of attn_qkv or attn_gate: the row of the grouped in_proj_qkvz it is read from (VP_QKVZ_*). */
+static int64_t qkvz_src(const struct item *it, int64_t i) {
+    int64_t dk = it->vp_first, rdv = it->vp_nv / it->vp_nk * it->vp_block, group = 2 * dk + 2 * rdv;
+    int64_t kd = it->vp_nk * dk;
+    if (it->vperm == VP_QKVZ_Z) return i / rdv * group + 2 * dk + rdv + i % rdv;
+    if (i < 2 * kd) return i % kd / dk * group + (i < kd ? 0 : dk) + i % dk; /* q of key head g, then k */
+    i -= 2 * kd;
+    return i / rdv * group + 2 * dk + i % rdv;
+}
+
 /* Index `i` of a reordered dimension: the index it is read from. */
 static int64_t vperm_src(const struct item *it, int64_t i) {
+    if (it->vperm == VP_QKVZ_QKV || it->vperm == VP_QKVZ_Z) return qkvz_src(it, i);
     if (i < it->vp_first) return i;
     int64_t k = i - it->vp_first, h = k / it->vp_block;
     return it->vp_first + vhead_src(it, h) * it->vp_block + k % it->vp_block;
@@ -1110,7 +1134,7 @@ static void conv_rows(void *arg, int ith, int nth) {
     float *f = j->f32 + (size_t)ith * (size_t)(j->step * j->ncols + j->ncols);
     for (int64_t r = begin; r < end; r += j->step) {
         int64_t nr = end - r < j->step ? end - r : j->step;
-        int64_t src_row = it->vperm == VP_ROWS ? vperm_src(it, r) : r; /* step is 1 then */
+        int64_t src_row = it->vperm != VP_NONE && it->vperm != VP_COLS ? vperm_src(it, r) : r; /* step is 1 then */
         /* The dtype was checked before the job started, and the range is inside the tensor: this cannot fail. */
         enum ty_status st = ty__st_read_f32(j->src, src_row * j->ncols, nr * j->ncols, f);
         TY_ASSERT(st == TY_OK);

@@ -241,7 +241,7 @@ static const struct ty_mkmodel_preset presets[] = {
 struct hybrid_shape {
     const char *preset;
     int32_t full_interval, conv_kernel, n_k, n_v, d_k, d_v, n_ff_shexp, rope_dims;
-    bool split; /* Qwen3.5: separate attn_qkv / attn_gate / ssm_beta / ssm_alpha, MRoPE sections */
+    bool split; /* Qwen3.5: separate ssm_beta / ssm_alpha (not ssm_ba), value heads tiled, MRoPE sections */
 };
 static const struct hybrid_shape hybrids[] = {
     {"qwen3-next-80b-a3b", 4, 4, 16, 32, 128, 128, 512, 64, false},
@@ -329,13 +329,13 @@ static enum ty_status list_hybrid_layer(const struct ty_mkmodel_preset *p, const
         TY_TRY(add(L, INIT_NORM, 1, p->head_dim, 1, 1, "blk.%d.attn_k_norm.weight", il));
         TY_TRY(add(L, INIT_RESID, 2, Q, E, 1, "blk.%d.attn_output.weight", il));
     } else {
+        /* Qwen3-Next too: llama.cpp's converter writes attn_qkv + attn_gate for it, with the grouped ssm_ba */
+        TY_TRY(add(L, INIT_MATRIX, 2, E, 2 * kd + vd, 1, "blk.%d.attn_qkv.weight", il));
+        TY_TRY(add(L, INIT_MATRIX, 2, E, vd, 1, "blk.%d.attn_gate.weight", il));
         if (h->split) {
-            TY_TRY(add(L, INIT_MATRIX, 2, E, 2 * kd + vd, 1, "blk.%d.attn_qkv.weight", il));
-            TY_TRY(add(L, INIT_MATRIX, 2, E, vd, 1, "blk.%d.attn_gate.weight", il));
             TY_TRY(add(L, INIT_MATRIX, 2, E, h->n_v, 1, "blk.%d.ssm_beta.weight", il));
             TY_TRY(add(L, INIT_MATRIX, 2, E, h->n_v, 1, "blk.%d.ssm_alpha.weight", il));
         } else {
-            TY_TRY(add(L, INIT_MATRIX, 2, E, 2 * kd + 2 * vd, 1, "blk.%d.ssm_in.weight", il));
             TY_TRY(add(L, INIT_MATRIX, 2, E, 2 * h->n_v, 1, "blk.%d.ssm_ba.weight", il));
         }
         TY_TRY(add(L, INIT_CONV, 2, h->conv_kernel, 2 * kd + vd, 1, "blk.%d.ssm_conv1d.weight", il));

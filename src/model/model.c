@@ -335,7 +335,7 @@ static enum ty_status load_next_layer(struct loader *L, int il) {
     /* the layer's kind comes from the metadata; the tensors must agree */
     char other[96];
     /* qwen3next: llama.cpp's converter now writes attn_qkv + attn_gate (value heads in Hugging Face's order) with
-     * ssm_ba; its early files and Tongyun's before 2026-11-30 have the grouped ssm_in instead. Both load. */
+     * ssm_ba; its early files and Tongyun's until 2026-11-29 have the grouped ssm_in instead. Both load. */
     snprintf(name, sizeof name, "blk.%d.ssm_in.weight", il);
     bool grouped = !hp->ssm_v_tiled && ty__gguf_find_tensor(L->g, name);
     const char *lin = grouped ? "ssm_in.weight" : "attn_qkv.weight";

@@ -5,7 +5,8 @@
  * followed by a MoE block with a shared expert (or a dense FFN):
  *
  *   Gated DeltaNet (Qwen3NextGatedDeltaNet):
- *     [q k v z] = h Wssm_in,  [b a] = h Wssm_ba              (grouped per key head, de-interleaved here)
+ *     [q k v] = h Wqkv, z = h Wgate,  [b a] = h Wssm_ba     (ssm_ba grouped per key head, de-interleaved here; the
+ *                                                            legacy files' grouped [q k v z] = h Wssm_in likewise)
  *     q k v = silu(causal_conv1d([q k v]))                   (kernel K, state: the last K - 1 inputs)
  *     q, k = l2norm(q), l2norm(k);  beta = sigmoid(b);  g = -exp(A_log) * softplus(a + dt_bias)
  *     o = gated_delta_rule(q, k, v, g, beta)                 (state S per value head, dk x dv)
@@ -15,9 +16,9 @@
  *     out = (attention(q, k, v) * sigmoid(gate)) Wo
  *   MoE (Qwen3NextSparseMoeBlock): the experts of qwen.c's ty__qwen_moe, plus sigmoid(h w_gate_shexp) * shared_ffn(h)
  *
- * Qwen3.5 (qwen35, qwen35moe) has separate q|k|v, z, b and a projections instead of the grouped ssm_in / ssm_ba, and
- * its files store the value heads in llama.cpp's tiled order (value head h reads key head h mod key heads; see
- * docs/gguf-names.md), so the key heads are repeated whole before the delta rule. Its rotary embedding is multimodal,
+ * Qwen3.5 (qwen35, qwen35moe) has separate b and a projections instead of the grouped ssm_ba, and its files store the
+ * value heads in llama.cpp's tiled order (value head h reads key head h mod key heads; see docs/gguf-names.md), so
+ * the key heads are repeated whole before the delta rule. Its rotary embedding is multimodal,
  * which for text alone is the plain partial rotary embedding used here.
  *
  * Prefill runs the chunked form of the delta rule and decoding the recurrent one (the backend op picks by length; the
@@ -232,21 +233,19 @@ static enum ty_status swiglu_ffn(struct ty_backend *be, const struct ty_tensor *
     return ty__backend_matmul(be, out, wd, gate, NULL);
 }
 
-/* qwen3next's grouped projections: ssm_in gives per key head [q (dk) | k (dk) | v (r dv) | z (r dv)], which go to
- * `mixed` in conv order (all q, then all k, then all v; value head g r + j being the j-th of key head g's group) and
- * to z; ssm_ba gives per key head [b (r) | a (r)], which come back to the host as hb, ha (n x hv). */
+/* qwen3next's grouped input projection (llama.cpp's legacy layout): ssm_in gives per key head [q (dk) | k (dk) |
+ * v (r dv) | z (r dv)], which go to `mixed` in conv order (all q, then all k, then all v; value head g r + j being the
+ * j-th of key head g's group) and to z. */
 static enum ty_status split_qkvz(struct ty_context *ctx, const struct ty_layer *l, int32_t n,
-                                 const struct ty_tensor *xn, const struct ty_tensor *mixed, const struct ty_tensor *z,
-                                 float *hb, float *ha, float *hba) {
+                                 const struct ty_tensor *xn, const struct ty_tensor *mixed, const struct ty_tensor *z) {
     const struct ty_hparams *hp = &ctx->model->hp;
     struct ty_next_state *s = ctx->next;
     struct ty_backend *be = ctx->be;
     int64_t hk = hp->ssm_head_k, hv = hp->ssm_head_v, dk = hp->ssm_dim_k, dv = hp->ssm_dim_v, r = hv / hk;
     int64_t kd = hk * dk, cd = conv_dim(hp), qkvz_dim = cd + hv * dv;
     const size_t F = sizeof(float);
-    struct ty_tensor qkvz = cols(&s->qkvz, 0, n), ba = cols(&s->ba, 0, n);
+    struct ty_tensor qkvz = cols(&s->qkvz, 0, n);
     OP(ty__backend_matmul(be, &qkvz, l->ssm_in, xn, NULL));
-    OP(ty__backend_matmul(be, &ba, l->ssm_ba, xn, NULL));
     size_t group = (size_t)(2 * dk + 2 * r * dv) * F, col_in = (size_t)qkvz_dim * F, col_mx = (size_t)cd * F;
     struct ty_tensor src, dst;
     src = view3(&qkvz, 0, dk, hk, n, group, col_in);
@@ -260,8 +259,18 @@ static enum ty_status split_qkvz(struct ty_context *ctx, const struct ty_layer *
     OP(ty__backend_copy(be, &dst, &src));
     src = view3(&qkvz, (size_t)(2 * dk + r * dv) * F, r * dv, hk, n, group, col_in);
     dst = view3(z, 0, r * dv, hk, n, (size_t)(r * dv) * F, (size_t)(hv * dv) * F);
-    OP(ty__backend_copy(be, &dst, &src));
-    OP(ty__backend_tensor_get(be, &ba, hba, 0, (size_t)(2 * hv * n) * F));
+    return ty__backend_copy(be, &dst, &src);
+}
+
+/* qwen3next's ssm_ba gives per key head [b (r) | a (r)], which come back to the host as hb, ha (n x hv). */
+static enum ty_status split_ba(struct ty_context *ctx, const struct ty_layer *l, int32_t n, const struct ty_tensor *xn,
+                               float *hb, float *ha, float *hba) {
+    const struct ty_hparams *hp = &ctx->model->hp;
+    struct ty_next_state *s = ctx->next;
+    int64_t hk = hp->ssm_head_k, hv = hp->ssm_head_v, r = hv / hk;
+    struct ty_tensor ba = cols(&s->ba, 0, n);
+    OP(ty__backend_matmul(ctx->be, &ba, l->ssm_ba, xn, NULL));
+    OP(ty__backend_tensor_get(ctx->be, &ba, hba, 0, (size_t)(2 * hv * n) * sizeof(float)));
     for (int64_t t = 0; t < n; t++) {
         for (int64_t g = 0; g < hk; g++) {
             for (int64_t j = 0; j < r; j++) {
@@ -289,17 +298,22 @@ static enum ty_status delta_net(struct ty_context *ctx, int il, int32_t n, const
     /* host staging: b and a per token and value head (then beta and the log decay), A and dt_bias, ssm_ba's output */
     float *hb = s->host, *ha = hb + hv * n, *hA = ha + hv * n, *hdt = hA + hv, *hba = hdt + hv;
     if (l->ssm_qkv) {
-        /* qwen35: [q | k | v] come in conv order, and z, b and a from their own projections */
+        /* [q | k | v] come in conv order, and z from its own projection */
         struct ty_tensor z2 = ty__tensor_reshape(&s->z, hv * dv, ctx->n_batch, 1, 1);
         z2 = cols(&z2, 0, n);
         OP(ty__backend_matmul(be, &mixed, l->ssm_qkv, xn, NULL));
         OP(ty__backend_matmul(be, &z2, l->ssm_gate, xn, NULL));
+    } else {
+        TY_TRY(split_qkvz(ctx, l, n, xn, &mixed, &z));
+    }
+    if (l->ssm_beta) {
+        /* qwen35: b and a from their own projections */
         OP(ty__backend_matmul(be, &bt, l->ssm_beta, xn, NULL));
         OP(ty__backend_matmul(be, &gt, l->ssm_alpha, xn, NULL));
         OP(ty__backend_tensor_get(be, &bt, hb, 0, (size_t)(hv * n) * F));
         OP(ty__backend_tensor_get(be, &gt, ha, 0, (size_t)(hv * n) * F));
     } else {
-        TY_TRY(split_qkvz(ctx, l, n, xn, &mixed, &z, hb, ha, hba));
+        TY_TRY(split_ba(ctx, l, n, xn, hb, ha, hba));
     }
     OP(ty__backend_tensor_get(be, l->ssm_a, hA, 0, (size_t)hv * F));
     OP(ty__backend_tensor_get(be, l->ssm_dt, hdt, 0, (size_t)hv * F));
@@ -378,13 +392,21 @@ static enum ty_status gated_attention(struct ty_context *ctx, int il, int32_t n,
     struct ty_tensor att3 = ty__tensor_slice(&ctx->att, 2, 0, n);
     TY_TRY(ty__cache_attend(ctx, il, &q3, &k3, &v3, &att3));
 
-    /* the output gate: att * sigmoid(gate) */
+    /* the output gate: att * sigmoid(gate), in place where the backend's memory is the host's (a prefill's columns
+     * are megabytes: copying them out and back would cost more than the gate), else through the staging buffer */
     size_t len = (size_t)(dh * nh * n);
-    float *ha = s->host, *hgate = ha + len;
-    OP(ty__backend_tensor_get(be, &att3, ha, 0, len * F));
-    OP(ty__backend_tensor_get(be, &gate3, hgate, 0, len * F));
-    for (size_t i = 0; i < len; i++) ha[i] *= sigmoidf(hgate[i]);
-    OP(ty__backend_tensor_set(be, &att3, ha, 0, len * F));
+    if (att3.buf->host && gate3.buf->host) {
+        OP(ty__backend_sync(be));
+        float *ha = ty__tensor_host(&att3);
+        const float *hgate = ty__tensor_host(&gate3);
+        for (size_t i = 0; i < len; i++) ha[i] *= sigmoidf(hgate[i]);
+    } else {
+        float *ha = s->host, *hgate = ha + len;
+        OP(ty__backend_tensor_get(be, &att3, ha, 0, len * F));
+        OP(ty__backend_tensor_get(be, &gate3, hgate, 0, len * F));
+        for (size_t i = 0; i < len; i++) ha[i] *= sigmoidf(hgate[i]);
+        OP(ty__backend_tensor_set(be, &att3, ha, 0, len * F));
+    }
     struct ty_tensor att2 = ty__tensor_reshape(&ctx->att, dh * nh, ctx->att.ne[2], 1, 1);
     att2 = cols(&att2, 0, n);
     return ty__backend_matmul(be, proj, l->wo, &att2, NULL);

@@ -29,7 +29,9 @@ want_kv expert_shared_feed_forward_length 32
 want_tensor() { # NAME TYPE
     if grep -qE "^  $1 +$2 " "$work/inspect"; then ok; else bad "tensor $1 is missing or not $2"; fi
 }
-want_tensor blk.0.ssm_in.weight Q8_0
+# llama.cpp's current qwen3next layout: in_proj_qkvz split into attn_qkv (all q, all k, all v) and attn_gate (z)
+want_tensor blk.0.attn_qkv.weight Q8_0
+want_tensor blk.0.attn_gate.weight Q8_0
 want_tensor blk.0.ssm_ba.weight Q8_0
 want_tensor blk.0.ssm_conv1d.weight F32
 want_tensor blk.0.ssm_a F32
@@ -42,7 +44,8 @@ want_tensor blk.0.ffn_up_shexp.weight Q8_0
 want_tensor blk.1.attn_q.weight Q8_0
 want_tensor blk.2.ffn_gate.weight Q8_0
 if grep -qE "^  blk\.0\.attn_q\.weight " "$work/inspect"; then bad "linear layer 0 has attn_q"; else ok; fi
-if grep -qE "^  blk\.1\.ssm_in\.weight " "$work/inspect"; then bad "full-attention layer 1 has ssm_in"; else ok; fi
+if grep -qE "^  blk\.1\.attn_qkv\.weight " "$work/inspect"; then bad "full-attention layer 1 has attn_qkv"; else ok; fi
+if grep -qE "^  blk\.0\.ssm_in\.weight " "$work/inspect"; then bad "qwen3next still has the legacy ssm_in"; else ok; fi
 
 
 refused "$model" 'c["linear_num_value_heads"] = 8' \

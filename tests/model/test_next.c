@@ -17,6 +17,10 @@
  *  - a prefill of 90 tokens then decoding the rest one by one gives the same logits as all at once (1e-4);
  *  - ty_context_truncate back to 40 positions, then new tokens, equals a fresh context fed the same 40 + new tokens
  *    (the state is recomputed; exact equality is not asked since the recomputation may batch differently);
+ *  - a qwen35moe file with an MTP block appended as llama.cpp writes it (block_count + 1, nextn_predict_layers 1)
+ *    gives the logits of the file without it;
+ *  - a file in llama.cpp's legacy qwen3next layout (grouped ssm_in instead of attn_qkv + attn_gate) gives the same
+ *    logits (1e-5);
  *  - a file whose full_attention_interval or shared-expert size disagrees with its tensors is refused with a message
  *    naming both.
  * And the mkmodel presets qwen3-next-80b-a3b and qwen3.5-35b-a3b: their parameter counts, and the layer reduction to
@@ -205,6 +209,165 @@ static void test_truncate(void) {
     ty_model_free(m);
 }
 
+/* ==== llama.cpp's legacy qwen3next layout ==== */
+
+static int64_t gguf_int(const struct ty_gguf *g, const char *key) {
+    int64_t v = 0;
+    CHECK_OK(ty__gguf_get_int(g, key, &v));
+    return v;
+}
+
+/* Rewrites the converted F32 file `src` (attn_qkv + attn_gate, as llama.cpp's converter now writes qwen3next) into
+ * `dst` with the grouped ssm_in of llama.cpp's early files instead: per key head [q | k | v (r dv) | z (r dv)]. */
+static void write_legacy(const char *src, const char *dst) {
+    struct ty_gguf *g = NULL;
+    CHECK_OK(ty__gguf_open(src, &g));
+    if (!g) return;
+    int64_t hk = gguf_int(g, "qwen3next.ssm.group_count"), hv = gguf_int(g, "qwen3next.ssm.time_step_rank");
+    int64_t dk = gguf_int(g, "qwen3next.ssm.state_size"), vd = gguf_int(g, "qwen3next.ssm.inner_size");
+    int64_t rdv = vd / hk, kd = hk * dk;
+    (void)hv;
+    struct ty_gguf_writer *w = NULL;
+    CHECK_OK(ty__gguf_writer_init(&w));
+    for (int64_t i = 0; i < ty__gguf_n_kv(g); i++) CHECK_OK(ty__gguf_writer_copy_kv(w, g, i));
+    int64_t n = ty__gguf_n_tensors(g), n_legacy = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
+        if (strstr(t->name, ".attn_gate.weight")) continue;
+        if (strstr(t->name, ".attn_qkv.weight")) {
+            char name[96];
+            snprintf(name, sizeof name, "%.*s.ssm_in.weight", (int)(strstr(t->name, ".attn_qkv") - t->name), t->name);
+            int64_t ne[4] = {t->ne[0], t->ne[1] + vd, 1, 1};
+            CHECK(t->type == TY_TYPE_F32 && t->ne[1] == 2 * kd + vd);
+            CHECK_OK(ty__gguf_writer_add_tensor(w, name, t->type, 2, ne));
+            n_legacy++;
+            continue;
+        }
+        CHECK_OK(ty__gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne));
+    }
+    CHECK(n_legacy == 2); /* layers 0 and 2 */
+    CHECK_OK(ty__gguf_writer_begin(w, dst));
+    for (int64_t i = 0; i < n; i++) {
+        const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
+        if (strstr(t->name, ".attn_gate.weight")) continue;
+        if (!strstr(t->name, ".attn_qkv.weight")) {
+            CHECK_OK(ty__gguf_writer_write_tensor(w, t->data, t->nbytes));
+            continue;
+        }
+        char gate_name[96];
+        snprintf(gate_name, sizeof gate_name, "%.*s.attn_gate.weight", (int)(strstr(t->name, ".attn_qkv") - t->name),
+                 t->name);
+        const struct ty_gguf_tensor *z = ty__gguf_find_tensor(g, gate_name);
+        CHECK(z != NULL);
+        if (!z) continue;
+        size_t row = (size_t)t->ne[0] * sizeof(float);
+        char *out = ty__malloc(row * (size_t)(t->ne[1] + vd)), *o = out;
+        const char *qkv = t->data, *zz = z->data;
+        for (int64_t gi = 0; gi < hk; gi++) {
+            memcpy(o, qkv + (size_t)(gi * dk) * row, (size_t)dk * row), o += (size_t)dk * row;
+            memcpy(o, qkv + (size_t)(kd + gi * dk) * row, (size_t)dk * row), o += (size_t)dk * row;
+            memcpy(o, qkv + (size_t)(2 * kd + gi * rdv) * row, (size_t)rdv * row), o += (size_t)rdv * row;
+            memcpy(o, zz + (size_t)(gi * rdv) * row, (size_t)rdv * row), o += (size_t)rdv * row;
+        }
+        CHECK_OK(ty__gguf_writer_write_tensor(w, out, row * (size_t)(t->ne[1] + vd)));
+        ty_free(out);
+    }
+    CHECK_OK(ty__gguf_writer_finish(w));
+    ty__gguf_writer_free(w);
+    ty__gguf_close(g);
+}
+
+/* A file in the legacy layout loads and gives the logits of the current one (the same weights, split on the way). */
+static void test_legacy_layout(void) {
+    const char *path = ty_test_tmp("next-legacy.gguf");
+    write_legacy(gguf_path, path);
+    struct ty_model *cur = load(), *old = load_path(path);
+    if (cur && old) {
+        int32_t V = ty_model_n_vocab(cur), ids[100];
+        random_ids(ids, 100, V, 4242);
+        float *a = ty__malloc((size_t)100 * V * sizeof(float)), *b = ty__malloc((size_t)100 * V * sizeof(float));
+        run_pieces(cur, 128, ids, 100, 100, a); /* chunked */
+        run_pieces(old, 128, ids, 100, 100, b);
+        double e = ty_test_max_diff(a, b, (size_t)100 * V);
+        printf("  legacy ssm_in vs attn_qkv + attn_gate: max abs logit diff %.3g\n", e);
+        CHECK_MSG(e <= 1e-5, "legacy-layout logits differ by %g", e);
+        ty_free(a);
+        ty_free(b);
+    }
+    if (cur) ty_model_free(cur);
+    if (old) ty_model_free(old);
+}
+
+/* ==== A multi-token-prediction block, as llama.cpp's converter appends it ==== */
+
+/* `src` (converted qwen35moe-tiny, 4 layers) with a fifth block: layer 3's tensors again as blk.4.*, plus a
+ * blk.4.nextn.enorm.weight, block_count 5 and nextn_predict_layers 1, the way llama.cpp writes Qwen3.5's MTP block. */
+static void write_with_mtp(const char *src, const char *dst) {
+    struct ty_gguf *g = NULL;
+    CHECK_OK(ty__gguf_open(src, &g));
+    if (!g) return;
+    struct ty_gguf_writer *w = NULL;
+    CHECK_OK(ty__gguf_writer_init(&w));
+    for (int64_t i = 0; i < ty__gguf_n_kv(g); i++)
+        if (strcmp(ty__gguf_key(g, i), "qwen35moe.block_count")) CHECK_OK(ty__gguf_writer_copy_kv(w, g, i));
+    CHECK_OK(ty__gguf_writer_set_u32(w, "qwen35moe.block_count", 5));
+    CHECK_OK(ty__gguf_writer_set_u32(w, "qwen35moe.nextn_predict_layers", 1));
+    int64_t n = ty__gguf_n_tensors(g);
+    char name[96];
+    for (int pass = 0; pass < 2; pass++) { /* 0: declare, 1: write, in the same order */
+        if (pass == 1) CHECK_OK(ty__gguf_writer_begin(w, dst));
+        for (int64_t i = 0; i < n; i++) {
+            const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
+            if (pass == 0)
+                CHECK_OK(ty__gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne));
+            else
+                CHECK_OK(ty__gguf_writer_write_tensor(w, t->data, t->nbytes));
+        }
+        for (int64_t i = 0; i < n; i++) {
+            const struct ty_gguf_tensor *t = ty__gguf_tensor(g, i);
+            if (strncmp(t->name, "blk.3.", 6)) continue;
+            snprintf(name, sizeof name, "blk.4.%s", t->name + 6);
+            if (pass == 0)
+                CHECK_OK(ty__gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne));
+            else
+                CHECK_OK(ty__gguf_writer_write_tensor(w, t->data, t->nbytes));
+        }
+        const struct ty_gguf_tensor *norm = ty__gguf_find_tensor(g, "blk.3.attn_norm.weight");
+        CHECK(norm != NULL);
+        if (!norm) break;
+        if (pass == 0)
+            CHECK_OK(ty__gguf_writer_add_tensor(w, "blk.4.nextn.enorm.weight", norm->type, norm->n_dims, norm->ne));
+        else
+            CHECK_OK(ty__gguf_writer_write_tensor(w, norm->data, norm->nbytes));
+    }
+    CHECK_OK(ty__gguf_writer_finish(w));
+    ty__gguf_writer_free(w);
+    ty__gguf_close(g);
+}
+
+/* The decoder is the first block_count - nextn_predict_layers blocks: the same logits as the file without MTP. */
+static void test_mtp_block(void) {
+    char plain[1024];
+    const char *p = convert_tiny("qwen35moe-tiny");
+    if (!p) return;
+    snprintf(plain, sizeof plain, "%s", p);
+    const char *path = ty_test_tmp("qwen35moe-mtp.gguf");
+    write_with_mtp(plain, path);
+    struct ty_model *a = load_path(plain), *b = load_path(path);
+    if (a && b) {
+        int32_t V = ty_model_n_vocab(a), ids[40];
+        random_ids(ids, 40, V, 99);
+        float *la = ty__malloc((size_t)40 * V * sizeof(float)), *lb = ty__malloc((size_t)40 * V * sizeof(float));
+        run_pieces(a, 64, ids, 40, 40, la);
+        run_pieces(b, 64, ids, 40, 40, lb);
+        CHECK_MSG(memcmp(la, lb, (size_t)40 * V * sizeof(float)) == 0, "logits differ with the MTP block present");
+        ty_free(la);
+        ty_free(lb);
+    }
+    if (a) ty_model_free(a);
+    if (b) ty_model_free(b);
+}
+
 /* ==== Metadata that disagrees with the tensors ==== */
 
 static void edit_interval(struct ty_gguf_writer *w) {
@@ -280,5 +443,7 @@ void ty_tests(void) {
     TY_RUN(test_reference);
     TY_RUN(test_forms_and_decoding);
     TY_RUN(test_truncate);
+    TY_RUN(test_legacy_layout);
+    TY_RUN(test_mtp_block);
     TY_RUN(test_bad_metadata);
 }
