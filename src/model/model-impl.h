@@ -72,14 +72,15 @@ struct ty_layer {
     /* hybrid models (qwen3next): a Gated DeltaNet layer has these instead of wq..wo (whose wq is then
      * (n_embd, 2 * n_head * head_dim_k): per head the query, then its output gate) */
     bool recurrent;
-    struct ty_tensor *ssm_in;     /* (n_embd, 2 * hk * dk + 2 * hv * dv) per key head [q, k, v.., z..] */
-    struct ty_tensor *ssm_ba;     /* (n_embd, 2 * hv) per key head [beta.., alpha..] */
+    struct ty_tensor *ssm_in;     /* legacy qwen3next files: (n_embd, 2 * hk * dk + 2 * hv * dv) per key head
+                                     [q, k, v.., z..]; NULL when ssm_qkv and ssm_gate hold it (llama.cpp's layout) */
+    struct ty_tensor *ssm_ba;     /* (n_embd, 2 * hv) per key head [beta.., alpha..] (qwen3next) */
     struct ty_tensor *ssm_conv1d; /* (conv_kernel, 2 * hk * dk + hv * dv) F32 */
     struct ty_tensor *ssm_dt;     /* (hv) dt_bias */
     struct ty_tensor *ssm_a;      /* (hv) -exp(A_log) */
     struct ty_tensor *ssm_norm;   /* (dv) the gated output norm */
     struct ty_tensor *ssm_out;    /* (hv * dv, n_embd) */
-    /* qwen35 has separate projections instead of ssm_in and ssm_ba (which are then NULL), value heads tiled */
+    /* separate projections: qwen3next (with ssm_ba) and qwen35 (with ssm_beta/ssm_alpha, value heads tiled) */
     struct ty_tensor *ssm_qkv;   /* (n_embd, 2 * hk * dk + hv * dv) [q | k | v] */
     struct ty_tensor *ssm_gate;  /* (n_embd, hv * dv) z */
     struct ty_tensor *ssm_beta;  /* (n_embd, hv) */
