@@ -7,9 +7,10 @@
  *
  * Weights. weight_prepare copies each weight matrix once, at load, into memory on transparent huge pages, repacked
  * into 16-row panels (ty__pack, the layout the fastest kernels read) where the dispatch path has panel kernels for the
- * type (on AVX-512: every type; elsewhere the 32-element block types), else byte for byte. Huge pages decide decode speed: one thread streams 16.5 GB/s from the 4 KiB pages of a
- * file mapping and 26.9 GB/s from 2 MiB pages on the 2-core Zen 4 (roofline.h). The file-mapped original stays for the
- * other ops (get_rows of tied embeddings). A matrix nobody prepared runs from the file in its own layout.
+ * type (on AVX-512: every type; elsewhere the 32-element block types), else byte for byte. Huge pages decide decode
+ * speed: one thread streams 16.5 GB/s from the 4 KiB pages of a file mapping and 26.9 GB/s from 2 MiB pages on the
+ * 2-core Zen 4 (roofline.h). The file-mapped original stays for the other ops (get_rows of tied embeddings). A matrix
+ * nobody prepared runs from the file in its own layout.
  *
  * One matrix product (or several sharing an input: matmul_multi) is one dispatch of the thread pool:
  *   1. the threads quantise the input's columns to the activation format of each weight type (once per column and
@@ -41,7 +42,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 
 /* Rows per work unit of the split among threads: a packed panel. */
 #define UNIT_ROWS TY_PACK_ROWS
@@ -253,18 +253,15 @@ struct mm_task {
     size_t slot_stride[TY_MATMUL_MULTI_MAX];
     int64_t units;   /* over all items */
     int64_t col_blk; /* columns per block */
-    int64_t chunk;   /* > 0: units taken a chunk at a time from next_unit (few columns), else split evenly */
-    atomic_llong next_unit;
-    bool swiglu; /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
+    int64_t chunk;   /* > 0: few columns, quantised by the caller; units taken this many at a time from the shares */
+    bool swiglu;     /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
     /* ffn_input / attn_input fusions */
     const float *norm_w; /* input RMSNorm applied to each column as it is quantised (NULL: x as it is) */
     float eps;
     float *norm_rows;                  /* (n, n_threads) one normed column per thread */
     const struct ty_attn_input *heads; /* q/k head norms and RoPE once the products are done, or NULL */
-    bool per_item;
-    struct share *shares; /* (nth) few columns, mode 2: each thread's own range, stolen from the back when idle */
+    struct share *shares; /* (nth) few columns: each thread's own share, taken over from the back when idle */
 };
-static int xsplit = -1;
 
 /* Rows [r0, r1) of one item, every column. */
 static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int64_t r0, int64_t r1, void *scratch) {
@@ -403,28 +400,9 @@ static void mm_run(void *arg, int ith, int nth) {
         }
         return;
     }
-    if (t->per_item) { /* XEXP: each thread the same share of every weight it packed at load */
-        if (t->swiglu) {
-            int64_t u0, u1;
-            ty__split_range(t->units, ith, nth, &u0, &u1);
-            run_units(t, u0, u1, scratch);
-            return;
-        }
-        for (int i = 0; i < t->n_items; i++) {
-            int64_t u0, u1;
-            ty__split_range(t->it[i].units, ith, nth, &u0, &u1);
-            run_units(t, t->it[i].unit0 + u0, t->it[i].unit0 + u1, scratch);
-        }
+    if (t->chunk > 0) { /* few columns on one thread */
+        run_units(t, 0, t->units, scratch);
         return;
-    }
-    if (t->chunk > 0) {
-        /* few columns (decode): quantised by the caller already; threads take chunks of rows as they come, so one
-         * thread that the OS holds back (a busy machine) delays the product by its chunk, not by a whole share */
-        for (;;) {
-            int64_t u0 = atomic_fetch_add_explicit(&t->next_unit, t->chunk, memory_order_relaxed);
-            if (u0 >= t->units) return;
-            run_units(t, u0, u0 + t->chunk < t->units ? u0 + t->chunk : t->units, scratch);
-        }
     }
     /* 1. quantise each (slot, column) once, then wait for all columns */
     int64_t j0, j1;
@@ -542,11 +520,8 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         quantize_cols(&t, 0, (int64_t)t.n_slots * t.cols, 0);
         int64_t per = t.units / (8 * (int64_t)c->n_threads);
         t.chunk = per < 1 ? 1 : per > 16 ? 16 : per;
-        atomic_init(&t.next_unit, 0);
     }
-    if (xsplit < 0) xsplit = getenv("TY_XSPLIT") ? atoi(getenv("TY_XSPLIT")) : 2;
-    if (t.chunk > 0 && xsplit == 1) t.per_item = true;
-    if (t.chunk > 0 && xsplit == 2 && threaded) {
+    if (t.chunk > 0 && threaded) {
         t.shares = c->shares;
         for (int r = 0; r < c->n_threads; r++)
             atomic_store_explicit(&t.shares[r].lohi, (uint_least64_t)share_units(&t, r, c->n_threads, 0, 0, NULL),
@@ -554,12 +529,8 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     }
     if (!threaded)
         mm_run(&t, 0, 1);
-    else if (t.per_item)
-        ty__threadpool_run(c->base.pool, mm_run, &t);
     else if (t.shares)
-        ty__threadpool_run_any(c->base.pool, mm_run, &t);
-    else if (t.chunk > 0)
-        ty__threadpool_run_any(c->base.pool, mm_run, &t); /* chunks: whoever is free takes them */
+        ty__threadpool_run_any(c->base.pool, mm_run, &t); /* shares: a worker that is not free is not waited for */
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
     if (t.heads && t.chunk > 0) qk_heads(t.heads, 0, t.cols); /* few columns: the caller's, after the rows */
