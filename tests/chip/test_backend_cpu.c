@@ -13,6 +13,7 @@
  *    HF's formulas written out here independently.
  */
 #include "harness.h"
+#include "backend-fixture.h"
 #include "attention-ref.h"
 #include "chip/backend.h"
 #include "model/quant.h"
@@ -22,34 +23,17 @@
 /* ==== Helpers ==== */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static double urand(void) { /* uniform in [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
-}
 static void fill(float *x, int64_t n, double scale) {
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(urand() * scale);
+    fixture_fill(&rng_state, x, n, scale);
 }
 
 static struct ty_backend *be;
 
-/* A contiguous tensor in a fresh buffer holding `data` (or uninitialised when data is NULL). */
-struct owned {
-    struct ty_buffer *buf;
-    struct ty_tensor t;
-};
 static struct owned make(enum ty_type type, int64_t ne0, int64_t ne1, int64_t ne2, const void *data) {
-    struct owned o = {0};
-    struct ty_tensor probe;
-    ty__tensor_init(&probe, NULL, 0, type, ne0, ne1, ne2, 1);
-    CHECK_OK(ty__backend_buffer_alloc(be, ty__tensor_size(&probe), &o.buf));
-    ty__tensor_init(&o.t, o.buf, 0, type, ne0, ne1, ne2, 1);
-    if (data) CHECK_OK(ty__backend_tensor_set(be, &o.t, data, 0, ty__tensor_size(&o.t)));
-    return o;
+    return owned_make(be, type, ne0, ne1, ne2, data);
 }
 static void drop(struct owned *o) {
-    ty__backend_buffer_free(o->buf);
+    owned_drop(o);
 }
 
 static double max_abs(const double *a, const float *b, int64_t n) {

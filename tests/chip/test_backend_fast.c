@@ -25,6 +25,7 @@
  * conv1d_causal, gated_delta.
  */
 #include "harness.h"
+#include "backend-fixture.h"
 #include "chip/backend.h"
 #include "attention-ref.h"
 #include "chip/cpu/simd/simd.h"
@@ -36,39 +37,19 @@
 /* ==== Helpers ==== */
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static double urand(void) { /* uniform in [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
-}
 static void fill(float *x, int64_t n, double scale) {
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(urand() * scale);
+    fixture_fill(&rng_state, x, n, scale);
 }
 
 static struct ty_backend *ref;     /* cpu-ref, 2 threads */
 static struct ty_backend *fast[3]; /* cpu with 1, 2, 3 threads, on the path under test */
 static const char *isa_name;
 
-/* A host tensor usable by every CPU backend (their ops only read host memory). */
-struct owned {
-    struct ty_buffer *buf;
-    struct ty_tensor t;
-};
 static struct owned make(enum ty_type type, int64_t ne0, int64_t ne1, int64_t ne2, const void *data) {
-    struct owned o = {0};
-    struct ty_tensor probe;
-    ty__tensor_init(&probe, NULL, 0, type, ne0, ne1, ne2, 1);
-    CHECK_OK(ty__backend_buffer_alloc(ref, ty__tensor_size(&probe), &o.buf));
-    ty__tensor_init(&o.t, o.buf, 0, type, ne0, ne1, ne2, 1);
-    if (data)
-        memcpy(o.buf->data, data, ty__tensor_size(&o.t));
-    else
-        memset(o.buf->data, 0, ty__tensor_size(&o.t));
-    return o;
+    return owned_make(ref, type, ne0, ne1, ne2, data);
 }
 static void drop(struct owned *o) {
-    ty__backend_buffer_free(o->buf);
+    owned_drop(o);
 }
 static float *host(const struct owned *o) {
     return o->buf->data;
