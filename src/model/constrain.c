@@ -85,6 +85,7 @@ struct ty_grammar {
     char *prefix, *suffix; /* literal text around the value (the tool-call tags) */
     uint32_t prefix_len, suffix_len;
     bool after_reasoning;
+    enum ty_status node_fail; /* why node_new last failed: too many nodes (the schema's fault) or out of memory */
 };
 
 static void grammar_free(struct ty_grammar *g) {
@@ -114,14 +115,15 @@ void ty__grammar_unref(struct ty_grammar *g) {
 
 static int32_t node_new(struct ty_grammar *g, uint8_t kind) {
     if (g->n_nodes >= MAX_NODES) {
-        ty__error(TY_ERR_UNSUPPORTED, "the schema needs more than %d grammar nodes; simplify it", MAX_NODES);
+        g->node_fail =
+            ty__error(TY_ERR_UNSUPPORTED, "the schema needs more than %d grammar nodes; simplify it", MAX_NODES);
         return NO_NODE;
     }
     if (g->n_nodes == g->cap_nodes) {
         int32_t cap = g->cap_nodes ? g->cap_nodes * 2 : 32;
         struct gnode *nn = ty__realloc(g->nodes, (size_t)cap * sizeof *nn);
         if (!nn) {
-            ty__error(TY_ERR_NO_MEMORY, "out of memory compiling a schema");
+            g->node_fail = ty__error(TY_ERR_NO_MEMORY, "out of memory compiling a schema");
             return NO_NODE;
         }
         g->nodes = nn;
@@ -181,7 +183,7 @@ static enum ty_status add_fixed_nodes(struct ty_grammar *g) {
     if (node_new(g, N_ANY) != NODE_ANY || lit_node(g, tfn, 3) != NODE_TFN || node_new(g, N_OBJECT) != NODE_ANY_OBJ ||
         node_new(g, N_ARRAY) != NODE_ANY_ARR || node_new(g, N_STRING) != NODE_ANY_STR ||
         node_new(g, N_NUMBER) != NODE_NUMBER)
-        return TY_ERR_NO_MEMORY;
+        return g->node_fail;
     g->nodes[NODE_ANY_OBJ].addl = NODE_ANY;
     g->nodes[NODE_ANY_ARR].items = NODE_ANY;
     return TY_OK;
@@ -366,7 +368,7 @@ static enum ty_status compile_literals(struct cc *c, json_t *s, unsigned types, 
     int32_t id = st == TY_OK ? node_new(c->g, N_LITERAL) : NO_NODE;
     if (id == NO_NODE) {
         json_decref(one);
-        return st != TY_OK ? st : TY_ERR_NO_MEMORY;
+        return st != TY_OK ? st : c->g->node_fail;
     }
     struct glit *l = ty__calloc(json_array_size(vals) + 1, sizeof *l);
     c->g->nodes[id].lits = l;
@@ -432,7 +434,7 @@ static enum ty_status compile_object(struct cc *c, json_t *s, int32_t *out) {
         return ty__error(TY_ERR_UNSUPPORTED, "schema %s: objects with more than %d properties are not supported",
                          where(c), MAX_PROPS);
     int32_t id = node_new(c->g, N_OBJECT);
-    if (id == NO_NODE) return TY_ERR_NO_MEMORY;
+    if (id == NO_NODE) return c->g->node_fail;
     c->g->nodes[id].addl = addl_node;
     struct gprop *p = ty__calloc(n ? n : 1, sizeof *p);
     c->g->nodes[id].props = p;
@@ -495,7 +497,7 @@ static enum ty_status compile_array(struct cc *c, json_t *s, int32_t *out) {
     size_t np = json_array_size(prefix);
     if (np > MAX_ALTS) return ty__error(TY_ERR_UNSUPPORTED, "schema %s: more than %d prefixItems", where(c), MAX_ALTS);
     int32_t id = node_new(c->g, N_ARRAY);
-    if (id == NO_NODE) return TY_ERR_NO_MEMORY;
+    if (id == NO_NODE) return c->g->node_fail;
     c->g->nodes[id].min = mn;
     c->g->nodes[id].max = mx;
     if (np && !(c->g->nodes[id].ids = ty__calloc(np, sizeof(int32_t))))
@@ -605,7 +607,7 @@ static bool alts_disjoint(const struct ty_grammar *g, int32_t x, int32_t y) {
 /* An anyOf node over `n` alternatives. */
 static enum ty_status anyof_node(struct ty_grammar *g, const int32_t *alts, int32_t n, int32_t *out) {
     int32_t id = node_new(g, N_ANYOF);
-    if (id == NO_NODE) return TY_ERR_NO_MEMORY;
+    if (id == NO_NODE) return g->node_fail;
     if (!(g->nodes[id].ids = ty__malloc((size_t)n * sizeof(int32_t))))
         return ty__error(TY_ERR_NO_MEMORY, "out of memory compiling a schema");
     memcpy(g->nodes[id].ids, alts, (size_t)n * sizeof(int32_t));
@@ -695,7 +697,7 @@ static enum ty_status compile_typed(struct cc *c, json_t *s, int32_t *out) {
             alts[n++] = NODE_ANY_STR;
         } else {
             int32_t id = node_new(c->g, N_STRING);
-            if (id == NO_NODE) return TY_ERR_NO_MEMORY;
+            if (id == NO_NODE) return c->g->node_fail;
             c->g->nodes[id].min = mn;
             c->g->nodes[id].max = mx;
             alts[n++] = id;
@@ -704,13 +706,13 @@ static enum ty_status compile_typed(struct cc *c, json_t *s, int32_t *out) {
     if (types & T_NUM) alts[n++] = NODE_NUMBER;
     if (types & T_INT) {
         int32_t id = node_new(c->g, N_INTEGER);
-        if (id == NO_NODE) return TY_ERR_NO_MEMORY;
+        if (id == NO_NODE) return c->g->node_fail;
         alts[n++] = id;
     }
     if (types & (T_BOOL | T_NULL)) {
         static const char *const bn[] = {"true", "false", "null"};
         int32_t id = types & T_BOOL ? lit_node(c->g, bn, types & T_NULL ? 3 : 2) : lit_node(c->g, bn + 2, 1);
-        if (id == NO_NODE) return TY_ERR_NO_MEMORY;
+        if (id == NO_NODE) return c->g->node_fail;
         alts[n++] = id;
     }
     if (n == 1) {
@@ -812,7 +814,7 @@ static enum ty_status compile(struct cc *c, json_t *s, int32_t *out) {
      * being built, so every schema gets a placeholder first: an anyOf of one alternative, filled in when the schema
      * is compiled. A schema that reaches itself before any container is refused below or cut by MAX_ANYOF_NEST. */
     int32_t holder = node_new(c->g, N_ANYOF);
-    if (holder == NO_NODE) return TY_ERR_NO_MEMORY;
+    if (holder == NO_NODE) return c->g->node_fail;
     if (!(c->g->nodes[holder].ids = ty__malloc(sizeof(int32_t))))
         return ty__error(TY_ERR_NO_MEMORY, "out of memory compiling a schema");
     TY_TRY(memo_add(c, s, holder));
@@ -913,7 +915,7 @@ static enum ty_status compile_tool(struct cc *c, json_t *fn, int32_t *out) {
     int32_t name_node = lit_node(c->g, texts, 1);
     ty_free(lit);
     int32_t id = name_node == NO_NODE ? NO_NODE : node_new(c->g, N_OBJECT);
-    if (id == NO_NODE) return TY_ERR_NO_MEMORY;
+    if (id == NO_NODE) return c->g->node_fail;
     struct gprop *p = ty__calloc(2, sizeof *p);
     c->g->nodes[id].props = p;
     if (p) c->g->nodes[id].n = 2;

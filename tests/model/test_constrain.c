@@ -496,6 +496,20 @@ static void test_refusals(void) {
     refused("{\"type\": \"object\", \"properties\": {\"a\": {\"$ref\": \"#\"}}, \"required\": [\"a\"]}",
             TY_ERR_INVALID_ARG, "no instance");
     refused("{\"type\": \"array\", \"items\": {\"$ref\": \"#\"}, \"minItems\": 1}", TY_ERR_INVALID_ARG, "no instance");
+    /* more grammar nodes than the compiler allows: the schema's fault (a 400 from the server), not out of memory;
+     * 128 alternatives of 64 properties each need 128 x 65 nodes (found by fuzz_openai_request as a 500) */
+    struct ty_buf big = {0};
+    ty__buf_puts(&big, "{\"anyOf\": [");
+    for (int a = 0; a < 128; a++) {
+        ty__buf_printf(&big, "%s{\"type\": \"object\", \"properties\": {", a ? ", " : "");
+        for (int k = 0; k < 64; k++) ty__buf_printf(&big, "%s\"p%d\": {\"type\": \"integer\"}", k ? ", " : "", k);
+        ty__buf_puts(&big, "}}");
+    }
+    ty__buf_puts(&big, "]}");
+    char *text = NULL;
+    CHECK_OK(ty__buf_finish(&big, &text));
+    if (text) refused(text, TY_ERR_UNSUPPORTED, "grammar nodes");
+    ty_free(text);
 }
 
 void ty_tests(void) {
