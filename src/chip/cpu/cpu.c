@@ -328,18 +328,18 @@ static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, void *scr
     }
 }
 
-static void quantize_cols(const struct mm_task *t, int64_t j0, int64_t j1, int ith) {
-    for (int64_t j = j0; j < j1; j++) {
-        int slot = (int)(j / t->cols);
-        int64_t col = j % t->cols;
+/* Columns [c0, c1) of the input, into every activation slot. */
+static void quantize_cols(const struct mm_task *t, int64_t c0, int64_t c1, int ith) {
+    for (int64_t col = c0; col < c1; col++) {
         const float *src = ty__tensor_row(t->x, col, 0, 0);
         if (t->norm_w) { /* the layer's input norm, on the way into the quantiser: no normed copy of x is stored */
             float *r = t->norm_rows + (size_t)ith * (size_t)t->n;
             ty__cpu_rms_norm_row(src, t->norm_w, t->eps, t->n, r);
             src = r;
         }
-        ty__simd_quantize_act(t->c->k[t->slot_type[slot]], t->slot_type[slot], src,
-                              t->slot_act[slot] + (size_t)col * t->slot_stride[slot], t->n);
+        for (int slot = 0; slot < t->n_slots; slot++)
+            ty__simd_quantize_act(t->c->k[t->slot_type[slot]], t->slot_type[slot], src,
+                                  t->slot_act[slot] + (size_t)col * t->slot_stride[slot], t->n);
     }
 }
 
@@ -404,9 +404,9 @@ static void mm_run(void *arg, int ith, int nth) {
         run_units(t, 0, t->units, scratch);
         return;
     }
-    /* 1. quantise each (slot, column) once, then wait for all columns */
+    /* 1. quantise (and norm) each column once into every slot, then wait for all columns */
     int64_t j0, j1;
-    ty__split_range((int64_t)t->n_slots * t->cols, ith, nth, &j0, &j1);
+    ty__split_range(t->cols, ith, nth, &j0, &j1);
     quantize_cols(t, j0, j1, ith);
     if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
     /* 2. this thread's contiguous range of weight rows, over every column block */
@@ -517,7 +517,7 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     if (swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
     const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
     if (t.cols <= FEW_COLS) {
-        quantize_cols(&t, 0, (int64_t)t.n_slots * t.cols, 0);
+        quantize_cols(&t, 0, t.cols, 0);
         int64_t per = t.units / (8 * (int64_t)c->n_threads);
         t.chunk = per < 1 ? 1 : per > 16 ? 16 : per;
     }
