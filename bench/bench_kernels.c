@@ -26,6 +26,7 @@
  * Figures are the best repetition within the time budget, as the roofline's are.
  */
 #include "base/threads.h"
+#include "bench-args.h"
 #include "chip/cpu/roofline.h"
 #include "model/quant.h"
 
@@ -358,11 +359,7 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(a, "--threads") && v) {
             i++;
-            n_threads = 0;
-            char buf[128];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *tok = strtok(buf, ","); tok && n_threads < 8; tok = strtok(NULL, ","))
-                if ((threads[n_threads++] = atoi(tok)) < 1) return usage();
+            if ((n_threads = bench_thread_list(v, threads, 8)) < 1) return usage();
         } else if (!strcmp(a, "--seconds") && v) {
             seconds = atof(argv[++i]);
         } else if (!strcmp(a, "--prefill") && v) {

@@ -19,6 +19,7 @@
  * decode layer, half for the prefill layer), the machine's capability, as the rooflines are.
  */
 #include "base/threads.h"
+#include "bench-args.h"
 #include "chip/backend.h"
 
 #include <jansson.h>
@@ -183,11 +184,7 @@ int main(int argc, char **argv) {
             sh.qk_norm = true;
         } else if (!strcmp(a, "--threads") && v) {
             i++;
-            n_threads = 0;
-            char buf[128];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *tok = strtok(buf, ","); tok && n_threads < 8; tok = strtok(NULL, ","))
-                if ((threads[n_threads++] = atoi(tok)) < 1) return usage();
+            if ((n_threads = bench_thread_list(v, threads, 8)) < 1) return usage();
         } else if (!strcmp(a, "--seconds") && v) {
             seconds = atof(argv[++i]);
             if (!(seconds > 0)) return usage();
