@@ -468,6 +468,23 @@ static void test_gemm(void) {
 
 /* ==== Packed panels ==== */
 
+/* Packs rows x n weights of `type` (row stride ws) and checks the panel sizes and that unpacking gives the rows back
+ * byte for byte. The panels, to free(). */
+static uint8_t *pack_checked(enum ty_type type, int64_t n, int64_t rows, const uint8_t *w, size_t ws) {
+    const size_t rb = row_bytes(type, n);
+    const int64_t panels = (rows + TY_PACK_ROWS - 1) / TY_PACK_ROWS;
+    size_t psz = ty__pack_size(type, rows, n), pstride = ty__pack_size(type, TY_PACK_ROWS, n);
+    CHECK(psz == (size_t)panels * TY_PACK_ROWS * rb && pstride == TY_PACK_ROWS * rb);
+    uint8_t *pk = malloc(psz), *back = calloc((size_t)rows, ws);
+    ty__pack(type, rows, n, w, ws, pk);
+    ty__unpack(type, rows, n, pk, back, ws);
+    bool same = true;
+    for (int64_t r = 0; r < rows; r++) same &= memcmp(w + r * ws, back + r * ws, rb) == 0;
+    CHECK_MSG(same, "%s n=%lld: unpack(pack(w)) != w", ty_type_name(type), (long long)n);
+    free(back);
+    return pk;
+}
+
 static void test_packed(void) {
     static const enum ty_type packable[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_0, TY_TYPE_Q4_1, TY_TYPE_Q5_0, TY_TYPE_Q5_1};
     for (int t = 0; t < N_TYPES; t++)
@@ -481,16 +498,10 @@ static void test_packed(void) {
         for (int l = 0; l < 4; l++) {
             const int64_t n = lens[l], rows = 37, cols = 11; /* two full panels and one of five rows */
             size_t rb = row_bytes(type, n), ws = rb + 4;
-            uint8_t *w = calloc((size_t)rows, ws), *back = calloc((size_t)rows, ws);
+            uint8_t *w = calloc((size_t)rows, ws);
             make_weights(type, n, rows, w, ws);
-            size_t psz = ty__pack_size(type, rows, n), pstride = ty__pack_size(type, TY_PACK_ROWS, n);
-            CHECK(psz == 3 * TY_PACK_ROWS * rb && pstride == TY_PACK_ROWS * rb);
-            uint8_t *pk = malloc(psz);
-            ty__pack(type, rows, n, w, ws, pk);
-            ty__unpack(type, rows, n, pk, back, ws);
-            bool same = true;
-            for (int64_t r = 0; r < rows; r++) same &= memcmp(w + r * ws, back + r * ws, rb) == 0;
-            CHECK_MSG(same, "%s n=%lld: unpack(pack(w)) != w", ty_type_name(type), (long long)n);
+            size_t pstride = ty__pack_size(type, TY_PACK_ROWS, n);
+            uint8_t *pk = pack_checked(type, n, rows, w, ws);
 
             for (int p = 0; p < n_paths; p++) {
                 const struct ty_simd *s = paths[p];
@@ -532,7 +543,7 @@ static void test_packed(void) {
                           (long long)n, e);
                 free(col), free(ref), free(got), free(pref), free(x), ty__free_aligned(xq);
             }
-            free(w), free(back), free(pk);
+            free(w), free(pk);
         }
     }
     ty__free_aligned(scratch);
@@ -554,17 +565,11 @@ static bool packs(const struct ty_simd *s, enum ty_type type) {
 static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scratch) {
     const int64_t cols = 17;
     size_t rb = row_bytes(type, n), ws = rb + 4;
-    uint8_t *w = calloc((size_t)rows, ws), *back = calloc((size_t)rows, ws);
+    uint8_t *w = calloc((size_t)rows, ws);
     make_weights(type, n, rows, w, ws);
     const int64_t panels = (rows + TY_PACK_ROWS - 1) / TY_PACK_ROWS;
-    size_t psz = ty__pack_size(type, rows, n), pstride = ty__pack_size(type, TY_PACK_ROWS, n);
-    CHECK(psz == (size_t)panels * TY_PACK_ROWS * rb && pstride == TY_PACK_ROWS * rb);
-    uint8_t *pk = malloc(psz);
-    ty__pack(type, rows, n, w, ws, pk);
-    ty__unpack(type, rows, n, pk, back, ws);
-    bool same = true;
-    for (int64_t r = 0; r < rows; r++) same &= memcmp(w + r * ws, back + r * ws, rb) == 0;
-    CHECK_MSG(same, "%s n=%lld: unpack(pack(w)) != w", ty_type_name(type), (long long)n);
+    size_t pstride = ty__pack_size(type, TY_PACK_ROWS, n);
+    uint8_t *pk = pack_checked(type, n, rows, w, ws);
     for (int p = 0; p < n_paths; p++) {
         const struct ty_simd *s = paths[p];
         const struct ty_simd_type *k = &s->t[type];
@@ -621,7 +626,7 @@ static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scrat
                   ty_type_name(type), (long long)n, (long long)rows);
         free(ref), free(one), free(got), free(x), ty__free_aligned(xq);
     }
-    free(w), free(back), free(pk);
+    free(w), free(pk);
 }
 
 static void test_packed_direct(void) {
