@@ -115,8 +115,8 @@ static bool have_f16c(void) {
 }
 #endif
 
-static void f16_row(const ty_f16 *h, float *o, int64_t d) {
-    if (have_f16c())
+static void f16_row(bool hw, const ty_f16 *h, float *o, int64_t d) {
+    if (hw)
         f16_row_f16c(h, o, d);
     else
         for (int64_t i = 0; i < d; i++) o[i] = ty__cpu_f16_table[h[i]];
@@ -131,7 +131,8 @@ static void load_tile(const struct ty_tensor *c, const struct attn_seq *sq, int6
         for (int64_t i = 0; i < d; i++)
             memset(out + i * TILE_KEYS + (j1 - j0), 0, sizeof(float) * (size_t)(TILE_KEYS - (j1 - j0)));
     int64_t j = j0;
-    if (trans && c->type == TY_TYPE_F16 && d % 8 == 0 && have_f16c())
+    const bool hw = c->type == TY_TYPE_F16 && have_f16c(); /* asked once per tile, not per row */
+    if (trans && hw && d % 8 == 0)
         for (; j + 8 <= j1; j += 8) {
             const ty_f16 *rows[8];
             for (int k = 0; k < 8; k++) {
@@ -147,12 +148,12 @@ static void load_tile(const struct ty_tensor *c, const struct attn_seq *sq, int6
         size_t step = trans ? TILE_KEYS : 1;
         float *o = trans ? out + (j - j0) : out + (size_t)(j - j0) * d;
         if (c->type == TY_TYPE_F16 && !trans) {
-            f16_row(src, o, d);
+            f16_row(hw, src, o, d);
         } else if (c->type == TY_TYPE_F16) {
             float conv[TY_ATTN_MAX_HEAD_DIM];
             for (int64_t e0 = 0; e0 < d; e0 += TY_ATTN_MAX_HEAD_DIM) {
                 int64_t nd = d - e0 < TY_ATTN_MAX_HEAD_DIM ? d - e0 : TY_ATTN_MAX_HEAD_DIM;
-                f16_row((const ty_f16 *)src + e0, conv, nd);
+                f16_row(hw, (const ty_f16 *)src + e0, conv, nd);
                 for (int64_t i = 0; i < nd; i++) o[(e0 + i) * step] = conv[i];
             }
         } else {
