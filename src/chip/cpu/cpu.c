@@ -360,7 +360,8 @@ static void qk_heads(const struct ty_attn_input *a, int64_t c0, int64_t c1) {
 }
 
 /* Thread r's share of the call: of every item, the r-th of nth contiguous ranges of its units (swiglu: of the gate's
- * units, which cover both weights), one after another; calls fn on the global unit ranges of [v0, v1) of it. */
+ * units, which cover both weights), one after another. Runs positions [v0, v1) of that sequence (nothing when
+ * scratch is NULL) and returns its length. */
 static int64_t share_units(const struct mm_task *t, int r, int nth, int64_t v0, int64_t v1, void *scratch) {
     int64_t base = 0;
     for (int i = 0; i < (t->swiglu ? 1 : t->n_items); i++) {
