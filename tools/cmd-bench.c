@@ -12,6 +12,7 @@
 #include "cli.h"
 
 #include "base/threads.h"
+#include "chip/backend.h"
 #include "chip/cpu/roofline.h"
 #include "model/cost.h"
 
@@ -38,8 +39,12 @@ static void usage(FILE *f) {
             "      --backend NAME        compute backend (default: the best available)\n"
             "      --kv-type f16|f32     KV cache precision (default f16)\n"
             "      --roofline-seconds S  time spent measuring the roofline per thread count (default 2)\n"
+            "      --profile             also time every backend op of the timed repetitions: per test, each op's\n"
+            "                            calls and microseconds per token, its share of the time, and the GB/s\n"
+            "                            of weights (products) or K/V (attention) it read\n"
             "      --json                one JSON object per thread count instead of the table, with at least\n"
             "                            pp_tok_s, tg_tok_s, mem_bw_gbs, tg_roofline_pct and pp_peak_pct\n"
+            "                            (and with --profile, pp_profile and tg_profile)\n"
             "  -h, --help                this help\n"
             "\n"
             "TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|neon forces a CPU dispatch path.\n");
@@ -52,7 +57,7 @@ struct bench_opts {
     long n_prompt, n_gen, reps;
     double roofline_s;
     enum ty_type kv_type;
-    bool json;
+    bool json, profile;
 };
 
 /* "1,2,4" into out[]; false (message printed) on a bad entry or too many. */
@@ -112,6 +117,8 @@ static int parse(int argc, char **argv, struct bench_opts *o) {
                 fprintf(stderr, "tongyun bench: --kv-type expects f16 or f32, got '%s'\n", v);
                 return 2;
             }
+        } else if (!strcmp(a, "--profile")) {
+            o->profile = true;
         } else if (!strcmp(a, "--json")) {
             o->json = true;
         } else {
@@ -157,6 +164,8 @@ struct result {
     struct ty_roofline roof;
     struct ty_model_cost cost;
     struct stats pp, tg;
+    struct ty_profile pp_prof, tg_prof;                  /* --profile: the ops of the timed repetitions */
+    double pp_tokens, pp_seconds, tg_tokens, tg_seconds; /* what the timed repetitions ran, for the profile */
     double pp_flops, pp_peak_tok_s, pp_peak_gops, tg_bytes, tg_roof_tok_s; /* pp_flops: per prompt token */
     char backend[32], type[32], arch[32]; /* copies: the model is freed before the results are printed */
 };
@@ -234,19 +243,28 @@ static enum ty_status run_one(const struct bench_opts *o, int threads, struct re
         ids[i] = (int32_t)(rng % (uint64_t)n_vocab);
     }
 
+    struct ty_backend *be = ty__model_backend(model);
     for (long rep = -1; rep < o->reps && o->n_prompt > 0; rep++) { /* rep -1: warm-up */
         if ((st = ty_context_truncate(ctx, 0)) != TY_OK) goto done;
+        be->profile = o->profile && rep >= 0 ? &res->pp_prof : NULL;
         double t0 = ty__time_s();
-        if ((st = ty_context_eval(ctx, ids, (size_t)o->n_prompt, TY_LOGITS_LAST, logits)) != TY_OK) goto done;
-        if (rep >= 0) stats_add(&res->pp, (double)o->n_prompt / (ty__time_s() - t0));
+        st = ty_context_eval(ctx, ids, (size_t)o->n_prompt, TY_LOGITS_LAST, logits);
+        double t = ty__time_s() - t0;
+        be->profile = NULL;
+        if (st != TY_OK) goto done;
+        if (rep >= 0)
+            stats_add(&res->pp, (double)o->n_prompt / t), res->pp_tokens += (double)o->n_prompt, res->pp_seconds += t;
     }
     for (long rep = -1; rep < o->reps && o->n_gen > 0; rep++) {
         if ((st = ty_context_truncate(ctx, 0)) != TY_OK) goto done;
         long steps = rep < 0 ? (o->n_gen < 8 ? o->n_gen : 8) : o->n_gen;
+        be->profile = o->profile && rep >= 0 ? &res->tg_prof : NULL;
         double t0 = ty__time_s();
-        for (long i = 0; i < steps; i++)
-            if ((st = ty_context_eval(ctx, &ids[i], 1, TY_LOGITS_LAST, logits)) != TY_OK) goto done;
-        if (rep >= 0) stats_add(&res->tg, (double)steps / (ty__time_s() - t0));
+        for (long i = 0; i < steps && st == TY_OK; i++) st = ty_context_eval(ctx, &ids[i], 1, TY_LOGITS_LAST, logits);
+        double t = ty__time_s() - t0;
+        be->profile = NULL;
+        if (st != TY_OK) goto done;
+        if (rep >= 0) stats_add(&res->tg, (double)steps / t), res->tg_tokens += (double)steps, res->tg_seconds += t;
     }
     stats_finish(&res->pp);
     stats_finish(&res->tg);
@@ -282,6 +300,52 @@ static void print_roof_row(const struct result *r) {
            f->mem_insn ? f->mem_insn : "?", f->fma_gflops, f->int8_gops, f->bf16_gflops);
 }
 
+/* One test's profile: per op with calls, its calls and microseconds per token, its share of the test's time and the
+ * GB/s it read; then the time outside every op (the model's own work between them: graph set-up, logits copy). */
+static void print_profile(const char *test, const struct result *r, const struct ty_profile *p, double tokens,
+                          double seconds) {
+    if (tokens <= 0 || seconds <= 0) return;
+    printf("\nprofile of %s, %d threads (%.0f tokens, %.3f s):\n\n| op | calls/token | us/token | %% of time | GB/s "
+           "read |\n"
+           "| --- | ---: | ---: | ---: | ---: |\n",
+           test, r->threads, tokens, seconds);
+    double in_ops = 0;
+    for (int op = 0; op < TY_OP_COUNT; op++) {
+        if (!p->calls[op]) continue;
+        in_ops += p->seconds[op];
+        printf("| %s | %.1f | %.1f | %.1f |", ty__profile_op_name((enum ty_profile_op)op),
+               (double)p->calls[op] / tokens, p->seconds[op] * 1e6 / tokens, pct(p->seconds[op], seconds));
+        if (p->bytes[op] > 0 && p->seconds[op] > 0)
+            printf(" %.1f |\n", p->bytes[op] / p->seconds[op] / 1e9);
+        else
+            printf(" |\n");
+    }
+    printf("| (outside the ops) | | %.1f | %.1f | |\n", (seconds - in_ops) * 1e6 / tokens,
+           pct(seconds - in_ops, seconds));
+}
+
+static json_t *profile_json(const struct ty_profile *p, double tokens, double seconds) {
+    json_t *a = json_array();
+    double in_ops = 0;
+    for (int op = 0; op < TY_OP_COUNT && tokens > 0; op++) {
+        if (!p->calls[op]) continue;
+        in_ops += p->seconds[op];
+        json_t *e = json_object();
+        json_object_set_new(e, "op", json_string(ty__profile_op_name((enum ty_profile_op)op)));
+        json_object_set_new(e, "calls_per_token", json_real((double)p->calls[op] / tokens));
+        json_object_set_new(e, "us_per_token", json_real(p->seconds[op] * 1e6 / tokens));
+        json_object_set_new(e, "share", json_real(seconds > 0 ? p->seconds[op] / seconds : 0));
+        json_object_set_new(e, "read_gbs", json_real(p->seconds[op] > 0 ? p->bytes[op] / p->seconds[op] / 1e9 : 0));
+        json_array_append_new(a, e);
+    }
+    json_t *e = json_object();
+    json_object_set_new(e, "op", json_string("(outside the ops)"));
+    json_object_set_new(e, "us_per_token", json_real(tokens > 0 ? (seconds - in_ops) * 1e6 / tokens : 0));
+    json_object_set_new(e, "share", json_real(seconds > 0 ? (seconds - in_ops) / seconds : 0));
+    json_array_append_new(a, e);
+    return a;
+}
+
 static void print_table(const struct bench_opts *o, const struct result *rs, int n) {
     print_header(o, &rs[0]);
     for (int i = 0; i < n; i++) print_roof_row(&rs[i]);
@@ -301,6 +365,13 @@ static void print_table(const struct bench_opts *o, const struct result *rs, int
     if (n > 1 && o->n_prompt > 0 && rs[0].pp.mean > 0)
         printf("\nprefill scaling %d -> %d threads: %.2fx\n", rs[0].threads, rs[n - 1].threads,
                rs[n - 1].pp.mean / rs[0].pp.mean);
+    for (int i = 0; i < n && o->profile; i++) {
+        char test[32];
+        snprintf(test, sizeof test, "pp%ld", o->n_prompt);
+        print_profile(test, &rs[i], &rs[i].pp_prof, rs[i].pp_tokens, rs[i].pp_seconds);
+        snprintf(test, sizeof test, "tg%ld", o->n_gen);
+        print_profile(test, &rs[i], &rs[i].tg_prof, rs[i].tg_tokens, rs[i].tg_seconds);
+    }
 }
 
 static json_t *samples_json(const struct stats *s) {
@@ -338,6 +409,7 @@ static void print_json(const struct bench_opts *o, const struct result *r) {
         json_object_set_new(j, "pp_peak_gops", json_real(r->pp_peak_gops));
         json_object_set_new(j, "pp_peak_tok_s", json_real(r->pp_peak_tok_s));
         json_object_set_new(j, "pp_peak_pct", json_real(pct(r->pp.mean, r->pp_peak_tok_s)));
+        if (o->profile) json_object_set_new(j, "pp_profile", profile_json(&r->pp_prof, r->pp_tokens, r->pp_seconds));
     }
     if (o->n_gen > 0) {
         json_object_set_new(j, "tg_tok_s", json_real(r->tg.mean));
@@ -348,6 +420,7 @@ static void print_json(const struct bench_opts *o, const struct result *r) {
         json_object_set_new(j, "tg_state_bytes_per_token", json_real(r->cost.state_bytes));
         json_object_set_new(j, "tg_roofline_tok_s", json_real(r->tg_roof_tok_s));
         json_object_set_new(j, "tg_roofline_pct", json_real(pct(r->tg.mean, r->tg_roof_tok_s)));
+        if (o->profile) json_object_set_new(j, "tg_profile", profile_json(&r->tg_prof, r->tg_tokens, r->tg_seconds));
     }
     char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
     if (s) puts(s);

@@ -289,7 +289,8 @@ struct ty_backend_iface {
 
 struct ty_backend {
     const struct ty_backend_iface *iface;
-    void *ctx; /* the backend's state */
+    void *ctx;                  /* the backend's state */
+    struct ty_profile *profile; /* NULL, or where the wrappers record each op's time (profile.c) */
 };
 
 /* ==== Registry (registry.c) ==== */
@@ -307,6 +308,52 @@ enum ty_status ty__backend_cpu_ref_init(int n_threads, struct ty_backend **out);
 /* The fast CPU backend (cpu/cpu.c): SIMD kernels of the dispatch path TY_CPU_ISA names (else the best), weights packed
  * at load into huge-page memory, one dispatch per op; every op cpu-ref has. */
 enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out);
+
+/* ==== Op profile (profile.c): where a forward pass spends its time, op by op ==== */
+
+/* The ops a wrapper below issues, as the profile counts them. */
+#define TY_PROFILE_OPS(X)                                                                                              \
+    X(GET_ROWS, "get_rows")                                                                                            \
+    X(RMS_NORM, "rms_norm") X(MATMUL, "matmul") X(ROPE, "rope") X(COPY, "copy (KV write)") X(ATTENTION, "attention")   \
+        X(SWIGLU, "swiglu") X(ADD, "add") X(SCATTER_ADD, "scatter_add") X(L2_NORM, "l2_norm")                          \
+            X(CONV1D, "conv1d_causal") X(GATED_DELTA, "gated_delta") X(ATTENTION_PAGED, "attention_paged")             \
+                X(MATMUL_MULTI, "matmul_multi") X(MATMUL_SWIGLU, "matmul_swiglu") X(ATTN_INPUT, "attn_input")          \
+                    X(FFN_INPUT, "ffn_input")
+#define TY_PROFILE_ENUM(e, name) TY_OP_##e,
+enum ty_profile_op { TY_PROFILE_OPS(TY_PROFILE_ENUM) TY_OP_COUNT };
+#undef TY_PROFILE_ENUM
+
+/* Totals since the last reset. With a profile attached (be->profile), each wrapper times its op from entry to
+ * return, waiting for the backend (sync) before the clock stops so that asynchronous backends are timed too. An op
+ * issued from inside another's wrapper (a fallback's steps) counts toward the outer op only. */
+struct ty_profile {
+    uint64_t calls[TY_OP_COUNT];
+    double seconds[TY_OP_COUNT];
+    double bytes[TY_OP_COUNT]; /* weight bytes the products read; K and V bytes attention reads */
+    int depth;                 /* wrappers entered and not yet returned */
+};
+
+const char *ty__profile_op_name(enum ty_profile_op op);
+
+/* One op's measurement: opened by TY_PROFILE_SCOPE at a wrapper's entry, closed when the wrapper returns. */
+struct ty_profile_scope {
+    struct ty_backend *be; /* NULL: not profiling */
+    enum ty_profile_op op;
+    double bytes, t0;
+};
+struct ty_profile_scope ty__profile_begin(struct ty_backend *be, enum ty_profile_op op, double bytes);
+void ty__profile_end(struct ty_profile_scope *s);
+/* The bytes the products of n weights read; the K and V bytes a paged attention reads. */
+double ty__profile_weight_bytes(int n, const struct ty_tensor *const *w);
+double ty__profile_paged_bytes(const struct ty_tensor *k_pool, const struct ty_tensor *v_pool,
+                               const struct ty_paged_attn *p);
+
+/* At the top of a wrapper: times the rest of it. `bytes` is evaluated only when profiling. */
+#define TY_PROFILE_SCOPE(be, op, bytes)                                                                                \
+    struct ty_profile_scope ty__profile_scope __attribute__((cleanup(ty__profile_end), unused)) =                      \
+        (be)->profile ? ty__profile_begin((be), (op), (double)(bytes)) : (struct ty_profile_scope) {                   \
+        0                                                                                                              \
+    }
 
 /* ==== Wrappers: the only way callers reach a backend ==== */
 
@@ -348,6 +395,7 @@ static inline bool ty__is_f32_rows(const struct ty_tensor *t) {
 
 static inline enum ty_status ty__backend_get_rows(struct ty_backend *be, const struct ty_tensor *dst,
                                                   const struct ty_tensor *w, const struct ty_tensor *ids) {
+    TY_PROFILE_SCOPE(be, TY_OP_GET_ROWS, 0);
     TY_ASSERT(ty__is_f32_rows(dst) && ty__backend_weight_type_ok(w->type) && ids->type == TY_TYPE_I32);
     TY_ASSERT(dst->ne[0] == w->ne[0] && dst->ne[1] == ids->ne[0] && ty__tensor_is_contiguous(ids));
     TY_ASSERT(dst->ne[2] == 1 && dst->ne[3] == 1 && w->ne[2] == 1 && w->ne[3] == 1);
@@ -356,6 +404,7 @@ static inline enum ty_status ty__backend_get_rows(struct ty_backend *be, const s
 
 static inline enum ty_status ty__backend_rms_norm(struct ty_backend *be, const struct ty_tensor *dst,
                                                   const struct ty_tensor *x, const struct ty_tensor *w, float eps) {
+    TY_PROFILE_SCOPE(be, TY_OP_RMS_NORM, 0);
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(x) && ty__is_f32_rows(w) && ty__tensor_same_shape(dst, x));
     TY_ASSERT(w->ne[0] == x->ne[0] && ty__tensor_nrows(w) == 1);
     return be->iface->rms_norm(be, dst, x, w, eps);
@@ -364,6 +413,7 @@ static inline enum ty_status ty__backend_rms_norm(struct ty_backend *be, const s
 static inline enum ty_status ty__backend_matmul(struct ty_backend *be, const struct ty_tensor *dst,
                                                 const struct ty_tensor *w, const struct ty_tensor *x,
                                                 const struct ty_tensor *bias) {
+    TY_PROFILE_SCOPE(be, TY_OP_MATMUL, ty__tensor_size(w));
     TY_ASSERT(ty__backend_weight_type_ok(w->type) && ty__is_f32_rows(x) && ty__is_f32_rows(dst));
     TY_ASSERT(w->ne[0] == x->ne[0] && dst->ne[0] == w->ne[1] && dst->ne[1] == x->ne[1]);
     TY_ASSERT(w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == 1 && x->ne[3] == 1 && dst->ne[2] == 1 && dst->ne[3] == 1);
@@ -374,6 +424,7 @@ static inline enum ty_status ty__backend_matmul(struct ty_backend *be, const str
 static inline enum ty_status ty__backend_rope(struct ty_backend *be, const struct ty_tensor *dst,
                                               const struct ty_tensor *x, const struct ty_tensor *pos,
                                               const struct ty_rope *rope) {
+    TY_PROFILE_SCOPE(be, TY_OP_ROPE, 0);
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(x) && ty__tensor_same_shape(dst, x) && x->ne[3] == 1);
     TY_ASSERT(pos->type == TY_TYPE_I32 && pos->ne[0] == x->ne[2] && ty__tensor_is_contiguous(pos));
     TY_ASSERT(rope->n_dims % 2 == 0 && rope->n_dims <= x->ne[0] && rope->n_dims <= TY_ROPE_MAX_DIMS);
@@ -382,6 +433,7 @@ static inline enum ty_status ty__backend_rope(struct ty_backend *be, const struc
 
 static inline enum ty_status ty__backend_copy(struct ty_backend *be, const struct ty_tensor *dst,
                                               const struct ty_tensor *src) {
+    TY_PROFILE_SCOPE(be, TY_OP_COPY, 0);
     TY_ASSERT(ty__is_f32_rows(src) && ty__tensor_same_shape(dst, src));
     TY_ASSERT(dst->type == TY_TYPE_F32 || dst->type == TY_TYPE_F16 || dst->type == TY_TYPE_BF16);
     return be->iface->copy(be, dst, src);
@@ -390,6 +442,7 @@ static inline enum ty_status ty__backend_copy(struct ty_backend *be, const struc
 static inline enum ty_status ty__backend_attention(struct ty_backend *be, const struct ty_tensor *dst,
                                                    const struct ty_tensor *q, const struct ty_tensor *k,
                                                    const struct ty_tensor *v, const struct ty_attn *attn) {
+    TY_PROFILE_SCOPE(be, TY_OP_ATTENTION, (double)(k->nb[2] + v->nb[2]) * (double)(attn->pos0 + q->ne[2]));
     TY_ASSERT(ty__is_f32_rows(q) && ty__is_f32_rows(dst));
     TY_ASSERT(k->type == TY_TYPE_F32 || k->type == TY_TYPE_F16);
     TY_ASSERT(v->type == k->type && k->nb[0] == v->nb[0]);
@@ -403,6 +456,7 @@ static inline enum ty_status ty__backend_attention(struct ty_backend *be, const 
 
 static inline enum ty_status ty__backend_swiglu(struct ty_backend *be, const struct ty_tensor *dst,
                                                 const struct ty_tensor *gate, const struct ty_tensor *up) {
+    TY_PROFILE_SCOPE(be, TY_OP_SWIGLU, 0);
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(gate) && ty__is_f32_rows(up));
     TY_ASSERT(ty__tensor_same_shape(dst, gate) && ty__tensor_same_shape(dst, up));
     return be->iface->swiglu(be, dst, gate, up);
@@ -410,6 +464,7 @@ static inline enum ty_status ty__backend_swiglu(struct ty_backend *be, const str
 
 static inline enum ty_status ty__backend_add(struct ty_backend *be, const struct ty_tensor *dst,
                                              const struct ty_tensor *a, const struct ty_tensor *b) {
+    TY_PROFILE_SCOPE(be, TY_OP_ADD, 0);
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(a) && ty__is_f32_rows(b));
     TY_ASSERT(ty__tensor_same_shape(dst, a) && ty__tensor_same_shape(dst, b));
     return be->iface->add(be, dst, a, b);
@@ -422,6 +477,7 @@ void ty__scatter_add_host(const struct ty_tensor *dst, const struct ty_tensor *s
 static inline enum ty_status ty__backend_scatter_add(struct ty_backend *be, const struct ty_tensor *dst,
                                                      const struct ty_tensor *src, const struct ty_tensor *ids,
                                                      const struct ty_tensor *scale) {
+    TY_PROFILE_SCOPE(be, TY_OP_SCATTER_ADD, 0);
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(src) && ty__is_f32_rows(scale) && ids->type == TY_TYPE_I32);
     TY_ASSERT(dst->ne[0] == src->ne[0] && src->ne[1] == ids->ne[0] && scale->ne[0] == ids->ne[0]);
     TY_ASSERT(ty__tensor_is_contiguous(ids) && ty__tensor_is_contiguous(scale) && ty__tensor_nrows(ids) == 1);
@@ -468,6 +524,7 @@ static inline enum ty_status ty__backend_no_op(struct ty_backend *be, const char
 
 static inline enum ty_status ty__backend_l2_norm(struct ty_backend *be, const struct ty_tensor *dst,
                                                  const struct ty_tensor *x, float eps) {
+    TY_PROFILE_SCOPE(be, TY_OP_L2_NORM, 0);
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(x) && ty__tensor_same_shape(dst, x));
     if (be->iface->l2_norm) return be->iface->l2_norm(be, dst, x, eps);
     const struct ty_tensor *ts[] = {dst, x};
@@ -480,6 +537,7 @@ static inline enum ty_status ty__backend_l2_norm(struct ty_backend *be, const st
 static inline enum ty_status ty__backend_conv1d_causal(struct ty_backend *be, const struct ty_tensor *dst,
                                                        const struct ty_tensor *x, const struct ty_tensor *w,
                                                        const struct ty_tensor *state, bool silu) {
+    TY_PROFILE_SCOPE(be, TY_OP_CONV1D, 0);
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(x) && ty__is_f32_rows(w) && ty__is_f32_rows(state));
     TY_ASSERT(ty__tensor_same_shape(dst, x) && ty__tensor_nrows(x) == x->ne[1] && w->ne[0] >= 1);
     TY_ASSERT(w->ne[1] == x->ne[0] && ty__tensor_nrows(w) == w->ne[1]);
@@ -497,6 +555,7 @@ static inline enum ty_status ty__backend_gated_delta(struct ty_backend *be, cons
                                                      const struct ty_tensor *v, const struct ty_tensor *g,
                                                      const struct ty_tensor *beta, const struct ty_tensor *state,
                                                      float scale) {
+    TY_PROFILE_SCOPE(be, TY_OP_GATED_DELTA, 0);
     const struct ty_tensor *ts[] = {dst, q, k, v, g, beta, state};
     for (int i = 0; i < 7; i++) TY_ASSERT(ty__is_f32_rows(ts[i]) && ts[i]->ne[3] == 1);
     TY_ASSERT(ty__tensor_same_shape(q, k) && ty__tensor_same_shape(dst, v));
@@ -528,6 +587,7 @@ static inline enum ty_status ty__backend_attention_paged(struct ty_backend *be, 
                                                          const struct ty_tensor *q, const struct ty_tensor *k_pool,
                                                          const struct ty_tensor *v_pool,
                                                          const struct ty_paged_attn *p) {
+    TY_PROFILE_SCOPE(be, TY_OP_ATTENTION_PAGED, ty__profile_paged_bytes(k_pool, v_pool, p));
     TY_ASSERT(ty__is_f32_rows(q) && ty__is_f32_rows(dst));
     TY_ASSERT(k_pool->type == TY_TYPE_F32 || k_pool->type == TY_TYPE_F16);
     TY_ASSERT(v_pool->type == k_pool->type && ty__tensor_is_contiguous(k_pool) && ty__tensor_is_contiguous(v_pool));
@@ -562,6 +622,7 @@ static inline enum ty_status ty__backend_weight_prepare(struct ty_backend *be, c
 static inline enum ty_status ty__backend_matmul_multi(struct ty_backend *be, int n, const struct ty_tensor *const *dst,
                                                       const struct ty_tensor *const *w, const struct ty_tensor *x,
                                                       const struct ty_tensor *const *bias) {
+    TY_PROFILE_SCOPE(be, TY_OP_MATMUL_MULTI, ty__profile_weight_bytes(n, w));
     TY_ASSERT(n >= 1 && n <= TY_MATMUL_MULTI_MAX);
     if (!be->iface->matmul_multi) {
         for (int i = 0; i < n; i++) TY_TRY(ty__backend_matmul(be, dst[i], w[i], x, bias ? bias[i] : NULL));
@@ -581,6 +642,7 @@ static inline enum ty_status ty__backend_matmul_multi(struct ty_backend *be, int
 static inline enum ty_status ty__backend_matmul_swiglu(struct ty_backend *be, const struct ty_tensor *dst,
                                                        const struct ty_tensor *w_gate, const struct ty_tensor *w_up,
                                                        const struct ty_tensor *x, const struct ty_tensor *up) {
+    TY_PROFILE_SCOPE(be, TY_OP_MATMUL_SWIGLU, ty__tensor_size(w_gate) + ty__tensor_size(w_up));
     TY_ASSERT(ty__tensor_same_shape(w_gate, w_up) && ty__tensor_same_shape(dst, up));
     if (!be->iface->matmul_swiglu) {
         const struct ty_tensor *d[2] = {dst, up}, *w[2] = {w_gate, w_up};
@@ -608,6 +670,7 @@ static inline enum ty_status ty__attn_input_unfused(struct ty_backend *be, const
 }
 
 static inline enum ty_status ty__backend_attn_input(struct ty_backend *be, const struct ty_attn_input *a) {
+    TY_PROFILE_SCOPE(be, TY_OP_ATTN_INPUT, ty__tensor_size(a->wq) + ty__tensor_size(a->wk) + ty__tensor_size(a->wv));
     if (!be->iface->attn_input) return ty__attn_input_unfused(be, a);
     TY_ASSERT(ty__is_f32_rows(a->x) && ty__tensor_same_shape(a->x, a->xn) && a->x->ne[2] == 1 && a->x->ne[3] == 1);
     TY_ASSERT(ty__is_f32_rows(a->norm) && a->norm->ne[0] == a->x->ne[0] && ty__tensor_nrows(a->norm) == 1);
@@ -631,6 +694,7 @@ static inline enum ty_status ty__backend_ffn_input(struct ty_backend *be, const 
                                                    const struct ty_tensor *w_gate, const struct ty_tensor *w_up,
                                                    const struct ty_tensor *x, const struct ty_tensor *norm, float eps,
                                                    const struct ty_tensor *xn, const struct ty_tensor *up) {
+    TY_PROFILE_SCOPE(be, TY_OP_FFN_INPUT, ty__tensor_size(w_gate) + ty__tensor_size(w_up));
     if (!be->iface->ffn_input) {
         TY_TRY(ty__backend_rms_norm(be, xn, x, norm, eps));
         return ty__backend_matmul_swiglu(be, dst, w_gate, w_up, xn, up);

@@ -78,3 +78,7 @@ const char *ty__model_type_label(const struct ty_model *m) {
 const char *ty__model_backend_name(const struct ty_model *m) {
     return ty__backend_name(m->be);
 }
+
+struct ty_backend *ty__model_backend(struct ty_model *m) {
+    return m->be;
+}

@@ -37,5 +37,7 @@ const char *ty__model_type_label(const struct ty_model *m);
 
 /* The name of the backend the model runs on ("cpu"). */
 const char *ty__model_backend_name(const struct ty_model *m);
+/* The backend itself (`tongyun bench --profile` attaches its op profile there). */
+struct ty_backend *ty__model_backend(struct ty_model *m);
 
 #endif /* TY_MODEL_COST_H */

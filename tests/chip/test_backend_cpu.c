@@ -83,7 +83,7 @@ static void test_registry(void) {
 static void test_wrap_fallback(void) {
     struct ty_backend_iface no_wrap = *be->iface;
     no_wrap.buffer_wrap = NULL;
-    struct ty_backend copy_be = {&no_wrap, be->ctx};
+    struct ty_backend copy_be = {.iface = &no_wrap, .ctx = be->ctx};
     size_t n = 1001;
     unsigned char *host = ty__malloc(n);
     for (size_t i = 0; i < n; i++) host[i] = (unsigned char)(i * 7 + 3);

@@ -4,7 +4,8 @@
 # count of the checkpoint, the FLOPs of a prompt token (the output matrix for the last token only), the bytes a decode
 # step reads (all weights of the tied dense model; one embedding row and k of E experts in the MoE model), each
 # computed independently from the Hugging Face checkpoint here, the recurrent state a hybrid (Qwen3-Next) decode step
-# reads and writes back, the table form, and usage errors. No timing is asserted: speeds only have to be positive.
+# reads and writes back, the op profile (--profile), the table form, and usage errors. No timing is asserted: speeds
+# only have to be positive.
 set -euo pipefail
 : "${TONGYUN:?}" "${TY_SOURCE_DIR:?}"
 tmp=$(mktemp -d)
@@ -113,10 +114,44 @@ for name in ("qwen3-tiny", "qwen3moe-tiny"):
 print("bench JSON checks passed")
 EOF
 
+# --profile: every op of the timed repetitions, counted once per wrapper call even where a backend without the fused
+# entries (cpu-ref) runs attn_input and ffn_input as nested ops; the shares of the ops and of the time outside them
+# add up to the whole test
+for be in cpu cpu-ref; do
+    "$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 12 -n 6 -r 2 -t 2 --roofline-seconds 0.3 --backend "$be" --profile \
+        --json > "$tmp/profile-$be.json" 2> "$tmp/profile.err" || { cat "$tmp/profile.err" >&2; fail "--profile failed"; }
+done
+python3 - "$tmp" "$TY_SOURCE_DIR/tests/data/models" <<'EOF'
+import json, sys
+tmp, models = sys.argv[1], sys.argv[2]
+L = json.load(open(f"{models}/qwen3-tiny/config.json"))["num_hidden_layers"]
+# per decode token: the embedding row, per layer the fused attention input, K and V writes, attention, the output
+# projection and its residual add, the fused FFN input, the down projection and its add; then the final norm and
+# the output matrix
+tg_want = {"get_rows": 1, "attn_input": L, "copy (KV write)": 2 * L, "attention": L, "matmul": 2 * L + 1,
+           "add": 2 * L, "ffn_input": L, "rms_norm": 1}
+for be in ("cpu", "cpu-ref"):
+    r = json.loads(open(f"{tmp}/profile-{be}.json").read())
+    for test, tokens in (("tg_profile", 1), ("pp_profile", 12)):
+        ops = {e["op"]: e for e in r[test]}
+        calls = {k: round(e["calls_per_token"] * tokens, 6) for k, e in ops.items() if "calls_per_token" in e}
+        if test == "tg_profile" and calls != tg_want:
+            sys.exit(f"test_bench_cli: {be} decode calls per token {calls}, want {tg_want}")
+        for op in ("attn_input", "ffn_input", "attention"):  # a 12-token prompt is one batch: once per layer
+            if calls.get(op) != L:
+                sys.exit(f"test_bench_cli: {be} prefill {op} ran {calls.get(op)} times per batch, want {L}")
+        total = sum(e["share"] for e in r[test])
+        if abs(total - 1) > 1e-9:
+            sys.exit(f"test_bench_cli: {be} {test} shares add up to {total}, want 1")
+        if not (ops["matmul"]["read_gbs"] > 0 and ops["attn_input"]["read_gbs"] > 0 and ops["attention"]["read_gbs"] > 0):
+            sys.exit(f"test_bench_cli: {be} {test}: an op that reads weights or KV reports no bytes: {ops}")
+print("bench --profile checks passed")
+EOF
+
 # the table
-"$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 8 -n 4 -r 1 -t 1 --roofline-seconds 0.3 > "$tmp/table.out" 2>&1 ||
-    { cat "$tmp/table.out" >&2; fail "table run failed"; }
-for want in "| pp8 |" "| tg4 |" "% of roofline" "read GB/s"; do
+"$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 8 -n 4 -r 1 -t 1 --roofline-seconds 0.3 --profile > "$tmp/table.out" \
+    2>&1 || { cat "$tmp/table.out" >&2; fail "table run failed"; }
+for want in "| pp8 |" "| tg4 |" "% of roofline" "read GB/s" "profile of tg4, 1 threads" "| attn_input | 2.0 |"; do
     grep -qF -- "$want" "$tmp/table.out" || { cat "$tmp/table.out" >&2; fail "table lacks '$want'"; }
 done
 
