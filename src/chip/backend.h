@@ -314,11 +314,11 @@ enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out);
 /* The ops a wrapper below issues, as the profile counts them. */
 #define TY_PROFILE_OPS(X)                                                                                              \
     X(GET_ROWS, "get_rows")                                                                                            \
-    X(RMS_NORM, "rms_norm") X(MATMUL, "matmul") X(ROPE, "rope") X(COPY, "copy (KV write)") X(ATTENTION, "attention")   \
-        X(SWIGLU, "swiglu") X(ADD, "add") X(SCATTER_ADD, "scatter_add") X(L2_NORM, "l2_norm")                          \
-            X(CONV1D, "conv1d_causal") X(GATED_DELTA, "gated_delta") X(ATTENTION_PAGED, "attention_paged")             \
-                X(MATMUL_MULTI, "matmul_multi") X(MATMUL_SWIGLU, "matmul_swiglu") X(ATTN_INPUT, "attn_input")          \
-                    X(FFN_INPUT, "ffn_input")
+    X(RMS_NORM, "rms_norm")                                                                                            \
+    X(MATMUL, "matmul") X(ROPE, "rope") X(COPY, "copy (KV write)") X(ATTENTION, "attention") X(SWIGLU, "swiglu")       \
+        X(ADD, "add") X(SCATTER_ADD, "scatter_add") X(L2_NORM, "l2_norm") X(CONV1D, "conv1d_causal")                   \
+            X(GATED_DELTA, "gated_delta") X(ATTENTION_PAGED, "attention_paged") X(MATMUL_MULTI, "matmul_multi")        \
+                X(MATMUL_SWIGLU, "matmul_swiglu") X(ATTN_INPUT, "attn_input") X(FFN_INPUT, "ffn_input")
 #define TY_PROFILE_ENUM(e, name) TY_OP_##e,
 enum ty_profile_op { TY_PROFILE_OPS(TY_PROFILE_ENUM) TY_OP_COUNT };
 #undef TY_PROFILE_ENUM
@@ -501,9 +501,12 @@ enum ty_gdn_form {
     TY_GDN_CHUNKED = 2    /* chunks of TY_GDN_CHUNK steps */
 };
 
-void ty__l2_norm_host(const struct ty_tensor *dst, const struct ty_tensor *x, float eps);
+/* Rows [r0, r1) of l2_norm (rows counted over dimensions 1..3, as ty__tensor_nrows). */
+void ty__l2_norm_host(const struct ty_tensor *dst, const struct ty_tensor *x, float eps, int64_t r0, int64_t r1);
+/* Channels [c0, c1) of conv1d_causal, their state included (channels are independent, so they may be split among
+ * threads). */
 void ty__conv1d_causal_host(const struct ty_tensor *dst, const struct ty_tensor *x, const struct ty_tensor *w,
-                            const struct ty_tensor *state, bool silu);
+                            const struct ty_tensor *state, bool silu, int64_t c0, int64_t c1);
 /* The gated delta rule for value heads [h0, h1) in the given form (heads are independent, so they may be split among
  * threads). */
 void ty__gated_delta_host(const struct ty_tensor *dst, const struct ty_tensor *q, const struct ty_tensor *k,
@@ -530,7 +533,7 @@ static inline enum ty_status ty__backend_l2_norm(struct ty_backend *be, const st
     const struct ty_tensor *ts[] = {dst, x};
     if (!ty__all_host(ts, 2)) return ty__backend_no_op(be, "l2_norm");
     TY_TRY(ty__backend_sync(be));
-    ty__l2_norm_host(dst, x, eps);
+    ty__l2_norm_host(dst, x, eps, 0, ty__tensor_nrows(x));
     return TY_OK;
 }
 
@@ -546,7 +549,7 @@ static inline enum ty_status ty__backend_conv1d_causal(struct ty_backend *be, co
     const struct ty_tensor *ts[] = {dst, x, w, state};
     if (!ty__all_host(ts, 4)) return ty__backend_no_op(be, "conv1d_causal");
     TY_TRY(ty__backend_sync(be));
-    ty__conv1d_causal_host(dst, x, w, state, silu);
+    ty__conv1d_causal_host(dst, x, w, state, silu, 0, x->ne[0]);
     return TY_OK;
 }
 

@@ -22,14 +22,15 @@
  * torch_chunk_gated_delta_rule (which inverts the triangular system with the UT transform) up to rounding.
  */
 #include "chip/backend.h"
+#include "chip/cpu/simd/vexp.h"
 
 #include <math.h>
 
 /* ==== L2 norm and conv1d ==== */
 
-void ty__l2_norm_host(const struct ty_tensor *dst, const struct ty_tensor *x, float eps) {
+void ty__l2_norm_host(const struct ty_tensor *dst, const struct ty_tensor *x, float eps, int64_t r0, int64_t r1) {
     int64_t d = x->ne[0];
-    for (int64_t r = 0; r < ty__tensor_nrows(x); r++) {
+    for (int64_t r = r0; r < r1; r++) {
         int64_t i1 = r % x->ne[1], i2 = (r / x->ne[1]) % x->ne[2], i3 = r / (x->ne[1] * x->ne[2]);
         const float *xr = ty__tensor_row(x, i1, i2, i3);
         float *yr = ty__tensor_row(dst, i1, i2, i3);
@@ -41,16 +42,16 @@ void ty__l2_norm_host(const struct ty_tensor *dst, const struct ty_tensor *x, fl
 }
 
 void ty__conv1d_causal_host(const struct ty_tensor *dst, const struct ty_tensor *x, const struct ty_tensor *w,
-                            const struct ty_tensor *state, bool silu) {
-    int64_t C = x->ne[0], n = x->ne[1], K = w->ne[0], P = K - 1;
+                            const struct ty_tensor *state, bool silu, int64_t ch0, int64_t ch1) {
+    int64_t n = x->ne[1], K = w->ne[0], P = K - 1;
     /* A block of channels at a time, its weights transposed to (K, block): the inner loop then runs over contiguous
      * channels of one input column (a prefill's columns are thousands of floats apart, so a channel-outer loop would
      * touch a new cache line per multiply). */
     enum { CB = 64, KMAX = 64 };
     TY_ASSERT(K <= KMAX);
-    float wt[KMAX][CB], acc[CB];
-    for (int64_t c0 = 0; c0 < C; c0 += CB) {
-        int64_t nc = C - c0 < CB ? C - c0 : CB;
+    float wt[KMAX][CB], acc[CB], t_neg[CB], e[CB];
+    for (int64_t c0 = ch0; c0 < ch1; c0 += CB) {
+        int64_t nc = ch1 - c0 < CB ? ch1 - c0 : CB;
         for (int64_t c = 0; c < nc; c++) {
             const float *wc = ty__tensor_row(w, c0 + c, 0, 0);
             for (int64_t j = 0; j < K; j++) wt[j][c] = wc[j];
@@ -66,21 +67,25 @@ void ty__conv1d_causal_host(const struct ty_tensor *dst, const struct ty_tensor 
                 for (int64_t c = 0; c < nc; c++) acc[c] += wj[c] * xc[c];
             }
             float *out = (float *)ty__tensor_row(dst, t, 0, 0) + c0;
-            if (silu)
-                for (int64_t c = 0; c < nc; c++) out[c] = acc[c] / (1.0f + expf(-acc[c]));
-            else
+            if (silu) { /* silu(a) = a / (1 + e^-a), with e = exp(-|a|) <= 1 serving both signs (as the SwiGLU) */
+                for (int64_t c = 0; c < nc; c++) t_neg[c] = -fabsf(acc[c]);
+                ty__exp_nonpositive(t_neg, e, nc);
+                for (int64_t c = 0; c < nc; c++) out[c] = (acc[c] >= 0.0f ? acc[c] : acc[c] * e[c]) / (1.0f + e[c]);
+            } else {
                 for (int64_t c = 0; c < nc; c++) out[c] = acc[c];
+            }
         }
     }
-    /* the new state: the last P inputs of [state | x], oldest first */
-    for (int64_t j = 0; j < P; j++) {
+    /* the new state of these channels: the last P inputs of [state | x], oldest first */
+    const size_t bytes = (size_t)(ch1 - ch0) * sizeof(float);
+    for (int64_t j = 0; j < P && ch1 > ch0; j++) {
         int64_t col = n - P + j; /* in the batch when >= 0, else column P + col of the old state */
-        float *dst_col = ty__tensor_row(state, j, 0, 0);
+        float *dst_col = (float *)ty__tensor_row(state, j, 0, 0) + ch0;
         if (col >= 0) {
-            memcpy(dst_col, ty__tensor_row(x, col, 0, 0), (size_t)C * sizeof(float));
+            memcpy(dst_col, (const float *)ty__tensor_row(x, col, 0, 0) + ch0, bytes);
         } else {
             /* P + col >= j, so reading ahead in the state before overwriting it is safe */
-            memmove(dst_col, ty__tensor_row(state, P + col, 0, 0), (size_t)C * sizeof(float));
+            memmove(dst_col, (const float *)ty__tensor_row(state, P + col, 0, 0) + ch0, bytes);
         }
     }
 }

@@ -10,6 +10,7 @@
  *  - conv1d_causal: the formula with and without SiLU, and a sequence split into batches carrying the state equals
  *    one batch.
  *  - l2_norm: the formula, in place.
+ *  - both split among 3 threads give the same bits as on one, the conv state included.
  */
 #include "harness.h"
 #include "chip/backend.h"
@@ -284,11 +285,49 @@ static void test_l2_norm(void) {
     drop(&t);
 }
 
+/* Split among 3 threads (channels of conv1d, rows of l2_norm; sizes past the backend's threading threshold and not a
+ * multiple of the split's blocks) and on one: the same bits, the conv state included. */
+static void test_threads_same_bits(void) {
+    enum { TC = 200, TN = 300, TK = 4, TD = 128, TR = 700 };
+    float *x = ty__malloc(sizeof(float) * TC * TN), w[TK * TC], st[(TK - 1) * TC];
+    float *lx = ty__malloc(sizeof(float) * TD * TR);
+    for (int i = 0; i < TC * TN; i++) x[i] = (float)(2.0 * urand());
+    for (int i = 0; i < TK * TC; i++) w[i] = (float)urand();
+    for (int i = 0; i < (TK - 1) * TC; i++) st[i] = (float)urand();
+    for (int i = 0; i < TD * TR; i++) lx[i] = (float)(3.0 * urand());
+    float *out[2], *state[2], *norm[2];
+    for (int run = 0; run < 2; run++) {
+        struct ty_backend *b = NULL;
+        CHECK_OK(ty__backend_init("cpu-ref", run == 0 ? 1 : 3, &b));
+        if (!b) break;
+        struct owned tx = make(TC, TN, 1, x), tw = make(TK, TC, 1, w), ts = make(TC, TK - 1, 1, st),
+                     to = make(TC, TN, 1, NULL), tl = make(TD, TR, 1, lx);
+        CHECK_OK(ty__backend_conv1d_causal(b, &to.t, &tx.t, &tw.t, &ts.t, true));
+        CHECK_OK(ty__backend_l2_norm(b, &tl.t, &tl.t, 1e-6f));
+        out[run] = ty__malloc(sizeof(float) * TC * TN);
+        state[run] = ty__malloc(sizeof st);
+        norm[run] = ty__malloc(sizeof(float) * TD * TR);
+        memcpy(out[run], F(&to), sizeof(float) * TC * TN);
+        memcpy(state[run], F(&ts), sizeof st);
+        memcpy(norm[run], F(&tl), sizeof(float) * TD * TR);
+        drop(&tx), drop(&tw), drop(&ts), drop(&to), drop(&tl);
+        ty__backend_free(b);
+    }
+    CHECK(memcmp(out[0], out[1], sizeof(float) * TC * TN) == 0);
+    CHECK(memcmp(state[0], state[1], sizeof st) == 0);
+    CHECK(memcmp(state[1], x + (TN - (TK - 1)) * TC, sizeof st) == 0);
+    CHECK(memcmp(norm[0], norm[1], sizeof(float) * TD * TR) == 0);
+    for (int run = 0; run < 2; run++) ty_free(out[run]), ty_free(state[run]), ty_free(norm[run]);
+    ty_free(x);
+    ty_free(lx);
+}
+
 void ty_tests(void) {
     CHECK_OK(ty__backend_init("cpu-ref", 1, &be));
     if (!be) return;
     TY_RUN(test_gated_delta_forms);
     TY_RUN(test_conv1d);
     TY_RUN(test_l2_norm);
+    TY_RUN(test_threads_same_bits);
     ty__backend_free(be);
 }

@@ -378,15 +378,40 @@ static enum ty_status cpu_scatter_add(struct ty_backend *be, const struct ty_ten
     return TY_OK;
 }
 
+/* The linear-attention ops below split independent rows, channels or heads among the threads, each computed by one
+ * thread as a whole, so results do not depend on the thread count. */
+struct linear_task {
+    const struct ty_tensor *dst, *x, *w, *state;
+    float eps;
+    bool silu;
+};
+
+static void l2_norm_rows(void *arg, int ith, int nth) {
+    const struct linear_task *a = arg;
+    int64_t r0, r1;
+    ty__split_range(ty__tensor_nrows(a->x), ith, nth, &r0, &r1);
+    ty__l2_norm_host(a->dst, a->x, a->eps, r0, r1);
+}
+
 static enum ty_status cpu_l2_norm(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
                                   float eps) {
-    ty__l2_norm_host(dst, x, eps);
+    struct linear_task a = {.dst = dst, .x = x, .eps = eps};
+    run_split(be->ctx, 3.0 * (double)ty__tensor_nelements(x), l2_norm_rows, &a);
     return TY_OK;
+}
+
+static void conv1d_channels(void *arg, int ith, int nth) {
+    const struct linear_task *a = arg;
+    int64_t b0, b1; /* in blocks of 16 channels, so that each thread's vector loops run whole */
+    ty__split_range((a->x->ne[0] + 15) / 16, ith, nth, &b0, &b1);
+    ty__conv1d_causal_host(a->dst, a->x, a->w, a->state, a->silu, b0 * 16,
+                           b1 * 16 < a->x->ne[0] ? b1 * 16 : a->x->ne[0]);
 }
 
 static enum ty_status cpu_conv1d_causal(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
                                         const struct ty_tensor *w, const struct ty_tensor *state, bool silu) {
-    ty__conv1d_causal_host(dst, x, w, state, silu);
+    struct linear_task a = {.dst = dst, .x = x, .w = w, .state = state, .silu = silu};
+    run_split(be->ctx, 8.0 * (double)ty__tensor_nelements(x) * (double)w->ne[0], conv1d_channels, &a);
     return TY_OK;
 }
 
@@ -402,7 +427,6 @@ static void gated_delta_heads(void *arg, int ith, int nth) {
     ty__gated_delta_host(a->dst, a->q, a->k, a->v, a->g, a->beta, a->state, a->scale, TY_GDN_AUTO, h0, h1);
 }
 
-/* Heads are independent and each is computed by one thread, so results do not depend on the thread count. */
 static enum ty_status cpu_gated_delta(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
                                       const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_tensor *g,
                                       const struct ty_tensor *beta, const struct ty_tensor *state, float scale) {
