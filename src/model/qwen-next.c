@@ -227,9 +227,7 @@ static inline float softplusf(float x) {
 static enum ty_status swiglu_ffn(struct ty_backend *be, const struct ty_tensor *wg, const struct ty_tensor *wu,
                                  const struct ty_tensor *wd, const struct ty_tensor *xn, const struct ty_tensor *gate,
                                  const struct ty_tensor *up, const struct ty_tensor *out) {
-    OP(ty__backend_matmul(be, gate, wg, xn, NULL));
-    OP(ty__backend_matmul(be, up, wu, xn, NULL));
-    OP(ty__backend_swiglu(be, gate, gate, up));
+    OP(ty__backend_matmul_swiglu(be, gate, wg, wu, xn, up)); /* gate and up in one pass over xn */
     return ty__backend_matmul(be, out, wd, gate, NULL);
 }
 
@@ -262,15 +260,13 @@ static enum ty_status split_qkvz(struct ty_context *ctx, const struct ty_layer *
     return ty__backend_copy(be, &dst, &src);
 }
 
-/* qwen3next's ssm_ba gives per key head [b (r) | a (r)], which come back to the host as hb, ha (n x hv). */
-static enum ty_status split_ba(struct ty_context *ctx, const struct ty_layer *l, int32_t n, const struct ty_tensor *xn,
-                               float *hb, float *ha, float *hba) {
+/* qwen3next's ssm_ba gives per key head [b (r) | a (r)] (computed into ba), which come back to the host as hb, ha
+ * (n x hv). */
+static enum ty_status split_ba(struct ty_context *ctx, int32_t n, const struct ty_tensor *ba, float *hb, float *ha,
+                               float *hba) {
     const struct ty_hparams *hp = &ctx->model->hp;
-    struct ty_next_state *s = ctx->next;
     int64_t hk = hp->ssm_head_k, hv = hp->ssm_head_v, r = hv / hk;
-    struct ty_tensor ba = cols(&s->ba, 0, n);
-    OP(ty__backend_matmul(ctx->be, &ba, l->ssm_ba, xn, NULL));
-    OP(ty__backend_tensor_get(ctx->be, &ba, hba, 0, (size_t)(2 * hv * n) * sizeof(float)));
+    OP(ty__backend_tensor_get(ctx->be, ba, hba, 0, (size_t)(2 * hv * n) * sizeof(float)));
     for (int64_t t = 0; t < n; t++) {
         for (int64_t g = 0; g < hk; g++) {
             for (int64_t j = 0; j < r; j++) {
@@ -297,23 +293,24 @@ static enum ty_status delta_net(struct ty_context *ctx, int il, int32_t n, const
     struct ty_tensor gt = cols(&s->g, 0, n), bt = cols(&s->beta, 0, n);
     /* host staging: b and a per token and value head (then beta and the log decay), A and dt_bias, ssm_ba's output */
     float *hb = s->host, *ha = hb + hv * n, *hA = ha + hv * n, *hdt = hA + hv, *hba = hdt + hv;
-    if (l->ssm_qkv) {
-        /* [q | k | v] come in conv order, and z from its own projection */
-        struct ty_tensor z2 = ty__tensor_reshape(&s->z, hv * dv, ctx->n_batch, 1, 1);
-        z2 = cols(&z2, 0, n);
-        OP(ty__backend_matmul(be, &mixed, l->ssm_qkv, xn, NULL));
-        OP(ty__backend_matmul(be, &z2, l->ssm_gate, xn, NULL));
-    } else {
-        TY_TRY(split_qkvz(ctx, l, n, xn, &mixed, &z));
-    }
+    /* the input projections of xn, in one pass over it (matmul_multi): [q | k | v] in conv order and z from their
+     * own projections (else the grouped ssm_in, split afterwards), b and a from their own (qwen35) or from ssm_ba */
+    struct ty_tensor z2 = ty__tensor_reshape(&s->z, hv * dv, ctx->n_batch, 1, 1), ba = cols(&s->ba, 0, n);
+    z2 = cols(&z2, 0, n);
+    const struct ty_tensor *pd[4], *pw[4];
+    int np = 0;
+    if (l->ssm_qkv) pd[np] = &mixed, pw[np++] = l->ssm_qkv, pd[np] = &z2, pw[np++] = l->ssm_gate;
+    if (l->ssm_beta)
+        pd[np] = &bt, pw[np++] = l->ssm_beta, pd[np] = &gt, pw[np++] = l->ssm_alpha;
+    else
+        pd[np] = &ba, pw[np++] = l->ssm_ba;
+    OP(ty__backend_matmul_multi(be, np, pd, pw, xn, NULL));
+    if (!l->ssm_qkv) TY_TRY(split_qkvz(ctx, l, n, xn, &mixed, &z));
     if (l->ssm_beta) {
-        /* qwen35: b and a from their own projections */
-        OP(ty__backend_matmul(be, &bt, l->ssm_beta, xn, NULL));
-        OP(ty__backend_matmul(be, &gt, l->ssm_alpha, xn, NULL));
         OP(ty__backend_tensor_get(be, &bt, hb, 0, (size_t)(hv * n) * F));
         OP(ty__backend_tensor_get(be, &gt, ha, 0, (size_t)(hv * n) * F));
     } else {
-        TY_TRY(split_ba(ctx, l, n, xn, hb, ha, hba));
+        TY_TRY(split_ba(ctx, n, &ba, hb, ha, hba));
     }
     OP(ty__backend_tensor_get(be, l->ssm_a, hA, 0, (size_t)hv * F));
     OP(ty__backend_tensor_get(be, l->ssm_dt, hdt, 0, (size_t)hv * F));
