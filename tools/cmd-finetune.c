@@ -10,15 +10,17 @@
 #include "train/lora.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: tongyun finetune -m BASE.gguf --data CHATS.jsonl -o ADAPTER.gguf [--merge MERGED.gguf]\n"
-            "                        [--rank R] [--alpha A] [--targets q,k,v,o,gate,up,down] [train options]\n"
-            "\n"
-            "  --rank R        adapter rank (default 8)\n"
-            "  --alpha A       adapter scale numerator: W + (alpha / rank) B A (default 2 x rank)\n"
-            "  --targets LIST  projections to adapt (default q,k,v,o)\n"
-            "  --merge FILE    also write the base model with the adapters merged in\n"
-            "Every option of `tongyun train` applies (--steps, --batch, --ctx, --lr, --log, ...), except --resume.\n");
+    fprintf(
+        f, "usage: tongyun finetune -m BASE.gguf --data CHATS.jsonl -o ADAPTER.gguf [--merge MERGED.gguf]\n"
+           "                        [--rank R] [--alpha A] [--targets q,k,v,o,gate,up,down] [train options]\n"
+           "\n"
+           "  --rank R        adapter rank (default 8)\n"
+           "  --alpha A       adapter scale numerator: W + (alpha / rank) B A (default 2 x rank)\n"
+           "  --targets LIST  projections to adapt (default q,k,v,o)\n"
+           "  --merge FILE    also write the base model with the adapters merged in\n"
+           "Every option of `tongyun train` applies (--steps, --batch, --ctx, --lr, --precision, --log, ...), except\n"
+           "--resume. With --precision bf16 the model's products run in bf16; the adapters' own products (their merge\n"
+           "into the weights and their gradients) stay f32.\n");
 }
 
 int ty_cmd_finetune(int argc, char **argv) {

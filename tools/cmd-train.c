@@ -2,7 +2,9 @@
  * cmd-train.c - `tongyun train`: trains a qwen3 model from scratch (a preset or explicit shape, with a tokenizer.json)
  * or continues a GGUF model (-m), on a text or JSONL corpus; evaluates on a held-out tail of the corpus; writes
  * checkpoints that resume exactly (--resume), a JSON-lines log (--log) and the final model as a GGUF that run, chat
- * and serve load. `tongyun train --plot LOG.jsonl OUT.svg` renders a log as an SVG chart. The work is in src/train/.
+ * and serve load. `tongyun train --plot LOG.jsonl OUT.svg` renders a log as an SVG chart. --precision bf16 runs the
+ * products in mixed precision and fails with a clear error on a CPU without AVX512_BF16 (never a silent fallback:
+ * a run's precision is part of what its checkpoints record). The work is in src/train/.
  */
 #include "cli.h"
 
@@ -43,6 +45,12 @@ static void usage(FILE *f) {
            "  --ctx S             tokens per sequence (default 128)   --accum A   micro-batches per step (1)\n"
            "  --lr X (1e-3)  --lr-min X (lr/10)  --warmup N (steps/20)  --weight-decay X (0.1)  --clip X (1.0)\n"
            "  --seed N            initialisation and data order (default 1)\n"
+           "  --precision P       f32 (default) or bf16: mixed precision, every matmul (and attention's q.k, p.v)\n"
+           "                      on bf16-rounded operands with f32 accumulation (vdpbf16ps, about twice the f32\n"
+           "                      rate); weights, gradients, Adam state, norms, softmax and the loss stay f32.\n"
+           "                      Needs a CPU with AVX512_BF16 (an error otherwise); MFU is then against the\n"
+           "                      bf16 dot-product peak. Recorded in checkpoints: --resume needs the same value.\n"
+           "                      finetune takes it too (the adapters' own small products stay f32).\n"
            "  --init-std X        std of the initial matrices from scratch (default 0.02)\n"
            "  -t, --threads N     threads (default: one per core)\n"
            "\n"
@@ -54,7 +62,7 @@ static void usage(FILE *f) {
            "  --stop-after N      stop (after a checkpoint) once step N is done, as if interrupted\n"
            "  --log FILE.jsonl    append one JSON object per step and per evaluation\n"
            "  --name NAME         general.name of the output (default 'Tongyun trained model')\n"
-           "  --no-mfu            skip measuring the FMA peak for the MFU figure\n");
+           "  --no-mfu            skip measuring the FMA (or bf16 dot) peak for the MFU figure\n");
 }
 
 /* ==== Presets ==== */
@@ -180,6 +188,7 @@ static int plot(const char *log_path, const char *svg_path) {
 struct opts {
     const char *data, *out, *model, *tokenizer, *preset, *cache, *ckpt, *log, *name;
     enum ty_train_data_format format;
+    enum ty_train_precision precision;
     int32_t layers, embd, heads, kv_heads, head_dim, ff, vocab;
     double rope_theta, init_std, eval_frac;
     int64_t steps, batch, ctx, accum, warmup, eval_every, eval_batches, ckpt_every, stop_after;
@@ -291,12 +300,15 @@ static int train(const struct opts *o, const struct ty_train_cli_lora *lcfg) {
             if (st == TY_OK) ty__train_model_init_random(m, o->seed, (float)o->init_std);
         }
     }
+    if (st == TY_OK) st = ty__train_model_set_precision(m, o->precision);
     if (st == TY_OK && lcfg) st = ty__lora_init(m, lcfg->rank, lcfg->alpha, lcfg->targets, o->seed, &lora);
     if (st != TY_OK) goto fail;
     const struct ty_train_config *c = &m->cfg;
-    fprintf(stderr, "train: qwen3 %d layers, embd %d, heads %d/%d x %d, ff %d, vocab %d, %s: %.2fM parameters\n",
+    fprintf(stderr,
+            "train: qwen3 %d layers, embd %d, heads %d/%d x %d, ff %d, vocab %d, %s: %.2fM parameters, %s products\n",
             c->n_layer, c->n_embd, c->n_head, c->n_head_kv, c->head_dim, c->n_ff, c->n_vocab,
-            c->tied ? "tied" : "untied", (double)m->n_params / 1e6);
+            c->tied ? "tied" : "untied", (double)m->n_params / 1e6,
+            o->precision == TY_TRAIN_PRECISION_BF16 ? "bf16 (f32 accumulation)" : "f32");
 
     /* data */
     char cache[4096];
@@ -336,8 +348,13 @@ static int train(const struct opts *o, const struct ty_train_cli_lora *lcfg) {
         fprintf(stderr, "finetune: LoRA rank %d, alpha %g on %d matrices: %.3fM trainable parameters\n", lora->rank,
                 (double)lora->alpha, lora->n_ad, (double)lora->n_params / 1e6);
     if (st != TY_OK) goto fail;
-    struct ty_train_run_id id = {
-        .seed = o->seed, .n_seq = o->batch, .seq_len = o->ctx, .accum = o->accum, .optim = op, .data_hash = data.hash};
+    struct ty_train_run_id id = {.seed = o->seed,
+                                 .n_seq = o->batch,
+                                 .seq_len = o->ctx,
+                                 .accum = o->accum,
+                                 .optim = op,
+                                 .data_hash = data.hash,
+                                 .precision = o->precision};
     char ckpt_buf[4096];
     const char *ckpt = o->ckpt;
     if (!ckpt) {
@@ -369,8 +386,9 @@ static int train(const struct opts *o, const struct ty_train_cli_lora *lcfg) {
     double peak = 0;
     if (!o->no_mfu) {
         struct ty_roofline rl;
+        /* a bf16 run's MFU is against the peak of the instruction it runs, vdpbf16ps */
         if (ty__roofline_measure_ex(&rl, o->threads, 0.5, ty__simd()->isa, 8u << 20) == TY_OK)
-            peak = rl.fma_gflops * 1e9;
+            peak = (o->precision == TY_TRAIN_PRECISION_BF16 ? rl.bf16_gflops : rl.fma_gflops) * 1e9;
     }
     double flops_tok = ty__train_flops_per_token(c, o->ctx);
     int64_t tok_step = o->batch * o->ctx * o->accum;
@@ -578,6 +596,15 @@ int ty__train_cli(int argc, char **argv, const struct ty_train_cli_lora *lora) {
                 o.format = TY_TRAIN_DATA_JSONL;
             else {
                 fprintf(stderr, "tongyun train: --format must be auto, text or jsonl (got '%s')\n", s);
+                return 2;
+            }
+            continue;
+        }
+        if (!strcmp(a, "--precision")) {
+            const char *s = ty_cli_value(argc, argv, &i);
+            if (!s) return 2;
+            if (!ty__train_precision_from_name(s, &o.precision)) {
+                fprintf(stderr, "tongyun train: --precision must be f32 or bf16 (got '%s')\n", s);
                 return 2;
             }
             continue;

@@ -5,7 +5,7 @@
 # seeded, so the same thread count gives the same model. Work files go to build/mini/.
 #
 #   scripts/mini/build.sh                 # the committed model's recipe
-#   STEPS=9000 scripts/mini/build.sh      # a longer run (about an hour on 2 quiet cores)
+#   STEPS=1000 scripts/mini/build.sh      # a shorter run (the default takes about an hour on 2 quiet cores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 need=()
@@ -23,8 +23,8 @@ mkdir -p "$work"
 python3 scripts/mini/make_corpus.py "$work/corpus.jsonl"
 rm -f "$work/train-log.jsonl" "$work/tongyun-mini-f32.gguf.ckpt"
 "$ty" train --data "$work/corpus.jsonl" --tokenizer build/data/qwen3/tokenizer.json --vocab 4096 \
-    --embd 256 --layers 6 --heads 4 --kv-heads 2 --head-dim 64 --ff 768 --ctx 128 --batch 8 \
-    --steps "${STEPS:-4000}" --lr 2e-3 --lr-min 1e-4 --warmup 50 --eval-every 500 --eval-batches 4 \
+    --embd 384 --layers 6 --heads 6 --kv-heads 2 --head-dim 64 --ff 1152 --ctx 128 --batch 8 \
+    --steps "${STEPS:-7000}" --lr 2e-3 --lr-min 1e-4 --warmup 100 --eval-every 500 --eval-batches 4 \
     --ckpt-every 250 --seed 1 --log "$work/train-log.jsonl" --name Tongyun-Mini -o "$work/tongyun-mini-f32.gguf"
 "$ty" quantize "$work/tongyun-mini-f32.gguf" data/tongyun-mini/tongyun-mini.gguf q8_0
 cp "$work/train-log.jsonl" data/tongyun-mini/train-log.jsonl

@@ -1,9 +1,11 @@
 /*
  * checkpoint.c - training checkpoints for exact resume: the f32 parameters, both Adam moments, the step count and
  * what identifies the run (seed, batch shape, optimizer settings, data hash), followed by a 64-bit FNV-1a checksum of
- * every byte before it. The data order is a function of (seed, step) alone (data.c), so these are all a resumed run
- * needs to continue the same loss curve bit for bit. Little-endian hosts only (the bytes are written as they lie in
- * memory); a checkpoint is a working file of one machine, the GGUF export is the portable result.
+ * every byte before it. Version 2 adds the precision of the products after the header (a bf16 run continues in
+ * bf16); version 1 files, written before mixed precision existed, load as f32 runs. The data order is a function of
+ * (seed, step) alone (data.c), so these are all a resumed run needs to continue the same loss curve bit for bit.
+ * Little-endian hosts only (the bytes are written as they lie in memory); a checkpoint is a working file of one
+ * machine, the GGUF export is the portable result.
  */
 #include "train/train.h"
 
@@ -12,7 +14,7 @@
 #include <stdio.h>
 
 #define CKPT_MAGIC   "TYTRAIN1"
-#define CKPT_VERSION 1u
+#define CKPT_VERSION 2u
 
 struct hasher {
     uint64_t h;
@@ -37,6 +39,12 @@ struct ckpt_header {
     int64_t warmup, total_steps;
     uint64_t data_hash;
     int64_t step;
+};
+
+/* What version 2 adds after the header. */
+struct ckpt_ext {
+    uint32_t precision; /* enum ty_train_precision */
+    uint32_t reserved;  /* 0 */
 };
 
 static void shape_of(const struct ty_train_config *c, int32_t *s) {
@@ -72,7 +80,9 @@ enum ty_status ty__train_checkpoint_save(const char *path, const struct ty_train
     if (!f) return ty__error(TY_ERR_IO, "checkpoint %s: cannot create: %s", tmp, strerror(errno));
     struct hasher hs = {1469598103934665603ull};
     size_t nb = m->n_params * sizeof(float);
+    struct ckpt_ext ext = {(uint32_t)id->precision, 0};
     enum ty_status st = write_all(f, &h, sizeof h, &hs, tmp);
+    if (st == TY_OK) st = write_all(f, &ext, sizeof ext, &hs, tmp);
     if (st == TY_OK) st = write_all(f, m->params, nb, &hs, tmp);
     if (st == TY_OK) st = write_all(f, o->m, nb, &hs, tmp);
     if (st == TY_OK) st = write_all(f, o->v, nb, &hs, tmp);
@@ -120,18 +130,20 @@ enum ty_status ty__train_checkpoint_load(const char *path, struct ty_train_model
     TY_TRY(ty__file_map(path, &map));
     enum ty_status st = TY_OK;
     struct ckpt_header h, want;
-    size_t nb = m->n_params * sizeof(float);
-    size_t need = sizeof h + 3 * nb + 8;
+    struct ckpt_ext ext = {TY_TRAIN_PRECISION_F32, 0};
+    size_t nb = m->n_params * sizeof(float), hsize = sizeof h;
     if (map.size < sizeof h || memcmp(map.data, CKPT_MAGIC, 8) != 0) {
         st = ty__error(TY_ERR_FORMAT, "%s is not a Tongyun training checkpoint (bad magic or too short)", path);
         goto done;
     }
     memcpy(&h, map.data, sizeof h);
-    if (h.version != CKPT_VERSION) {
-        st = ty__error(TY_ERR_UNSUPPORTED, "checkpoint %s has version %u; this build reads version %u", path, h.version,
-                       CKPT_VERSION);
+    if (h.version != 1 && h.version != CKPT_VERSION) {
+        st = ty__error(TY_ERR_UNSUPPORTED, "checkpoint %s has version %u; this build reads versions 1 to %u", path,
+                       h.version, CKPT_VERSION);
         goto done;
     }
+    if (h.version >= 2) hsize += sizeof ext;
+    size_t need = hsize + 3 * nb + 8;
     int32_t shape[8];
     shape_of(&m->cfg, shape);
     if (memcmp(shape, h.shape, sizeof shape) != 0 || h.n_params != m->n_params) {
@@ -163,9 +175,23 @@ enum ty_status ty__train_checkpoint_load(const char *path, struct ty_train_model
     want.data_hash = id->data_hash;
     st = check_run(path, &h, &want);
     if (st != TY_OK) goto done;
-    memcpy(m->params, map.data + sizeof h, nb);
-    memcpy(o->m, map.data + sizeof h + nb, nb);
-    memcpy(o->v, map.data + sizeof h + 2 * nb, nb);
+    if (h.version >= 2) memcpy(&ext, map.data + sizeof h, sizeof ext);
+    if (ext.precision >= TY_TRAIN_PRECISION_COUNT) {
+        st = ty__error(TY_ERR_FORMAT, "checkpoint %s: precision %u is unknown; the file is from a newer build", path,
+                       ext.precision);
+        goto done;
+    }
+    if (ext.precision != (uint32_t)id->precision) {
+        st = ty__error(TY_ERR_INVALID_ARG,
+                       "checkpoint %s was written with --precision %s, this run has %s; resume with the same settings "
+                       "or start a new run without --resume",
+                       path, ty__train_precision_name((enum ty_train_precision)ext.precision),
+                       ty__train_precision_name(id->precision));
+        goto done;
+    }
+    memcpy(m->params, map.data + hsize, nb);
+    memcpy(o->m, map.data + hsize + nb, nb);
+    memcpy(o->v, map.data + hsize + 2 * nb, nb);
     o->step = h.step;
 done:
     ty__file_unmap(&map);

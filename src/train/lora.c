@@ -139,8 +139,10 @@ void ty__lora_sync(struct ty_lora *lo, struct ty_train_model *m) {
         const struct ty_train_tensor *bt = &m->tensors[a->base];
         const float *A = lo->params + lo->tensors[2 * i].offset, *B = lo->params + lo->tensors[2 * i + 1].offset;
         float *W = m->params + bt->offset;
-        /* W = W0 + s (B A): B A first, then scaled and added, as the inference-side merge does */
-        m->ops->gemm(m->ops_ctx, a->out, a->in, lo->rank, B, lo->rank, 1, A, a->in, 1, lo->tmp, a->in, false);
+        /* W = W0 + s (B A): B A first, then scaled and added, as the inference-side merge does; in f32 whatever the
+         * model's precision, as these products make master weights and gradients, not activations */
+        m->ops->gemm(m->ops_ctx, a->out, a->in, lo->rank, B, lo->rank, 1, A, a->in, 1, lo->tmp, a->in, false,
+                     TY_TRAIN_PRECISION_F32);
         const float *W0 = lo->base + a->base_offset;
         for (size_t k = 0; k < bt->n; k++) W[k] = W0[k] + lo->scale * lo->tmp[k];
     }
@@ -154,9 +156,9 @@ void ty__lora_grads(struct ty_lora *lo, const struct ty_train_model *m) {
         float *dA = lo->grads + lo->tensors[2 * i].offset, *dB = lo->grads + lo->tensors[2 * i + 1].offset;
         int64_t r = lo->rank;
         /* dB (out, r) = s dW (out, in) A^T, A (r, in) read transposed */
-        m->ops->gemm(m->ops_ctx, a->out, r, a->in, dW, a->in, 1, A, 1, a->in, dB, r, false);
+        m->ops->gemm(m->ops_ctx, a->out, r, a->in, dW, a->in, 1, A, 1, a->in, dB, r, false, TY_TRAIN_PRECISION_F32);
         /* dA (r, in) = s B^T (r, out) dW (out, in) */
-        m->ops->gemm(m->ops_ctx, r, a->in, a->out, B, 1, r, dW, a->in, 1, dA, a->in, false);
+        m->ops->gemm(m->ops_ctx, r, a->in, a->out, B, 1, r, dW, a->in, 1, dA, a->in, false, TY_TRAIN_PRECISION_F32);
         for (size_t k = 0; k < lo->tensors[2 * i].n; k++) dA[k] *= lo->scale;
         for (size_t k = 0; k < lo->tensors[2 * i + 1].n; k++) dB[k] *= lo->scale;
     }

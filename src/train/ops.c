@@ -1,13 +1,15 @@
 /*
  * ops.c - the CPU implementation of the training op table (struct ty_train_ops in train.h): a packed, cache-blocked
  * f32 gemm with an AVX-512 (8 x 32) or AVX2 (6 x 16) FMA micro-kernel and a portable vector-extension one elsewhere,
- * blocked causal attention built on the same gemm, and the forward and backward kernels of RMSNorm, NeoX RoPE,
- * SwiGLU and cross-entropy with the vectorised exp of chip/cpu/simd/vexp.h. Every kernel is split over the thread
- * pool by whole output elements (or whole rows), and each element is summed in one fixed order, so results do not
- * depend on the thread count.
+ * its mixed-precision twin (operands rounded to bf16 as they are packed, an AVX512-BF16 vdpbf16ps micro-kernel
+ * accumulating in f32, chosen at run time), blocked causal attention built on the same gemms, and the forward and
+ * backward kernels of RMSNorm, NeoX RoPE, SwiGLU and cross-entropy with the vectorised exp of chip/cpu/simd/vexp.h.
+ * Every kernel is split over the thread pool by whole output elements (or whole rows), and each element is summed in
+ * one fixed order, so results do not depend on the thread count.
  */
 #include "train/train.h"
 
+#include "chip/cpu/simd/simd.h"
 #include "chip/cpu/simd/vexp.h"
 
 #include <math.h>
@@ -160,12 +162,13 @@ static inline float max_of(const float *x, int64_t n) {
  * A by the NC columns. Every element of C is one chain of fused multiply-adds in k order, started from C (accumulate,
  * or any KC chunk after the first) or from zero; padding only adds rows and columns that are thrown away. So an
  * element's bits depend neither on the tiling, nor on the edge it sits on, nor on the thread split. */
-#if defined(__AVX512F__)
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512F__)
 #define MR 8
 #define NR 32
 #elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
 #define MR 6
 #define NR 16
 #else
@@ -188,8 +191,11 @@ struct gemm_job {
     int64_t ldc;
     bool acc;
     int64_t mc, nc; /* block sizes: MC and NC, or one tile where no packing space could be allocated */
-    float *scratch; /* GEMM_SCRATCH(mc, nc) floats per thread */
+    float *scratch; /* GEMM_SCRATCH(mc, nc) floats per thread (and a_words more with a_once) */
     bool split_m;   /* threads take row tiles (else column tiles) */
+    bool bf16;      /* mixed precision: the BF16 GEMM section's kernel */
+    bool a_once;    /* bf16: a thread packs all its rows of A once, not once per block of columns */
+    size_t a_words; /* the space that takes per thread */
 };
 
 #if defined(__AVX512F__)
@@ -323,8 +329,14 @@ static void kernel_edge(int64_t kc, const float *ap, const float *bp, float *c, 
 
 #if defined(__AVX__)
 #define TR8 1
-/* dst[i * ldd + j] = src[j * lds + i] for an 8 x 8 block: the packing of an operand stored across the panel's grain. */
-static inline void tr8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+#else
+#define TR8 0
+#endif
+#if defined(__x86_64__)
+/* dst[i * ldd + j] = src[j * lds + i] for an 8 x 8 block: the packing of an operand stored across the panel's grain.
+ * Moves bits only, so it transposes the bf16 pair words of the BF16 GEMM as well (which runs it without an AVX
+ * build). */
+static inline __attribute__((target("avx"))) void tr8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
     __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds), r2 = _mm256_loadu_ps(src + 2 * lds);
     __m256 r3 = _mm256_loadu_ps(src + 3 * lds), r4 = _mm256_loadu_ps(src + 4 * lds);
     __m256 r5 = _mm256_loadu_ps(src + 5 * lds), r6 = _mm256_loadu_ps(src + 6 * lds);
@@ -345,8 +357,6 @@ static inline void tr8x8(const float *src, int64_t lds, float *dst, int64_t ldd)
     _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
     _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
-#else
-#define TR8 0
 #endif
 
 /* A rows [m0, m0 + mc) x k [k0, k0 + kc) into MR-row panels, each k-major: ap[tile][k][r]. */
@@ -407,14 +417,8 @@ static void pack_b(const struct gemm_job *j, int64_t n0, int64_t nc, int64_t k0,
     }
 }
 
-/* C[m0:m1, n0:n1] on one thread with its packing space. */
-static void gemm_range(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *scratch) {
-    if (m0 >= m1 || n0 >= n1) return;
-    if (j->K == 0) {
-        if (!j->acc)
-            for (int64_t m = m0; m < m1; m++) memset(j->C + m * j->ldc + n0, 0, (size_t)(n1 - n0) * sizeof(float));
-        return;
-    }
+/* C[m0:m1, n0:n1] in f32 on one thread with its packing space. */
+static void gemm_range_f32(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *scratch) {
     float *ap = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *bp = ap + j->mc * KC;
     for (int64_t jc = n0; jc < n1; jc += j->nc) {
@@ -443,38 +447,291 @@ static void gemm_range(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t
     }
 }
 
+/* ==== BF16 GEMM ==== */
+
+/* Mixed precision (TY_TRAIN_PRECISION_BF16): the blocking of the f32 gemm, but the packing rounds each operand to
+ * bf16 (nearest even, as vcvtneps2bf16 does) and stores the two values of a pair of consecutive k in one 32-bit word,
+ * and the micro-kernel multiplies word broadcasts of A with panels of B by vdpbf16ps, which adds both products of a
+ * pair into an f32 lane: twice the multiply-adds of vfmadd231ps per instruction. A product of two bf16 values is
+ * exact in f32, so an element is again one chain of f32 additions in a fixed order: per pair, the odd k's product,
+ * then the even k's (the Intel SDM's VDPBF16PS; the Zen 4 this was written on matches it bit for bit), pairs in k
+ * order, an odd K padded with a zero. Its bits therefore depend neither on the tiling nor on the thread split, as in
+ * f32. vdpbf16ps and vcvtneps2bf16 treat denormal inputs as zero, and the packing's scalar path does too, so every
+ * path rounds alike. x86-64 only, compiled with target attributes and chosen at run time (check_precision), so a
+ * generic build uses it on a CPU that has AVX512_BF16. */
+#define BMR 8
+#define BNR 32
+#define BKC (2 * KC) /* k per block: a block of pairs takes the space of KC floats in the packing space */
+_Static_assert(MC % BMR == 0 && NC % BNR == 0, "the f32 blocks hold whole bf16 panels");
+
+#if defined(__x86_64__)
+#define HAVE_BF16 1
+#define T_BF16    __attribute__((target("avx,avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+/* f32 to bf16 bits as vcvtneps2bf16 converts: nearest even, denormals to (signed) zero, NaN made quiet */
+static uint32_t bf16_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) return (u >> 16) & 0x8000u;
+    return ty__f32_to_bf16(f);
+}
+
+/* Rows [0, ni) (of A; columns of B) over kc values of k as panels of w rows, padded with zero rows to a whole
+ * panel: panel q at dst + q * w * n_pairs holds row q * w + i's pair p in word p * w + i, element (i, 2 p) in the low
+ * half and (i, 2 p + 1) in the high half (zero past an odd kc); element (i, k) is x[i * i_s + k * k_s]. Whole blocks
+ * at a time, so each source row is read from end to end (the hardware prefetchers see streams, not a stride). */
+static T_BF16 void pack_block(const float *x, int64_t i_s, int64_t k_s, int64_t ni, int64_t w, int64_t kc,
+                              uint32_t *dst) {
+    int64_t n_pairs = (kc + 1) / 2, full = 0, p_done = 0; /* rows and pairs the vector paths did */
+    /* panel q0 / w (q0 a multiple of w) starts at dst + q0 * n_pairs: no division in the loops */
+    if (k_s == 1 && w % 8 == 0) {
+        /* the pairs lie side by side: 16 k of 8 rows rounded at once, then their words transposed 8 x 8 */
+        full = ni / 8 * 8, p_done = kc / 16 * 8;
+        float t[64];
+        for (int64_t q0 = 0; q0 < full; q0 += w) {
+            for (int64_t i0 = q0; i0 < q0 + w && i0 < full; i0 += 8) {
+                uint32_t *d = dst + q0 * n_pairs + (i0 - q0);
+                for (int64_t p0 = 0; p0 < p_done; p0 += 8) {
+                    for (int r = 0; r < 8; r++) {
+                        __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + (i0 + r) * i_s + 2 * p0));
+                        memcpy(t + 8 * r, &h, 32);
+                    }
+                    tr8x8(t, 8, (float *)(d + p0 * w), w);
+                }
+            }
+        }
+    } else if (i_s == 1 && w % 8 == 0) {
+        /* rows of k lie contiguous: two of them rounded together, then interleaved value by value */
+        full = ni / 8 * 8, p_done = kc / 2;
+        const __m512i idx16 = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                               6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        const __m256i idx8 = _mm256_setr_epi16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+        for (int64_t p = 0; p < p_done; p++) {
+            const float *lo = x + 2 * p * k_s, *hi = lo + k_s;
+            for (int64_t q0 = 0; q0 < full; q0 += w) {
+                uint32_t *d = dst + q0 * n_pairs + p * w;
+                int64_t e = full - q0 < w ? full - q0 : w, i = 0;
+                for (; i + 16 <= e; i += 16) {
+                    __m512i v =
+                        (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(hi + q0 + i), _mm512_loadu_ps(lo + q0 + i));
+                    _mm512_storeu_si512(d + i, _mm512_permutexvar_epi16(idx16, v));
+                }
+                for (; i < e; i += 8) {
+                    __m256i v =
+                        (__m256i)_mm256_cvtne2ps_pbh(_mm256_loadu_ps(hi + q0 + i), _mm256_loadu_ps(lo + q0 + i));
+                    _mm256_storeu_si256((__m256i *)(d + i), _mm256_permutexvar_epi16(idx8, v));
+                }
+            }
+        }
+    }
+    /* the rest one word at a time: pairs the vector path left (an odd or short kc), rows past it, zero padding */
+    int64_t rows = (ni + w - 1) / w * w;
+    for (int64_t q0 = 0; q0 < rows; q0 += w) {
+        for (int64_t i = q0; i < q0 + w; i++) {
+            uint32_t *d = dst + q0 * n_pairs + (i - q0);
+            for (int64_t p = i < full ? p_done : 0; p < n_pairs; p++) {
+                uint32_t lo = 0, hi = 0;
+                if (i < ni) {
+                    const float *e = x + i * i_s + 2 * p * k_s;
+                    lo = bf16_bits(e[0]);
+                    if (2 * p + 1 < kc) hi = bf16_bits(e[k_s]);
+                }
+                d[p * w] = lo | hi << 16;
+            }
+        }
+    }
+}
+
+/* 8 x 32 as the f32 kernel: 16 zmm accumulators, two loads of B and eight word broadcasts of A per pair of k. */
+static inline T_BF16 void kernel_bf16(int64_t n_pairs, const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc,
+                                      bool from_c) {
+    __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+#define IN(r)                                                                                                          \
+    c##r##0 = from_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                             \
+    c##r##1 = from_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps()
+    IN(0);
+    IN(1);
+    IN(2);
+    IN(3);
+    IN(4);
+    IN(5);
+    IN(6);
+    IN(7);
+#undef IN
+    for (int64_t k = 0; k < n_pairs; k++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp), b1 = (__m512bh)_mm512_loadu_si512(bp + 16), av;
+#define ROW(r)                                                                                                         \
+    av = (__m512bh)_mm512_set1_epi32((int)ap[r]);                                                                      \
+    c##r##0 = _mm512_dpbf16_ps(c##r##0, av, b0);                                                                       \
+    c##r##1 = _mm512_dpbf16_ps(c##r##1, av, b1)
+        ROW(0);
+        ROW(1);
+        ROW(2);
+        ROW(3);
+        ROW(4);
+        ROW(5);
+        ROW(6);
+        ROW(7);
+#undef ROW
+        ap += BMR;
+        bp += BNR;
+    }
+#define OUT(r)                                                                                                         \
+    _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                            \
+    _mm512_storeu_ps(c + r * ldc + 16, c##r##1)
+    OUT(0);
+    OUT(1);
+    OUT(2);
+    OUT(3);
+    OUT(4);
+    OUT(5);
+    OUT(6);
+    OUT(7);
+#undef OUT
+}
+
+static T_BF16 void kernel_bf16_edge(int64_t n_pairs, const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc,
+                                    bool from_c, int64_t mr, int64_t nr) {
+    float t[BMR * BNR];
+    if (from_c)
+        for (int64_t r = 0; r < mr; r++) memcpy(t + r * BNR, c + r * ldc, (size_t)nr * sizeof(float));
+    kernel_bf16(n_pairs, ap, bp, t, BNR, from_c);
+    for (int64_t r = 0; r < mr; r++) memcpy(c + r * ldc, t + r * BNR, (size_t)nr * sizeof(float));
+}
+
+/* C[m0:m1, n0:n1] in mixed precision. The packing space holds mc x KC words of A (or, with a_once, all of the
+ * range's rows of A over every k: a_words), then KC x nc words of B. */
+static T_BF16 void gemm_range_bf16(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                                   float *scratch) {
+    uint32_t *ap = (uint32_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    uint32_t *bp = ap + (j->a_once ? j->a_words : (size_t)j->mc * KC);
+    int64_t m_pad = (m1 - m0 + BMR - 1) / BMR * BMR; /* rows of a block of A packed once */
+    if (j->a_once) {
+        TY_ASSERT((size_t)(m_pad * ((j->K + 1) / 2)) <= j->a_words);
+        for (int64_t pc = 0; pc < j->K; pc += BKC)
+            pack_block(j->A + m0 * j->a_rs + pc * j->a_cs, j->a_rs, j->a_cs, m1 - m0, BMR,
+                       j->K - pc < BKC ? j->K - pc : BKC, ap + m_pad * (pc / 2));
+    }
+    for (int64_t jc = n0; jc < n1; jc += j->nc) {
+        int64_t nc = n1 - jc < j->nc ? n1 - jc : j->nc;
+        for (int64_t pc = 0; pc < j->K; pc += BKC) {
+            int64_t kc = j->K - pc < BKC ? j->K - pc : BKC, kp = (kc + 1) / 2;
+            bool from_c = j->acc || pc > 0;
+            pack_block(j->B + pc * j->b_rs + jc * j->b_cs, j->b_cs, j->b_rs, nc, BNR, kc, bp);
+            for (int64_t ic = m0; ic < m1; ic += j->mc) {
+                int64_t mc = m1 - ic < j->mc ? m1 - ic : j->mc;
+                const uint32_t *ablk = ap;
+                if (j->a_once)
+                    ablk = ap + m_pad * (pc / 2) + (ic - m0) * kp;
+                else
+                    pack_block(j->A + ic * j->a_rs + pc * j->a_cs, j->a_rs, j->a_cs, mc, BMR, kc, ap);
+                for (int64_t jr = 0; jr < nc; jr += BNR) {
+                    int64_t nr = nc - jr < BNR ? nc - jr : BNR;
+                    for (int64_t ir = 0; ir < mc; ir += BMR) {
+                        int64_t mr = mc - ir < BMR ? mc - ir : BMR;
+                        float *c = j->C + (ic + ir) * j->ldc + jc + jr;
+                        if (mr == BMR && nr == BNR)
+                            kernel_bf16(kp, ablk + ir * kp, bp + jr * kp, c, j->ldc, from_c);
+                        else
+                            kernel_bf16_edge(kp, ablk + ir * kp, bp + jr * kp, c, j->ldc, from_c, mr, nr);
+                    }
+                }
+            }
+        }
+    }
+}
+#else
+#define HAVE_BF16 0
+#endif
+
+/* Whether this CPU, and the TY_CPU_ISA path, can run the BF16 GEMM; TY_ERR_UNSUPPORTED saying why not. */
+static enum ty_status cpu_check_precision(void *ctx, enum ty_train_precision prec) {
+    (void)ctx;
+    if (prec == TY_TRAIN_PRECISION_F32) return TY_OK;
+    if (prec != TY_TRAIN_PRECISION_BF16)
+        return ty__error(TY_ERR_INVALID_ARG, "train: precision %d does not exist; use f32 or bf16", (int)prec);
+    if (!HAVE_BF16 || !ty__cpu_isa_supported(TY_CPU_ISA_AVX512BF16))
+        return ty__error(TY_ERR_UNSUPPORTED,
+                         "train: bf16 mixed precision needs an x86-64 CPU with AVX512_BF16 (vdpbf16ps), which this "
+                         "machine lacks; train in f32 (--precision f32, the default)");
+    if (ty__simd()->isa != TY_CPU_ISA_AVX512BF16)
+        return ty__error(TY_ERR_UNSUPPORTED,
+                         "train: bf16 mixed precision needs the avx512bf16 kernels, but TY_CPU_ISA selects %s; unset "
+                         "TY_CPU_ISA or train in f32",
+                         ty__simd()->name);
+    return TY_OK;
+}
+
+/* C[m0:m1, n0:n1] on one thread with its packing space, in the job's precision. */
+static void gemm_range(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *scratch) {
+    if (m0 >= m1 || n0 >= n1) return;
+    if (j->K == 0) {
+        if (!j->acc)
+            for (int64_t m = m0; m < m1; m++) memset(j->C + m * j->ldc + n0, 0, (size_t)(n1 - n0) * sizeof(float));
+        return;
+    }
+#if HAVE_BF16
+    if (j->bf16) {
+        gemm_range_bf16(j, m0, m1, n0, n1, scratch);
+        return;
+    }
+#endif
+    TY_ASSERT(!j->bf16);
+    gemm_range_f32(j, m0, m1, n0, n1, scratch);
+}
+
 static void gemm_task(void *arg, int ith, int nth) {
     const struct gemm_job *j = arg;
-    float *scratch = j->scratch + (size_t)ith * GEMM_SCRATCH(j->mc, j->nc);
-    int64_t b, e;
+    float *scratch = j->scratch + (size_t)ith * (GEMM_SCRATCH(j->mc, j->nc) + j->a_words);
+    int64_t b, e, mr = j->bf16 ? BMR : MR, nr = j->bf16 ? BNR : NR;
     if (j->split_m) {
-        ty__split_range((j->M + MR - 1) / MR, ith, nth, &b, &e);
-        gemm_range(j, b * MR, e * MR < j->M ? e * MR : j->M, 0, j->N, scratch);
+        ty__split_range((j->M + mr - 1) / mr, ith, nth, &b, &e);
+        gemm_range(j, b * mr, e * mr < j->M ? e * mr : j->M, 0, j->N, scratch);
     } else {
-        ty__split_range((j->N + NR - 1) / NR, ith, nth, &b, &e);
-        gemm_range(j, 0, j->M, b * NR, e * NR < j->N ? e * NR : j->N, scratch);
+        ty__split_range((j->N + nr - 1) / nr, ith, nth, &b, &e);
+        gemm_range(j, 0, j->M, b * nr, e * nr < j->N ? e * nr : j->N, scratch);
     }
 }
 
 /* The job of C (+)= A B for any layouts; its packing space is set by the caller. */
 static struct gemm_job gemm_job_of(int64_t M, int64_t N, int64_t K, const float *A, int64_t a_rs, int64_t a_cs,
-                                   const float *B, int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool acc) {
-    struct gemm_job j = {M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, acc, MC, NC, NULL, true};
+                                   const float *B, int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool acc,
+                                   bool bf16) {
+    struct gemm_job j = {M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, acc, MC, NC, NULL, true, bf16, false, 0};
     return j;
 }
 
+#define MAX_MR (MR > BMR ? MR : BMR)
+#define MAX_NR (NR > BNR ? NR : BNR)
+
 static void cpu_gemm(void *ctx, int64_t M, int64_t N, int64_t K, const float *A, int64_t a_rs, int64_t a_cs,
-                     const float *B, int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool accumulate) {
+                     const float *B, int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool accumulate,
+                     enum ty_train_precision prec) {
     struct ty_threadpool *pool = pool_of(ctx);
-    struct gemm_job j = gemm_job_of(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate);
+    bool bf16 = prec == TY_TRAIN_PRECISION_BF16;
+    TY_ASSERT(!bf16 || cpu_check_precision(ctx, prec) == TY_OK);
+    struct gemm_job j = gemm_job_of(M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, accumulate, bf16);
     int nth = pool && M * N * (K + 1) >= 65536 ? ty__threadpool_size(pool) : 1;
-    j.split_m = (M + MR - 1) / MR >= (N + NR - 1) / NR;
+    int64_t mr = bf16 ? BMR : MR, nr = bf16 ? BNR : NR;
+    j.split_m = (M + mr - 1) / mr >= (N + nr - 1) / nr;
+    if (bf16) {
+        /* a thread packs its share of one operand and all of the other, and bf16 packing (rounding, pairing) costs
+         * enough to matter next to the faster kernel: share the larger one (the weight gradients of narrow
+         * matrices, (128, 384) x 1024 tokens, packed 40% fewer values so) */
+        j.split_m = M >= N;
+        /* a thread that sweeps more than one block of columns packs its rows of A once rather than per block: the
+         * rounding makes packing cost more than f32's copy, and the logits' product has 9 blocks of columns */
+        int64_t tm = (M + mr - 1) / mr, tn = (N + nr - 1) / nr;
+        int64_t rows = (j.split_m ? (tm + nth - 1) / nth : tm) * mr,
+                cols = (j.split_m ? tn : (tn + nth - 1) / nth) * nr;
+        if (cols > NC) j.a_once = true, j.a_words = (size_t)rows * (size_t)((K + 1) / 2);
+    }
     bool owned;
-    float *scratch = scratch_get(ctx, (size_t)nth * GEMM_SCRATCH(MC, NC), &owned);
+    float *scratch = scratch_get(ctx, (size_t)nth * (GEMM_SCRATCH(MC, NC) + j.a_words), &owned);
     if (!scratch) {
         /* blocks of one tile in a small local space: slower, the same chains and bits */
-        float local[GEMM_SCRATCH(MR, NR)];
-        j.mc = MR, j.nc = NR, j.scratch = local;
+        float local[GEMM_SCRATCH(MAX_MR, MAX_NR)];
+        j.mc = mr, j.nc = nr, j.scratch = local, j.a_once = false, j.a_words = 0;
         gemm_range(&j, 0, M, 0, N, local);
         return;
     }
@@ -650,6 +907,7 @@ struct attn_job {
     const float *q, *k, *v, *dout, *pc;
     int64_t n_seq, S, H, Hkv, hd;
     float scale;
+    bool bf16;      /* the products in mixed precision */
     float *scratch; /* per thread: gemm packing space, then ATTN_RB x S of dP */
 };
 
@@ -668,7 +926,7 @@ static void attn_fwd_item(const struct attn_job *j, int64_t it, float *scratch) 
     for (int64_t i0 = 0; i0 < S; i0 += ATTN_RB) {
         int64_t i1 = i0 + ATTN_RB < S ? i0 + ATTN_RB : S;
         struct gemm_job g =
-            gemm_job_of(i1 - i0, i1, hd, q + i0 * H * hd, H * hd, 1, k, 1, Hkv * hd, P + i0 * S, S, false);
+            gemm_job_of(i1 - i0, i1, hd, q + i0 * H * hd, H * hd, 1, k, 1, Hkv * hd, P + i0 * S, S, false, j->bf16);
         gemm_range(&g, 0, g.M, 0, g.N, scratch);
         for (int64_t i = i0; i < i1; i++) {
             float *pr = P + i * S;
@@ -687,7 +945,7 @@ static void attn_fwd_item(const struct attn_job *j, int64_t it, float *scratch) 
             for (t = 0; t < n; t++) pr[t] *= inv;
             memset(pr + n, 0, (size_t)(S - n) * sizeof(float));
         }
-        g = gemm_job_of(i1 - i0, hd, i1, P + i0 * S, S, 1, v, Hkv * hd, 1, out + i0 * H * hd, H * hd, false);
+        g = gemm_job_of(i1 - i0, hd, i1, P + i0 * S, S, 1, v, Hkv * hd, 1, out + i0 * H * hd, H * hd, false, j->bf16);
         gemm_range(&g, 0, g.M, 0, g.N, scratch);
     }
 }
@@ -711,7 +969,7 @@ static void attn_bwd_item(const struct attn_job *j, int64_t it, float *scratch) 
         for (int64_t i0 = 0; i0 < S; i0 += ATTN_RB) {
             int64_t i1 = i0 + ATTN_RB < S ? i0 + ATTN_RB : S, rb = i1 - i0;
             const float *Pb = P + i0 * S, *dob = dout + i0 * H * hd;
-            struct gemm_job g = gemm_job_of(rb, i1, hd, dob, H * hd, 1, v, 1, Hkv * hd, D, S, false);
+            struct gemm_job g = gemm_job_of(rb, i1, hd, dob, H * hd, 1, v, 1, Hkv * hd, D, S, false, j->bf16);
             gemm_range(&g, 0, g.M, 0, g.N, scratch);
             for (int64_t i = i0; i < i1; i++) {
                 const float *pr = P + i * S;
@@ -720,11 +978,11 @@ static void attn_bwd_item(const struct attn_job *j, int64_t it, float *scratch) 
                 for (int64_t t = 0; t <= i; t++) dp[t] = pr[t] * (dp[t] - rowdot) * j->scale;
                 for (int64_t t = i + 1; t < i1; t++) dp[t] = 0.0f;
             }
-            g = gemm_job_of(rb, hd, i1, D, S, 1, k, Hkv * hd, 1, dq + i0 * H * hd, H * hd, false);
+            g = gemm_job_of(rb, hd, i1, D, S, 1, k, Hkv * hd, 1, dq + i0 * H * hd, H * hd, false, j->bf16);
             gemm_range(&g, 0, g.M, 0, g.N, scratch);
-            g = gemm_job_of(i1, hd, rb, D, 1, S, q + i0 * H * hd, H * hd, 1, dk, Hkv * hd, true);
+            g = gemm_job_of(i1, hd, rb, D, 1, S, q + i0 * H * hd, H * hd, 1, dk, Hkv * hd, true, j->bf16);
             gemm_range(&g, 0, g.M, 0, g.N, scratch);
-            g = gemm_job_of(i1, hd, rb, Pb, 1, S, dob, H * hd, 1, dv, Hkv * hd, true);
+            g = gemm_job_of(i1, hd, rb, Pb, 1, S, dob, H * hd, 1, dv, Hkv * hd, true, j->bf16);
             gemm_range(&g, 0, g.M, 0, g.N, scratch);
         }
     }
@@ -764,7 +1022,8 @@ static enum ty_status attn_run(void *ctx, struct attn_job *j, int64_t n_items,
 
 static enum ty_status cpu_attn_fwd(void *ctx, float *out, float *p, const float *q, const float *k, const float *v,
                                    int64_t n_seq, int64_t seq_len, int64_t n_head, int64_t n_head_kv, int64_t hd,
-                                   float scale) {
+                                   float scale, enum ty_train_precision prec) {
+    TY_ASSERT(cpu_check_precision(ctx, prec) == TY_OK);
     struct attn_job j = {.out = out,
                          .p = p,
                          .q = q,
@@ -775,13 +1034,16 @@ static enum ty_status cpu_attn_fwd(void *ctx, float *out, float *p, const float 
                          .H = n_head,
                          .Hkv = n_head_kv,
                          .hd = hd,
-                         .scale = scale};
+                         .scale = scale,
+                         .bf16 = prec == TY_TRAIN_PRECISION_BF16};
     return attn_run(ctx, &j, n_seq * n_head, attn_fwd_item);
 }
 
 static enum ty_status cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *p,
                                    const float *q, const float *k, const float *v, int64_t n_seq, int64_t seq_len,
-                                   int64_t n_head, int64_t n_head_kv, int64_t hd, float scale) {
+                                   int64_t n_head, int64_t n_head_kv, int64_t hd, float scale,
+                                   enum ty_train_precision prec) {
+    TY_ASSERT(cpu_check_precision(ctx, prec) == TY_OK);
     struct attn_job j = {.dq = dq,
                          .dk = dk,
                          .dv = dv,
@@ -795,7 +1057,8 @@ static enum ty_status cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, c
                          .H = n_head,
                          .Hkv = n_head_kv,
                          .hd = hd,
-                         .scale = scale};
+                         .scale = scale,
+                         .bf16 = prec == TY_TRAIN_PRECISION_BF16};
     return attn_run(ctx, &j, n_seq * n_head_kv, attn_bwd_item);
 }
 
@@ -915,6 +1178,7 @@ static void cpu_cross_entropy(void *ctx, float *logits, float *loss, const int32
 static const struct ty_train_ops cpu_ops = {
     .version = TY_TRAIN_OPS_VERSION,
     .name = "cpu",
+    .check_precision = cpu_check_precision,
     .gemm = cpu_gemm,
     .transpose = cpu_transpose,
     .rms_norm_fwd = cpu_rms_norm_fwd,

@@ -6,7 +6,8 @@
  * The forward is the graph of qwen.c (Hugging Face's Qwen3Model) over a batch of independent sequences:
  *   x = embed(tokens); per layer: h = rms(x); q,k,v = h Wq^T, h Wk^T, h Wv^T; q,k = rope(rms_head(q)),
  * rope(rms_head(k)) x += attn(q, k, v) Wo^T; h = rms(x); x += (silu(h Wg^T) * h Wu^T) Wd^T;  logits = rms(x) Wout^T and
- * the backward retraces it with the activations the forward saved (no recomputation).
+ * the backward retraces it with the activations the forward saved (no recomputation). Every product runs in the
+ * model's precision (f32, or bf16 operands with f32 accumulation); everything else is f32 whatever it is.
  */
 #include "train/train.h"
 
@@ -164,6 +165,32 @@ size_t ty__train_n_params(const struct ty_train_model *m) {
     return m->n_params;
 }
 
+/* ==== Precision ==== */
+
+static const char *const precision_names[TY_TRAIN_PRECISION_COUNT] = {"f32", "bf16"};
+
+const char *ty__train_precision_name(enum ty_train_precision p) {
+    return (unsigned)p < TY_TRAIN_PRECISION_COUNT ? precision_names[p] : "unknown";
+}
+
+bool ty__train_precision_from_name(const char *name, enum ty_train_precision *out) {
+    for (int i = 0; name && i < TY_TRAIN_PRECISION_COUNT; i++) {
+        if (!strcmp(name, precision_names[i])) {
+            *out = (enum ty_train_precision)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+enum ty_status ty__train_model_set_precision(struct ty_train_model *m, enum ty_train_precision p) {
+    if (p != TY_TRAIN_PRECISION_F32 && !m->ops->check_precision)
+        return ty__error(TY_ERR_UNSUPPORTED, "train: the %s backend trains in f32 only", m->ops->name);
+    if (m->ops->check_precision) TY_TRY(m->ops->check_precision(m->ops_ctx, p));
+    m->precision = p;
+    return TY_OK;
+}
+
 /* ==== Initialisation ==== */
 
 static uint64_t splitmix64(uint64_t *x) {
@@ -293,14 +320,14 @@ enum ty_status ty__train_model_reserve(struct ty_train_model *m, int64_t n_seq, 
 /* Y (T, out) = X (T, in) W^T, W (out, in) read transposed. Accumulates into Y when `acc`. */
 static void mm_fwd(struct ty_train_model *m, float *Y, const float *X, const float *W, int64_t T, int64_t in,
                    int64_t out, bool acc) {
-    m->ops->gemm(m->ops_ctx, T, out, in, X, in, 1, W, 1, in, Y, out, acc);
+    m->ops->gemm(m->ops_ctx, T, out, in, X, in, 1, W, 1, in, Y, out, acc, m->precision);
 }
 
 /* dX (T, in) (+)= dY (T, out) W (out, in); dW (out, in) += dY^T X. */
 static void mm_bwd(struct ty_train_model *m, float *dX, bool acc_dx, float *dW, const float *dY, const float *X,
                    const float *W, int64_t T, int64_t in, int64_t out) {
-    if (dX) m->ops->gemm(m->ops_ctx, T, in, out, dY, out, 1, W, in, 1, dX, in, acc_dx);
-    m->ops->gemm(m->ops_ctx, out, in, T, dY, 1, out, X, in, 1, dW, in, true);
+    if (dX) m->ops->gemm(m->ops_ctx, T, in, out, dY, out, 1, W, in, 1, dX, in, acc_dx, m->precision);
+    m->ops->gemm(m->ops_ctx, out, in, T, dY, 1, out, X, in, 1, dW, in, true, m->precision);
 }
 
 static enum ty_status forward(struct ty_train_model *m, const int32_t *tokens, int64_t n_seq, int64_t S) {
@@ -342,7 +369,7 @@ static enum ty_status forward(struct ty_train_model *m, const int32_t *tokens, i
         o->rms_norm_fwd(ox, a->kr, a->rstdk, a->k, W->k_norm, T * Hkv, hd, c->norm_eps);
         o->rope(ox, a->qr, m->pos, T, H, hd, &m->rope, false);
         o->rope(ox, a->kr, m->pos, T, Hkv, hd, &m->rope, false);
-        TY_TRY(o->attn_fwd(ox, a->att, a->p, a->qr, a->kr, a->v, n_seq, S, H, Hkv, hd, scale));
+        TY_TRY(o->attn_fwd(ox, a->att, a->p, a->qr, a->kr, a->v, n_seq, S, H, Hkv, hd, scale, m->precision));
         memcpy(a->x_mid, a->x_in, (size_t)(T * E) * sizeof(float));
         mm_fwd(m, a->x_mid, a->att, W->wo, T, Q, E, true);
         o->rms_norm_fwd(ox, a->xn2, a->rstd2, a->x_mid, W->ffn_norm, T, E, c->norm_eps);
@@ -420,7 +447,8 @@ enum ty_status ty__train_forward_backward(struct ty_train_model *m, const int32_
         o->rms_norm_bwd(ox, m->dx, G->ffn_norm, m->dxn, a->x_mid, a->rstd2, W->ffn_norm, T, E);
         /* attention block */
         mm_bwd(m, m->datt, false, G->wo, m->dx, a->att, W->wo, T, Q, E);
-        TY_TRY(o->attn_bwd(ox, m->dq, m->dk, m->dv, m->datt, a->p, a->qr, a->kr, a->v, n_seq, S, H, Hkv, hd, scale));
+        TY_TRY(o->attn_bwd(ox, m->dq, m->dk, m->dv, m->datt, a->p, a->qr, a->kr, a->v, n_seq, S, H, Hkv, hd, scale,
+                           m->precision));
         o->rope(ox, m->dq, m->pos, T, H, hd, &m->rope, true);
         o->rope(ox, m->dk, m->pos, T, Hkv, hd, &m->rope, true);
         /* datt is free again: it takes the gradient of q before its norm, dtmp that of k */

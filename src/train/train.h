@@ -19,7 +19,16 @@
 
 /* ==== Op table ==== */
 
-#define TY_TRAIN_OPS_VERSION 2
+#define TY_TRAIN_OPS_VERSION 3
+
+/* Precision of the products of training (every gemm, and attention's q.k and p.v): f32, or mixed precision where
+ * each operand is rounded to bf16 (nearest even) as it is packed and the products accumulate in f32, as
+ * torch.autocast("cpu", dtype=torch.bfloat16) runs matmuls. Master weights, gradients, optimizer state, norms, softmax
+ * and cross-entropy stay f32 either way, and so do the products' outputs. */
+enum ty_train_precision { TY_TRAIN_PRECISION_F32 = 0, TY_TRAIN_PRECISION_BF16 = 1, TY_TRAIN_PRECISION_COUNT };
+
+const char *ty__train_precision_name(enum ty_train_precision p); /* "f32", "bf16"; "unknown" out of range */
+bool ty__train_precision_from_name(const char *name, enum ty_train_precision *out);
 
 /* Kernels of training, each over a whole batch. `ctx` is the implementation's state (the CPU's is its thread pool).
  * Gradient outputs named `d*` accumulate (+=) unless the entry says it overwrites, so residual branches and
@@ -27,10 +36,13 @@
 struct ty_train_ops {
     int version; /* TY_TRAIN_OPS_VERSION */
     const char *name;
+    /* TY_OK when products in `prec` can run here; TY_ERR_UNSUPPORTED saying why not (bf16 on a CPU without
+     * AVX512_BF16). A kernel given a precision this refuses aborts (TY_ASSERT): callers ask first. */
+    enum ty_status (*check_precision)(void *ctx, enum ty_train_precision prec);
     /* C[m, n] (+)= sum_k A[m * a_rs + k * a_cs] * B[k * b_rs + n * b_cs]: (M, K) x (K, N), A and B in any layout
-     * (plain or transposed), C row-major. Overwrites C unless `accumulate`. */
+     * (plain or transposed), C row-major, products in `prec`. Overwrites C unless `accumulate`. */
     void (*gemm)(void *ctx, int64_t M, int64_t N, int64_t K, const float *A, int64_t a_rs, int64_t a_cs, const float *B,
-                 int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool accumulate);
+                 int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool accumulate, enum ty_train_precision prec);
     /* dst (cols, rows) = src (rows, cols) transposed. */
     void (*transpose)(void *ctx, float *dst, const float *src, int64_t rows, int64_t cols);
     /* y = x * rstd * w over each row of `dim`; rstd (n_rows) = 1 / sqrt(mean(x^2) + eps), saved for the backward. */
@@ -44,15 +56,16 @@ struct ty_train_ops {
     void (*rope)(void *ctx, float *x, const int32_t *pos, int64_t n_tok, int64_t n_head, int64_t head_dim,
                  const struct ty_rope *rope, bool inverse);
     /* Causal attention of n_seq sequences of seq_len tokens: q (T, n_head, hd), k and v (T, n_head_kv, hd) -> out
-     * (T, n_head, hd) (overwritten); p (n_seq, n_head, seq_len, seq_len) receives the softmax probabilities.
-     * TY_ERR_NO_MEMORY when the kernel's scratch cannot be allocated. */
+     * (T, n_head, hd) (overwritten); p (n_seq, n_head, seq_len, seq_len) receives the softmax probabilities (f32).
+     * The products (q.k, p.v) run in `prec`. TY_ERR_NO_MEMORY when the kernel's scratch cannot be allocated. */
     enum ty_status (*attn_fwd)(void *ctx, float *out, float *p, const float *q, const float *k, const float *v,
                                int64_t n_seq, int64_t seq_len, int64_t n_head, int64_t n_head_kv, int64_t hd,
-                               float scale);
-    /* dq, dk, dv are overwritten. TY_ERR_NO_MEMORY as attn_fwd. */
+                               float scale, enum ty_train_precision prec);
+    /* dq, dk, dv are overwritten; the products run in `prec`. TY_ERR_NO_MEMORY as attn_fwd. */
     enum ty_status (*attn_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *p,
                                const float *q, const float *k, const float *v, int64_t n_seq, int64_t seq_len,
-                               int64_t n_head, int64_t n_head_kv, int64_t hd, float scale);
+                               int64_t n_head, int64_t n_head_kv, int64_t hd, float scale,
+                               enum ty_train_precision prec);
     /* h = silu(g) * u over n elements. */
     void (*swiglu_fwd)(void *ctx, float *h, const float *g, const float *u, int64_t n);
     /* dg, du (overwritten) from dh. */
@@ -146,6 +159,7 @@ struct ty_train_model {
     const struct ty_train_ops *ops;
     void *ops_ctx;
     struct ty_threadpool *pool;
+    enum ty_train_precision precision; /* of the products; f32 unless ty__train_model_set_precision */
     /* activations for n_seq sequences of seq_len tokens (sized by ty__train_model_reserve) */
     int64_t n_seq, seq_len;
     struct ty_train_layer_acts *acts; /* (n_layer) */
@@ -177,6 +191,10 @@ enum ty_status ty__train_model_load_gguf(const char *path, int n_threads, struct
  * unused tokens up to n_vocab when it has fewer (as convert does). Written under a temporary name, then renamed. */
 enum ty_status ty__train_model_save_gguf(const struct ty_train_model *m, struct ty_tokenizer *tok, const char *name,
                                          const char *path);
+/* The precision of the model's products from now on (forward, backward and evaluation). TY_ERR_UNSUPPORTED, with
+ * the model unchanged, when the backend cannot run it here (bf16 needs AVX512_BF16, and a TY_CPU_ISA path that has
+ * it): the caller fails rather than silently training in another precision. */
+enum ty_status ty__train_model_set_precision(struct ty_train_model *m, enum ty_train_precision p);
 /* Sizes the activation buffers for batches of n_seq x seq_len tokens (reallocates only when larger). */
 enum ty_status ty__train_model_reserve(struct ty_train_model *m, int64_t n_seq, int64_t seq_len);
 
@@ -246,9 +264,11 @@ struct ty_train_run_id {
     int64_t n_seq, seq_len, accum;
     struct ty_train_optim_params optim;
     uint64_t data_hash; /* of the token shard */
+    enum ty_train_precision precision;
 };
 
-/* Writes params, Adam moments, step and run id, with a checksum, atomically (temporary file + rename). */
+/* Writes params, Adam moments, step and run id (precision included), with a checksum, atomically (temporary file +
+ * rename). */
 enum ty_status ty__train_checkpoint_save(const char *path, const struct ty_train_model *m,
                                          const struct ty_train_optim *o, const struct ty_train_run_id *id);
 /* Reads a checkpoint into a model of the same config and an optimizer. A corrupt or truncated file, another model

@@ -62,7 +62,7 @@ static void check_gemm(void *ctx, int64_t M, int64_t N, int64_t K, int trans, bo
     fill(A, (size_t)(M * K), 1), fill(B, (size_t)(K * N), 1), fill(C0, (size_t)(M * N), 1);
     memcpy(C, C0, (size_t)(M * N) * 4);
     int64_t rs = trans_a ? 1 : K, cs = trans_a ? M : 1, b_rs = trans_b ? 1 : N, b_cs = trans_b ? K : 1;
-    o->gemm(ctx, M, N, K, A, rs, cs, B, b_rs, b_cs, C, N, acc);
+    o->gemm(ctx, M, N, K, A, rs, cs, B, b_rs, b_cs, C, N, acc, TY_TRAIN_PRECISION_F32);
     double worst = 0;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t n = 0; n < N; n++) {
@@ -77,7 +77,7 @@ static void check_gemm(void *ctx, int64_t M, int64_t N, int64_t K, int trans, bo
     if (ctx) { /* the same bits on one thread: each element is one chain in k order, whatever the split */
         float *C1 = ty__malloc((size_t)(M * N) * 4);
         memcpy(C1, C0, (size_t)(M * N) * 4);
-        o->gemm(NULL, M, N, K, A, rs, cs, B, b_rs, b_cs, C1, N, acc);
+        o->gemm(NULL, M, N, K, A, rs, cs, B, b_rs, b_cs, C1, N, acc, TY_TRAIN_PRECISION_F32);
         CHECK_MSG(memcmp(C, C1, (size_t)(M * N) * 4) == 0, "gemm %lld x %lld x %lld: 2 threads differ from 1",
                   (long long)M, (long long)N, (long long)K);
         ty_free(C1);
@@ -173,7 +173,8 @@ static void test_rope_grad(void) {
 
 static double attn_loss(void *arg) {
     struct op_case *c = arg;
-    c->o->attn_fwd(NULL, c->y, c->p, c->q, c->k, c->v, c->nseq, c->S, c->H, c->Hkv, c->hd, 0.5f);
+    c->o->attn_fwd(NULL, c->y, c->p, c->q, c->k, c->v, c->nseq, c->S, c->H, c->Hkv, c->hd, 0.5f,
+                   TY_TRAIN_PRECISION_F32);
     return weighted(c->y, c->r, (size_t)(c->nseq * c->S * c->H * c->hd));
 }
 
@@ -184,7 +185,7 @@ static void test_attention_grad(void) {
     c.q = q, c.k = k, c.v = v, c.y = y, c.r = r, c.p = p;
     fill(q, NQ, 1), fill(k, NK, 1), fill(v, NK, 1), fill(r, NQ, 1);
     attn_loss(&c);
-    CHECK_OK(c.o->attn_bwd(NULL, dq, dk, dv, r, p, q, k, v, 2, 5, 4, 2, 6, 0.5f));
+    CHECK_OK(c.o->attn_bwd(NULL, dq, dk, dv, r, p, q, k, v, 2, 5, 4, 2, 6, 0.5f, TY_TRAIN_PRECISION_F32));
     fd_check("attention dq", dq, q, NQ, attn_loss, &c);
     fd_check("attention dk", dk, k, NK, attn_loss, &c);
     fd_check("attention dv", dv, v, NK, attn_loss, &c);
@@ -209,8 +210,8 @@ static void test_attention_blocks(void) {
     void *ctx = NULL;
     CHECK_OK(ty__threadpool_init(2, &tp));
     CHECK_OK(ty__train_cpu_ctx_new(tp, &ctx));
-    CHECK_OK(o->attn_fwd(ctx, out, p, q, k, v, NS, S, H, HKV, HD, 0.35f));
-    CHECK_OK(o->attn_bwd(ctx, dq, dk, dv, dout, p, q, k, v, NS, S, H, HKV, HD, 0.35f));
+    CHECK_OK(o->attn_fwd(ctx, out, p, q, k, v, NS, S, H, HKV, HD, 0.35f, TY_TRAIN_PRECISION_F32));
+    CHECK_OK(o->attn_bwd(ctx, dq, dk, dv, dout, p, q, k, v, NS, S, H, HKV, HD, 0.35f, TY_TRAIN_PRECISION_F32));
 #define QI(s, i, h) ((((size_t)(s)*S + (i)) * H + (h)) * HD)
 #define KI(s, t, h) ((((size_t)(s)*S + (t)) * HKV + (h)) * HD)
     for (int s = 0; s < NS; s++)

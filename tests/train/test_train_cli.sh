@@ -3,7 +3,8 @@
 # loads and a JSON-lines log that `--plot` renders; a run stopped at a checkpoint and resumed logs exactly the losses
 # of the uninterrupted run (same thread count); JSONL corpora ({"text"} and {"messages"}) train; and bad input gets
 # a clear error: an empty corpus, invalid UTF-8 (skipped with a count), a corrupt checkpoint, a resume with other
-# hyperparameters, usage errors (exit 2).
+# hyperparameters (or another --precision), usage errors (exit 2). --precision bf16 resumes exactly too, and is refused
+# with a clear error where the CPU (or the TY_CPU_ISA path) lacks AVX512_BF16.
 set -euo pipefail
 T=${TONGYUN:-build/tongyun}
 SRC=${TY_SOURCE_DIR:-.}
@@ -70,6 +71,41 @@ echo "not a checkpoint at all" > "$work/junk.ckpt"
 exit_code "not a checkpoint" 1 "not a Tongyun training checkpoint" \
     "$T" train --data "$work/corpus.txt" -o "$work/b.gguf" --steps 12 --ckpt "$work/junk.ckpt" --resume "${common[@]}"
 
+# ---- mixed precision: a bf16 run resumes exactly, a resume in the other precision is refused, and a CPU path
+# without AVX512_BF16 refuses bf16 with a clear error (the bf16 runs skip, with the reason, on such a CPU) ----
+exit_code "bad precision" 2 "--precision must be f32 or bf16" \
+    "$T" train --data "$work/corpus.txt" -o "$work/x.gguf" --tokenizer "$TOK" --precision fp16
+exit_code "bf16 refused on a TY_CPU_ISA path without it" 1 "bf16" \
+    env TY_CPU_ISA=avx2 "$T" train --data "$work/corpus.txt" -o "$work/x.gguf" --steps 1 --precision bf16 "${common[@]}"
+rc=0 bf16=0
+"$T" train --data "$work/corpus.txt" -o "$work/h.gguf" --steps 12 --log "$work/h.jsonl" --precision bf16 \
+    "${common[@]}" > "$work/out" 2> "$work/err" || rc=$?
+if [[ $rc != 0 ]]; then
+    grep -q "AVX512_BF16" "$work/err" || fail "bf16 run failed without naming AVX512_BF16: $(cat "$work/err")"
+    echo "skip bf16 runs: $(grep -o 'train: bf16.*' "$work/err")"
+else
+    grep -q "bf16 (f32 accumulation) products" "$work/err" || fail "a bf16 run does not say so: $(cat "$work/err")"
+    ok "bf16 run"
+    bf16=1
+    exit_code "bf16 stop after 6 steps" 0 "continue with --resume" \
+        "$T" train --data "$work/corpus.txt" -o "$work/i.gguf" --steps 12 --stop-after 6 --ckpt "$work/i.ckpt" \
+        --log "$work/i.jsonl" --precision bf16 "${common[@]}"
+    exit_code "resume a bf16 run in f32" 1 "--precision bf16, this run has f32" \
+        "$T" train --data "$work/corpus.txt" -o "$work/i.gguf" --steps 12 --ckpt "$work/i.ckpt" --resume "${common[@]}"
+    exit_code "resume an f32 run in bf16" 1 "--precision f32, this run has bf16" \
+        "$T" train --data "$work/corpus.txt" -o "$work/b.gguf" --steps 12 --ckpt "$work/b.ckpt" --resume \
+        --precision bf16 "${common[@]}"
+    exit_code "bf16 resume" 0 "resumed from" \
+        "$T" train --data "$work/corpus.txt" -o "$work/i.gguf" --steps 12 --ckpt "$work/i.ckpt" --resume \
+        --log "$work/i.jsonl" --precision bf16 "${common[@]}"
+    diff <(grep '"loss"' "$work/h.jsonl" | sed 's/, "tok_s".*//') <(grep '"loss"' "$work/i.jsonl" | sed 's/, "tok_s".*//') \
+        > "$work/diff" || fail "resumed bf16 run's losses differ from the uninterrupted run: $(cat "$work/diff")"
+    cmp -s "$work/h.gguf" "$work/i.gguf" || fail "resumed bf16 run's model differs from the uninterrupted run's"
+    ok "resumed bf16 run reproduces the loss curve and model bit for bit"
+    ! cmp -s "$work/h.gguf" "$work/a.gguf" || fail "the bf16 run's model is the f32 run's: the products were not bf16"
+    ok "bf16 and f32 runs differ"
+fi
+
 # ---- corpora ----
 : > "$work/empty.txt"
 exit_code "empty corpus" 1 "holds no text" \
@@ -120,6 +156,11 @@ ok "run --lora FILE[:SCALE] equals the merged model (and scale 0 the base)"
 exit_code "run --lora rejects a bad scale" 2 "--lora" "$T" run -m "$work/a.gguf" --lora "$work/lora.gguf:500" -p x
 exit_code "run --lora names a missing adapter" 1 "no-such-adapter" \
     "$T" run -m "$work/a.gguf" --lora "$work/no-such-adapter.gguf" -p x -n 1
+if [[ $bf16 == 1 ]]; then
+    exit_code "finetune in bf16" 0 "wrote adapter" \
+        "$T" finetune -m "$work/a.gguf" --data "$work/chat.jsonl" -o "$work/lora16.gguf" --rank 4 --targets q,v \
+        --steps 2 --batch 2 --ctx 16 --lr 1e-2 -t 2 --no-mfu --precision bf16
+fi
 exit_code "finetune needs a base model" 2 "-m BASE.gguf is required" \
     "$T" finetune --data "$work/chat.jsonl" -o "$work/lora.gguf" --tokenizer "$TOK"
 exit_code "finetune bad target" 2 "LoRA target 'x' is unknown" \
