@@ -8,8 +8,9 @@
  *   model      gemv over every weight matrix of Qwen2.5-0.5B once, as one decode step reads them (24 layers of q, k,
  *              v, o, gate, up, down, then the 151936-row output matrix: 494M weights), each matrix split by rows
  *              across the thread pool: GB/s of weight bytes, the GB/s of plain reads of the same memory with the same
- *              split (the roofline of that memory: on a VM, where the host put a buffer changes its bandwidth up to
- *              2x, so the ratio is taken against the same bytes), and the percentage;
+ *              split, passes of the two alternating (the roofline of that memory in the same seconds: on the 2-core
+ *              VM the host gives two threads ~33 or ~55 GB/s and flips between them within seconds), and the
+ *              percentage;
  *   prefill    gemm of the same down projection with --prefill columns (tokens): GOP/s (2 per multiply-add) and
  *              the percentage of the peak of the instruction the gemm kernel is built on.
  * Each weight type is run pure (rows that do not fit a K type's 256 fall back as llama.cpp does: Q4_K -> Q5_0,
@@ -255,25 +256,33 @@ static void gemv_task(void *arg, int ith, int nth) {
         ty__simd_gemv(j->s, m->type, m->n, e - b, m->w + (size_t)b * m->row_bytes, m->row_bytes, m->xq, j->out + b);
 }
 
-/* Best and mean seconds of one pass over every matrix of md. */
+/* Seconds of one pass over every matrix of md, one dispatch per matrix. */
+static double pass_gemv(struct ty_threadpool *pool, const struct ty_simd *s, const struct model *md, float *out,
+                        bool read_only) {
+    double t0 = ty__time_s();
+    for (int i = 0; i < md->count; i++) {
+        struct gemv_job j = {s, &md->m[i], out, read_only};
+        ty__threadpool_run(pool, gemv_task, &j);
+    }
+    return ty__time_s() - t0;
+}
+
+/* Best and mean seconds of the gemv pass over md, and (read_best non-NULL) the best of plain reads of the same memory,
+ * the two passes alternating: on a VM the host can change the bandwidth within seconds, so the gemv and the reads it
+ * is compared with must sample the same seconds. */
 static void time_gemv(struct ty_threadpool *pool, const struct ty_simd *s, const struct model *md, float *out,
-                      bool read_only, double seconds, double *best, double *mean) {
+                      double seconds, double *best, double *mean, double *read_best) {
     *best = 1e30;
-    double sum = 0, t_end;
+    if (read_best) *read_best = 1e30;
+    pass_gemv(pool, s, md, out, false); /* warm-up */
+    double sum = 0, t_end = ty__time_s() + seconds;
     int reps = 0;
-    for (int warm = 0; warm < 1; warm++)
-        for (int i = 0; i < md->count; i++) {
-            struct gemv_job j = {s, &md->m[i], out, read_only};
-            ty__threadpool_run(pool, gemv_task, &j);
-        }
-    t_end = ty__time_s() + seconds;
     do {
-        double t0 = ty__time_s();
-        for (int i = 0; i < md->count; i++) {
-            struct gemv_job j = {s, &md->m[i], out, read_only};
-            ty__threadpool_run(pool, gemv_task, &j);
+        if (read_best) {
+            double r = pass_gemv(pool, s, md, out, true);
+            if (r < *read_best) *read_best = r;
         }
-        double t = ty__time_s() - t0;
+        double t = pass_gemv(pool, s, md, out, false);
         sum += t;
         if (t < *best) *best = t;
         reps++;
@@ -465,13 +474,12 @@ int main(int argc, char **argv) {
             if (ty__threadpool_init(threads[th], &pool) != TY_OK) return 1;
             int nth = ty__threadpool_size(pool);
             double best, mean;
-            time_gemv(pool, ks, &ffn, out, false, seconds / 3, &best, &mean);
+            time_gemv(pool, ks, &ffn, out, seconds / 3, &best, &mean, NULL);
             double ffn_gbs = (double)ffn.bytes / best / 1e9;
-            /* the roofline of this very memory, read with the same split, then the gemv */
-            double rbest, rmean;
-            time_gemv(pool, ks, &md, out, true, seconds / 2, &rbest, &rmean);
+            /* the roofline of this very memory, read with the same split, alternating with the gemv */
+            double rbest;
+            time_gemv(pool, ks, &md, out, 1.5 * seconds, &best, &mean, &rbest);
             double read_gbs = (double)md.bytes / rbest / 1e9;
-            time_gemv(pool, ks, &md, out, false, seconds, &best, &mean);
             double gbs = (double)md.bytes / best / 1e9, pct = 100 * gbs / read_gbs;
             json_t *f = json_object(), *m = json_object();
             json_object_set_new(f, "threads", json_integer(nth));

@@ -7,7 +7,10 @@
  *
  * Prefill is one batch of -p random tokens from an empty cache with the last token's logits; decode is -n single-token
  * steps from an empty cache, each with its logits, as llama-bench's pp and tg tests. One untimed warm-up of each runs
- * first. --json prints one JSON object per thread count (JSON Lines), carrying every figure of the table.
+ * first. Decode's bandwidth is measured again right before and right after each of its repetitions (a bandwidth
+ * probe, roofline.h), since a VM's host may change it within seconds; the roofline of the start of the run is kept
+ * in the table and in mem_bw_gbs. --json prints one JSON object per thread count (JSON Lines), carrying every figure
+ * of the table.
  */
 #include "cli.h"
 
@@ -28,8 +31,9 @@ static void usage(FILE *f) {
             "\n"
             "Measures prefill (pp) and decode (tg) tokens/s of a GGUF model, and in the same run this machine's read\n"
             "bandwidth and peak FMA / int8-dot / bf16-dot throughput, and prints each speed as a percentage of its\n"
-            "roofline: decode = (weight + KV + recurrent-state bytes per token) / bandwidth; prefill = FLOPs / peak\n"
-            "of the kernels' instructions. Make a model without downloads with `tongyun mkmodel`.\n"
+            "roofline: decode = (weight + KV + recurrent-state bytes per token) / bandwidth, the bandwidth measured\n"
+            "right before and after each decode repetition (a VM's host can change it within seconds); prefill =\n"
+            "FLOPs / peak of the kernels' instructions. Make a model without downloads with `tongyun mkmodel`.\n"
             "\n"
             "  -m, --model FILE          GGUF model file\n"
             "  -t, --threads N[,N...]    thread counts to run (default: one per core)\n"
@@ -166,6 +170,8 @@ struct result {
     struct stats pp, tg;
     struct ty_profile pp_prof, tg_prof;                  /* --profile: the ops of the timed repetitions */
     double pp_tokens, pp_seconds, tg_tokens, tg_seconds; /* what the timed repetitions ran, for the profile */
+    double tg_bw_gbs;                                    /* read bandwidth around the decode repetitions (mean) */
+    struct stats tg_bw;                                  /* per repetition: the mean of the probes before and after */
     double pp_flops, pp_peak_tok_s, pp_peak_gops, tg_bytes, tg_roof_tok_s; /* pp_flops: per prompt token */
     char backend[32], type[32], arch[32]; /* copies: the model is freed before the results are printed */
 };
@@ -201,7 +207,8 @@ static void rooflines(struct result *res, long n_prompt, long n_gen) {
     }
     if (n_gen > 0) {
         res->tg_bytes = c->weight_bytes + c->state_bytes + c->kv_bytes_per_pos * (double)(n_gen + 1) / 2.0;
-        res->tg_roof_tok_s = res->roof.mem_bw_gbs * 1e9 / res->tg_bytes;
+        res->tg_bw_gbs = res->tg_bw.n > 0 ? res->tg_bw.mean : res->roof.mem_bw_gbs;
+        res->tg_roof_tok_s = res->tg_bw_gbs * 1e9 / res->tg_bytes;
     }
 }
 
@@ -217,6 +224,7 @@ static enum ty_status run_one(const struct bench_opts *o, int threads, struct re
     struct ty_context *ctx = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
+    struct ty_bw_probe *probe = NULL;
     enum ty_status st = ty_model_load(o->model, &mp, &model);
     if (st != TY_OK) return st;
     ty__model_cost(model, o->kv_type, &res->cost);
@@ -255,21 +263,29 @@ static enum ty_status run_one(const struct bench_opts *o, int threads, struct re
         if (rep >= 0)
             stats_add(&res->pp, (double)o->n_prompt / t), res->pp_tokens += (double)o->n_prompt, res->pp_seconds += t;
     }
+    /* Decode's roofline is measured around each timed repetition (a probe right before and right after it): the
+     * bandwidth a VM's host gives can change within seconds (roofline.h). */
+    if (o->n_gen > 0 && (st = ty__bw_probe_new(threads, 0, &probe)) != TY_OK) goto done;
     for (long rep = -1; rep < o->reps && o->n_gen > 0; rep++) {
         if ((st = ty_context_truncate(ctx, 0)) != TY_OK) goto done;
         long steps = rep < 0 ? (o->n_gen < 8 ? o->n_gen : 8) : o->n_gen;
+        double bw_before = rep >= 0 ? ty__bw_probe_gbs(probe, 2) : 0;
         be->profile = o->profile && rep >= 0 ? &res->tg_prof : NULL;
         double t0 = ty__time_s();
         for (long i = 0; i < steps && st == TY_OK; i++) st = ty_context_eval(ctx, &ids[i], 1, TY_LOGITS_LAST, logits);
         double t = ty__time_s() - t0;
         be->profile = NULL;
         if (st != TY_OK) goto done;
-        if (rep >= 0) stats_add(&res->tg, (double)steps / t), res->tg_tokens += (double)steps, res->tg_seconds += t;
+        if (rep < 0) continue;
+        stats_add(&res->tg, (double)steps / t), res->tg_tokens += (double)steps, res->tg_seconds += t;
+        stats_add(&res->tg_bw, (bw_before + ty__bw_probe_gbs(probe, 2)) / 2);
     }
     stats_finish(&res->pp);
     stats_finish(&res->tg);
+    stats_finish(&res->tg_bw);
     rooflines(res, o->n_prompt, o->n_gen);
 done:
+    ty__bw_probe_free(probe);
     ty_free(ids);
     ty_free(logits);
     ty_context_free(ctx);
@@ -358,9 +374,9 @@ static void print_table(const struct bench_opts *o, const struct result *rs, int
                    o->n_prompt, r->pp.mean, r->pp.sd, r->pp_peak_tok_s, r->pp_peak_gops,
                    pct(r->pp.mean, r->pp_peak_tok_s));
         if (o->n_gen > 0)
-            printf("| %s | %d | tg%ld | %.2f ± %.2f | %.1f (%.1f MiB/token) | %.1f |\n", r->backend, r->threads,
-                   o->n_gen, r->tg.mean, r->tg.sd, r->tg_roof_tok_s, r->tg_bytes / (1024.0 * 1024),
-                   pct(r->tg.mean, r->tg_roof_tok_s));
+            printf("| %s | %d | tg%ld | %.2f ± %.2f | %.1f (%.1f MiB/token at %.1f GB/s) | %.1f |\n", r->backend,
+                   r->threads, o->n_gen, r->tg.mean, r->tg.sd, r->tg_roof_tok_s, r->tg_bytes / (1024.0 * 1024),
+                   r->tg_bw_gbs, pct(r->tg.mean, r->tg_roof_tok_s));
     }
     if (n > 1 && o->n_prompt > 0 && rs[0].pp.mean > 0)
         printf("\nprefill scaling %d -> %d threads: %.2fx\n", rs[0].threads, rs[n - 1].threads,
@@ -418,6 +434,8 @@ static void print_json(const struct bench_opts *o, const struct result *r) {
         json_object_set_new(j, "tg_bytes_per_token", json_real(r->tg_bytes));
         json_object_set_new(j, "tg_weight_bytes_per_token", json_real(r->cost.weight_bytes));
         json_object_set_new(j, "tg_state_bytes_per_token", json_real(r->cost.state_bytes));
+        json_object_set_new(j, "tg_mem_bw_gbs", json_real(r->tg_bw_gbs));
+        json_object_set_new(j, "tg_mem_bw_samples", samples_json(&r->tg_bw));
         json_object_set_new(j, "tg_roofline_tok_s", json_real(r->tg_roof_tok_s));
         json_object_set_new(j, "tg_roofline_pct", json_real(pct(r->tg.mean, r->tg_roof_tok_s)));
         if (o->profile) json_object_set_new(j, "tg_profile", profile_json(&r->tg_prof, r->tg_tokens, r->tg_seconds));

@@ -350,8 +350,12 @@ static enum ty_status entry_cost(json_t *e, struct ty_sim_engine_cost *c) {
     return ty__sim_engine_cost_preset(&m, t, c);
 }
 
+/* The roofline a bench entry ran against: the bandwidth measured around its decode repetitions where it has it (a
+ * VM's host can change the bandwidth within seconds, so the one measured before the model loaded may belong to
+ * another state), else the one of the start of its run. */
 static struct ty_sim_roof entry_roof(json_t *e) {
-    struct ty_sim_roof r = {(int)jnum(e, "threads"), jnum(e, "mem_bw_gbs"), jnum(e, "fma_gflops"), jnum(e, "int8_gops"),
+    double bw = jnum(e, "tg_mem_bw_gbs") > 0 ? jnum(e, "tg_mem_bw_gbs") : jnum(e, "mem_bw_gbs");
+    struct ty_sim_roof r = {(int)jnum(e, "threads"), bw, jnum(e, "fma_gflops"), jnum(e, "int8_gops"),
                             jnum(e, "bf16_gflops")};
     return r;
 }

@@ -439,6 +439,60 @@ enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, d
     return TY_OK;
 }
 
+/* ==== Bandwidth probe ==== */
+
+struct ty_bw_probe {
+    struct ty_threadpool *pool;
+    struct kernels k;
+    uint8_t *buf;
+    size_t bytes;
+};
+
+enum ty_status ty__bw_probe_new(int n_threads, size_t bytes, struct ty_bw_probe **out) {
+    *out = NULL;
+    if (bytes == 0) {
+        const char *mb = getenv("TY_ROOFLINE_MB");
+        bytes = (size_t)(mb && atol(mb) > 0 ? atol(mb) : 512) << 19;
+    }
+    bytes = bytes / 4096 * 4096;
+    if (bytes < (1u << 20))
+        return ty__error(TY_ERR_INVALID_ARG, "bandwidth probe: buffer of %zu bytes is too small", bytes);
+    struct ty_bw_probe *p = ty__calloc(1, sizeof *p);
+    if (!p) return ty__error(TY_ERR_NO_MEMORY, "bandwidth probe: out of memory");
+    p->k = kernels_for(ty__cpu_isa_best());
+    p->bytes = bytes;
+    enum ty_status st = ty__threadpool_init(n_threads, &p->pool);
+    if (st == TY_OK && !(p->buf = ty__roofline_alloc(bytes)))
+        st = ty__error(TY_ERR_NO_MEMORY, "bandwidth probe: cannot allocate %zu MiB; set TY_ROOFLINE_MB lower",
+                       bytes >> 20);
+    if (st != TY_OK) {
+        ty__bw_probe_free(p);
+        return st;
+    }
+    ty__threadpool_pin(p->pool);
+    struct job j = {&p->k, 0, p->buf, bytes, 0};
+    timed(p->pool, &j); /* each thread writes the slice it will read */
+    *out = p;
+    return TY_OK;
+}
+
+double ty__bw_probe_gbs(struct ty_bw_probe *p, int passes) {
+    struct job j = {&p->k, 1, p->buf, p->bytes, 0};
+    double best = 0;
+    for (int i = 0; i < (passes > 0 ? passes : 1); i++) {
+        double gbs = (double)p->bytes / timed(p->pool, &j) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    return best;
+}
+
+void ty__bw_probe_free(struct ty_bw_probe *p) {
+    if (!p) return;
+    if (p->buf) ty__roofline_free(p->buf, p->bytes);
+    if (p->pool) ty__threadpool_free(p->pool);
+    ty_free(p);
+}
+
 enum ty_status ty__roofline_measure(struct ty_roofline *out, int n_threads, double seconds_budget) {
     return ty__roofline_measure_ex(out, n_threads, seconds_budget, ty__simd()->isa, 0);
 }

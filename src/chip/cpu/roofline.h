@@ -52,4 +52,16 @@ enum ty_status ty__roofline_measure(struct ty_roofline *out, int n_threads, doub
 enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, double seconds_budget,
                                        enum ty_cpu_isa isa, size_t mem_bytes);
 
+/* A read-bandwidth probe kept beside a benchmark, to measure the bandwidth roofline in the same seconds as the test it
+ * bounds. On the 2-core VM the host gives two threads about 33 or about 55 GB/s and flips between the two within
+ * seconds (measured back to back: 33, 33, 52, 30, 52, 29 GB/s), so a roofline measured once, before a model loads,
+ * can belong to the other state than the test after it. Its own threads (pinned like the engine's) and a buffer of
+ * its own on huge pages, written once by the threads that read it. */
+struct ty_bw_probe;
+/* `bytes` 0 = half the roofline buffer (TY_ROOFLINE_MB / 2). */
+enum ty_status ty__bw_probe_new(int n_threads, size_t bytes, struct ty_bw_probe **out);
+/* The best of `passes` timed passes over the buffer, in 1e9 bytes per second. */
+double ty__bw_probe_gbs(struct ty_bw_probe *p, int passes);
+void ty__bw_probe_free(struct ty_bw_probe *p);
+
 #endif /* TY_ROOFLINE_H */
