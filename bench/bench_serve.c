@@ -13,9 +13,11 @@
  * batching, measured in the same run), printed at the end; absolute speeds depend on the machine and its load.
  * Requests are greedy, each with its own short prompt (so that decoding, not prefill, dominates: a long prompt costs
  * the same compute at every level and would hide the gain), and count the tokens the server reports in its usage
- * chunk.
+ * chunk. With a server of its own it also measures the read bandwidth right before and after each level (mem_bw_gbs:
+ * what the simulator's prediction of the level is priced with).
  */
 #include "base/base.h"
+#include "chip/cpu/roofline.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -266,6 +268,7 @@ struct summary {
     int concurrency, n, ok;
     int64_t prompt_tokens, completion_tokens;
     double wall, tok_s, ttft[3], tpot[3], e2e_mean;
+    double mem_bw_gbs; /* read bandwidth right before and after the level (mean; 0 = not measured) */
     char first_err[160];
 };
 
@@ -532,14 +535,23 @@ int main(int argc, char **argv) {
     if (!warm.ok) fprintf(stderr, "bench_serve: warm-up request failed: %s\n", warm.err);
     struct summary sm[MAX_LEVELS];
     int failed = 0;
+    /* A server on this machine: the read bandwidth right before and right after each level, with as many threads as
+     * the server computes with, so that a prediction can use the bandwidth of the level's own seconds (a VM's host
+     * can change it within seconds: chip/cpu/roofline.h). */
+    struct ty_bw_probe *probe = NULL;
+    if (o.model && ty__bw_probe_new(o.threads > 0 ? o.threads : 0, 0, &probe) != TY_OK)
+        fprintf(stderr, "bench_serve: no bandwidth probe (%s); levels carry no mem_bw_gbs\n", ty_last_error());
     for (int i = 0; i < o.n_levels; i++) {
+        double bw0 = probe ? ty__bw_probe_gbs(probe, 2) : 0;
         run_level(&o, o.levels[i], (i + 1) * 10000, &sm[i]);
+        if (probe) sm[i].mem_bw_gbs = (bw0 + ty__bw_probe_gbs(probe, 2)) / 2;
         failed += sm[i].n - sm[i].ok;
         fprintf(stderr, "concurrency %3d: %d/%d ok, %.1f decode tok/s, TTFT p50 %.3f s p99 %.3f s%s%s\n",
                 sm[i].concurrency, sm[i].ok, sm[i].n, sm[i].tok_s, sm[i].ttft[0], sm[i].ttft[2],
                 sm[i].first_err[0] ? "; first error: " : "", sm[i].first_err);
     }
     stop_server(&srv);
+    ty__bw_probe_free(probe);
 
     double base = 0, at16 = 0;
     for (int i = 0; i < o.n_levels; i++) {
@@ -557,10 +569,10 @@ int main(int argc, char **argv) {
             const struct summary *s = &sm[i];
             printf("%s{\"concurrency\":%d,\"requests\":%d,\"ok\":%d,\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
                    "\"wall_s\":%.3f,\"decode_tok_s\":%.2f,\"ttft_s\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f},"
-                   "\"tpot_s\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f},\"e2e_mean_s\":%.3f}",
+                   "\"tpot_s\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f},\"e2e_mean_s\":%.3f,\"mem_bw_gbs\":%.2f}",
                    i ? "," : "", s->concurrency, s->n, s->ok, (long long)s->prompt_tokens,
                    (long long)s->completion_tokens, s->wall, s->tok_s, s->ttft[0], s->ttft[1], s->ttft[2], s->tpot[0],
-                   s->tpot[1], s->tpot[2], s->e2e_mean);
+                   s->tpot[1], s->tpot[2], s->e2e_mean, s->mem_bw_gbs);
         }
         printf("],\"decode_gain_16_over_1\":%.2f,\"failed\":%d}\n", gain, failed);
     } else {

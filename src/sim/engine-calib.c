@@ -541,6 +541,13 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
         json_t *l = json_array_get(jl, i);
         int conc = (int)jnum(l, "concurrency"), ok = (int)jnum(l, "ok");
         if (conc < 1 || ok < 1) continue;
+        /* the bandwidth of the level's own seconds where bench_serve measured it (a VM's host can change it within
+         * seconds), else the bench entry's */
+        double level_bw = jnum(l, "mem_bw_gbs") > 0 ? jnum(l, "mem_bw_gbs") : r.bw_gbs;
+        chip.mem_bw_gbs = (struct ty_sim_fig){level_bw,
+                                              jnum(l, "mem_bw_gbs") > 0 ? "bench_serve: read bandwidth around the level"
+                                                                        : "bench entry's roofline (same run)",
+                                              false};
         double in = jnum(l, "prompt_tokens") / ok, outl = jnum(l, "completion_tokens") / ok;
         struct ty_sim_config cfg = {0};
         cfg.chip = &chip;
@@ -564,6 +571,7 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
         json_object_set_new(row, "concurrency", json_integer(conc));
         json_object_set_new(row, "prompt_tokens", json_real(in));
         json_object_set_new(row, "output_tokens", json_real(outl));
+        json_object_set_new(row, "mem_bw_gbs", json_real(level_bw));
         json_object_set_new(me, "decode_tok_s", json_real(mtok));
         json_object_set_new(me, "ttft_p50_s", json_real(mttft));
         json_object_set_new(pr, "decode_tok_s", json_real(sr.throughput_tok_s));
@@ -732,19 +740,20 @@ void ty__sim_engine_report(const struct ty_sim_catalog *cat, const struct ty_sim
     if (serve) {
         json_t *jc = json_object_get(serve, "chip");
         ty__buf_printf(b,
-                       "`bench_serve` on %s (server with %d threads, --max-seqs %d); simulated host: %.1f GB/s x "
+                       "`bench_serve` on %s (server with %d threads, --max-seqs %d); simulated host: the read "
+                       "bandwidth bench_serve measured around each level (else the bench entry's, %.1f GB/s) x "
                        "%.2f, prefill share %.2f, %.1f us per layer:\n\n"
-                       "| concurrency | prompt / output tokens | decode tok/s measured | predicted | error | TTFT p50 "
-                       "measured | predicted | error |\n|---:|---|---:|---:|---:|---:|---:|---:|\n",
+                       "| concurrency | prompt / output tokens | GB/s | decode tok/s measured | predicted | error | "
+                       "TTFT p50 measured | predicted | error |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
                        jstr(serve, "model"), (int)jnum(jc, "threads"), (int)jnum(jc, "max_seqs"),
                        jnum(jc, "mem_bw_gbs"), jnum(jc, "mbu"), jnum(jc, "mfu"), jnum(jc, "layer_us"));
         for (size_t i = 0; i < json_array_size(lv); i++) {
             json_t *r = json_array_get(lv, i);
             char e1[32], e2[32];
-            ty__buf_printf(b, "| %d | %.0f / %.0f | %.1f | %.1f | %s%s | %.0f ms | %.0f ms | %s%s |\n",
+            ty__buf_printf(b, "| %d | %.0f / %.0f | %.1f | %.1f | %.1f | %s%s | %.0f ms | %.0f ms | %s%s |\n",
                            (int)jnum(r, "concurrency"), jnum(r, "prompt_tokens"), jnum(r, "output_tokens"),
-                           num_at(r, "measured", "decode_tok_s"), num_at(r, "predicted", "decode_tok_s"),
-                           pct_str(r, "error", "decode_tok_s", e1, sizeof e1),
+                           jnum(r, "mem_bw_gbs"), num_at(r, "measured", "decode_tok_s"),
+                           num_at(r, "predicted", "decode_tok_s"), pct_str(r, "error", "decode_tok_s", e1, sizeof e1),
                            within(r, "decode_tok_s", 0.20) ? "" : " ✗", num_at(r, "measured", "ttft_p50_s") * 1e3,
                            num_at(r, "predicted", "ttft_p50_s") * 1e3, pct_str(r, "error", "ttft_p50_s", e2, sizeof e2),
                            within(r, "ttft_p50_s", 0.20) ? "" : " ✗");

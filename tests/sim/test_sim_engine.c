@@ -2,7 +2,8 @@
  * test_sim_engine.c - the engine calibration (src/sim/engine-calib.c) on fixed, committed inputs
  * (tests/sim/data/engine-*): microbenchmark outputs in the formats bench_kernels and bench_pool print, a `tongyun bench
  * --json` file and a `bench_serve --json` file. Each prediction is checked against the same arithmetic done here by
- * hand from the fixture numbers; nothing is timed.
+ * hand from the fixture numbers; nothing is timed. A bench_serve level that carries the bandwidth measured around it
+ * is priced with that bandwidth.
  */
 #include "../harness.h"
 
@@ -209,6 +210,26 @@ static void test_against_bench_and_serve(void) {
     CHECK(t4 > 2.5 * t1);
     double err = json_number_value(json_object_get(json_object_get(l1, "error"), "decode_tok_s"));
     CHECK_NEAR(err, t1 / 32 - 1, 1e-12);
+    CHECK_NEAR(json_number_value(json_object_get(l1, "mem_bw_gbs")), 40, 0); /* no level figure: the bench entry's */
+    json_decref(serve);
+
+    /* A level that carries the bandwidth bench_serve measured around it is priced with that bandwidth: twice the
+     * entry's speeds up its (bandwidth-bound) decode, and the other level keeps the entry's. */
+    json_t *sj = json_load_file(ty_test_src("tests/sim/data/engine-serve.json"), 0, NULL);
+    CHECK(sj != NULL);
+    json_object_set_new(json_array_get(json_object_get(sj, "levels"), 0), "mem_bw_gbs", json_real(80));
+    const char *path = ty_test_tmp("serve-bw.json");
+    CHECK(json_dump_file(sj, path, 0) == 0);
+    json_decref(sj);
+    CHECK_OK(ty__sim_predict_serve(cat, mb, ty_test_src("tests/sim/data/engine-bench.jsonl"), path, &serve));
+    lv = json_object_get(serve, "levels");
+    l1 = json_array_get(lv, 0), l4 = json_array_get(lv, 1);
+    CHECK_NEAR(json_number_value(json_object_get(l1, "mem_bw_gbs")), 80, 0);
+    CHECK_NEAR(json_number_value(json_object_get(l4, "mem_bw_gbs")), 40, 0);
+    double t1_fast = json_number_value(json_object_get(json_object_get(l1, "predicted"), "decode_tok_s"));
+    double t4_same = json_number_value(json_object_get(json_object_get(l4, "predicted"), "decode_tok_s"));
+    CHECK_MSG(t1_fast > 1.4 * t1, "c=1 at 80 GB/s: %.2f tok/s, at 40: %.2f", t1_fast, t1);
+    CHECK_NEAR(t4_same, t4, 1e-9 * t4);
     json_decref(serve);
     ty__sim_catalog_free(cat);
 }
