@@ -11,14 +11,15 @@
  *              split, passes of the two alternating (the roofline of that memory in the same seconds: on the 2-core
  *              VM the host gives two threads ~33 or ~55 GB/s and flips between them within seconds), and the
  *              percentage;
- *   prefill    gemm of the same down projection with --prefill columns (tokens): GOP/s (2 per multiply-add) and
- *              the percentage of the peak of the instruction the gemm kernel is built on.
+ *   prefill    gemm of the same down projection with --prefill columns (tokens; a list measures each width: a short
+ *              prompt's gemm runs further below the peak than a long one's): GOP/s (2 per multiply-add) and the
+ *              percentage of the peak of the instruction the gemm kernel is built on.
  * Each weight type is run pure (rows that do not fit a K type's 256 fall back as llama.cpp does: Q4_K -> Q5_0,
  * Q5_K -> Q5_1, Q6_K -> Q8_0), plus q4_k_m, the mix `tongyun quantize q4_k_m` gives Qwen2.5-0.5B. Weights are random
  * blocks with sane scales (the kernels' speed does not depend on the values); activations are quantised once per
  * row, outside the timing.
  *
- *   bench_kernels [--types q8_0,q4_0,...|all] [--threads 1,2] [--seconds S] [--prefill N]
+ *   bench_kernels [--types q8_0,q4_0,...|all] [--threads 1,2] [--seconds S] [--prefill N[,N...]]
  *                 [--layout natural|packed|both] [--isa PATH] [--json]
  *
  * Types with a packed layout (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, and the q4_k_m mix: Q5_0 and Q8_0 at this width) run twice
@@ -334,7 +335,7 @@ static const enum ty_type default_types[] = {TY_TYPE_F32,  TY_TYPE_F16,  TY_TYPE
                                              TY_TYPE_Q4_K, TY_TYPE_Q4_1, TY_TYPE_Q4_0, MIX_Q4_K_M};
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_kernels [--types LIST|all] [--threads LIST] [--seconds S] [--prefill N] "
+    fprintf(stderr, "usage: bench_kernels [--types LIST|all] [--threads LIST] [--seconds S] [--prefill N[,N...]] "
                     "[--layout natural|packed|both] [--isa PATH] [--json]\n"
                     "  LIST: comma-separated weight types (f32, f16, bf16, q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1,\n"
                     "        q4_0) and q4_k_m; thread counts likewise (default: 1 and the core count)\n");
@@ -345,7 +346,7 @@ int main(int argc, char **argv) {
     enum ty_type types[32];
     int n_types = 0, threads[8] = {1, ty__cpu_count()}, n_threads = ty__cpu_count() > 1 ? 2 : 1;
     double seconds = 1.5;
-    int64_t prefill = 128;
+    int prefill[8] = {128}, n_prefill = 1; /* gemm widths; none with --prefill 0 */
     bool json = false;
     const char *isa_name = NULL;
     enum { LAYOUT_BOTH, LAYOUT_NATURAL, LAYOUT_PACKED } layout = LAYOUT_BOTH;
@@ -368,11 +369,15 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(a, "--threads") && v) {
             i++;
-            if ((n_threads = bench_thread_list(v, threads, 8)) < 1) return usage();
+            if ((n_threads = bench_int_list(v, threads, 8)) < 1) return usage();
         } else if (!strcmp(a, "--seconds") && v) {
             seconds = atof(argv[++i]);
         } else if (!strcmp(a, "--prefill") && v) {
-            prefill = atol(argv[++i]);
+            i++;
+            if (!strcmp(v, "0"))
+                n_prefill = 0;
+            else if ((n_prefill = bench_int_list(v, prefill, 8)) < 1)
+                return usage();
         } else if (!strcmp(a, "--layout") && v) {
             i++;
             if (!strcmp(v, "natural"))
@@ -466,9 +471,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_kernels: out of memory for %s\n", type_label(t));
             return 1;
         }
-        size_t out_n = 896 * (size_t)(prefill > 0 ? prefill : 1) > 151936 ? 896 * (size_t)prefill : 151936;
+        int widest = 1;
+        for (int pi = 0; pi < n_prefill; pi++) widest = prefill[pi] > widest ? prefill[pi] : widest;
+        size_t out_n = 896 * (size_t)widest > 151936 ? 896 * (size_t)widest : 151936;
         float *out = malloc(out_n * sizeof(float));
-        char line_ffn[128] = "", line_model[160] = "", line_pre[160] = "";
+        char line_ffn[128] = "", line_model[160] = "", line_pre[512] = "";
         for (int th = 0; th < n_threads; th++) {
             struct ty_threadpool *pool;
             if (ty__threadpool_init(threads[th], &pool) != TY_OK) return 1;
@@ -499,14 +506,15 @@ int main(int argc, char **argv) {
             snprintf(line_model + lm, sizeof line_model - lm, "%s%5.1f %4.1f %3.0f%%", th ? " / " : "", gbs, read_gbs,
                      pct);
 
-            if (prefill > 0) { /* gemm of the down projection with `prefill` columns */
+            for (int pi = 0; pi < n_prefill; pi++) { /* gemm of the down projection with `cols` columns */
+                const int cols = prefill[pi];
                 const struct mat *fm = &ffn.m[0];
                 size_t xs = ty__simd_act_row_size(ks, fm->type, fm->n);
-                uint8_t *xq = ty__malloc_aligned(xs * (size_t)prefill);
+                uint8_t *xq = ty__malloc_aligned(xs * (size_t)cols);
                 void *scratch[64];
-                for (int c = 0; c < prefill; c++) ty__simd_quantize_act(ks, fm->type, x, xq + c * xs, fm->n);
+                for (int c = 0; c < cols; c++) ty__simd_quantize_act(ks, fm->type, x, xq + c * xs, fm->n);
                 for (int i = 0; i < nth && i < 64; i++) scratch[i] = ty__malloc_aligned(ty__gemm_scratch_size());
-                struct gemm_job j = {ks, fm, prefill, xq, xs, out, scratch};
+                struct gemm_job j = {ks, fm, cols, xq, xs, out, scratch};
                 ty__threadpool_run(pool, gemm_task, &j);
                 double tb = 1e30, t_end = ty__time_s() + seconds / 2;
                 int reps = 0;
@@ -517,18 +525,18 @@ int main(int argc, char **argv) {
                     if (tt < tb) tb = tt;
                     reps++;
                 } while (ty__time_s() < t_end || reps < 2);
-                double gops = 2.0 * (double)fm->rows * (double)fm->n * (double)prefill / tb / 1e9;
+                double gops = 2.0 * (double)fm->rows * (double)fm->n * (double)cols / tb / 1e9;
                 bool fl = ks->t[fm->type].act == TY_ACT_F32, bf = ks->t[fm->type].act == TY_ACT_BF16;
                 double peak_v = fl ? roof[th].fma_gflops : bf ? roof[th].bf16_gflops : roof[th].int8_gops;
                 json_t *p = json_object();
                 json_object_set_new(p, "threads", json_integer(nth));
-                json_object_set_new(p, "cols", json_integer(prefill));
+                json_object_set_new(p, "cols", json_integer(cols));
                 json_object_set_new(p, "gops", json_real(gops));
                 json_object_set_new(p, "peak_name", json_string(fl ? "fma" : bf ? "bf16" : "int8"));
                 json_object_set_new(p, "peak_pct", json_real(100 * gops / peak_v));
                 json_array_append_new(jpre, p);
                 size_t lp = strlen(line_pre);
-                snprintf(line_pre + lp, sizeof line_pre - lp, "%s%5.0f %3.0f%%", th ? " / " : "", gops,
+                snprintf(line_pre + lp, sizeof line_pre - lp, "%s%5.0f %3.0f%%", th || pi ? " / " : "", gops,
                          100 * gops / peak_v);
                 for (int i = 0; i < nth && i < 64; i++) ty__free_aligned(scratch[i]);
                 ty__free_aligned(xq);
@@ -538,7 +546,10 @@ int main(int argc, char **argv) {
         json_object_set_new(jt, "ffn_down", jffn);
         json_object_set_new(jt, "model", jmodel);
         json_object_set_new(jt, "model_bytes", json_integer((json_int_t)md.bytes));
-        if (prefill > 0) json_object_set_new(jt, "prefill", jpre);
+        if (n_prefill > 0)
+            json_object_set_new(jt, "prefill", jpre);
+        else
+            json_decref(jpre);
         json_array_append_new(jtypes, jt);
         if (!json)
             printf("%-9s %-5s %-12s | %-22s | %-36s | %s\n", label, act_name(ks->t[base].act), ks->t[base].gemv_isa,
@@ -556,8 +567,9 @@ int main(int argc, char **argv) {
     } else {
         printf("\n(thread counts: %d", roof[0].n_threads);
         for (int t = 1; t < n_threads; t++) printf(" / %d", roof[t].n_threads);
-        printf("; model = all %d matrices of Qwen2.5-0.5B once; prefill = ffn_down x %lld tokens)\n", 24 * 7 + 1,
-               (long long)prefill);
+        printf("; model = all %d matrices of Qwen2.5-0.5B once; prefill = ffn_down x", 24 * 7 + 1);
+        for (int pi = 0; pi < n_prefill; pi++) printf("%s %d", pi ? "," : "", prefill[pi]);
+        printf(" tokens, per thread count)\n");
     }
     json_decref(root);
     free(x);

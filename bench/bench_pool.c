@@ -184,7 +184,7 @@ int main(int argc, char **argv) {
             sh.qk_norm = true;
         } else if (!strcmp(a, "--threads") && v) {
             i++;
-            if ((n_threads = bench_thread_list(v, threads, 8)) < 1) return usage();
+            if ((n_threads = bench_int_list(v, threads, 8)) < 1) return usage();
         } else if (!strcmp(a, "--seconds") && v) {
             seconds = atof(argv[++i]);
             if (!(seconds > 0)) return usage();

@@ -68,14 +68,14 @@ if [ -z "${SKIP_ENGINE:-}" ]; then
         if [ -n "$ktypes" ]; then
             echo "sim-validation: bench_kernels ${ktypes#,}" >&2
             "$build/bench/bench_kernels" --types "${ktypes#,}" --threads "$threads" --seconds "$kseconds" \
-                --prefill "$n_prompt" --json > "$dir/kernels-$t.json"
+                --prefill "32,128,$n_prompt" --json > "$dir/kernels-$t.json"
             micro="$micro,$dir/kernels-$t.json"
         fi
         # The CPU backend runs BF16 weights with f32 activations on a path whose BF16 kernels take bf16 ones
         # (chip/cpu/cpu.c, kernel_tables): time those kernels too.
         if [ "$t" = bf16 ] && [ "$isa" = avx512bf16 ]; then
             "$build/bench/bench_kernels" --isa avx512vnni --types bf16 --threads "$threads" --seconds "$kseconds" \
-                --prefill "$n_prompt" --json > "$dir/kernels-bf16-f32.json"
+                --prefill "32,128,$n_prompt" --json > "$dir/kernels-bf16-f32.json"
             micro="$micro,$dir/kernels-bf16-f32.json"
         fi
         # 1. the figures to predict
@@ -95,7 +95,7 @@ if [ -z "${SKIP_ENGINE:-}" ]; then
     notes="Settings of this run: \`tongyun bench -t $threads -p $n_prompt -n $n_gen -r $reps\` (fewer repetitions and"
     notes="$notes a shorter decode than bench-cpu.sh's 3 x tg128, to keep the script near 6-8 minutes; decode's"
     notes="$notes attention context is then n_gen / 2 = $((n_gen / 2)), which bench_pool times);"
-    notes="$notes \`bench_kernels --seconds $kseconds --prefill $n_prompt\`;"
+    notes="$notes \`bench_kernels --seconds $kseconds --prefill 32,128,$n_prompt\`;"
     notes="$notes \`bench_serve --max-seqs 16 --levels $serve_levels --max-tokens $serve_tokens\` on $serve_type with"
     notes="$notes $max_threads threads. Raw outputs: \`$dir/\`. Measured on $(nproc) cores"
     notes="$notes ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//'))."

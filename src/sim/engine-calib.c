@@ -10,15 +10,17 @@
  *     copy, attention over the context, residual adds) for a decode token and per prompt token.
  *
  * A generated token then costs: the weights a token reads (every layer matrix and the output head, counted from the
- * GGUF file's tensors) at the bench's bandwidth times the kernel's share (bench_kernels dispatches the pool once per
- * matrix, as the forward pass does once per product), plus n_layer times bench_pool's layer ops. A prompt token costs
- * each weight type's FLOPs at its kernel's measured share of its peak, plus bench_pool's per-token layer ops, plus its
+ * GGUF file's tensors) at the bandwidth measured around the bench's decode times the kernel's share (bench_kernels
+ * dispatches the pool once per matrix, as the forward pass does once per product), plus n_layer times bench_pool's
+ * layer ops. A prompt token costs each weight type's FLOPs at its kernel's measured share of its peak at the prompt's
+ * width (interpolated between the widths bench_kernels ran), plus bench_pool's per-token layer ops, plus its
  * share of the batch's dispatches (four per layer and the head: src/model/qwen.c) and of the one output row the
  * prefill computes.
  *
  * The bench_serve prediction hands the same figures to the simulator as the host chip's (bandwidth x kernel share,
- * peak x prefill share, the decode layer ops as the fixed per-layer cost, the prefill layer ops as attention's share
- * of the FMA peak) and runs the discrete-event simulation of each concurrency level.
+ * with the bandwidth bench_serve measured around each level; peak x prefill share at the width of the level's
+ * prefill batch; the decode layer ops as the fixed per-layer cost, the prefill layer ops as attention's share of the
+ * FMA peak) and runs the discrete-event simulation of each concurrency level.
  */
 #include "sim/sim.h"
 #include "sim/sim-impl.h"
@@ -70,11 +72,21 @@ static enum ty_status add_kernels(struct ty_sim_micro *mb, json_t *root, const c
                                  "%s: type entry %zu: a \"model\" figure lacks threads, ms_per_token, bytes or "
                                  "read_gbs; is it `bench_kernels --json` output?",
                                  what, i + 1);
+            double most_cols = -1;
             for (size_t p = 0; p < json_array_size(pre); p++) {
                 json_t *q = json_array_get(pre, p);
+                double cols = jnum(q, "cols");
                 if ((int)jnum(q, "threads") != e->threads) continue;
-                e->pf_pct = jnum(q, "peak_pct");
-                snprintf(e->pf_peak, sizeof e->pf_peak, "%s", jstr(q, "peak_name"));
+                if (cols >= most_cols) { /* the widest gemm is the single-figure summary */
+                    most_cols = cols;
+                    e->pf_pct = jnum(q, "peak_pct");
+                    snprintf(e->pf_peak, sizeof e->pf_peak, "%s", jstr(q, "peak_name"));
+                }
+                if (!(cols >= 1) || e->pf_n == TY_SIM_MICRO_MAX_COLS) continue;
+                int at = e->pf_n++; /* insertion, ascending by columns */
+                while (at > 0 && e->pf_cols[at - 1] > cols)
+                    e->pf_cols[at] = e->pf_cols[at - 1], e->pf_pcts[at] = e->pf_pcts[at - 1], at--;
+                e->pf_cols[at] = cols, e->pf_pcts[at] = jnum(q, "peak_pct");
             }
             mb->n_eff++;
         }
@@ -144,6 +156,17 @@ static const struct ty_sim_kernel_eff *find_eff(const struct ty_sim_micro *mb, c
         if (score > best_score) best = e, best_score = score;
     }
     return best;
+}
+
+double ty__sim_kernel_pf_pct(const struct ty_sim_kernel_eff *e, double cols) {
+    if (e->pf_n < 2) return e->pf_pct;
+    if (cols <= e->pf_cols[0]) return e->pf_pcts[0];
+    for (int i = 1; i < e->pf_n; i++)
+        if (cols <= e->pf_cols[i]) {
+            double f = log(cols / e->pf_cols[i - 1]) / log(e->pf_cols[i] / e->pf_cols[i - 1]);
+            return e->pf_pcts[i - 1] + f * (e->pf_pcts[i] - e->pf_pcts[i - 1]);
+        }
+    return e->pf_pcts[e->pf_n - 1];
 }
 
 static const struct ty_sim_pool_cost *find_pool(const struct ty_sim_micro *mb, int threads) {
@@ -280,7 +303,7 @@ enum ty_status ty__sim_predict_engine(const struct ty_sim_micro *mb, const struc
         if (!(peak > 0))
             return ty__error(TY_ERR_INVALID_ARG, "the bench entry has no %s peak for the %s prefill kernel", k->pf_peak,
                              tn);
-        double share = k->pf_pct / 100;
+        double share = ty__sim_kernel_pf_pct(k, n_prompt) / 100; /* at the prompt's width where it was measured */
         if (share > 1) share = 1, out->clamped = true;
         double rate = peak * 1e9 * share;
         gemm_s += c->layer_flops[t] / rate;
@@ -559,6 +582,13 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
         cfg.max_seqs = jnum(serve, "max_seqs") > 0 ? (int)jnum(serve, "max_seqs") : 0;
         cfg.moe_skew = -1;
         ty__sim_config_defaults(&cfg);
+        /* the prefill gemm's share at the width of the level's prefill batch (its prompts arrive together, up to the
+         * scheduler's token budget): a 39-token prompt runs its gemm far below a 512-token one */
+        double batch_tokens = fmin((double)conc * fmax(in, 1), (double)cfg.max_batch_tokens);
+        struct ty_sim_engine_pred pl;
+        if ((st = ty__sim_predict_engine(mb, &r, jstr(entry, "type"), &c, (int)batch_tokens, 128, &pl)) != TY_OK) break;
+        chip.mfu = (struct ty_sim_fig){pl.pf_peak_gops > 0 ? pl.pf_rate_gops / pl.pf_peak_gops : TY_SIM_HOST_MFU,
+                                       "bench_kernels: prefill gemm share at the level's batch width", false};
         struct ty_sim_workload w = {.rate = 1e9,
                                     .n_requests = conc,
                                     .prompt = {TY_SIM_DIST_FIXED, in < 1 ? 1 : round(in), 0},
@@ -572,6 +602,7 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
         json_object_set_new(row, "prompt_tokens", json_real(in));
         json_object_set_new(row, "output_tokens", json_real(outl));
         json_object_set_new(row, "mem_bw_gbs", json_real(level_bw));
+        json_object_set_new(row, "prefill_share", json_real(chip.mfu.v));
         json_object_set_new(me, "decode_tok_s", json_real(mtok));
         json_object_set_new(me, "ttft_p50_s", json_real(mttft));
         json_object_set_new(pr, "decode_tok_s", json_real(sr.throughput_tok_s));
@@ -742,17 +773,19 @@ void ty__sim_engine_report(const struct ty_sim_catalog *cat, const struct ty_sim
         ty__buf_printf(b,
                        "`bench_serve` on %s (server with %d threads, --max-seqs %d); simulated host: the read "
                        "bandwidth bench_serve measured around each level (else the bench entry's, %.1f GB/s) x "
-                       "%.2f, prefill share %.2f, %.1f us per layer:\n\n"
-                       "| concurrency | prompt / output tokens | GB/s | decode tok/s measured | predicted | error | "
-                       "TTFT p50 measured | predicted | error |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+                       "%.2f, the prefill gemm's share of its peak at the width of each level's prefill batch (%.2f "
+                       "at 64 tokens), %.1f us per layer:\n\n"
+                       "| concurrency | prompt / output tokens | GB/s | prefill share | decode tok/s measured | "
+                       "predicted | error | TTFT p50 measured | predicted | error |\n"
+                       "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                        jstr(serve, "model"), (int)jnum(jc, "threads"), (int)jnum(jc, "max_seqs"),
                        jnum(jc, "mem_bw_gbs"), jnum(jc, "mbu"), jnum(jc, "mfu"), jnum(jc, "layer_us"));
         for (size_t i = 0; i < json_array_size(lv); i++) {
             json_t *r = json_array_get(lv, i);
             char e1[32], e2[32];
-            ty__buf_printf(b, "| %d | %.0f / %.0f | %.1f | %.1f | %.1f | %s%s | %.0f ms | %.0f ms | %s%s |\n",
+            ty__buf_printf(b, "| %d | %.0f / %.0f | %.1f | %.2f | %.1f | %.1f | %s%s | %.0f ms | %.0f ms | %s%s |\n",
                            (int)jnum(r, "concurrency"), jnum(r, "prompt_tokens"), jnum(r, "output_tokens"),
-                           jnum(r, "mem_bw_gbs"), num_at(r, "measured", "decode_tok_s"),
+                           jnum(r, "mem_bw_gbs"), jnum(r, "prefill_share"), num_at(r, "measured", "decode_tok_s"),
                            num_at(r, "predicted", "decode_tok_s"), pct_str(r, "error", "decode_tok_s", e1, sizeof e1),
                            within(r, "decode_tok_s", 0.20) ? "" : " ✗", num_at(r, "measured", "ttft_p50_s") * 1e3,
                            num_at(r, "predicted", "ttft_p50_s") * 1e3, pct_str(r, "error", "ttft_p50_s", e2, sizeof e2),
@@ -769,7 +802,8 @@ void ty__sim_engine_report(const struct ty_sim_catalog *cat, const struct ty_sim
            "(sampling over the vocabulary, detokenising, the HTTP stream), which `bench_serve` pays and the "
            "simulator does not price; and noise: on a shared machine the bench processes, bench_kernels and "
            "bench_pool run minutes apart and see different neighbours. The prefill share comes from bench_kernels' "
-           "gemm on one FFN matrix at the bench's prompt length; where the engine runs another kernel for a type "
+           "gemm on one FFN matrix at a few widths (interpolated to the prompt's, or to a bench_serve level's "
+           "prefill batch); where the engine runs another kernel for a type "
            "(chip/cpu/cpu.c: types without a direct packed gemm prefill through gemv tiles) the share is that "
            "kernel's, not the engine's.\n\n");
     json_decref(rows);

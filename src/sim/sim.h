@@ -407,6 +407,8 @@ enum ty_status ty__sim_calibrate(const struct ty_sim_host_bench *hb, const char 
 
 /* ==== Calibration from the engine's own microbenchmarks (engine-calib.c) ==== */
 
+#define TY_SIM_MICRO_MAX_COLS 8 /* prefill column counts per kernel figure */
+
 /* One weight type (or llama.cpp mix label) at one thread count, from `bench_kernels --json`. */
 struct ty_sim_kernel_eff {
     char type[16]; /* "Q8_0", "Q4_K_M", "BF16" */
@@ -418,9 +420,16 @@ struct ty_sim_kernel_eff {
                             per matrix, best, s */
     double dec_bytes;    /* weight bytes of that pass */
     double dec_read_gbs; /* plain reads of the same memory with the same split, GB/s */
-    double pf_pct;       /* prefill gemm over --prefill columns: % of the peak named below (0 = not run) */
+    double pf_pct;       /* prefill gemm over the most --prefill columns run: % of the peak named below (0 = not
+                            run) */
     char pf_peak[8];     /* "int8", "bf16" or "fma" */
+    int pf_n;            /* prefill figures by column count (bench_kernels --prefill 32,128,512), ascending */
+    double pf_cols[TY_SIM_MICRO_MAX_COLS], pf_pcts[TY_SIM_MICRO_MAX_COLS];
 };
+
+/* The prefill gemm's % of its peak at `cols` columns: interpolated in log(cols) between the column counts measured,
+ * held at the nearest one outside them; pf_pct where only one was measured. */
+double ty__sim_kernel_pf_pct(const struct ty_sim_kernel_eff *e, double cols);
 
 /* The costs outside the matrix products at one thread count, from `bench_pool --json`. */
 struct ty_sim_pool_cost {

@@ -3,7 +3,7 @@
  * (tests/sim/data/engine-*): microbenchmark outputs in the formats bench_kernels and bench_pool print, a `tongyun bench
  * --json` file and a `bench_serve --json` file. Each prediction is checked against the same arithmetic done here by
  * hand from the fixture numbers; nothing is timed. A bench_serve level that carries the bandwidth measured around it
- * is priced with that bandwidth.
+ * is priced with that bandwidth; prefill figures at several widths are interpolated by the prompt's width.
  */
 #include "../harness.h"
 
@@ -45,6 +45,31 @@ static void test_micro_files(void) {
     CHECK_STATUS(ty__sim_micro_add_json(mb, bad, "bad.json"), TY_ERR_FORMAT);
     CHECK(contains(ty_last_error(), "bench_kernels --json") && contains(ty_last_error(), "bad.json"));
     json_decref(bad);
+}
+
+/* Prefill figures at several widths (bench_kernels --prefill 32,128,512): kept in ascending order whatever the order of
+ * the file, the widest is the single-figure summary, and a width in between is interpolated in log(columns). */
+static void test_prefill_by_width(void) {
+    struct ty_sim_micro mb;
+    memset(&mb, 0, sizeof mb);
+    json_t *k =
+        json_pack("{s:s,s:[{s:s,s:s,s:s,s:[{s:i,s:f,s:i,s:f}],s:[{s:i,s:i,s:s,s:f},{s:i,s:i,s:s,s:f},"
+                  "{s:i,s:i,s:s,s:f}]}]}",
+                  "isa", "avx512vnni", "types", "type", "Q8_0", "layout", "packed", "act", "q8", "model", "threads", 2,
+                  "ms_per_token", 10.0, "bytes", 400000000, "read_gbs", 40.0, "prefill", "threads", 2, "cols", 512,
+                  "peak_name", "int8", "peak_pct", 60.0, "threads", 2, "cols", 32, "peak_name", "int8", "peak_pct",
+                  30.0, "threads", 2, "cols", 128, "peak_name", "int8", "peak_pct", 50.0);
+    CHECK(k != NULL);
+    CHECK_OK(ty__sim_micro_add_json(&mb, k, "widths.json"));
+    json_decref(k);
+    const struct ty_sim_kernel_eff *e = &mb.eff[0];
+    CHECK(mb.n_eff == 1 && e->pf_n == 3 && e->pf_pct == 60);
+    CHECK(e->pf_cols[0] == 32 && e->pf_cols[1] == 128 && e->pf_cols[2] == 512 && e->pf_pcts[0] == 30);
+    CHECK_NEAR(ty__sim_kernel_pf_pct(e, 64), 40, 1e-9); /* halfway between 32 and 128 in log(columns) */
+    CHECK_NEAR(ty__sim_kernel_pf_pct(e, 128), 50, 1e-9);
+    CHECK_NEAR(ty__sim_kernel_pf_pct(e, 256), 55, 1e-9);
+    CHECK_NEAR(ty__sim_kernel_pf_pct(e, 8), 30, 0);    /* held at the ends */
+    CHECK_NEAR(ty__sim_kernel_pf_pct(e, 4096), 60, 0); /* held at the ends */
 }
 
 static void test_prediction_by_hand(void) {
@@ -236,6 +261,7 @@ static void test_against_bench_and_serve(void) {
 
 void ty_tests(void) {
     TY_RUN(test_micro_files);
+    TY_RUN(test_prefill_by_width);
     TY_RUN(test_prediction_by_hand);
     TY_RUN(test_cost_from_gguf);
     TY_RUN(test_against_bench_and_serve);
