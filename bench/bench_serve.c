@@ -99,6 +99,7 @@ struct stream {
 /* Moves whole chunks of a chunked body from raw to body. */
 static bool dechunk(struct stream *s) {
     for (;;) {
+        if (!s->raw.data) return true; /* nothing received yet (no pointer arithmetic on NULL) */
         const char *p = s->raw.data + s->raw_at, *end = s->raw.data + s->raw.len;
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl) return true;
@@ -118,6 +119,7 @@ static bool dechunk(struct stream *s) {
 /* Handles every complete SSE line of the body. */
 static void read_events(struct stream *s, struct result *r) {
     for (;;) {
+        if (!s->body.data) return; /* no body yet (no pointer arithmetic on NULL) */
         const char *p = s->body.data + s->body_at, *end = s->body.data + s->body.len;
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl) return;

@@ -589,13 +589,22 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
         if ((st = ty__sim_predict_engine(mb, &r, jstr(entry, "type"), &c, (int)batch_tokens, 128, &pl)) != TY_OK) break;
         chip.mfu = (struct ty_sim_fig){pl.pf_peak_gops > 0 ? pl.pf_rate_gops / pl.pf_peak_gops : TY_SIM_HOST_MFU,
                                        "bench_kernels: prefill gemm share at the level's batch width", false};
+        /* bench_serve keeps `conc` requests in flight until `ok` have finished (a closed loop). Throughput: all of
+         * them queued at once with at most `conc` running, so a finished one's successor starts its prefill among the
+         * others' decoding as in the load test. TTFT: one wave of `conc` arriving together, since bench_serve times a
+         * request from its own send, not from the start of the level. */
         struct ty_sim_workload w = {.rate = 1e9,
-                                    .n_requests = conc,
+                                    .n_requests = ok,
                                     .prompt = {TY_SIM_DIST_FIXED, in < 1 ? 1 : round(in), 0},
                                     .output = {TY_SIM_DIST_FIXED, outl < 1 ? 1 : round(outl), 0},
                                     .seed = 7};
-        struct ty_sim_result sr;
-        if ((st = ty__sim_run(&cfg, &w, &sr)) != TY_OK) break;
+        struct ty_sim_result sr, wave;
+        struct ty_sim_config loop = cfg;
+        loop.max_seqs = conc;
+        if ((st = ty__sim_run(&loop, &w, &sr)) != TY_OK) break;
+        w.n_requests = conc;
+        if ((st = ty__sim_run(&cfg, &w, &wave)) != TY_OK) break;
+        sr.ttft_ms = wave.ttft_ms;
         double mtok = jnum(l, "decode_tok_s"), mttft = jnum(json_object_get(l, "ttft_s"), "p50");
         json_t *row = json_object(), *me = json_object(), *pr = json_object(), *er = json_object();
         json_object_set_new(row, "concurrency", json_integer(conc));
