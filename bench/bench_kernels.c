@@ -11,9 +11,11 @@
  *              split, passes of the two alternating (the roofline of that memory in the same seconds: on the 2-core
  *              VM the host gives two threads ~33 or ~55 GB/s and flips between them within seconds), and the
  *              percentage;
- *   prefill    gemm of the same down projection with --prefill columns (tokens; a list measures each width: a short
- *              prompt's gemm runs further below the peak than a long one's): GOP/s (2 per multiply-add) and the
- *              percentage of the peak of the instruction the gemm kernel is built on.
+ *   prefill    gemm of every layer matrix of the same model (the output matrix aside: a prompt computes one row of
+ *              logits) with --prefill columns (tokens; a list measures each width: a short prompt's gemm runs
+ *              further below the peak than a long one's, and its weights stream from memory as in the engine):
+ *              GOP/s (2 per multiply-add) and the percentage of the peak of the instruction the gemm kernel is
+ *              built on.
  * Each weight type is run pure (rows that do not fit a K type's 256 fall back as llama.cpp does: Q4_K -> Q5_0,
  * Q5_K -> Q5_1, Q6_K -> Q8_0), plus q4_k_m, the mix `tongyun quantize q4_k_m` gives Qwen2.5-0.5B. Weights are random
  * blocks with sane scales (the kernels' speed does not depend on the values); activations are quantised once per
@@ -473,7 +475,7 @@ int main(int argc, char **argv) {
         }
         int widest = 1;
         for (int pi = 0; pi < n_prefill; pi++) widest = prefill[pi] > widest ? prefill[pi] : widest;
-        size_t out_n = 896 * (size_t)widest > 151936 ? 896 * (size_t)widest : 151936;
+        size_t out_n = 4864 * (size_t)widest > 151936 ? 4864 * (size_t)widest : 151936; /* widest product: FFN rows */
         float *out = malloc(out_n * sizeof(float));
         char line_ffn[128] = "", line_model[160] = "", line_pre[512] = "";
         for (int th = 0; th < n_threads; th++) {
@@ -506,26 +508,52 @@ int main(int argc, char **argv) {
             snprintf(line_model + lm, sizeof line_model - lm, "%s%5.1f %4.1f %3.0f%%", th ? " / " : "", gbs, read_gbs,
                      pct);
 
-            for (int pi = 0; pi < n_prefill; pi++) { /* gemm of the down projection with `cols` columns */
-                const int cols = prefill[pi];
-                const struct mat *fm = &ffn.m[0];
-                size_t xs = ty__simd_act_row_size(ks, fm->type, fm->n);
-                uint8_t *xq = ty__malloc_aligned(xs * (size_t)cols);
+            for (int pi = 0; pi < n_prefill; pi++) {
+                /* every layer matrix (not the output: a prompt computes one row of logits) against `cols` columns,
+                 * as a prefill streams the model's weights from memory; activations quantised once per (type,
+                 * width), as the engine does once per product */
+                const int cols = prefill[pi], n_jobs = md.count - 1;
+                struct {
+                    enum ty_type type;
+                    int64_t n;
+                    size_t xs;
+                    uint8_t *xq;
+                } acts[16]; /* at most a few weight types times two widths */
+                int n_acts = 0;
                 void *scratch[64];
-                for (int c = 0; c < cols; c++) ty__simd_quantize_act(ks, fm->type, x, xq + c * xs, fm->n);
                 for (int i = 0; i < nth && i < 64; i++) scratch[i] = ty__malloc_aligned(ty__gemm_scratch_size());
-                struct gemm_job j = {ks, fm, cols, xq, xs, out, scratch};
-                ty__threadpool_run(pool, gemm_task, &j);
+                struct gemm_job *jobs = calloc((size_t)n_jobs, sizeof *jobs);
+                double flops = 0;
+                for (int mi = 0; mi < n_jobs; mi++) {
+                    const struct mat *mm = &md.m[mi];
+                    int ai = 0;
+                    while (ai < n_acts && !(acts[ai].type == mm->type && acts[ai].n == mm->n)) ai++;
+                    if (ai == 16) {
+                        fprintf(stderr, "bench_kernels: more than 16 activation formats in one model\n");
+                        return 1;
+                    }
+                    if (ai == n_acts) {
+                        acts[ai].type = mm->type, acts[ai].n = mm->n;
+                        acts[ai].xs = ty__simd_act_row_size(ks, mm->type, mm->n);
+                        acts[ai].xq = ty__malloc_aligned(acts[ai].xs * (size_t)cols);
+                        for (int c = 0; c < cols; c++)
+                            ty__simd_quantize_act(ks, mm->type, x, acts[ai].xq + c * acts[ai].xs, mm->n);
+                        n_acts++;
+                    }
+                    jobs[mi] = (struct gemm_job){ks, mm, cols, acts[ai].xq, acts[ai].xs, out, scratch};
+                    flops += 2.0 * (double)mm->rows * (double)mm->n * (double)cols;
+                }
                 double tb = 1e30, t_end = ty__time_s() + seconds / 2;
                 int reps = 0;
-                do {
+                do { /* the first pass warms up and is timed too: a pass is long, the best one counts */
                     double t0 = ty__time_s();
-                    ty__threadpool_run(pool, gemm_task, &j);
+                    for (int mi = 0; mi < n_jobs; mi++) ty__threadpool_run(pool, gemm_task, &jobs[mi]);
                     double tt = ty__time_s() - t0;
                     if (tt < tb) tb = tt;
                     reps++;
                 } while (ty__time_s() < t_end || reps < 2);
-                double gops = 2.0 * (double)fm->rows * (double)fm->n * (double)cols / tb / 1e9;
+                double gops = flops / tb / 1e9;
+                const struct mat *fm = &md.m[0];
                 bool fl = ks->t[fm->type].act == TY_ACT_F32, bf = ks->t[fm->type].act == TY_ACT_BF16;
                 double peak_v = fl ? roof[th].fma_gflops : bf ? roof[th].bf16_gflops : roof[th].int8_gops;
                 json_t *p = json_object();
@@ -539,7 +567,8 @@ int main(int argc, char **argv) {
                 snprintf(line_pre + lp, sizeof line_pre - lp, "%s%5.0f %3.0f%%", th || pi ? " / " : "", gops,
                          100 * gops / peak_v);
                 for (int i = 0; i < nth && i < 64; i++) ty__free_aligned(scratch[i]);
-                ty__free_aligned(xq);
+                for (int i = 0; i < n_acts; i++) ty__free_aligned(acts[i].xq);
+                free(jobs);
             }
             ty__threadpool_free(pool);
         }
@@ -567,7 +596,7 @@ int main(int argc, char **argv) {
     } else {
         printf("\n(thread counts: %d", roof[0].n_threads);
         for (int t = 1; t < n_threads; t++) printf(" / %d", roof[t].n_threads);
-        printf("; model = all %d matrices of Qwen2.5-0.5B once; prefill = ffn_down x", 24 * 7 + 1);
+        printf("; model = all %d matrices of Qwen2.5-0.5B once; prefill = its %d layer matrices x", 24 * 7 + 1, 24 * 7);
         for (int pi = 0; pi < n_prefill; pi++) printf("%s %d", pi ? "," : "", prefill[pi]);
         printf(" tokens, per thread count)\n");
     }
