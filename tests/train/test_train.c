@@ -14,23 +14,15 @@
  *  - PyTorch: loss before step 0 within 1e-5, per-tensor gradient norms of step 0 within 1e-4 relative, and every
  *    step's loss over 200 steps within 1e-5 relative (measured: 2.7e-7; summation order differs from PyTorch's).
  */
-#include "harness.h"
+#define TRAIN_FIXTURE_SEED 12345
+#include "train-fixture.h"
 
 #include "model/tokenizer.h"
-#include "train/train.h"
 
 #include <jansson.h>
 
 /* ==== Helpers ==== */
 
-static uint64_t rng_state = 12345;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((double)(rng_state >> 11) * 0x1.0p-53 * 2.0 - 1.0);
-}
-static void fill(float *p, size_t n, float scale) {
-    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
-}
 static double weighted(const float *y, const float *r, size_t n) {
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)y[i] * r[i];
@@ -38,51 +30,27 @@ static double weighted(const float *y, const float *r, size_t n) {
 }
 
 static struct ty_train_config tiny_config(bool tied) {
-    struct ty_train_config c = {.n_vocab = 37,
-                                .n_embd = 16,
-                                .n_layer = 2,
-                                .n_head = 4,
-                                .n_head_kv = 2,
-                                .head_dim = 4,
-                                .n_ff = 24,
-                                .n_ctx = 64,
-                                .norm_eps = 1e-6f,
-                                .tied = tied};
-    c.rope.freq_base = 10000.0f;
-    return c;
+    return fixture_config(37, 16, 4, 24, tied);
 }
 
 /* ==== GEMM ==== */
 
 static void check_gemm(void *ctx, int64_t M, int64_t N, int64_t K, int trans, bool acc) {
-    bool trans_a = trans & 1, trans_b = trans & 2;
-    const struct ty_train_ops *o = ty__train_ops_cpu();
-    float *A = ty__malloc((size_t)(M * K) * 4), *B = ty__malloc((size_t)(K * N) * 4);
-    float *C = ty__malloc((size_t)(M * N) * 4), *C0 = ty__malloc((size_t)(M * N) * 4);
-    fill(A, (size_t)(M * K), 1), fill(B, (size_t)(K * N), 1), fill(C0, (size_t)(M * N), 1);
-    memcpy(C, C0, (size_t)(M * N) * 4);
-    int64_t rs = trans_a ? 1 : K, cs = trans_a ? M : 1, b_rs = trans_b ? 1 : N, b_cs = trans_b ? K : 1;
-    o->gemm(ctx, M, N, K, A, rs, cs, B, b_rs, b_cs, C, N, acc, TY_TRAIN_PRECISION_F32);
+    struct gemm_case g = gemm_case_new(M, N, K, trans);
+    gemm_case_run(&g, ctx, g.C, acc, TY_TRAIN_PRECISION_F32);
     double worst = 0;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t n = 0; n < N; n++) {
-            double s = acc ? C0[m * N + n] : 0.0;
-            for (int64_t k = 0; k < K; k++) s += (double)A[m * rs + k * cs] * B[k * b_rs + n * b_cs];
-            double e = fabs(C[m * N + n] - s) / (1 + fabs(s));
+            double s = acc ? g.C0[m * N + n] : 0.0;
+            for (int64_t k = 0; k < K; k++) s += (double)g.A[m * g.rs + k * g.cs] * g.B[k * g.b_rs + n * g.b_cs];
+            double e = fabs(g.C[m * N + n] - s) / (1 + fabs(s));
             worst = e > worst ? e : worst;
         }
     }
     CHECK_MSG(worst <= 1e-5, "gemm %lld x %lld x %lld trans %d acc %d: error %g", (long long)M, (long long)N,
               (long long)K, trans, acc, worst);
-    if (ctx) { /* the same bits on one thread: each element is one chain in k order, whatever the split */
-        float *C1 = ty__malloc((size_t)(M * N) * 4);
-        memcpy(C1, C0, (size_t)(M * N) * 4);
-        o->gemm(NULL, M, N, K, A, rs, cs, B, b_rs, b_cs, C1, N, acc, TY_TRAIN_PRECISION_F32);
-        CHECK_MSG(memcmp(C, C1, (size_t)(M * N) * 4) == 0, "gemm %lld x %lld x %lld: 2 threads differ from 1",
-                  (long long)M, (long long)N, (long long)K);
-        ty_free(C1);
-    }
-    ty_free(A), ty_free(B), ty_free(C), ty_free(C0);
+    gemm_case_same_on_one_thread(&g, ctx, acc, TY_TRAIN_PRECISION_F32);
+    gemm_case_free(&g);
 }
 
 static void test_gemm(void) {

@@ -17,20 +17,11 @@
  *    initial weights and batches: every step's bf16 loss within 2% (relative) of the f32 loss, the mean of the last 10
  *    steps within 0.5%, and both curves fall by more than half (measured: 0.73% and 0.03%; see the printed figures).
  */
-#include "harness.h"
-
-#include "train/train.h"
+#define TRAIN_FIXTURE_SEED 987654321
+#include "train-fixture.h"
 
 /* ==== Helpers ==== */
 
-static uint64_t rng_state = 987654321;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((double)(rng_state >> 11) * 0x1.0p-53 * 2.0 - 1.0);
-}
-static void fill(float *p, size_t n, float scale) {
-    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
-}
 static float round_bf16(float x) {
     return ty__bf16_to_f32(ty__f32_to_bf16(x));
 }
@@ -43,18 +34,7 @@ static bool bf16_here(const char *test) {
 }
 
 static struct ty_train_config small_config(void) {
-    struct ty_train_config c = {.n_vocab = 97,
-                                .n_embd = 64,
-                                .n_layer = 2,
-                                .n_head = 4,
-                                .n_head_kv = 2,
-                                .head_dim = 16,
-                                .n_ff = 160,
-                                .n_ctx = 64,
-                                .norm_eps = 1e-6f,
-                                .tied = true};
-    c.rope.freq_base = 10000.0f;
-    return c;
+    return fixture_config(97, 64, 16, 160, true);
 }
 
 /* ==== GEMM ==== */
@@ -62,14 +42,10 @@ static struct ty_train_config small_config(void) {
 /* C (+)= A B in bf16 against the documented chain on rounded operands; returns the worst deviation from the exact
  * product of the unrounded operands (relative to 1 + |value|), to show the rounding happened. */
 static double check_gemm_bf16(void *ctx, int64_t M, int64_t N, int64_t K, int trans, bool acc) {
-    bool trans_a = trans & 1, trans_b = trans & 2;
-    const struct ty_train_ops *o = ty__train_ops_cpu();
-    float *A = ty__malloc((size_t)(M * K) * 4), *B = ty__malloc((size_t)(K * N) * 4);
-    float *C = ty__malloc((size_t)(M * N) * 4), *C0 = ty__malloc((size_t)(M * N) * 4);
-    fill(A, (size_t)(M * K), 1), fill(B, (size_t)(K * N), 1), fill(C0, (size_t)(M * N), 1);
-    memcpy(C, C0, (size_t)(M * N) * 4);
-    int64_t rs = trans_a ? 1 : K, cs = trans_a ? M : 1, b_rs = trans_b ? 1 : N, b_cs = trans_b ? K : 1;
-    o->gemm(ctx, M, N, K, A, rs, cs, B, b_rs, b_cs, C, N, acc, TY_TRAIN_PRECISION_BF16);
+    struct gemm_case g = gemm_case_new(M, N, K, trans);
+    gemm_case_run(&g, ctx, g.C, acc, TY_TRAIN_PRECISION_BF16);
+    const float *A = g.A, *B = g.B, *C = g.C, *C0 = g.C0;
+    const int64_t rs = g.rs, cs = g.cs, b_rs = g.b_rs, b_cs = g.b_cs;
     double worst = 0, unrounded = 0;
     int64_t exact = 0;
     for (int64_t m = 0; m < M; m++) {
@@ -96,15 +72,8 @@ static double check_gemm_bf16(void *ctx, int64_t M, int64_t N, int64_t K, int tr
     if (exact != M * N)
         printf("  note: bf16 gemm %lldx%lldx%lld: %lld of %lld elements bit-exact with the SDM order\n", (long long)M,
                (long long)N, (long long)K, (long long)exact, (long long)(M * N));
-    if (ctx) { /* the same bits on one thread */
-        float *C1 = ty__malloc((size_t)(M * N) * 4);
-        memcpy(C1, C0, (size_t)(M * N) * 4);
-        o->gemm(NULL, M, N, K, A, rs, cs, B, b_rs, b_cs, C1, N, acc, TY_TRAIN_PRECISION_BF16);
-        CHECK_MSG(memcmp(C, C1, (size_t)(M * N) * 4) == 0, "bf16 gemm %lld x %lld x %lld: 2 threads differ from 1",
-                  (long long)M, (long long)N, (long long)K);
-        ty_free(C1);
-    }
-    ty_free(A), ty_free(B), ty_free(C), ty_free(C0);
+    gemm_case_same_on_one_thread(&g, ctx, acc, TY_TRAIN_PRECISION_BF16);
+    gemm_case_free(&g);
     return unrounded;
 }
 
