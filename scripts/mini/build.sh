@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build.sh - rebuilds the bundled Tongyun-Mini model (data/tongyun-mini/) from its corpus: installs the Debian
 # packages the corpus comes from (wordnet-base, bible-kjv-text, bible-kjv) when missing, builds Tongyun, writes the
-# corpus with make_corpus.py, trains with `tongyun train`, quantizes to Q8_0 and redraws the loss chart. Everything is
+# corpus with make_corpus.py, trains with `tongyun train`, quantizes to Q5_0 and redraws the loss chart. Everything is
 # seeded, so the same thread count gives the same model. Work files go to build/mini/.
 #
 #   scripts/mini/build.sh                 # the committed model's recipe
@@ -26,7 +26,7 @@ rm -f "$work/train-log.jsonl" "$work/tongyun-mini-f32.gguf.ckpt"
     --embd 384 --layers 6 --heads 6 --kv-heads 2 --head-dim 64 --ff 1152 --ctx 128 --batch 8 \
     --steps "${STEPS:-7000}" --lr 2e-3 --lr-min 1e-4 --warmup 100 --eval-every 500 --eval-batches 4 \
     --ckpt-every 250 --seed 1 --log "$work/train-log.jsonl" --name Tongyun-Mini -o "$work/tongyun-mini-f32.gguf"
-"$ty" quantize "$work/tongyun-mini-f32.gguf" data/tongyun-mini/tongyun-mini.gguf q8_0
+"$ty" quantize "$work/tongyun-mini-f32.gguf" data/tongyun-mini/tongyun-mini.gguf q5_0
 cp "$work/train-log.jsonl" data/tongyun-mini/train-log.jsonl
 "$ty" train --plot data/tongyun-mini/train-log.jsonl data/tongyun-mini/train-loss.svg
 echo "build.sh: wrote data/tongyun-mini/tongyun-mini.gguf" >&2
