@@ -382,18 +382,24 @@ uint64_t ty__roofline_read(const void *buf, size_t bytes) {
     return sum;
 }
 
+/* The read buffer's size: `bytes`, else TY_ROOFLINE_MB (default 512) MiB divided by `divisor`; whole 4 KiB pages,
+ * at least 1 MiB (else an error naming `who`). */
+static enum ty_status buffer_bytes(size_t bytes, size_t divisor, const char *who, size_t *out) {
+    if (bytes == 0) {
+        const char *mb = getenv("TY_ROOFLINE_MB");
+        bytes = ((size_t)(mb && atol(mb) > 0 ? atol(mb) : 512) << 20) / divisor;
+    }
+    *out = bytes / 4096 * 4096;
+    if (*out < (1u << 20)) return ty__error(TY_ERR_INVALID_ARG, "%s: buffer of %zu bytes is too small", who, *out);
+    return TY_OK;
+}
+
 enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, double seconds_budget,
                                        enum ty_cpu_isa isa, size_t mem_bytes) {
     memset(out, 0, sizeof *out);
     if (!ty__cpu_isa_supported(isa))
         return ty__error(TY_ERR_UNSUPPORTED, "roofline: this CPU cannot run the %s path", ty__cpu_isa_name(isa));
-    if (mem_bytes == 0) {
-        const char *mb = getenv("TY_ROOFLINE_MB");
-        mem_bytes = (size_t)(mb && atol(mb) > 0 ? atol(mb) : 512) << 20;
-    }
-    mem_bytes = mem_bytes / 4096 * 4096;
-    if (mem_bytes < (1u << 20))
-        return ty__error(TY_ERR_INVALID_ARG, "roofline: buffer of %zu bytes is too small", mem_bytes);
+    TY_TRY(buffer_bytes(mem_bytes, 1, "roofline", &mem_bytes));
     if (!(seconds_budget > 0)) seconds_budget = 2;
 
     struct ty_threadpool *pool;
@@ -450,13 +456,7 @@ struct ty_bw_probe {
 
 enum ty_status ty__bw_probe_new(int n_threads, size_t bytes, struct ty_bw_probe **out) {
     *out = NULL;
-    if (bytes == 0) {
-        const char *mb = getenv("TY_ROOFLINE_MB");
-        bytes = (size_t)(mb && atol(mb) > 0 ? atol(mb) : 512) << 19;
-    }
-    bytes = bytes / 4096 * 4096;
-    if (bytes < (1u << 20))
-        return ty__error(TY_ERR_INVALID_ARG, "bandwidth probe: buffer of %zu bytes is too small", bytes);
+    TY_TRY(buffer_bytes(bytes, 2, "bandwidth probe", &bytes));
     struct ty_bw_probe *p = ty__calloc(1, sizeof *p);
     if (!p) return ty__error(TY_ERR_NO_MEMORY, "bandwidth probe: out of memory");
     p->k = kernels_for(ty__cpu_isa_best());
