@@ -343,6 +343,10 @@ struct ty_profile_scope {
 };
 struct ty_profile_scope ty__profile_begin(struct ty_backend *be, enum ty_profile_op op, double bytes);
 void ty__profile_end(struct ty_profile_scope *s);
+/* The scope's cleanup: nothing to do, and no call, when no profile was attached. */
+static inline void ty__profile_close(struct ty_profile_scope *s) {
+    if (s->be) ty__profile_end(s);
+}
 /* The bytes the products of n weights read; the K and V bytes a paged attention reads. */
 double ty__profile_weight_bytes(int n, const struct ty_tensor *const *w);
 double ty__profile_paged_bytes(const struct ty_tensor *k_pool, const struct ty_tensor *v_pool,
@@ -350,7 +354,7 @@ double ty__profile_paged_bytes(const struct ty_tensor *k_pool, const struct ty_t
 
 /* At the top of a wrapper: times the rest of it. `bytes` is evaluated only when profiling. */
 #define TY_PROFILE_SCOPE(be, op, bytes)                                                                                \
-    struct ty_profile_scope ty__profile_scope __attribute__((cleanup(ty__profile_end), unused)) =                      \
+    struct ty_profile_scope ty__profile_scope __attribute__((cleanup(ty__profile_close), unused)) =                      \
         (be)->profile ? ty__profile_begin((be), (op), (double)(bytes)) : (struct ty_profile_scope) {                   \
         0                                                                                                              \
     }

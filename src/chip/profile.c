@@ -22,7 +22,6 @@ struct ty_profile_scope ty__profile_begin(struct ty_backend *be, enum ty_profile
 }
 
 void ty__profile_end(struct ty_profile_scope *s) {
-    if (!s->be) return;
     struct ty_profile *p = s->be->profile;
     if (s->op < TY_OP_COUNT) {
         if (s->be->iface->sync) (void)s->be->iface->sync(s->be); /* an asynchronous backend's op ends when it is done */
