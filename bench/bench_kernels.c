@@ -200,14 +200,14 @@ static bool add_mat(const struct ty_simd *s, struct model *md, const char *name,
 static bool init_model(struct model *md, int n_mats, size_t arena_size) {
     memset(md, 0, sizeof *md);
     md->m = calloc((size_t)n_mats, sizeof *md->m);
-    md->arena = ty__roofline_alloc(arena_size);
+    md->arena = ty__huge_calloc(1, arena_size);
     md->arena_size = arena_size;
     return md->m && md->arena;
 }
 
 static void free_model(struct model *md) {
     for (int i = 0; i < md->count; i++) ty__free_aligned(md->m[i].xq);
-    ty__roofline_free(md->arena, md->arena_size);
+    ty__huge_free(md->arena);
     ty__free_aligned(md->tmp);
     free(md->m);
     memset(md, 0, sizeof *md);

@@ -7,6 +7,9 @@
 
 #include <stdatomic.h>
 #include <stdlib.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #define HEADER 16 /* keeps 16-byte alignment of the user pointer */
 
@@ -97,6 +100,47 @@ void ty__free_aligned(void *ptr) {
     memcpy(&off, p - 8, sizeof off);
     atomic_fetch_sub(&bytes_live, size);
     free(p - off);
+}
+
+/* Huge-page blocks: an anonymous mapping with the user pointer on a 2 MiB boundary and [size][mapping][length] in
+ * the 64 bytes below it (so the header's page is the only small one touched). Elsewhere: an aligned block. */
+#define HUGE_ALIGN ((size_t)2 << 20)
+
+void *ty__huge_calloc(size_t n, size_t size) {
+    size_t bytes, len;
+    if (ty__mul_overflow(n, size, &bytes) || ty__add_overflow(bytes, HUGE_ALIGN + 64, &len) || injected_failure())
+        return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    unsigned char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    unsigned char *p = (unsigned char *)(((uintptr_t)raw + 64 + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
+    memcpy(p - 24, &bytes, sizeof bytes);
+    memcpy(p - 16, &raw, sizeof raw);
+    memcpy(p - 8, &len, sizeof len);
+    if (bytes) madvise(p, bytes, MADV_HUGEPAGE); /* advice only: without THP the block still works */
+    atomic_fetch_add(&bytes_live, bytes);
+    return p; /* an anonymous mapping reads as zeros */
+#else
+    (void)len;
+    unsigned char *p = ty__malloc_aligned(bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+#endif
+}
+
+void ty__huge_free(void *ptr) {
+    if (!ptr) return;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    unsigned char *p = ptr, *raw;
+    size_t bytes, len;
+    memcpy(&bytes, p - 24, sizeof bytes);
+    memcpy(&raw, p - 16, sizeof raw);
+    memcpy(&len, p - 8, sizeof len);
+    atomic_fetch_sub(&bytes_live, bytes);
+    munmap(raw, len);
+#else
+    ty__free_aligned(ptr);
+#endif
 }
 
 size_t ty_mem_allocated(void) { return atomic_load(&bytes_live); }

@@ -35,7 +35,7 @@ enum ty_status ty__train_cpu_ctx_new(struct ty_threadpool *pool, void **out) {
 void ty__train_cpu_ctx_free(void *ctx) {
     struct cpu_ctx *c = ctx;
     if (!c) return;
-    ty_free(c->scratch);
+    ty__huge_free(c->scratch);
     ty_free(c);
 }
 
@@ -53,8 +53,8 @@ static float *scratch_get(void *ctx, size_t n, bool *owned) {
         return ty__malloc(n * sizeof(float));
     }
     if (c->cap < n) {
-        ty_free(c->scratch);
-        c->scratch = ty__malloc(n * sizeof(float));
+        ty__huge_free(c->scratch);
+        c->scratch = ty__huge_calloc(n, sizeof(float));
         c->cap = c->scratch ? n : 0;
     }
     return c->scratch;
@@ -196,6 +196,11 @@ struct gemm_job {
     bool bf16;      /* mixed precision: the BF16 GEMM section's kernel */
     bool a_once;    /* bf16: a thread packs all its rows of A once, not once per block of columns */
     size_t a_words; /* the space that takes per thread */
+    /* bf16 with several threads: the operand every thread reads whole (B when split_m, else A), packed once by all
+     * threads together before the products, as panels over all of its rows (columns of B) for each block of k:
+     * block pc starts at shared + pad * (pc / 2), pad = the rows rounded up to whole panels */
+    const uint32_t *shared;
+    int64_t shared_pad;
 };
 
 #if defined(__AVX512F__)
@@ -600,13 +605,18 @@ static T_BF16 void kernel_bf16_edge(int64_t n_pairs, const uint32_t *ap, const u
 }
 
 /* C[m0:m1, n0:n1] in mixed precision. The packing space holds mc x KC words of A (or, with a_once, all of the
- * range's rows of A over every k: a_words), then KC x nc words of B. */
+ * range's rows of A over every k: a_words), then KC x nc words of B; an operand in j->shared is read from there
+ * (then [m0, m1) or [n0, n1) is all of its rows or columns). */
 static T_BF16 void gemm_range_bf16(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                                    float *scratch) {
     uint32_t *ap = (uint32_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     uint32_t *bp = ap + (j->a_once ? j->a_words : (size_t)j->mc * KC);
     int64_t m_pad = (m1 - m0 + BMR - 1) / BMR * BMR; /* rows of a block of A packed once */
-    if (j->a_once) {
+    const uint32_t *a_shared = j->shared && !j->split_m ? j->shared : NULL;
+    const uint32_t *b_shared = j->shared && j->split_m ? j->shared : NULL;
+    if (a_shared) TY_ASSERT(m0 == 0 && m1 == j->M);
+    if (b_shared) TY_ASSERT(n0 == 0 && n1 == j->N);
+    if (j->a_once && !a_shared) {
         TY_ASSERT((size_t)(m_pad * ((j->K + 1) / 2)) <= j->a_words);
         for (int64_t pc = 0; pc < j->K; pc += BKC)
             pack_block(j->A + m0 * j->a_rs + pc * j->a_cs, j->a_rs, j->a_cs, m1 - m0, BMR,
@@ -617,11 +627,17 @@ static T_BF16 void gemm_range_bf16(const struct gemm_job *j, int64_t m0, int64_t
         for (int64_t pc = 0; pc < j->K; pc += BKC) {
             int64_t kc = j->K - pc < BKC ? j->K - pc : BKC, kp = (kc + 1) / 2;
             bool from_c = j->acc || pc > 0;
-            pack_block(j->B + pc * j->b_rs + jc * j->b_cs, j->b_cs, j->b_rs, nc, BNR, kc, bp);
+            const uint32_t *bblk = bp;
+            if (b_shared)
+                bblk = b_shared + j->shared_pad * (pc / 2) + jc * kp;
+            else
+                pack_block(j->B + pc * j->b_rs + jc * j->b_cs, j->b_cs, j->b_rs, nc, BNR, kc, bp);
             for (int64_t ic = m0; ic < m1; ic += j->mc) {
                 int64_t mc = m1 - ic < j->mc ? m1 - ic : j->mc;
                 const uint32_t *ablk = ap;
-                if (j->a_once)
+                if (a_shared)
+                    ablk = a_shared + j->shared_pad * (pc / 2) + ic * kp;
+                else if (j->a_once)
                     ablk = ap + m_pad * (pc / 2) + (ic - m0) * kp;
                 else
                     pack_block(j->A + ic * j->a_rs + pc * j->a_cs, j->a_rs, j->a_cs, mc, BMR, kc, ap);
@@ -631,13 +647,28 @@ static T_BF16 void gemm_range_bf16(const struct gemm_job *j, int64_t m0, int64_t
                         int64_t mr = mc - ir < BMR ? mc - ir : BMR;
                         float *c = j->C + (ic + ir) * j->ldc + jc + jr;
                         if (mr == BMR && nr == BNR)
-                            kernel_bf16(kp, ablk + ir * kp, bp + jr * kp, c, j->ldc, from_c);
+                            kernel_bf16(kp, ablk + ir * kp, bblk + jr * kp, c, j->ldc, from_c);
                         else
-                            kernel_bf16_edge(kp, ablk + ir * kp, bp + jr * kp, c, j->ldc, from_c, mr, nr);
+                            kernel_bf16_edge(kp, ablk + ir * kp, bblk + jr * kp, c, j->ldc, from_c, mr, nr);
                     }
                 }
             }
         }
+    }
+}
+/* Thread ith's share of the shared operand's panels, packed for every block of k (see struct gemm_job). */
+static T_BF16 void pack_shared_part(const struct gemm_job *j, uint32_t *dst, int ith, int nth) {
+    bool is_b = j->split_m;
+    int64_t rows = is_b ? j->N : j->M, w = is_b ? BNR : BMR, b, e;
+    const float *x = is_b ? j->B : j->A;
+    int64_t i_s = is_b ? j->b_cs : j->a_rs, k_s = is_b ? j->b_rs : j->a_cs;
+    ty__split_range((rows + w - 1) / w, ith, nth, &b, &e);
+    int64_t r0 = b * w, r1 = e * w < rows ? e * w : rows;
+    if (r0 >= r1) return;
+    for (int64_t pc = 0; pc < j->K; pc += BKC) {
+        int64_t kc = j->K - pc < BKC ? j->K - pc : BKC;
+        pack_block(x + r0 * i_s + pc * k_s, i_s, k_s, r1 - r0, w, kc,
+                   dst + j->shared_pad * (pc / 2) + r0 * ((kc + 1) / 2));
     }
 }
 #else
@@ -680,6 +711,13 @@ static void gemm_range(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t
     gemm_range_f32(j, m0, m1, n0, n1, scratch);
 }
 
+#if HAVE_BF16
+static void pack_shared_task(void *arg, int ith, int nth) {
+    const struct gemm_job *j = arg;
+    pack_shared_part(j, (uint32_t *)j->shared, ith, nth);
+}
+#endif
+
 static void gemm_task(void *arg, int ith, int nth) {
     const struct gemm_job *j = arg;
     float *scratch = j->scratch + (size_t)ith * (GEMM_SCRATCH(j->mc, j->nc) + j->a_words);
@@ -697,7 +735,8 @@ static void gemm_task(void *arg, int ith, int nth) {
 static struct gemm_job gemm_job_of(int64_t M, int64_t N, int64_t K, const float *A, int64_t a_rs, int64_t a_cs,
                                    const float *B, int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool acc,
                                    bool bf16) {
-    struct gemm_job j = {M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, C, ldc, acc, MC, NC, NULL, true, bf16, false, 0};
+    struct gemm_job j = {M,   N,  K,  A,    a_rs, a_cs, B,     b_rs, b_cs, C, ldc,
+                         acc, MC, NC, NULL, true, bf16, false, 0,    NULL, 0};
     return j;
 }
 
@@ -725,21 +764,36 @@ static void cpu_gemm(void *ctx, int64_t M, int64_t N, int64_t K, const float *A,
         int64_t rows = (j.split_m ? (tm + nth - 1) / nth : tm) * mr,
                 cols = (j.split_m ? tn : (tn + nth - 1) / nth) * nr;
         if (cols > NC) j.a_once = true, j.a_words = (size_t)rows * (size_t)((K + 1) / 2);
+        /* the operand every thread reads whole is packed once, each thread packing a share, instead of once per
+         * thread: packing streams its f32 source from memory, and that was a third of all packing */
+        if (nth > 1) {
+            j.shared_pad = j.split_m ? tn * nr : tm * mr;
+            if (!j.split_m) j.a_once = false, j.a_words = 0; /* A is the shared one */
+        }
     }
+    size_t shared_words = (size_t)j.shared_pad * (size_t)((K + 1) / 2), per_thread = GEMM_SCRATCH(MC, NC) + j.a_words;
     bool owned;
-    float *scratch = scratch_get(ctx, (size_t)nth * (GEMM_SCRATCH(MC, NC) + j.a_words), &owned);
+    float *scratch = scratch_get(ctx, (size_t)nth * per_thread + shared_words + 16, &owned);
     if (!scratch) {
         /* blocks of one tile in a small local space: slower, the same chains and bits */
         float local[GEMM_SCRATCH(MAX_MR, MAX_NR)];
-        j.mc = mr, j.nc = nr, j.scratch = local, j.a_once = false, j.a_words = 0;
+        j.mc = mr, j.nc = nr, j.scratch = local, j.a_once = false, j.a_words = 0, j.shared_pad = 0;
         gemm_range(&j, 0, M, 0, N, local);
         return;
     }
     j.scratch = scratch;
-    if (nth == 1)
+    if (nth == 1) {
         gemm_range(&j, 0, M, 0, N, scratch);
-    else
+    } else {
+#if HAVE_BF16
+        if (j.shared_pad) {
+            float *sh = scratch + (size_t)nth * per_thread;
+            j.shared = (const uint32_t *)(((uintptr_t)sh + 63) & ~(uintptr_t)63);
+            ty__threadpool_run(pool, pack_shared_task, &j);
+        }
+#endif
         ty__threadpool_run(pool, gemm_task, &j);
+    }
     scratch_put(scratch, owned);
 }
 

@@ -29,8 +29,8 @@ enum ty_status ty__train_optim_init_n(struct ty_train_optim *o, size_t n_params,
                                       const struct ty_train_optim_params *p) {
     memset(o, 0, sizeof *o);
     o->p = *p;
-    o->m = ty__calloc(n_params ? n_params : 1, sizeof(float));
-    o->v = ty__calloc(n_params ? n_params : 1, sizeof(float));
+    o->m = ty__huge_calloc(n_params ? n_params : 1, sizeof(float));
+    o->v = ty__huge_calloc(n_params ? n_params : 1, sizeof(float));
     if (!o->m || !o->v) {
         ty__train_optim_free(o);
         return ty__error(TY_ERR_NO_MEMORY, "train: out of memory for the optimizer state of %zu parameters", n_params);
@@ -44,8 +44,8 @@ enum ty_status ty__train_optim_init(struct ty_train_optim *o, const struct ty_tr
 }
 
 void ty__train_optim_free(struct ty_train_optim *o) {
-    ty_free(o->m);
-    ty_free(o->v);
+    ty__huge_free(o->m);
+    ty__huge_free(o->v);
     o->m = o->v = NULL;
 }
 

@@ -122,8 +122,8 @@ enum ty_status ty__train_model_init(const struct ty_train_config *cfg, int n_thr
         } else {
             make_layout(m);
             m->w.layers = lay; /* owns both layer arrays */
-            m->params = ty__calloc(m->n_params, sizeof(float));
-            m->grads = ty__calloc(m->n_params, sizeof(float));
+            m->params = ty__huge_calloc(m->n_params, sizeof(float));
+            m->grads = ty__huge_calloc(m->n_params, sizeof(float));
             if (!m->params || !m->grads) {
                 st = ty__error(TY_ERR_NO_MEMORY, "train: out of memory for %zu parameters (%.1f MiB each copy)",
                                m->n_params, (double)m->n_params * 4 / (1 << 20));
@@ -150,11 +150,11 @@ void ty__train_model_free(struct ty_train_model *m) {
     ty__threadpool_free(m->pool);
     ty_free(m->w.layers);
     ty_free(m->tensors);
-    ty_free(m->params);
-    ty_free(m->grads);
+    ty__huge_free(m->params);
+    ty__huge_free(m->grads);
     ty_free(m->acts);
-    ty_free(m->act_mem);
-    ty_free(m->bwd_mem);
+    ty__huge_free(m->act_mem);
+    ty__huge_free(m->bwd_mem);
     ty_free(m->pos);
     ty_free(m->tokens);
     ty_free(m->targets);
@@ -249,20 +249,21 @@ enum ty_status ty__train_model_reserve(struct ty_train_model *m, int64_t n_seq, 
         T * E * 4 + T * 2 + T * Q * 3 + T * KV * 3 + T * H + T * Hkv + (size_t)n_seq * H * S * S + T * F * 3;
     size_t total = per_layer * (size_t)c->n_layer + T * E * 2 + T + T * V + T;
     size_t bwd = T * E * 2 + T * Q * 3 + T * KV * 3 + T * F * 3;
-    ty_free(m->act_mem);
-    ty_free(m->bwd_mem);
+    ty__huge_free(m->act_mem);
+    ty__huge_free(m->bwd_mem);
     ty_free(m->acts);
     ty_free(m->pos);
     ty_free(m->tokens);
     ty_free(m->targets);
-    m->act_mem = ty__malloc(total * sizeof(float));
-    m->bwd_mem = ty__malloc(bwd * sizeof(float));
+    /* on huge pages: every op streams these, and 4 KiB pages cost a TLB walk per page */
+    m->act_mem = ty__huge_calloc(total, sizeof(float));
+    m->bwd_mem = ty__huge_calloc(bwd, sizeof(float));
     m->acts = ty__calloc((size_t)c->n_layer, sizeof *m->acts);
     m->pos = ty__malloc(T * sizeof(int32_t));
     m->tokens = ty__malloc(T * sizeof(int32_t));
     m->targets = ty__malloc(T * sizeof(int32_t));
     if (!m->act_mem || !m->bwd_mem || !m->acts || !m->pos || !m->tokens || !m->targets) {
-        ty_free(m->act_mem);
+        ty__huge_free(m->act_mem);
         m->act_mem = NULL;
         return ty__error(TY_ERR_NO_MEMORY, "train: out of memory for the activations of %zu tokens (%.1f MiB)", T,
                          (double)(total + bwd) * 4 / (1 << 20));

@@ -651,7 +651,7 @@ static void test_packed_direct(void) {
 
 static void test_roofline(void) {
     size_t bytes = (size_t)3 << 20;
-    uint8_t *p = ty__roofline_alloc(bytes);
+    uint8_t *p = ty__huge_calloc(1, bytes);
     CHECK(p && ((uintptr_t)p % 64) == 0);
     bool zero = true;
     for (size_t i = 0; p && i < bytes; i += 4096) zero &= p[i] == 0;
@@ -661,7 +661,7 @@ static void test_roofline(void) {
         uint64_t a = ty__roofline_read(p + 3, bytes - 3), b = ty__roofline_read(p + 3, bytes - 4);
         CHECK(a != b && ty__roofline_read(p, 0) == 0);
     }
-    ty__roofline_free(p, bytes);
+    ty__huge_free(p);
 
     struct ty_roofline r;
     CHECK_OK(ty__roofline_measure_ex(&r, 2, 0.05, ty__cpu_isa_best(), (size_t)4 << 20));

@@ -120,7 +120,7 @@ static void *arena_alloc(struct cpu_fast *c, size_t bytes) {
         c->chunks = nk, c->chunks_cap = cap;
     }
     size_t size = bytes > ARENA_CHUNK ? bytes : ARENA_CHUNK;
-    void *base = ty__roofline_alloc(size);
+    void *base = ty__huge_calloc(1, size);
     if (!base) return NULL;
     c->chunks[c->n_chunks++] = (struct chunk){base, size, bytes};
     return base;
@@ -626,7 +626,7 @@ static void cpu_free(struct ty_backend *be) {
     struct cpu_fast *c = be->ctx;
     ty__threadpool_free(c->base.pool);
     pthread_mutex_destroy(&c->mu);
-    for (int i = 0; i < c->n_chunks; i++) ty__roofline_free(c->chunks[i].base, c->chunks[i].size);
+    for (int i = 0; i < c->n_chunks; i++) ty__huge_free(c->chunks[i].base);
     ty_free(c->chunks);
     ty_free(c->tab);
     ty__cpu_scratch_free(&c->act);

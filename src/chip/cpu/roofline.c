@@ -16,9 +16,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define T_AVX2   __attribute__((target("avx2,fma")))
@@ -33,39 +30,6 @@
 #define CHAINS 12
 
 static _Atomic uint64_t sink; /* where every kernel's result goes, so none can be optimised away */
-
-/* ==== Huge-page memory ==== */
-
-#define HUGE_ALIGN ((size_t)2 << 20)
-
-void *ty__roofline_alloc(size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    /* over-allocate to align to 2 MiB, so every page of the buffer can be huge */
-    size_t len = bytes + HUGE_ALIGN;
-    uint8_t *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) return NULL;
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
-    if (p > raw) munmap(raw, (size_t)(p - raw));
-    size_t tail = (size_t)(raw + len - (p + bytes));
-    if (tail) munmap(p + bytes, tail);
-    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: without THP the buffer still works */
-    return p;
-#else
-    void *p = ty__malloc_aligned(bytes);
-    if (p) memset(p, 0, bytes);
-    return p;
-#endif
-}
-
-void ty__roofline_free(void *p, size_t bytes) {
-    if (!p) return;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    munmap(p, bytes);
-#else
-    (void)bytes;
-    ty__free_aligned(p);
-#endif
-}
 
 /* ==== Kernels: each returns something derived from all its work ==== */
 
@@ -404,7 +368,7 @@ enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, d
 
     struct ty_threadpool *pool;
     TY_TRY(ty__threadpool_init(n_threads, &pool));
-    uint8_t *buf = ty__roofline_alloc(mem_bytes);
+    uint8_t *buf = ty__huge_calloc(1, mem_bytes);
     if (!buf) {
         ty__threadpool_free(pool);
         return ty__error(TY_ERR_NO_MEMORY,
@@ -434,7 +398,7 @@ enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, d
         out->mem_passes++;
     } while (ty__time_s() < t_end || out->mem_passes < 3);
     out->mem_bw_mean_gbs = sum / out->mem_passes;
-    ty__roofline_free(buf, mem_bytes);
+    ty__huge_free(buf);
 
     /* Peaks: the rest of the budget, shared. */
     double share = 0.4 * seconds_budget / (k.bf16 ? 3 : 2);
@@ -462,7 +426,7 @@ enum ty_status ty__bw_probe_new(int n_threads, size_t bytes, struct ty_bw_probe 
     p->k = kernels_for(ty__cpu_isa_best());
     p->bytes = bytes;
     enum ty_status st = ty__threadpool_init(n_threads, &p->pool);
-    if (st == TY_OK && !(p->buf = ty__roofline_alloc(bytes)))
+    if (st == TY_OK && !(p->buf = ty__huge_calloc(1, bytes)))
         st = ty__error(TY_ERR_NO_MEMORY, "bandwidth probe: cannot allocate %zu MiB; set TY_ROOFLINE_MB lower",
                        bytes >> 20);
     if (st != TY_OK) {
@@ -488,7 +452,7 @@ double ty__bw_probe_gbs(struct ty_bw_probe *p, int passes) {
 
 void ty__bw_probe_free(struct ty_bw_probe *p) {
     if (!p) return;
-    if (p->buf) ty__roofline_free(p->buf, p->bytes);
+    if (p->buf) ty__huge_free(p->buf);
     if (p->pool) ty__threadpool_free(p->pool);
     ty_free(p);
 }

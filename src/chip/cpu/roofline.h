@@ -14,13 +14,6 @@
 
 #include "chip/cpu/simd/simd.h"
 
-/* Memory on transparent huge pages where the OS offers them (Linux: anonymous mmap + MADV_HUGEPAGE; elsewhere
- * plain aligned memory), 2 MiB aligned, zero-filled. On the 2-core Zen 4 VM a thread streamed 16.5 GB/s from 4 KiB
- * pages and 26.9 GB/s from huge pages: the TLB, not DRAM, bounds a 4 KiB stream. Weights that are copied or packed at
- * load belong in such memory (a file mapping of a GGUF cannot use huge pages). NULL when out of memory. */
-void *ty__roofline_alloc(size_t bytes);
-void ty__roofline_free(void *p, size_t bytes);
-
 /* Reads `bytes` at `buf` (any alignment) with the loads the bandwidth roofline uses and returns a value that depends
  * on every byte read (so no compiler drops the reads), so a caller
  * can time a read of the very memory its kernels stream: on a VM the same code reads 30 or 55 GB/s depending on
