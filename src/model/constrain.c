@@ -851,7 +851,8 @@ static void compute_heights(struct ty_grammar *g) {
                 h = h >= HEIGHT_INF ? HEIGHT_INF : h + 1;
                 break;
             case N_ARRAY:
-                for (int64_t k = 0; k < n->min && h < HEIGHT_INF; k++) {
+                /* items past the prefixItems are all n->items: one look covers them (minItems may be 1e9) */
+                for (int64_t k = 0; k < n->min && k <= n->n && h < HEIGHT_INF; k++) {
                     int32_t item = k < n->n ? n->ids[k] : n->items;
                     int32_t ih = item == NO_NODE ? HEIGHT_INF : g->nodes[item].h;
                     if (ih > h) h = ih;
