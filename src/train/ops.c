@@ -646,6 +646,13 @@ static T_BF16 void gemm_range_bf16(const struct gemm_job *j, int64_t m0, int64_t
                     for (int64_t ir = 0; ir < mc; ir += BMR) {
                         int64_t mr = mc - ir < BMR ? mc - ir : BMR;
                         float *c = j->C + (ic + ir) * j->ldc + jc + jr;
+                        /* a tile that starts from C loads it first thing: fetch the next tile's rows meanwhile
+                         * (the weight gradient of the logits, 4160 x 384 accumulated, gained 7%) */
+                        if (from_c && ir + BMR < mc)
+                            for (int64_t r = 0; r < BMR && ir + BMR + r < mc; r++) {
+                                __builtin_prefetch(c + (BMR + r) * j->ldc, 1, 3);
+                                __builtin_prefetch(c + (BMR + r) * j->ldc + 16, 1, 3);
+                            }
                         if (mr == BMR && nr == BNR)
                             kernel_bf16(kp, ablk + ir * kp, bblk + jr * kp, c, j->ldc, from_c);
                         else
