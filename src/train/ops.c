@@ -18,10 +18,19 @@
 
 /* The ctx of the CPU table: the pool, and one scratch area that grows to the largest kernel's need and is kept, so
  * the steps of a run do not map and fault in fresh pages for every product. */
+/* cos | sin of positions [0, rows) of one rope, forward (0) or inverse (1): every layer's rope of a step asks for
+ * the same angles, computed once here rather than per call */
+struct rope_table {
+    struct ty_rope rope;
+    int32_t rows;
+    float *t; /* (rows, n_dims) */
+};
+
 struct cpu_ctx {
     struct ty_threadpool *pool;
     float *scratch;
     size_t cap; /* floats */
+    struct rope_table rope[2];
 };
 
 enum ty_status ty__train_cpu_ctx_new(struct ty_threadpool *pool, void **out) {
@@ -36,6 +45,8 @@ void ty__train_cpu_ctx_free(void *ctx) {
     struct cpu_ctx *c = ctx;
     if (!c) return;
     ty__huge_free(c->scratch);
+    ty_free(c->rope[0].t);
+    ty_free(c->rope[1].t);
     ty_free(c);
 }
 
@@ -940,21 +951,29 @@ static void rope_rows(const void *arg, int64_t begin, int64_t end) {
     }
 }
 
+/* The ctx's table of `rope`'s angles (with the sign of `inverse`) for positions [0, rows), computed when the ctx
+ * has none that covers them; NULL without a ctx or memory (the caller computes angles per token). */
+static const float *rope_table_get(void *ctx, const struct ty_rope *rope, bool inverse, int32_t rows) {
+    struct cpu_ctx *c = ctx;
+    if (!c) return NULL;
+    struct rope_table *rt = &c->rope[inverse];
+    if (rt->t && rt->rows >= rows && !memcmp(&rt->rope, rope, sizeof *rope)) return rt->t;
+    float *t = ty__malloc((size_t)rows * (size_t)rope->n_dims * sizeof(float));
+    if (!t) return NULL;
+    ty_free(rt->t);
+    rt->t = t, rt->rows = rows, rt->rope = *rope;
+    struct rope_job j = {.rope = rope, .inverse = inverse, .table = t};
+    parallel_for(ctx, rows, rope->n_dims * 20, rope_table_rows, &j);
+    return t;
+}
+
 static void cpu_rope(void *ctx, float *x, const int32_t *pos, int64_t n_tok, int64_t n_head, int64_t head_dim,
                      const struct ty_rope *rope, bool inverse) {
     struct rope_job j = {x, pos, n_head, head_dim, rope, inverse, NULL, -1};
     /* the angles once per position rather than once per token when positions repeat (a batch of sequences) */
     for (int64_t t = 0; t < n_tok; t++) j.max_pos = pos[t] > j.max_pos ? pos[t] : j.max_pos;
-    float *table = NULL;
-    bool owned = false;
-    if (j.max_pos >= 0 && j.max_pos < n_tok)
-        table = scratch_get(ctx, (size_t)(j.max_pos + 1) * (size_t)rope->n_dims, &owned);
-    if (table) {
-        j.table = table;
-        parallel_for(ctx, j.max_pos + 1, rope->n_dims * 20, rope_table_rows, &j);
-    }
-    parallel_for(ctx, n_tok, n_head * head_dim * 4 + (table ? 0 : rope->n_dims * 20), rope_rows, &j);
-    scratch_put(table, owned);
+    if (j.max_pos >= 0 && j.max_pos < n_tok) j.table = rope_table_get(ctx, rope, inverse, j.max_pos + 1);
+    parallel_for(ctx, n_tok, n_head * head_dim * 4 + (j.table ? 0 : rope->n_dims * 20), rope_rows, &j);
 }
 
 /* ==== Attention ==== */
