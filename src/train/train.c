@@ -220,8 +220,25 @@ void ty__train_model_init_random(struct ty_train_model *m, uint64_t seed, float 
     }
 }
 
+/* Whether the backward's first write to tensor i is a product that overwrites (grads_fresh) rather than adds. */
+static bool written_by_product(const struct ty_train_model *m, int i) {
+    /* the matrices, whose weight gradients are products; an untied token embedding is a scatter of rows instead (a
+     * tied one is the output's product first, then the scatter adds to it) */
+    return m->tensors[i].n_dims == 2 && !(i == 0 && !m->cfg.tied);
+}
+
 void ty__train_zero_grads(struct ty_train_model *m) {
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!written_by_product(m, i)) memset(m->grads + m->tensors[i].offset, 0, m->tensors[i].n * sizeof(float));
+    m->grads_fresh = true;
+}
+
+/* The zeros grads_fresh stands for, written out where a backward ends without its products. */
+static void grads_settle(struct ty_train_model *m) {
+    if (!m->grads_fresh) return;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (written_by_product(m, i)) memset(m->grads + m->tensors[i].offset, 0, m->tensors[i].n * sizeof(float));
+    m->grads_fresh = false;
 }
 
 double ty__train_flops_per_token(const struct ty_train_config *c, int64_t seq_len) {
@@ -328,7 +345,7 @@ static void mm_fwd(struct ty_train_model *m, float *Y, const float *X, const flo
 static void mm_bwd(struct ty_train_model *m, float *dX, bool acc_dx, float *dW, const float *dY, const float *X,
                    const float *W, int64_t T, int64_t in, int64_t out) {
     if (dX) m->ops->gemm(m->ops_ctx, T, in, out, dY, out, 1, W, in, 1, dX, in, acc_dx, m->precision);
-    m->ops->gemm(m->ops_ctx, out, in, T, dY, 1, out, X, in, 1, dW, in, true, m->precision);
+    m->ops->gemm(m->ops_ctx, out, in, T, dY, 1, out, X, in, 1, dW, in, !m->grads_fresh, m->precision);
 }
 
 static enum ty_status forward(struct ty_train_model *m, const int32_t *tokens, int64_t n_seq, int64_t S) {
@@ -416,8 +433,8 @@ enum ty_status ty__train_forward(struct ty_train_model *m, const int32_t *tokens
 
 /* ==== Backward ==== */
 
-enum ty_status ty__train_forward_backward(struct ty_train_model *m, const int32_t *tokens, int64_t n_seq,
-                                          int64_t seq_len, float grad_scale, double *loss) {
+static enum ty_status forward_backward(struct ty_train_model *m, const int32_t *tokens, int64_t n_seq, int64_t seq_len,
+                                       float grad_scale, double *loss) {
     TY_TRY(forward(m, tokens, n_seq, seq_len));
     const struct ty_train_config *c = &m->cfg;
     const struct ty_train_ops *o = m->ops;
@@ -429,7 +446,10 @@ enum ty_status ty__train_forward_backward(struct ty_train_model *m, const int32_
     float gs = n_count ? grad_scale / (float)n_count : 0.0f;
     o->cross_entropy(ox, m->logits, m->loss_row, m->targets, T, V, gs);
     sum_loss(m, T, loss, NULL);
-    if (n_count == 0) return TY_OK;
+    if (n_count == 0) {
+        grads_settle(m);
+        return TY_OK;
+    }
 
     /* logits = xf Wout^T */
     mm_bwd(m, m->dxn, false, m->g.output, m->logits, m->xf, m->w.output, T, E, V);
@@ -462,6 +482,7 @@ enum ty_status ty__train_forward_backward(struct ty_train_model *m, const int32_
         mm_bwd(m, m->dxn, true, G->wv, m->dv, a->xn1, W->wv, T, E, KV);
         o->rms_norm_bwd(ox, m->dx, G->attn_norm, m->dxn, a->x_in, a->rstd1, W->attn_norm, T, E);
     }
+    m->grads_fresh = false; /* every product has written its matrix */
     /* embedding: rows of one token add in token order, so the sum does not depend on threads */
     for (int64_t t = 0; t < T; t++) {
         float *ge = m->g.tok_embd + (size_t)m->tokens[t] * (size_t)E;
@@ -469,6 +490,13 @@ enum ty_status ty__train_forward_backward(struct ty_train_model *m, const int32_
         for (int64_t i = 0; i < E; i++) ge[i] += d[i];
     }
     return TY_OK;
+}
+
+enum ty_status ty__train_forward_backward(struct ty_train_model *m, const int32_t *tokens, int64_t n_seq,
+                                          int64_t seq_len, float grad_scale, double *loss) {
+    enum ty_status st = forward_backward(m, tokens, n_seq, seq_len, grad_scale, loss);
+    if (st != TY_OK) grads_settle(m); /* a failed step leaves zeros, not a mix of written and stale matrices */
+    return st;
 }
 
 /* ==== GGUF ==== */

@@ -153,8 +153,11 @@ struct ty_train_model {
     struct ty_train_tensor *tensors; /* (n_tensors) */
     int n_tensors;
     size_t n_params;
-    float *params;                /* (n_params) f32 master weights */
-    float *grads;                 /* (n_params) */
+    float *params; /* (n_params) f32 master weights */
+    float *grads;  /* (n_params) */
+    /* ty__train_zero_grads left the matrices that a product writes first (all but an untied token embedding) as they
+     * were: the next backward writes them rather than adds (the same values, without zeroing 48 MB a step) */
+    bool grads_fresh;
     struct ty_train_weights w, g; /* views of params, grads */
     const struct ty_train_ops *ops;
     void *ops_ctx;
@@ -203,9 +206,10 @@ enum ty_status ty__train_model_reserve(struct ty_train_model *m, int64_t n_seq, 
 enum ty_status ty__train_forward(struct ty_train_model *m, const int32_t *tokens, int64_t n_seq, int64_t seq_len,
                                  double *loss, int64_t *n_counted);
 /* Forward + backward: gradients are ADDED into m->grads with the loss scaled by `grad_scale` (1/n_accum for
- * accumulation over micro-batches). */
+ * accumulation over micro-batches); after ty__train_zero_grads the first call's gradients are the whole value. */
 enum ty_status ty__train_forward_backward(struct ty_train_model *m, const int32_t *tokens, int64_t n_seq,
                                           int64_t seq_len, float grad_scale, double *loss);
+/* Gradients to zero, in meaning: see grads_fresh. */
 void ty__train_zero_grads(struct ty_train_model *m);
 /* Parameters of the model (tied embeddings once). */
 size_t ty__train_n_params(const struct ty_train_model *m);

@@ -358,6 +358,20 @@ static void test_accumulation(void) {
         worst = e > worst ? e : worst;
     }
     CHECK_MSG(worst <= 1e-3, "two accumulated half batches vs one batch: %g", worst);
+    /* zeroing leaves the matrices for the backward to overwrite: whatever they held before, the gradients of one
+     * batch after ty__train_zero_grads are the same bits */
+    for (size_t i = 0; i < m->n_params; i++) m->grads[i] = 123.0f + (float)i;
+    ty__train_zero_grads(m);
+    CHECK_OK(ty__train_forward_backward(m, tok, 4, 8, 1.0f, &loss));
+    CHECK(memcmp(full, m->grads, m->n_params * 4) == 0);
+    /* a batch with no counted target adds nothing, and a zeroed model then reads all zeros */
+    int32_t none[2 * 2] = {1, -1, 2, -1}; /* two sequences of one input whose target is ignored */
+    for (size_t i = 0; i < m->n_params; i++) m->grads[i] = 7.0f;
+    ty__train_zero_grads(m);
+    CHECK_OK(ty__train_forward_backward(m, none, 2, 1, 1.0f, &loss));
+    bool zero = true;
+    for (size_t i = 0; i < m->n_params; i++) zero &= m->grads[i] == 0.0f;
+    CHECK(zero);
     ty_free(full);
     ty__train_model_free(m);
 }
