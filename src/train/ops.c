@@ -207,11 +207,12 @@ struct gemm_job {
     bool bf16;      /* mixed precision: the BF16 GEMM section's kernel */
     bool a_once;    /* bf16: a thread packs all its rows of A once, not once per block of columns */
     size_t a_words; /* the space that takes per thread */
-    /* bf16 with several threads: the operand every thread reads whole (B when split_m, else A), packed once by all
-     * threads together before the products, as panels over all of its rows (columns of B) for each block of k:
-     * block pc starts at shared + pad * (pc / 2), pad = the rows rounded up to whole panels */
-    const uint32_t *shared;
-    int64_t shared_pad;
+    /* An operand packed before the products (pack_whole): B when split_m, else A (bf16 only), as panels over all
+     * of its rows (columns of B) for each block of k: block pc starts at shared + pad * pc floats (f32) or
+     * pad * (pc / 2) words (bf16), pad = the rows rounded up to whole panels. It may have been packed over more k
+     * than the job's (shared_k >= K: the job reads a prefix of each panel), for an even K below shared_k in bf16 */
+    const void *shared;
+    int64_t shared_pad, shared_k;
 };
 
 #if defined(__AVX512F__)
@@ -437,18 +438,28 @@ static void pack_b(const struct gemm_job *j, int64_t n0, int64_t nc, int64_t k0,
 static void gemm_range_f32(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *scratch) {
     float *ap = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *bp = ap + j->mc * KC;
+    const float *b_shared = j->shared;
+    TY_ASSERT(!b_shared || (j->split_m && n0 == 0 && n1 == j->N));
     for (int64_t jc = n0; jc < n1; jc += j->nc) {
         int64_t nc = n1 - jc < j->nc ? n1 - jc : j->nc;
         for (int64_t pc = 0; pc < j->K; pc += KC) {
             int64_t kc = j->K - pc < KC ? j->K - pc : KC;
             bool from_c = j->acc || pc > 0;
-            pack_b(j, jc, nc, pc, kc, bp);
+            /* a shared B's panels are as long as its own block of k (shared_k), of which this job reads kc */
+            const float *bpk = bp;
+            int64_t bstride = kc;
+            if (b_shared) {
+                bstride = j->shared_k - pc < KC ? j->shared_k - pc : KC;
+                bpk = b_shared + j->shared_pad * pc + jc * bstride;
+            } else {
+                pack_b(j, jc, nc, pc, kc, bp);
+            }
             for (int64_t ic = m0; ic < m1; ic += j->mc) {
                 int64_t mc = m1 - ic < j->mc ? m1 - ic : j->mc;
                 pack_a(j, ic, mc, pc, kc, ap);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     int64_t nr = nc - jr < NR ? nc - jr : NR;
-                    const float *bpan = bp + jr * kc;
+                    const float *bpan = bpk + jr * bstride;
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int64_t mr = mc - ir < MR ? mc - ir : MR;
                         float *c = j->C + (ic + ir) * j->ldc + jc + jr;
@@ -640,6 +651,7 @@ static T_BF16 void gemm_range_bf16(const struct gemm_job *j, int64_t m0, int64_t
     int64_t m_pad = (m1 - m0 + BMR - 1) / BMR * BMR; /* rows of a block of A packed once */
     const uint32_t *a_shared = j->shared && !j->split_m ? j->shared : NULL;
     const uint32_t *b_shared = j->shared && j->split_m ? j->shared : NULL;
+    TY_ASSERT(!j->shared || j->shared_k == j->K || j->K % 2 == 0);
     if (a_shared) TY_ASSERT(m0 == 0 && m1 == j->M);
     if (b_shared) TY_ASSERT(n0 == 0 && n1 == j->N);
     if (j->a_once && !a_shared) {
@@ -653,16 +665,19 @@ static T_BF16 void gemm_range_bf16(const struct gemm_job *j, int64_t m0, int64_t
         for (int64_t pc = 0; pc < j->K; pc += BKC) {
             int64_t kc = j->K - pc < BKC ? j->K - pc : BKC, kp = (kc + 1) / 2;
             bool from_c = j->acc || pc > 0;
+            /* a shared operand's panels hold its own block of pairs (shared_k), of which this job reads kp */
+            int64_t sk = j->shared_k - pc < BKC ? j->shared_k - pc : BKC, skp = (sk + 1) / 2;
             const uint32_t *bblk = bp;
+            int64_t bstride = kp, astride = kp;
             if (b_shared)
-                bblk = b_shared + j->shared_pad * (pc / 2) + jc * kp;
+                bblk = b_shared + j->shared_pad * (pc / 2) + jc * skp, bstride = skp;
             else
                 pack_block(j->B + pc * j->b_rs + jc * j->b_cs, j->b_cs, j->b_rs, nc, BNR, kc, bp);
             for (int64_t ic = m0; ic < m1; ic += j->mc) {
                 int64_t mc = m1 - ic < j->mc ? m1 - ic : j->mc;
                 const uint32_t *ablk = ap;
                 if (a_shared)
-                    ablk = a_shared + j->shared_pad * (pc / 2) + ic * kp;
+                    ablk = a_shared + j->shared_pad * (pc / 2) + ic * skp, astride = skp;
                 else if (j->a_once)
                     ablk = ap + m_pad * (pc / 2) + (ic - m0) * kp;
                 else
@@ -680,24 +695,22 @@ static T_BF16 void gemm_range_bf16(const struct gemm_job *j, int64_t m0, int64_t
                                 __builtin_prefetch(c + (BMR + r) * j->ldc + 16, 1, 3);
                             }
                         if (mr == BMR && nr == BNR)
-                            kernel_bf16(kp, ablk + ir * kp, bblk + jr * kp, c, j->ldc, from_c);
+                            kernel_bf16(kp, ablk + ir * astride, bblk + jr * bstride, c, j->ldc, from_c);
                         else
-                            kernel_bf16_edge(kp, ablk + ir * kp, bblk + jr * kp, c, j->ldc, from_c, mr, nr);
+                            kernel_bf16_edge(kp, ablk + ir * astride, bblk + jr * bstride, c, j->ldc, from_c, mr, nr);
                     }
                 }
             }
         }
     }
 }
-/* Thread ith's share of the shared operand's panels, packed for every block of k (see struct gemm_job). */
-static T_BF16 void pack_shared_part(const struct gemm_job *j, uint32_t *dst, int ith, int nth) {
+/* Rows [r0, r1) (r0 a multiple of the panel width) of the operand a job shares (B when split_m, else A), packed for
+ * every block of k into the layout struct gemm_job describes. */
+static T_BF16 void pack_shared_bf16(const struct gemm_job *j, uint32_t *dst, int64_t r0, int64_t r1) {
     bool is_b = j->split_m;
-    int64_t rows = is_b ? j->N : j->M, w = is_b ? BNR : BMR, b, e;
+    int64_t w = is_b ? BNR : BMR;
     const float *x = is_b ? j->B : j->A;
     int64_t i_s = is_b ? j->b_cs : j->a_rs, k_s = is_b ? j->b_rs : j->a_cs;
-    ty__split_range((rows + w - 1) / w, ith, nth, &b, &e);
-    int64_t r0 = b * w, r1 = e * w < rows ? e * w : rows;
-    if (r0 >= r1) return;
     for (int64_t pc = 0; pc < j->K; pc += BKC) {
         int64_t kc = j->K - pc < BKC ? j->K - pc : BKC;
         pack_block(x + r0 * i_s + pc * k_s, i_s, k_s, r1 - r0, w, kc,
@@ -744,12 +757,46 @@ static void gemm_range(const struct gemm_job *j, int64_t m0, int64_t m1, int64_t
     gemm_range_f32(j, m0, m1, n0, n1, scratch);
 }
 
+/* ==== Operands packed ahead ==== */
+
+/* Panel width of the operand a job shares (B when split_m, else A). */
+static int64_t shared_width(const struct gemm_job *j) {
+    return j->bf16 ? (j->split_m ? BNR : BMR) : NR;
+}
+
+/* Sets the job up to read its shared operand from a buffer pack_shared fills: shared_pad and shared_k (the job's K);
+ * returns the floats the buffer needs (64-byte aligned). f32 shares only B (split_m). */
+static size_t shared_setup(struct gemm_job *j) {
+    int64_t w = shared_width(j), rows = j->split_m ? j->N : j->M;
+    TY_ASSERT(j->bf16 || j->split_m);
+    j->shared_pad = (rows + w - 1) / w * w;
+    j->shared_k = j->K;
+    return (size_t)j->shared_pad * (size_t)(j->bf16 ? (j->K + 1) / 2 : j->K);
+}
+
+/* Rows [r0, r1) (r0 a multiple of the panel width) of the job's shared operand, packed into dst for every block of
+ * k as struct gemm_job describes: threads pack disjoint parts. */
+static void pack_shared(const struct gemm_job *j, void *dst, int64_t r0, int64_t r1) {
+    if (r0 >= r1) return;
 #if HAVE_BF16
+    if (j->bf16) {
+        pack_shared_bf16(j, dst, r0, r1);
+        return;
+    }
+#endif
+    TY_ASSERT(!j->bf16 && j->split_m);
+    for (int64_t pc = 0; pc < j->K; pc += KC) {
+        int64_t kc = j->K - pc < KC ? j->K - pc : KC;
+        pack_b(j, r0, r1 - r0, pc, kc, (float *)dst + j->shared_pad * pc + r0 * kc);
+    }
+}
+
 static void pack_shared_task(void *arg, int ith, int nth) {
     const struct gemm_job *j = arg;
-    pack_shared_part(j, (uint32_t *)j->shared, ith, nth);
+    int64_t w = shared_width(j), rows = j->split_m ? j->N : j->M, b, e;
+    ty__split_range((rows + w - 1) / w, ith, nth, &b, &e);
+    pack_shared(j, (void *)j->shared, b * w, e * w < rows ? e * w : rows);
 }
-#endif
 
 static void gemm_task(void *arg, int ith, int nth) {
     const struct gemm_job *j = arg;
@@ -769,7 +816,7 @@ static struct gemm_job gemm_job_of(int64_t M, int64_t N, int64_t K, const float 
                                    const float *B, int64_t b_rs, int64_t b_cs, float *C, int64_t ldc, bool acc,
                                    bool bf16) {
     struct gemm_job j = {M,   N,  K,  A,    a_rs, a_cs, B,     b_rs, b_cs, C, ldc,
-                         acc, MC, NC, NULL, true, bf16, false, 0,    NULL, 0};
+                         acc, MC, NC, NULL, true, bf16, false, 0,    NULL, 0, 0};
     return j;
 }
 
@@ -797,20 +844,17 @@ static void cpu_gemm(void *ctx, int64_t M, int64_t N, int64_t K, const float *A,
         int64_t rows = (j.split_m ? (tm + nth - 1) / nth : tm) * mr,
                 cols = (j.split_m ? tn : (tn + nth - 1) / nth) * nr;
         if (cols > NC) j.a_once = true, j.a_words = (size_t)rows * (size_t)((K + 1) / 2);
-        /* the operand every thread reads whole is packed once, each thread packing a share, instead of once per
-         * thread: packing streams its f32 source from memory, and that was a third of all packing */
-        if (nth > 1) {
-            j.shared_pad = j.split_m ? tn * nr : tm * mr;
-            if (!j.split_m) j.a_once = false, j.a_words = 0; /* A is the shared one */
-        }
+        if (!j.split_m && nth > 1) j.a_once = false, j.a_words = 0; /* A is the shared one below */
     }
-    size_t shared_words = (size_t)j.shared_pad * (size_t)((K + 1) / 2), per_thread = GEMM_SCRATCH(MC, NC) + j.a_words;
+    /* in bf16 the operand every thread reads whole is packed once, each thread packing a share, instead of once per
+     * thread: packing streams its f32 source from memory, and that was a third of all packing */
+    size_t shared_floats = bf16 && nth > 1 ? shared_setup(&j) : 0, per_thread = GEMM_SCRATCH(MC, NC) + j.a_words;
     bool owned;
-    float *scratch = scratch_get(ctx, (size_t)nth * per_thread + shared_words + 16, &owned);
+    float *scratch = scratch_get(ctx, (size_t)nth * per_thread + shared_floats + 16, &owned);
     if (!scratch) {
         /* blocks of one tile in a small local space: slower, the same chains and bits */
         float local[GEMM_SCRATCH(MAX_MR, MAX_NR)];
-        j.mc = mr, j.nc = nr, j.scratch = local, j.a_once = false, j.a_words = 0, j.shared_pad = 0;
+        j.mc = mr, j.nc = nr, j.scratch = local, j.a_once = false, j.a_words = 0;
         gemm_range(&j, 0, M, 0, N, local);
         return;
     }
@@ -818,13 +862,11 @@ static void cpu_gemm(void *ctx, int64_t M, int64_t N, int64_t K, const float *A,
     if (nth == 1) {
         gemm_range(&j, 0, M, 0, N, scratch);
     } else {
-#if HAVE_BF16
-        if (j.shared_pad) {
+        if (shared_floats) {
             float *sh = scratch + (size_t)nth * per_thread;
-            j.shared = (const uint32_t *)(((uintptr_t)sh + 63) & ~(uintptr_t)63);
+            j.shared = (const void *)(((uintptr_t)sh + 63) & ~(uintptr_t)63);
             ty__threadpool_run(pool, pack_shared_task, &j);
         }
-#endif
         ty__threadpool_run(pool, gemm_task, &j);
     }
     scratch_put(scratch, owned);
@@ -994,8 +1036,9 @@ static void cpu_rope(void *ctx, float *x, const int32_t *pos, int64_t n_tok, int
 /* ==== Attention ==== */
 
 /* Rows of queries per block: the scores of a block are a (ATTN_RB, keys up to the block's last row) gemm, so the
- * masked upper triangle is skipped but for the diagonal blocks. */
-#define ATTN_RB 64
+ * masked upper triangle is skipped but for the diagonal blocks. 32 rather than 64: a third of the products of 128
+ * keys were masked ones, a fifth now (attention 10% faster at 128). Even, as a packed operand's prefix must be. */
+#define ATTN_RB 32
 
 struct attn_job {
     float *out, *p, *dq, *dk, *dv;
@@ -1003,49 +1046,95 @@ struct attn_job {
     int64_t n_seq, S, H, Hkv, hd;
     float scale;
     bool bf16;      /* the products in mixed precision */
-    float *scratch; /* per thread: gemm packing space, then ATTN_RB x S of dP */
+    float *scratch; /* per thread: attn_scratch_floats */
 };
 
-static size_t attn_scratch_floats(int64_t S) {
-    return (size_t)GEMM_SCRATCH(MC, NC) + (size_t)ATTN_RB * (size_t)S;
+/* Floats of one packed B of an item: pad(S) x hd (K^T, V^T) or pad(hd) x S (V, K), the larger, aligned. */
+static size_t attn_pack_floats(int64_t S, int64_t hd) {
+    int64_t w = MAX_NR, a = (S + w - 1) / w * w * hd, b = (hd + w - 1) / w * w * S;
+    return (size_t)(a > b ? a : b) + 16;
 }
 
-/* Items are (sequence, head) pairs. P = softmax(scale Q K^T) by row blocks, then out = P V. */
+/* Per thread: the gemm packing space, then ATTN_RB x S of dP, then two packed operands of an item. */
+static size_t attn_scratch_floats(int64_t S, int64_t hd) {
+    return (size_t)GEMM_SCRATCH(MC, NC) + (size_t)ATTN_RB * (size_t)S + 2 * attn_pack_floats(S, hd);
+}
+
+/* Packed operand `which` (0, 1) of the item a thread runs, 64-byte aligned. */
+static float *attn_pack_space(const struct attn_job *j, float *scratch, int which) {
+    float *p = scratch + GEMM_SCRATCH(MC, NC) + ATTN_RB * j->S + (size_t)which * attn_pack_floats(j->S, j->hd);
+    return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+/* B (k x n) = x[n * n_stride + k] (keys' rows read as K^T, V^T: k runs over a head's dims) when `by_row`, else
+ * x[k * n_stride + n] (k runs over keys), packed whole into dst once for an item; products of the item then read it
+ * through use_packed, each over a prefix of its columns or of its k (the causal blocks: even lengths, see
+ * struct gemm_job). */
+static struct gemm_job attn_prepack(const struct attn_job *j, const float *x, int64_t n_stride, bool by_row,
+                                    float *dst) {
+    int64_t S = j->S, hd = j->hd;
+    struct gemm_job g = by_row ? gemm_job_of(S, S, hd, NULL, 0, 0, x, 1, n_stride, NULL, 0, false, j->bf16)
+                               : gemm_job_of(S, hd, S, NULL, 0, 0, x, n_stride, 1, NULL, 0, false, j->bf16);
+    g.split_m = true;
+    shared_setup(&g);
+    g.shared = dst;
+    pack_shared(&g, dst, 0, g.N);
+    return g;
+}
+
+static void use_packed(struct gemm_job *g, const struct gemm_job *packed) {
+    TY_ASSERT(g->N <= packed->N && g->K <= packed->K && g->bf16 == packed->bf16);
+    g->split_m = true;
+    g->shared = packed->shared;
+    g->shared_pad = packed->shared_pad;
+    g->shared_k = packed->shared_k;
+}
+
+/* Items are (sequence, KV head) pairs: K^T and V are packed once for the group's query heads and every row block,
+ * then per head P = softmax(scale Q K^T) by row blocks, and out = P V. */
 static void attn_fwd_item(const struct attn_job *j, int64_t it, float *scratch) {
     int64_t S = j->S, H = j->H, Hkv = j->Hkv, hd = j->hd, grp = H / Hkv;
-    int64_t s = it / H, h = it % H, hk = h / grp;
-    float *P = j->p + it * S * S;
-    const float *q = j->q + (s * S * H + h) * hd, *k = j->k + (s * S * Hkv + hk) * hd;
-    const float *v = j->v + (s * S * Hkv + hk) * hd;
-    float *out = j->out + (s * S * H + h) * hd;
-    for (int64_t i0 = 0; i0 < S; i0 += ATTN_RB) {
-        int64_t i1 = i0 + ATTN_RB < S ? i0 + ATTN_RB : S;
-        struct gemm_job g =
-            gemm_job_of(i1 - i0, i1, hd, q + i0 * H * hd, H * hd, 1, k, 1, Hkv * hd, P + i0 * S, S, false, j->bf16);
-        gemm_range(&g, 0, g.M, 0, g.N, scratch);
-        for (int64_t i = i0; i < i1; i++) {
-            float *pr = P + i * S;
-            int64_t n = i + 1;
-            for (int64_t t = 0; t < n; t++) pr[t] *= j->scale;
-            float max = max_of(pr, n);
-            for (int64_t t = 0; t < n; t++) pr[t] -= max;
-            ty__exp_nonpositive(pr, pr, n);
-            float sum = 0.0f, acc[LANES] = {0};
-            int64_t t = 0;
-            for (; t + LANES <= n; t += LANES)
-                for (int l = 0; l < LANES; l++) acc[l] += pr[t + l];
-            for (; t < n; t++) acc[0] += pr[t];
-            for (int l = 0; l < LANES; l++) sum += acc[l];
-            float inv = 1.0f / sum;
-            for (t = 0; t < n; t++) pr[t] *= inv;
-            memset(pr + n, 0, (size_t)(S - n) * sizeof(float));
+    int64_t s = it / Hkv, hk = it % Hkv;
+    const float *k = j->k + (s * S * Hkv + hk) * hd, *v = j->v + (s * S * Hkv + hk) * hd;
+    struct gemm_job kt = attn_prepack(j, k, Hkv * hd, true, attn_pack_space(j, scratch, 0));
+    struct gemm_job vp = attn_prepack(j, v, Hkv * hd, false, attn_pack_space(j, scratch, 1));
+    for (int64_t h = hk * grp; h < (hk + 1) * grp; h++) {
+        float *P = j->p + (s * H + h) * S * S;
+        const float *q = j->q + (s * S * H + h) * hd;
+        float *out = j->out + (s * S * H + h) * hd;
+        for (int64_t i0 = 0; i0 < S; i0 += ATTN_RB) {
+            int64_t i1 = i0 + ATTN_RB < S ? i0 + ATTN_RB : S;
+            struct gemm_job g =
+                gemm_job_of(i1 - i0, i1, hd, q + i0 * H * hd, H * hd, 1, k, 1, Hkv * hd, P + i0 * S, S, false, j->bf16);
+            use_packed(&g, &kt);
+            gemm_range(&g, 0, g.M, 0, g.N, scratch);
+            for (int64_t i = i0; i < i1; i++) {
+                float *pr = P + i * S;
+                int64_t n = i + 1;
+                for (int64_t t = 0; t < n; t++) pr[t] *= j->scale;
+                float max = max_of(pr, n);
+                for (int64_t t = 0; t < n; t++) pr[t] -= max;
+                ty__exp_nonpositive(pr, pr, n);
+                float sum = 0.0f, acc[LANES] = {0};
+                int64_t t = 0;
+                for (; t + LANES <= n; t += LANES)
+                    for (int l = 0; l < LANES; l++) acc[l] += pr[t + l];
+                for (; t < n; t++) acc[0] += pr[t];
+                for (int l = 0; l < LANES; l++) sum += acc[l];
+                float inv = 1.0f / sum;
+                for (t = 0; t < n; t++) pr[t] *= inv;
+                memset(pr + n, 0, (size_t)(S - n) * sizeof(float));
+            }
+            g = gemm_job_of(i1 - i0, hd, i1, P + i0 * S, S, 1, v, Hkv * hd, 1, out + i0 * H * hd, H * hd, false,
+                            j->bf16);
+            use_packed(&g, &vp);
+            gemm_range(&g, 0, g.M, 0, g.N, scratch);
         }
-        g = gemm_job_of(i1 - i0, hd, i1, P + i0 * S, S, 1, v, Hkv * hd, 1, out + i0 * H * hd, H * hd, false, j->bf16);
-        gemm_range(&g, 0, g.M, 0, g.N, scratch);
     }
 }
 
-/* Items are (sequence, kv head) pairs, so the heads sharing one key/value head add into its dk, dv on one thread:
+/* Items are (sequence, kv head) pairs, so the heads sharing one key/value head add into its dk, dv on one thread;
+ * V^T and K are packed once per item:
  *   dP = dO V^T, dS = scale P * (dP - rowsum(P * dP)), dQ = dS K, dK = dS^T Q, dV = P^T dO, by row blocks. */
 static void attn_bwd_item(const struct attn_job *j, int64_t it, float *scratch) {
     int64_t S = j->S, H = j->H, Hkv = j->Hkv, hd = j->hd, grp = H / Hkv;
@@ -1053,6 +1142,8 @@ static void attn_bwd_item(const struct attn_job *j, int64_t it, float *scratch) 
     float *D = scratch + GEMM_SCRATCH(MC, NC);
     const float *k = j->k + (s * S * Hkv + hk) * hd, *v = j->v + (s * S * Hkv + hk) * hd;
     float *dk = j->dk + (s * S * Hkv + hk) * hd, *dv = j->dv + (s * S * Hkv + hk) * hd;
+    struct gemm_job vt = attn_prepack(j, v, Hkv * hd, true, attn_pack_space(j, scratch, 0));
+    struct gemm_job kp = attn_prepack(j, k, Hkv * hd, false, attn_pack_space(j, scratch, 1));
     for (int64_t t = 0; t < S; t++) {
         memset(dk + t * Hkv * hd, 0, (size_t)hd * sizeof(float));
         memset(dv + t * Hkv * hd, 0, (size_t)hd * sizeof(float));
@@ -1065,6 +1156,7 @@ static void attn_bwd_item(const struct attn_job *j, int64_t it, float *scratch) 
             int64_t i1 = i0 + ATTN_RB < S ? i0 + ATTN_RB : S, rb = i1 - i0;
             const float *Pb = P + i0 * S, *dob = dout + i0 * H * hd;
             struct gemm_job g = gemm_job_of(rb, i1, hd, dob, H * hd, 1, v, 1, Hkv * hd, D, S, false, j->bf16);
+            use_packed(&g, &vt);
             gemm_range(&g, 0, g.M, 0, g.N, scratch);
             for (int64_t i = i0; i < i1; i++) {
                 const float *pr = P + i * S;
@@ -1074,6 +1166,7 @@ static void attn_bwd_item(const struct attn_job *j, int64_t it, float *scratch) 
                 for (int64_t t = i + 1; t < i1; t++) dp[t] = 0.0f;
             }
             g = gemm_job_of(rb, hd, i1, D, S, 1, k, Hkv * hd, 1, dq + i0 * H * hd, H * hd, false, j->bf16);
+            use_packed(&g, &kp);
             gemm_range(&g, 0, g.M, 0, g.N, scratch);
             g = gemm_job_of(i1, hd, rb, D, 1, S, q + i0 * H * hd, H * hd, 1, dk, Hkv * hd, true, j->bf16);
             gemm_range(&g, 0, g.M, 0, g.N, scratch);
@@ -1093,7 +1186,7 @@ static void attn_task(void *arg, int ith, int nth) {
     const struct attn_run *r = arg;
     int64_t b, e;
     ty__split_range(r->n_items, ith, nth, &b, &e);
-    float *scratch = r->j->scratch + (size_t)ith * attn_scratch_floats(r->j->S);
+    float *scratch = r->j->scratch + (size_t)ith * attn_scratch_floats(r->j->S, r->j->hd);
     for (int64_t it = b; it < e; it++) r->item(r->j, it, scratch);
 }
 
@@ -1102,10 +1195,10 @@ static enum ty_status attn_run(void *ctx, struct attn_job *j, int64_t n_items,
     struct ty_threadpool *pool = pool_of(ctx);
     int nth = pool ? ty__threadpool_size(pool) : 1;
     bool owned;
-    j->scratch = scratch_get(ctx, (size_t)nth * attn_scratch_floats(j->S), &owned);
+    j->scratch = scratch_get(ctx, (size_t)nth * attn_scratch_floats(j->S, j->hd), &owned);
     if (!j->scratch)
         return ty__error(TY_ERR_NO_MEMORY, "train: out of memory for the attention's scratch (%.1f MiB)",
-                         (double)nth * (double)attn_scratch_floats(j->S) * 4 / (1 << 20));
+                         (double)nth * (double)attn_scratch_floats(j->S, j->hd) * 4 / (1 << 20));
     struct attn_run r = {j, item, n_items};
     if (nth == 1 || n_items < 2)
         attn_task(&r, 0, 1);
@@ -1131,7 +1224,7 @@ static enum ty_status cpu_attn_fwd(void *ctx, float *out, float *p, const float 
                          .hd = hd,
                          .scale = scale,
                          .bf16 = prec == TY_TRAIN_PRECISION_BF16};
-    return attn_run(ctx, &j, n_seq * n_head, attn_fwd_item);
+    return attn_run(ctx, &j, n_seq * n_head_kv, attn_fwd_item);
 }
 
 static enum ty_status cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *p,
