@@ -17,9 +17,25 @@
 #include "model/chat-impl.h"
 
 #include <math.h>
+#include <utf8proc.h>
 #include <stdio.h>
 
 /* ==== Errors ==== */
+
+/* Replaces, in place, every byte of s that does not belong to a valid UTF-8 sequence with '?': an error quotes the
+ * request (a key, jansson's "near '...'"), and a quote cut mid-character, or cut by the buffer's size, is not a JSON
+ * string, so the error body could not be written at all. */
+static void utf8_repair(char *s) {
+    for (size_t i = 0, n = strlen(s); i < n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (k > 0) {
+            i += (size_t)k;
+            continue;
+        }
+        s[i++] = '?';
+    }
+}
 
 void ty__oai_error_set(struct ty_oai_error *err, int status, const char *type, const char *code, const char *param,
                        const char *fmt, ...) {
@@ -31,6 +47,8 @@ void ty__oai_error_set(struct ty_oai_error *err, int status, const char *type, c
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    utf8_repair(err->param);
+    utf8_repair(err->message);
 }
 
 char *ty__oai_error_json(const struct ty_oai_error *err) {

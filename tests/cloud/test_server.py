@@ -291,10 +291,29 @@ def test_shared_prompt_kv_is_exact():
         assert s.stop() == 0
 
 
+def slow_model():
+    """A one-layer model of Qwen3-0.6B's shape (its 151,936 x 1,024 output matrix): a few milliseconds a token, where
+    the tiny fixture decodes its whole 256-token context in a few milliseconds."""
+    slow = os.path.join(WORK, "qwen3-0.6b-1layer-q4_0.gguf")
+    if not os.path.exists(slow):
+        subprocess.run([TONGYUN, "mkmodel", "--preset", "qwen3-0.6b", "--type", "q4_0", "--layers", "1", slow],
+                       check=True, capture_output=True)
+    return slow
+
+
+@pytest.fixture(scope="module")
+def slow_srv():
+    s = Server("--max-seqs", "4", "--ctx", "1024", tag="slow", model=slow_model())
+    yield s
+    assert s.stop() == 0
+
+
 @pytest.mark.parametrize("stream", [True, False])
-def test_cancellation_frees_kv(srv, stream):
+def test_cancellation_frees_kv(slow_srv, stream):
+    srv = slow_srv
     before = srv.metric("tongyun_requests_cancelled_total")
-    # 900 tokens take far longer than the moment until the hang-up below, so the request is cut short
+    # 900 tokens of the slow model take seconds, far longer than the moment until the hang-up below, so the request
+    # is cut short (the tiny fixture could finish first: its context holds 196 more tokens, a few milliseconds)
     body = {"model": NAME, "prompt": "long " * 20, "max_tokens": 900, "temperature": 0, "stream": stream}
     s = socket.create_connection(("127.0.0.1", srv.port))
     data = json.dumps(body).encode()
@@ -700,13 +719,8 @@ def test_constraint_errors_are_400(srv, name, extra, param):
 
 def test_waiting_stream_is_kept_alive():
     """A streamed request queued behind another for longer than --io-timeout gets SSE comments meanwhile, so the
-    socket stays alive and the stream completes. A one-layer model of Qwen3-0.6B's shape (its 151,936 x 1,024 output
-    matrix) makes the first request take seconds where the tiny fixture would take milliseconds."""
-    slow = os.path.join(WORK, "qwen3-0.6b-1layer-q4_0.gguf")
-    if not os.path.exists(slow):
-        subprocess.run([TONGYUN, "mkmodel", "--preset", "qwen3-0.6b", "--type", "q4_0", "--layers", "1", slow],
-                       check=True, capture_output=True)
-    s = Server("--max-seqs", "1", "--ctx", "1024", "--io-timeout", "1", tag="keepalive", model=slow)
+    socket stays alive and the stream completes. The slow model makes the first request take seconds."""
+    s = Server("--max-seqs", "1", "--ctx", "1024", "--io-timeout", "1", tag="keepalive", model=slow_model())
     try:
         body = {"model": NAME, "stream": True, "max_tokens": 400, "temperature": 0,
                 "messages": [{"role": "user", "content": "Tell me a long story."}]}
