@@ -15,14 +15,18 @@
  *              logits) with --prefill columns (tokens; a list measures each width: a short prompt's gemm runs
  *              further below the peak than a long one's, and its weights stream from memory as in the engine):
  *              GOP/s (2 per multiply-add) and the percentage of the peak of the instruction the gemm kernel is
- *              built on.
+ *              built on;
+ *   attention  (with --attention N[,N...]) the fast backend's causal attention (cpu-attn.c) over a prompt of N
+ *              tokens from position 0, Qwen2.5-0.5B's heads (14 query heads on 2 KV heads of 64) over an f16 cache:
+ *              GFLOP/s of the exact causal count (2 per multiply-add, q.k and p.v) and the percentage of the f32 FMA
+ *              peak, the roofline `tongyun bench` holds attention to.
  * Each weight type is run pure (rows that do not fit a K type's 256 fall back as llama.cpp does: Q4_K -> Q5_0,
  * Q5_K -> Q5_1, Q6_K -> Q8_0), plus q4_k_m, the mix `tongyun quantize q4_k_m` gives Qwen2.5-0.5B. Weights are random
  * blocks with sane scales (the kernels' speed does not depend on the values); activations are quantised once per
  * row, outside the timing.
  *
- *   bench_kernels [--types q8_0,q4_0,...|all] [--threads 1,2] [--seconds S] [--prefill N[,N...]]
- *                 [--layout natural|packed|both] [--isa PATH] [--json]
+ *   bench_kernels [--types q8_0,q4_0,...|all|none] [--threads 1,2] [--seconds S] [--prefill N[,N...]]
+ *                 [--layout natural|packed|both] [--isa PATH] [--attention N[,N...]] [--json]
  *
  * Types with a packed layout (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, and the q4_k_m mix: Q5_0 and Q8_0 at this width) run twice
  * by default: in the file's layout and packed once beforehand as a backend would at load ("/p" in the table).
@@ -31,6 +35,7 @@
  */
 #include "base/threads.h"
 #include "bench-args.h"
+#include "chip/cpu/cpu-impl.h"
 #include "chip/cpu/roofline.h"
 #include "model/quant.h"
 
@@ -336,9 +341,50 @@ static const enum ty_type default_types[] = {TY_TYPE_F32,  TY_TYPE_F16,  TY_TYPE
                                              TY_TYPE_Q6_K, TY_TYPE_Q5_K, TY_TYPE_Q5_1, TY_TYPE_Q5_0,
                                              TY_TYPE_Q4_K, TY_TYPE_Q4_1, TY_TYPE_Q4_0, MIX_Q4_K_M};
 
+/* ==== Attention ==== */
+
+/* Best GFLOP/s over `seconds` of causal attention of n prompt tokens from position 0 (see the header). */
+static double time_attention(struct ty_threadpool *pool, int64_t n, double seconds) {
+    const int64_t dk = 64, dv = 64, nh = 14, nkv = 2;
+    struct ty_buffer buf[4] = {{0}};
+    struct ty_tensor t[4]; /* q (dk, nh, n), k (dk, nkv, n), v (dv, nkv, n) f16, out (dv, nh, n) */
+    const enum ty_type types[4] = {TY_TYPE_F32, TY_TYPE_F16, TY_TYPE_F16, TY_TYPE_F32};
+    const int64_t ne0[4] = {dk, dk, dv, dv}, ne1[4] = {nh, nkv, nkv, nh};
+    for (int i = 0; i < 4; i++) {
+        ty__tensor_init(&t[i], NULL, 0, types[i], ne0[i], ne1[i], n, 1);
+        buf[i].size = ty__tensor_size(&t[i]), buf[i].host = true;
+        if (!(buf[i].data = ty__malloc_aligned(buf[i].size))) return 0;
+        t[i].buf = &buf[i];
+        for (int64_t j = 0; j < ty__tensor_nelements(&t[i]); j++) {
+            float r = (float)((int64_t)(next_u64() % 2001) - 1000) / 500.0f;
+            if (types[i] == TY_TYPE_F16)
+                ((ty_f16 *)buf[i].data)[j] = ty__f32_to_f16(r);
+            else
+                ((float *)buf[i].data)[j] = r;
+        }
+    }
+    struct ty_cpu_scratch scratch = {0};
+    struct ty_attn at = {0.125f, 0};
+    double tb = 1e30, t_end = ty__time_s() + seconds;
+    int reps = 0;
+    do {
+        double t0 = ty__time_s();
+        if (ty__cpu_attention(pool, &scratch, &t[3], &t[0], &t[1], &t[2], &at) != TY_OK) {
+            tb = 1e30;
+            break;
+        }
+        double tt = ty__time_s() - t0;
+        if (tt < tb) tb = tt;
+        reps++;
+    } while (ty__time_s() < t_end || reps < 3);
+    ty__cpu_scratch_free(&scratch);
+    for (int i = 0; i < 4; i++) ty__free_aligned(buf[i].data);
+    return (double)(dk + dv) * (double)nh * (double)n * (double)(n + 1) / tb / 1e9;
+}
+
 static int usage(void) {
-    fprintf(stderr, "usage: bench_kernels [--types LIST|all] [--threads LIST] [--seconds S] [--prefill N[,N...]] "
-                    "[--layout natural|packed|both] [--isa PATH] [--json]\n"
+    fprintf(stderr, "usage: bench_kernels [--types LIST|all|none] [--threads LIST] [--seconds S] [--prefill N[,N...]] "
+                    "[--layout natural|packed|both] [--isa PATH] [--attention N[,N...]] [--json]\n"
                     "  LIST: comma-separated weight types (f32, f16, bf16, q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1,\n"
                     "        q4_0) and q4_k_m; thread counts likewise (default: 1 and the core count)\n");
     return 2;
@@ -349,6 +395,8 @@ int main(int argc, char **argv) {
     int n_types = 0, threads[8] = {1, ty__cpu_count()}, n_threads = ty__cpu_count() > 1 ? 2 : 1;
     double seconds = 1.5;
     int prefill[8] = {128}, n_prefill = 1; /* gemm widths; none with --prefill 0 */
+    int attention[8], n_attention = 0;     /* prompt lengths of the attention benchmark */
+    bool no_types = false;
     bool json = false;
     const char *isa_name = NULL;
     enum { LAYOUT_BOTH, LAYOUT_NATURAL, LAYOUT_PACKED } layout = LAYOUT_BOTH;
@@ -359,6 +407,10 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--types") && v) {
             i++;
             if (!strcmp(v, "all")) continue;
+            if (!strcmp(v, "none")) {
+                no_types = true;
+                continue;
+            }
             char buf[512];
             snprintf(buf, sizeof buf, "%s", v);
             for (char *tok = strtok(buf, ","); tok && n_types < 32; tok = strtok(NULL, ",")) {
@@ -392,11 +444,14 @@ int main(int argc, char **argv) {
                 return usage();
         } else if (!strcmp(a, "--isa") && v) {
             isa_name = argv[++i];
+        } else if (!strcmp(a, "--attention") && v) {
+            i++;
+            if ((n_attention = bench_int_list(v, attention, 8)) < 1) return usage();
         } else {
             return usage();
         }
     }
-    if (n_types == 0) {
+    if (n_types == 0 && !no_types) {
         n_types = (int)(sizeof default_types / sizeof default_types[0]);
         memcpy(types, default_types, sizeof default_types);
     }
@@ -444,11 +499,36 @@ int main(int argc, char **argv) {
     }
     json_object_set_new(root, "roofline", jroof);
 
+    /* Attention (its kernel is compiled for the build machine, whatever --isa says) */
+    if (n_attention > 0) {
+        json_t *jatt = json_array();
+        ty__cpu_ref_setup(); /* the f16 table of the cache conversion's fallback */
+        for (int th = 0; th < n_threads; th++) {
+            struct ty_threadpool *pool;
+            if (ty__threadpool_init(threads[th], &pool) != TY_OK) return 1;
+            for (int ai = 0; ai < n_attention; ai++) {
+                double gf = time_attention(pool, attention[ai], seconds / 2);
+                json_t *j = json_object();
+                json_object_set_new(j, "threads", json_integer(ty__threadpool_size(pool)));
+                json_object_set_new(j, "tokens", json_integer(attention[ai]));
+                json_object_set_new(j, "gflops", json_real(gf));
+                json_object_set_new(j, "fma_pct", json_real(100 * gf / roof[th].fma_gflops));
+                json_array_append_new(jatt, j);
+                if (!json)
+                    printf("attention pp%d, %d thread%s: %.1f GFLOP/s, %.0f%% of the FMA peak\n", attention[ai],
+                           ty__threadpool_size(pool), ty__threadpool_size(pool) > 1 ? "s" : "", gf,
+                           100 * gf / roof[th].fma_gflops);
+            }
+            ty__threadpool_free(pool);
+        }
+        json_object_set_new(root, "attention", jatt);
+    }
+
     /* One activation row of each width. */
     float *x = malloc(4864 * sizeof(float));
     for (int i = 0; i < 4864; i++) x[i] = (float)((int64_t)(next_u64() % 2001) - 1000) / 500.0f;
 
-    if (!json)
+    if (!json && n_types > 0)
         printf("\n%-9s %-5s %-12s | %-22s | %-36s | %s\n", "type", "act", "gemv kernel", "ffn_down GB/s (cached)",
                "model GB/s, read GB/s, %", "prefill GOP/s, % of peak");
     for (int run = 0; run < 2 * n_types; run++) {
@@ -593,7 +673,7 @@ int main(int argc, char **argv) {
         char *txt = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         puts(txt);
         free(txt);
-    } else {
+    } else if (n_types > 0) {
         printf("\n(thread counts: %d", roof[0].n_threads);
         for (int t = 1; t < n_threads; t++) printf(" / %d", roof[t].n_threads);
         printf("; model = all %d matrices of Qwen2.5-0.5B once; prefill = its %d layer matrices x", 24 * 7 + 1, 24 * 7);

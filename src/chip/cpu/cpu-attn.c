@@ -5,15 +5,28 @@
  *
  * Work unit: one KV head and a block of up to QUERY_BLOCK consecutive queries of one sequence (a paged batch holds
  * several sequences, each with its own keys in a paged pool, found through its block table). A tile of keys and values
- * is converted to f32 once (f16 caches: exactly) and then serves every query of the block and every query head of the
- * KV head's group (GQA), so a prefill reads each cached tile once per query block instead of once per (query, head).
- * Threads take units from a shared counter, which evens out the causal triangle's growing rows, and a worker the OS
- * has not scheduled in time is not waited for (ty__threadpool_run_any).
+ * is converted to f32 once (f16 caches: exactly; keys transposed) and then serves every query of the block and every
+ * query head of the KV head's group (GQA), so a prefill reads each cached tile once per query block instead of once
+ * per (query, head). Threads take units from a shared counter, largest first, which evens out the causal triangle's
+ * growing rows, and a worker the OS has not scheduled in time is not waited for (ty__threadpool_run_any).
  *
- * Batch invariance: a (query, head) pair runs the same operations in the same order whichever block or unit it is in:
- * tiles start at absolute positions (multiples of TILE_KEYS), the visible part of a tile depends only on the query's
- * own position, and each dot product and update is a fixed sequence of f32 operations. So a token decoded alone gets
- * the same bits as inside a prefill or a batch, which continuous batching relies on.
+ * Within a unit the (query, head) pairs that see a tile go through it PAIR_BLOCK at a time, as small matrix
+ * products with register tiles (gemm style): the scores of the block's pairs against the tile, each loaded K vector
+ * serving every pair of the block; one online-softmax step per pair; then P.V, each loaded V row serving every pair.
+ * That is what brings the multiply-adds near the FMA peak, where one pair at a time needed a load per multiply-add.
+ *
+ * Each pair's step over a tile, the same f32 operations in the same order wherever the pair is computed:
+ *   s_j = (sum over e, in order, of q_e k_je) * scale          for the keys j the query sees (its own position on)
+ *   m'  = max(m, max_j s_j),  c = exp(m - m'),  w_j = exp(s_j - m')
+ *   l   = l * c + ((w_0..15 + w_16..31) + (w_32..47 + w_48..63))     16 lanes; masked keys weigh exactly 0
+ *   o   = o * c, then o += w_j v_j for each key j in order
+ * and at the end out = o / (l's lanes summed in order). exp is vexp.h's (the trainer's too).
+ *
+ * Batch invariance: so a (query, head) pair runs the same operations in the same order whichever block, unit, batch
+ * or thread it is in: tiles start at absolute positions (multiples of TILE_KEYS), the visible part of a tile depends
+ * only on the query's own position, the lanes of a score vector never mix, and P.V adds exactly a pair's own keys
+ * whatever other pairs share its block. So a token decoded alone gets the same bits as inside a prefill or a batch,
+ * which continuous batching relies on (tests/chip/test_attn.c, test_backend_fast.c, test_paged_attn.c).
  */
 #include "chip/cpu/cpu-impl.h"
 #include "chip/cpu/simd/simd.h"
@@ -25,15 +38,28 @@
 #define TILE_KEYS   64
 #define QUERY_BLOCK 16
 #define VALUE_CHUNK 64 /* output dimensions accumulated in registers at a time */
+#define CHUNK       16 /* floats of one vector: keys of a score vector, dimensions of a value vector */
+#define KEY_CHUNKS  (TILE_KEYS / CHUNK)
+/* (query, head) pairs that share each loaded K or V vector: 4 pairs x 4 chunks is 16 accumulators, half of
+ * AVX-512's 32 registers, the rest for the loaded vectors. Where a v16 takes two or four registers (AVX2, SSE),
+ * one pair's 64 keys already fill them. */
+#if defined(__AVX512F__)
+#define PAIR_BLOCK 4
+#else
+#define PAIR_BLOCK 1
+#endif
 
 /* 16 floats as one value (GCC/clang vector extension): accumulators the compiler keeps in registers (one zmm, two
  * ymm or four xmm, whatever the target has), where a float array indexed in a loop was spilled to the stack on every
  * key. Loads and stores go through memcpy, so any alignment works. */
 typedef float v16 __attribute__((vector_size(64)));
-/* Four consecutive v16 (64 floats) from or to memory; macros, since passing such vectors to functions changes the
- * ABI where the build targets no AVX-512 (-Wpsabi). */
-#define LOAD64(v, p)  memcpy((v), (p), 4 * sizeof(v16))
-#define STORE64(p, v) memcpy((p), (v), 4 * sizeof(v16))
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+/* Vectors never pass to or from functions by value (pointers and memcpy instead): that changes the ABI where the
+ * build targets no AVX-512 (-Wpsabi). */
 
 /* The queries of one sequence: columns [col, col + n) at positions pos0.., keys through `table` (NULL: contiguous). */
 struct attn_seq {
@@ -55,11 +81,12 @@ struct attn_task {
     atomic_llong next; /* the next unit to take */
 };
 
-/* One thread's scratch: a tile of keys and values in f32, then the running state of QUERY_BLOCK x group pairs, then
- * one tile's scores. */
+/* One thread's scratch: a tile of keys and values in f32, then the running state of QUERY_BLOCK x group pairs
+ * (outputs, lane-wise sums), a pair block's scores and weights, and the pairs' maxima (attend_unit's layout). */
 static size_t scratch_floats(int64_t dk, int64_t dv, int64_t group) {
     size_t pairs = (size_t)QUERY_BLOCK * (size_t)group;
-    return (size_t)TILE_KEYS * (size_t)(dk + dv) + pairs * (size_t)(dv + 2) + TILE_KEYS;
+    return (size_t)TILE_KEYS * (size_t)(dk + dv) + pairs * (size_t)(dv + CHUNK + 1) +
+           2 * ((size_t)PAIR_BLOCK * TILE_KEYS + CHUNK);
 }
 
 /* y = exp(x) for x <= 0 (and -inf), within 2 ulp: the softmax weights. A plain loop of f32 arithmetic the compiler
@@ -163,92 +190,238 @@ static void load_tile(const struct ty_tensor *c, const struct attn_seq *sq, int6
     }
 }
 
+/* ==== The register-tiled kernels ==== */
+
+/* Scores of R (query, head) pairs against the first nc chunks of 16 keys of the transposed K tile:
+ * out[r * TILE_KEYS + j] = sum_e q_r[e] kt[e][j], summed over e in order in lane j of its chunk's accumulator. A pair
+ * runs the same operations whatever pairs share the block and however many chunks are computed (lanes are
+ * independent), which keeps a query's bits independent of its batch. Each K vector loaded serves all R pairs and
+ * each broadcast q element all nc chunks: R x nc multiply-adds per e from nc + R loads, where one pair at a time
+ * needed a load per multiply-add. A macro with literal shapes, one function per shape: only loops whose trip counts
+ * are constants from the start are unrolled early enough for the accumulators to stay in registers. */
+#define DEFINE_SCORES(R, NC)                                                                                           \
+    static void scores_##R##_##NC(const float *const *qr, const float *kt, int64_t dk, float *out) {                   \
+        v16 acc[R][NC];                                                                                                \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < NC; c++) acc[r][c] = (v16){0};                                                         \
+        for (int64_t e = 0; e < dk; e++) {                                                                             \
+            v16 kv[NC];                                                                                                \
+            for (int c = 0; c < NC; c++) memcpy(&kv[c], kt + e * TILE_KEYS + c * CHUNK, sizeof(v16));                  \
+            for (int r = 0; r < R; r++) {                                                                              \
+                const float qe = qr[r][e];                                                                             \
+                for (int c = 0; c < NC; c++) acc[r][c] += qe * kv[c];                                                  \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < NC; c++) memcpy(out + r * TILE_KEYS + c * CHUNK, &acc[r][c], sizeof(v16));             \
+    }
+
+/* o_r = o_r * c_r + sum_{j < nk_r} w_r[j] v_j over dimensions [d0, d0 + 16 NV), for R pairs whose key counts nk_r
+ * rise with r: keys below nk_0 run for the whole block, sharing each loaded V vector, then each pair its own last
+ * keys, so a pair adds exactly its own keys in order whatever its block (a key past a query's end, even one whose V
+ * is not finite, never touches it). */
+#define DEFINE_VALUES(R, NV)                                                                                           \
+    static void values_##R##_##NV(float *const *o, const float *c, const float *w, int64_t ws, const int64_t *nk,      \
+                                  const float *vt, int64_t dv, int64_t d0) {                                           \
+        v16 acc[R][NV];                                                                                                \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int i = 0; i < NV; i++) {                                                                             \
+                v16 oi;                                                                                                \
+                memcpy(&oi, o[r] + d0 + i * CHUNK, sizeof(v16));                                                       \
+                acc[r][i] = oi * c[r];                                                                                 \
+            }                                                                                                          \
+        for (int64_t j = 0; j < nk[0]; j++) {                                                                          \
+            v16 vv[NV];                                                                                                \
+            for (int i = 0; i < NV; i++) memcpy(&vv[i], vt + j * dv + d0 + i * CHUNK, sizeof(v16));                    \
+            for (int r = 0; r < R; r++) {                                                                              \
+                const float wj = w[r * ws + j];                                                                        \
+                for (int i = 0; i < NV; i++) acc[r][i] += wj * vv[i];                                                  \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int r = 1; r < R; r++)                                                                                    \
+            for (int64_t j = nk[0]; j < nk[r]; j++) {                                                                  \
+                const float wj = w[r * ws + j];                                                                        \
+                for (int i = 0; i < NV; i++) {                                                                         \
+                    v16 vv;                                                                                            \
+                    memcpy(&vv, vt + j * dv + d0 + i * CHUNK, sizeof(v16));                                            \
+                    acc[r][i] += wj * vv;                                                                              \
+                }                                                                                                      \
+            }                                                                                                          \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int i = 0; i < NV; i++) memcpy(o[r] + d0 + i * CHUNK, &acc[r][i], sizeof(v16));                       \
+    }
+
+typedef void (*scores_fn)(const float *const *qr, const float *kt, int64_t dk, float *out);
+typedef void (*values_fn)(float *const *o, const float *c, const float *w, int64_t ws, const int64_t *nk,
+                          const float *vt, int64_t dv, int64_t d0);
+
+DEFINE_SCORES(1, 1)
+DEFINE_SCORES(1, 2)
+DEFINE_SCORES(1, 3)
+DEFINE_SCORES(1, 4)
+DEFINE_VALUES(1, 1)
+DEFINE_VALUES(1, 4)
+#if PAIR_BLOCK == 4
+DEFINE_SCORES(2, 1)
+DEFINE_SCORES(2, 2)
+DEFINE_SCORES(2, 3)
+DEFINE_SCORES(2, 4)
+DEFINE_SCORES(3, 1)
+DEFINE_SCORES(3, 2)
+DEFINE_SCORES(3, 3)
+DEFINE_SCORES(3, 4)
+DEFINE_SCORES(4, 1)
+DEFINE_SCORES(4, 2)
+DEFINE_SCORES(4, 3)
+DEFINE_SCORES(4, 4)
+DEFINE_VALUES(2, 1)
+DEFINE_VALUES(2, 4)
+DEFINE_VALUES(3, 1)
+DEFINE_VALUES(3, 4)
+DEFINE_VALUES(4, 1)
+DEFINE_VALUES(4, 4)
+static const scores_fn scores_kernels[PAIR_BLOCK][KEY_CHUNKS] = {
+    {scores_1_1, scores_1_2, scores_1_3, scores_1_4},
+    {scores_2_1, scores_2_2, scores_2_3, scores_2_4},
+    {scores_3_1, scores_3_2, scores_3_3, scores_3_4},
+    {scores_4_1, scores_4_2, scores_4_3, scores_4_4},
+};
+static const values_fn values_kernels[PAIR_BLOCK][2] = {
+    {values_1_1, values_1_4}, {values_2_1, values_2_4}, {values_3_1, values_3_4}, {values_4_1, values_4_4}};
+#elif PAIR_BLOCK == 1
+static const scores_fn scores_kernels[1][KEY_CHUNKS] = {{scores_1_1, scores_1_2, scores_1_3, scores_1_4}};
+static const values_fn values_kernels[1][2] = {{values_1_1, values_1_4}};
+#else
+#error "PAIR_BLOCK: kernels are instantiated for 1 and 4"
+#endif
+
+/* The P.V step of R pairs over all dv dimensions: 64 at a time, then 16, then the last dv % 16 element by element
+ * (the same operations a vector lane runs). */
+static void values(float *const *o, const float *c, const float *w, int64_t ws, const int64_t *nk, const float *vt,
+                   int64_t dv, int R) {
+    int64_t d0 = 0;
+    for (; d0 + VALUE_CHUNK <= dv; d0 += VALUE_CHUNK) values_kernels[R - 1][1](o, c, w, ws, nk, vt, dv, d0);
+    for (; d0 + CHUNK <= dv; d0 += CHUNK) values_kernels[R - 1][0](o, c, w, ws, nk, vt, dv, d0);
+    for (int r = 0; r < R; r++)
+        for (int64_t d = d0; d < dv; d++) {
+            float a = o[r][d] * c[r];
+            for (int64_t j = 0; j < nk[r]; j++) a += w[r * ws + j] * vt[j * dv + d];
+            o[r][d] = a;
+        }
+}
+
+/* Lane-wise maximum of two vectors (of any width) through their bits: GCC's C has no vector ?:. Only its value
+ * matters, and the maximum of a set is the same whatever the order, up to the sign of a zero, which changes no
+ * difference taken from it. */
+#define VMAX(T, TI, a, b) ((T)((((TI)((a) > (b))) & (TI)(a)) | (~((TI)((a) > (b))) & (TI)(b))))
+
+/* One pair's step of the online softmax over a tile, on its row of raw scores x (in place; chunks at and past
+ * ceil(nk / 16) were not computed): scaled, keys at and past nk masked to -inf, the running maximum updated, and the
+ * scores shifted by it. Returns the argument of the factor that rescales what was summed against the old maximum (0
+ * when it stays, -inf on the first tile). The row is always handled whole, so that its loops unroll into
+ * registers. */
+static inline __attribute__((always_inline)) float softmax_shift(float *x, int64_t nk, float scale, float *mx) {
+    const v16 neg_inf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                         -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    v16 s[KEY_CHUNKS];
+    for (int c = 0; c < KEY_CHUNKS; c++) {
+        memcpy(&s[c], x + c * CHUNK, sizeof(v16));
+        s[c] *= scale;
+    }
+    if (nk < TILE_KEYS)
+        for (int c = 0; c < KEY_CHUNKS; c++) {
+            v16i keep = lane < (int32_t)(nk - c * CHUNK);
+            s[c] = (v16)((keep & (v16i)s[c]) | (~keep & (v16i)neg_inf));
+        }
+    v16 m = VMAX(v16, v16i, VMAX(v16, v16i, s[0], s[1]), VMAX(v16, v16i, s[2], s[3]));
+    v8 m8, h8;
+    memcpy(&m8, &m, sizeof(v8)), memcpy(&h8, (char *)&m + sizeof(v8), sizeof(v8));
+    m8 = VMAX(v8, v8i, m8, h8);
+    v4 m4, h4;
+    memcpy(&m4, &m8, sizeof(v4)), memcpy(&h4, (char *)&m8 + sizeof(v4), sizeof(v4));
+    m4 = VMAX(v4, v4i, m4, h4);
+    float top = m4[0] > m4[1] ? m4[0] : m4[1], top2 = m4[2] > m4[3] ? m4[2] : m4[3];
+    top = top > top2 ? top : top2;
+    const float old = *mx, now = top > old ? top : old;
+    *mx = now;
+    for (int c = 0; c < KEY_CHUNKS; c++) {
+        s[c] -= now;
+        memcpy(x + c * CHUNK, &s[c], sizeof(v16));
+    }
+    return old - now;
+}
+
+/* sum = sum * c + the tile's weights, lane by lane, as ((w0 + w1) + (w2 + w3)): the weights of masked keys are
+ * zeros, which add exactly. */
+static inline __attribute__((always_inline)) void softmax_sum(const float *w, float c, float *sum) {
+    v16 w4[KEY_CHUNKS], s;
+    for (int i = 0; i < KEY_CHUNKS; i++) memcpy(&w4[i], w + i * CHUNK, sizeof(v16));
+    memcpy(&s, sum, sizeof(v16));
+    s = s * c + ((w4[0] + w4[1]) + (w4[2] + w4[3]));
+    memcpy(sum, &s, sizeof(v16));
+}
+
+/* ==== One unit: a KV head and a block of queries ==== */
+
 static void attend_unit(const struct attn_task *a, const struct attn_seq *sq, int64_t g, int64_t qb, float *s) {
     const struct ty_tensor *q = a->q, *k = a->k, *v = a->v;
     const int64_t dk = q->ne[0], dv = v->ne[0], group = a->group, pos0 = sq->pos0;
     const int64_t t0 = qb * QUERY_BLOCK, nq = sq->n - t0 < QUERY_BLOCK ? sq->n - t0 : QUERY_BLOCK;
     const float scale = a->scale;
-    float *kt = s, *vt = kt + (size_t)TILE_KEYS * dk, *acc = vt + (size_t)TILE_KEYS * dv;
-    float *mx = acc + (size_t)QUERY_BLOCK * group * dv, *sum = mx + (size_t)QUERY_BLOCK * group;
-    float *score = sum + (size_t)QUERY_BLOCK * group;
     const int64_t pairs = nq * group;
-    for (int64_t p = 0; p < pairs; p++) mx[p] = -INFINITY, sum[p] = 0.0f;
+    float *kt = s, *vt = kt + (size_t)TILE_KEYS * dk, *acc = vt + (size_t)TILE_KEYS * dv;
+    float *sum = acc + (size_t)QUERY_BLOCK * group * dv;     /* (16, pairs) lane-wise running sums */
+    float *x = sum + (size_t)QUERY_BLOCK * group * CHUNK;    /* (TILE_KEYS, PAIR_BLOCK) scores, CHUNK factors */
+    float *wt = x + (size_t)PAIR_BLOCK * TILE_KEYS + CHUNK;  /* exp(x), out of place (see exp_nonpositive) */
+    float *mx = wt + (size_t)PAIR_BLOCK * TILE_KEYS + CHUNK; /* (pairs) running maxima */
+    for (int64_t p = 0; p < pairs; p++) mx[p] = -INFINITY;
+    memset(sum, 0, sizeof(float) * (size_t)(pairs * CHUNK));
     memset(acc, 0, sizeof(float) * (size_t)(pairs * dv));
 
-    const int64_t last_key = pos0 + t0 + nq - 1; /* the block's last query sees keys 0 .. last_key */
+    const int64_t first_pos = pos0 + t0, last_key = first_pos + nq - 1; /* the block's last query sees 0 .. last_key */
     for (int64_t j0 = 0; j0 <= last_key; j0 += TILE_KEYS) {
         const int64_t j1 = j0 + TILE_KEYS - 1 < last_key ? j0 + TILE_KEYS : last_key + 1;
         load_tile(k, sq, g, j0, j1, dk, true, kt);
         load_tile(v, sq, g, j0, j1, dv, false, vt);
-        for (int64_t ti = 0; ti < nq; ti++) {
-            const int64_t end = pos0 + t0 + ti + 1 < j1 ? pos0 + t0 + ti + 1 : j1; /* this query's visible keys */
-            if (end <= j0) continue;
-            for (int64_t hi = 0; hi < group; hi++) {
-                const int64_t h = g * group + hi, p = ti * group + hi;
-                const float *qr = ty__tensor_row(q, h, sq->col + t0 + ti, 0);
-                const int64_t nk = end - j0;
-                /* scores: each key's dot product summed over e in order, in its own lane of a whole tile's worth of
-                 * accumulators that stay in registers (lanes past nk hold zeros or stale keys and are not read) */
-                v16 sv[4] = {{0}}; /* TILE_KEYS = 64 lanes */
-                for (int64_t e = 0; e < dk; e++) {
-                    const float qe = qr[e];
-                    v16 k4[4];
-                    LOAD64(k4, kt + (size_t)e * TILE_KEYS);
-                    for (int i = 0; i < 4; i++) sv[i] += qe * k4[i];
-                }
-                float sc[TILE_KEYS];
-                STORE64(sc, sv);
-                for (int64_t j = 0; j < nk; j++) score[j] = sc[j];
-                float m = -INFINITY;
-                for (int64_t j = 0; j < nk; j++) {
-                    score[j] *= scale;
-                    m = score[j] > m ? score[j] : m;
-                }
-                float *o = acc + (size_t)p * dv;
-                if (m > mx[p]) { /* a new maximum: rescale what was summed against the old one */
-                    float c, old = mx[p] - m;
-                    exp_nonpositive(&old, &c, 1);
-                    sum[p] *= c;
-                    for (int64_t d = 0; d < dv; d++) o[d] *= c;
-                    mx[p] = m;
-                }
-                for (int64_t j = 0; j < nk; j++) score[j] -= mx[p];
-                float *wt = sc; /* the weights, out of place: an in-place call fails the vector loop's overlap check */
-                exp_nonpositive(score, wt, nk);
-                for (int64_t j = 0; j < nk; j++) sum[p] += wt[j];
-                /* o += sum_j w_j v_j, VALUE_CHUNK dimensions at a time in registers */
-                for (int64_t d0 = 0; d0 < dv; d0 += VALUE_CHUNK) {
-                    float oc[VALUE_CHUNK];
-                    const int64_t nd = dv - d0 < VALUE_CHUNK ? dv - d0 : VALUE_CHUNK;
-                    memcpy(oc, o + d0, sizeof(float) * (size_t)nd);
-                    if (nd == VALUE_CHUNK) {
-                        v16 ov[4];
-                        LOAD64(ov, oc);
-                        for (int64_t j = 0; j < nk; j++) {
-                            const float w = wt[j];
-                            v16 v4[4];
-                            LOAD64(v4, vt + (size_t)j * dv + d0);
-                            for (int i = 0; i < 4; i++) ov[i] += w * v4[i];
-                        }
-                        STORE64(oc, ov);
-                    } else {
-                        for (int64_t j = 0; j < nk; j++) {
-                            const float w = wt[j], *vr = vt + (size_t)j * dv + d0;
-                            for (int64_t d = 0; d < nd; d++) oc[d] += w * vr[d];
-                        }
-                    }
-                    memcpy(o + d0, oc, sizeof(float) * (size_t)nd);
-                }
+        /* the queries that see this tile are the block's last ones; pairs run query by query, head by head */
+        const int64_t ti0 = j0 > first_pos ? j0 - first_pos : 0;
+        for (int64_t p0 = ti0 * group; p0 < pairs; p0 += PAIR_BLOCK) {
+            const int R = pairs - p0 < PAIR_BLOCK ? (int)(pairs - p0) : PAIR_BLOCK;
+            const float *qr[PAIR_BLOCK];
+            float *o[PAIR_BLOCK], c[PAIR_BLOCK];
+            int64_t nk[PAIR_BLOCK] = {0};
+            int64_t ti = p0 / group, hi = p0 - ti * group; /* one division per block, not two per pair */
+            for (int r = 0; r < R; r++) {
+                const int64_t end = first_pos + ti + 1;
+                qr[r] = ty__tensor_row(q, g * group + hi, sq->col + t0 + ti, 0);
+                o[r] = acc + (size_t)(p0 + r) * dv;
+                nk[r] = (end < j1 ? end : j1) - j0;
+                if (++hi == group) hi = 0, ti++;
             }
+            const int nc = (int)((nk[R - 1] + CHUNK - 1) / CHUNK), row = TILE_KEYS;
+            scores_kernels[R - 1][nc - 1](qr, kt, dk, x);
+            /* the rescaling factors' arguments follow the scores, padded to a whole vector (a scalar tail of the exp
+             * loop would cost as much as the vectors) */
+            float *cx = x + R * row;
+            for (int r = 0; r < CHUNK; r++) cx[r] = 0.0f;
+            for (int r = 0; r < R; r++) cx[r] = softmax_shift(x + r * row, nk[r], scale, &mx[p0 + r]);
+            exp_nonpositive(x, wt, R * row + CHUNK); /* the weights, then the rescaling factors */
+            for (int r = 0; r < R; r++) {
+                c[r] = wt[R * row + r];
+                softmax_sum(wt + r * row, c[r], sum + (size_t)(p0 + r) * CHUNK);
+            }
+            values(o, c, wt, row, nk, vt, dv, R);
         }
     }
-    for (int64_t ti = 0; ti < nq; ti++)
-        for (int64_t hi = 0; hi < group; hi++) {
-            const int64_t p = ti * group + hi;
-            float *out = ty__tensor_row(a->dst, g * group + hi, sq->col + t0 + ti, 0);
-            const float *o = acc + (size_t)p * dv;
-            for (int64_t d = 0; d < dv; d++) out[d] = o[d] / sum[p];
-        }
+    for (int64_t p = 0; p < pairs; p++) {
+        const int64_t ti = p / group, hi = p % group;
+        float *out = ty__tensor_row(a->dst, g * group + hi, sq->col + t0 + ti, 0);
+        const float *o = acc + (size_t)p * dv, *sl = sum + (size_t)p * CHUNK;
+        float total = 0;
+        for (int i = 0; i < CHUNK; i++) total += sl[i];
+        for (int64_t d = 0; d < dv; d++) out[d] = o[d] / total;
+    }
 }
 
 static void attention_units(void *arg, int ith, int nth) {
@@ -258,7 +431,9 @@ static void attention_units(void *arg, int ith, int nth) {
     for (int64_t u; (u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < a->n_units;) {
         int64_t si = 0;
         while (a->unit0[si + 1] <= u) si++;
-        int64_t w = u - a->unit0[si];
+        /* a sequence's last query blocks first: they see the most keys, and handing out the largest units first
+         * leaves only small ones for the threads that finish early */
+        int64_t w = a->unit0[si + 1] - 1 - u;
         attend_unit(a, &a->seqs[si], w % n_kv, w / n_kv, s);
     }
 }
