@@ -7,20 +7,32 @@
  *   layer      the non-matmul ops of one dense Qwen layer on the "cpu" backend, as src/model/qwen.c runs them: two
  *              RMS norms (plus the per-head q/k norms of Qwen3), RoPE of q and k, the K/V copy into an f16 cache,
  *              attention over the cache, two residual adds; timed for one decode token at context --ctx and for a
- *              --prefill-token prompt from an empty cache (reported per prompt token).
+ *              --prefill-token prompt from an empty cache (reported per prompt token);
+ *   decode batch the backend's matrix product at a decode batch's few columns (1, 2, 4, 8, 16: one per decoding
+ *              sequence) over Q8_0 FFN up and down projections (--embd x --ffn and back, prepared as the engine
+ *              prepares them at load: the long rows of the down projection are where extra columns cost) that
+ *              stream from memory (256 MiB), reported as each width's time over one column's: what a
+ *              serving iteration of n decoding sequences pays for its products over one sequence's. The widths
+ *              alternate pass by pass and the ratio is the median of the rounds' own, so that a shared machine's
+ *              neighbours, who slow a round's passes alike, move it little. It is
+ *              the engine's own driver that is timed (cpu.c: the caller quantises the few columns and shares the
+ *              rows out in chunks), not a bare kernel: that driver does not hide the extra columns' arithmetic under
+ *              the weight stream as bench_kernels' one-call-per-thread gemm does.
  *
  * The matrix products themselves are bench_kernels' business; together the two give the simulator a per-token cost
  * from microbenchmarks alone, never from the end-to-end speed it predicts.
  *
  *   bench_pool [--threads 1,2] [--seconds S] [--embd 896] [--heads 14] [--kv-heads 2] [--head-dim 64] [--qk-norm]
- *              [--ctx 64] [--prefill 512] [--json]
+ *              [--ctx 64] [--prefill 512] [--ffn 4864] [--json]
  *
  * Each figure is the best of repeated timings within the budget (--seconds, default 2, a quarter of it for the
- * decode layer, half for the prefill layer), the machine's capability, as the rooflines are.
+ * decode layer, half for the prefill layer and for the decode batches), the machine's capability, as the rooflines
+ * are; the decode batches' ratios are medians (above).
  */
 #include "base/threads.h"
 #include "bench-args.h"
 #include "chip/backend.h"
+#include "model/quant.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -154,11 +166,109 @@ static enum ty_status time_layer(struct layer *L, int64_t n_tok, int64_t p0, dou
     return TY_OK;
 }
 
+/* ==== Decode batches ==== */
+
+#define DB_WIDTHS 5
+static const int db_widths[DB_WIDTHS] = {1, 2, 4, 8, 16};
+
+struct dbatch {
+    struct ty_buffer *wbuf, *abuf;
+    struct ty_tensor *w; /* (n_w) Q8_0: FFN up (embd, ffn) and down (ffn, embd) projections in turn */
+    int n_w;
+    struct ty_tensor xe, xf, ye, yf; /* (embd, 16) and (ffn, 16) f32: inputs, then outputs */
+};
+
+static void dbatch_free(struct dbatch *d) {
+    ty__backend_buffer_free(d->wbuf);
+    ty__backend_buffer_free(d->abuf);
+    ty_free(d->w);
+    memset(d, 0, sizeof *d);
+}
+
+static enum ty_status dbatch_init(struct ty_backend *be, int64_t embd, int64_t ffn, struct dbatch *d) {
+    memset(d, 0, sizeof *d);
+    if (embd % TY_QK8_0 || ffn % TY_QK8_0)
+        return ty__error(TY_ERR_INVALID_ARG, "--embd %lld and --ffn %lld must be multiples of 32", (long long)embd,
+                         (long long)ffn);
+    size_t mat = (size_t)(ffn * (embd / TY_QK8_0)) * sizeof(struct ty_block_q8_0); /* either projection */
+    d->n_w = 2 * (int)((256u << 20) / (2 * mat) + 1);
+    d->w = ty__calloc((size_t)d->n_w, sizeof *d->w);
+    struct ty_block_q8_0 *blk = ty__malloc(mat);
+    int64_t rows = ffn > embd ? ffn : embd;
+    float *fill = ty__malloc((size_t)rows * 16 * sizeof(float));
+    enum ty_status st = d->w && blk && fill ? TY_OK : ty__error(TY_ERR_NO_MEMORY, "out of memory for the weights");
+    if (st == TY_OK) st = ty__backend_buffer_alloc(be, mat * (size_t)d->n_w, &d->wbuf);
+    /* blocks of a sane scale (the kernels' speed does not depend on the values) */
+    for (size_t i = 0; st == TY_OK && i < mat / sizeof *blk; i++) {
+        blk[i].d = ty__f32_to_f16(0.01f);
+        for (int k = 0; k < TY_QK8_0; k++) blk[i].qs[k] = (int8_t)((i * 7 + (size_t)k * 13) % 255 - 127);
+    }
+    for (int i = 0; st == TY_OK && i < d->n_w; i++) {
+        ty__tensor_init(&d->w[i], d->wbuf, mat * (size_t)i, TY_TYPE_Q8_0, i % 2 ? ffn : embd, i % 2 ? embd : ffn, 1, 1);
+        st = ty__backend_tensor_set(be, &d->w[i], blk, 0, mat);
+        if (st == TY_OK) st = ty__backend_weight_prepare(be, &d->w[i]);
+    }
+    size_t eb = ((size_t)embd * 16 * sizeof(float) + 63) / 64 * 64,
+           fb = ((size_t)ffn * 16 * sizeof(float) + 63) / 64 * 64;
+    if (st == TY_OK) st = ty__backend_buffer_alloc(be, 2 * (eb + fb), &d->abuf);
+    if (st == TY_OK) {
+        ty__tensor_init(&d->xe, d->abuf, 0, TY_TYPE_F32, embd, 16, 1, 1);
+        ty__tensor_init(&d->xf, d->abuf, eb, TY_TYPE_F32, ffn, 16, 1, 1);
+        ty__tensor_init(&d->ye, d->abuf, eb + fb, TY_TYPE_F32, embd, 16, 1, 1);
+        ty__tensor_init(&d->yf, d->abuf, 2 * eb + fb, TY_TYPE_F32, ffn, 16, 1, 1);
+        for (int64_t i = 0; i < rows * 16; i++) fill[i] = (float)((i * 37) % 101 - 50) / 64.0f;
+        st = ty__backend_tensor_set(be, &d->xe, fill, 0, ty__tensor_size(&d->xe));
+        if (st == TY_OK) st = ty__backend_tensor_set(be, &d->xf, fill, 0, ty__tensor_size(&d->xf));
+    }
+    ty_free(blk);
+    ty_free(fill);
+    if (st != TY_OK) dbatch_free(d);
+    return st;
+}
+
+/* One pass of n columns over every weight matrix. */
+static enum ty_status dbatch_pass(struct ty_backend *be, struct dbatch *d, int n, double *secs) {
+    struct ty_tensor xe = ty__tensor_slice(&d->xe, 1, 0, n), xf = ty__tensor_slice(&d->xf, 1, 0, n),
+                     ye = ty__tensor_slice(&d->ye, 1, 0, n), yf = ty__tensor_slice(&d->yf, 1, 0, n);
+    double t0 = ty__time_s();
+    for (int i = 0; i < d->n_w; i++)
+        TY_TRY(ty__backend_matmul(be, i % 2 ? &ye : &yf, &d->w[i], i % 2 ? &xf : &xe, NULL));
+    TY_TRY(ty__backend_sync(be));
+    *secs = ty__time_s() - t0;
+    return TY_OK;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Each width's time over one column's: the median over rounds of the ratio within a round, the widths alternating
+ * pass by pass within `seconds` (a neighbour that takes a core for a while slows a round's passes alike, and the
+ * median drops the rounds it cut through). */
+#define DB_ROUNDS 64
+static enum ty_status time_dbatch(struct ty_backend *be, struct dbatch *d, double seconds, double *ratio) {
+    double t[DB_WIDTHS], r[DB_WIDTHS][DB_ROUNDS];
+    for (int k = 0; k < DB_WIDTHS; k++) TY_TRY(dbatch_pass(be, d, db_widths[k], &t[k])); /* warm-up */
+    double t_end = ty__time_s() + seconds;
+    int n = 0;
+    do {
+        for (int k = 0; k < DB_WIDTHS; k++) TY_TRY(dbatch_pass(be, d, db_widths[k], &t[k]));
+        for (int k = 0; k < DB_WIDTHS; k++) r[k][n] = t[k] / t[0];
+        n++;
+    } while (n < DB_ROUNDS && (ty__time_s() < t_end || n < 5));
+    for (int k = 0; k < DB_WIDTHS; k++) {
+        qsort(r[k], (size_t)n, sizeof(double), cmp_double);
+        ratio[k] = n % 2 ? r[k][n / 2] : (r[k][n / 2 - 1] + r[k][n / 2]) / 2;
+    }
+    return TY_OK;
+}
+
 /* ==== Main ==== */
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_pool [--threads 1,2] [--seconds S] [--embd N] [--heads N] [--kv-heads N] "
-                    "[--head-dim N] [--qk-norm] [--ctx N] [--prefill N] [--json]\n");
+                    "[--head-dim N] [--qk-norm] [--ctx N] [--prefill N] [--ffn N] [--json]\n");
     return 2;
 }
 
@@ -174,7 +284,7 @@ int main(int argc, char **argv) {
     struct shape sh = {896, 14, 2, 64, false};
     int threads[8] = {1, ty__cpu_count()}, n_threads = ty__cpu_count() > 1 ? 2 : 1;
     double seconds = 2.0;
-    int64_t ctx = 64, prefill = 512;
+    int64_t ctx = 64, prefill = 512, ffn = 4864;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -203,6 +313,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--ctx")) {
             if (!int_arg(v, 1, 1 << 20, &ctx)) return usage();
             i++;
+        } else if (!strcmp(a, "--ffn")) {
+            if (!int_arg(v, 32, 1 << 18, &ffn)) return usage();
+            i++;
         } else if (!strcmp(a, "--prefill")) {
             if (!int_arg(v, 1, 4096, &prefill)) return usage();
             i++;
@@ -230,15 +343,17 @@ int main(int argc, char **argv) {
     json_object_set_new(root, "ctx", json_integer(ctx));
     json_object_set_new(root, "prefill", json_integer(prefill));
     if (!json)
-        printf("| threads | dispatch us (run) | dispatch us (run_any) | layer us, decode at ctx %lld | layer us per "
-               "token, prefill %lld |\n| ---: | ---: | ---: | ---: | ---: |\n",
-               (long long)ctx, (long long)prefill);
+        printf(
+            "| threads | dispatch us (run) | dispatch us (run_any) | layer us, decode at ctx %lld | layer us per "
+            "token, prefill %lld | decode batch 2 / 4 / 8 / 16 over 1 |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            (long long)ctx, (long long)prefill);
     int rc = 0;
     for (int t = 0; t < n_threads && !rc; t++) {
         struct ty_threadpool *pool = NULL;
         struct ty_backend *be = NULL;
         struct layer dec = {0}, pre = {0};
-        double d_run = 0, d_any = 0, t_dec = 0, t_pre = 0;
+        struct dbatch db = {0};
+        double d_run = 0, d_any = 0, t_dec = 0, t_pre = 0, ratio[DB_WIDTHS] = {0};
         enum ty_status st = ty__threadpool_init(threads[t], &pool);
         if (st == TY_OK) {
             ty__threadpool_pin(pool);
@@ -253,6 +368,9 @@ int main(int argc, char **argv) {
         if (st == TY_OK) st = time_layer(&pre, prefill, 0, seconds / 2, &t_pre);
         ty__backend_buffer_free(dec.buf);
         ty__backend_buffer_free(pre.buf);
+        if (st == TY_OK) st = dbatch_init(be, sh.embd, ffn, &db);
+        if (st == TY_OK) st = time_dbatch(be, &db, seconds / 2, ratio);
+        dbatch_free(&db);
         if (be) ty__backend_free(be);
         if (st != TY_OK) {
             fprintf(stderr, "bench_pool: %s\n", ty_last_error());
@@ -265,10 +383,14 @@ int main(int argc, char **argv) {
         json_object_set_new(r, "dispatch_any_us", json_real(d_any));
         json_object_set_new(r, "layer_decode_us", json_real(t_dec * 1e6));
         json_object_set_new(r, "layer_prefill_us_per_token", json_real(t_pre * 1e6 / (double)prefill));
+        json_t *jdb = json_array();
+        for (int k = 0; k < DB_WIDTHS; k++)
+            json_array_append_new(jdb, json_pack("{s:i,s:f}", "rows", db_widths[k], "ratio", ratio[k]));
+        json_object_set_new(r, "decode_batch", jdb);
         json_array_append_new(jth, r);
         if (!json)
-            printf("| %d | %.2f | %.2f | %.1f | %.2f |\n", threads[t], d_run, d_any, t_dec * 1e6,
-                   t_pre * 1e6 / (double)prefill);
+            printf("| %d | %.2f | %.2f | %.1f | %.2f | %.2f / %.2f / %.2f / %.2f |\n", threads[t], d_run, d_any,
+                   t_dec * 1e6, t_pre * 1e6 / (double)prefill, ratio[1], ratio[2], ratio[3], ratio[4]);
     }
     json_object_set_new(root, "threads", jth);
     if (json && !rc) {

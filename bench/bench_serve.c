@@ -14,7 +14,11 @@
  * Requests are greedy, each with its own short prompt (so that decoding, not prefill, dominates: a long prompt costs
  * the same compute at every level and would hide the gain), and count the tokens the server reports in its usage
  * chunk. With a server of its own it also measures the read bandwidth right before and after each level (mem_bw_gbs:
- * what the simulator's prediction of the level is priced with).
+ * what the simulator's prediction of the level is priced with). Before the levels it times the server's front end
+ * (front_s: the median round trip of POST /tokenize with a request's prompt on a new connection, which the front end
+ * answers itself after the same connect, HTTP and JSON parsing and tokenising a completion goes through before it
+ * reaches the scheduler), and each level lists its requests (per_request: [send time from the level's start, TTFT,
+ * end to end], s) so that the load's shape can be read back.
  */
 #include "base/base.h"
 #include "chip/cpu/roofline.h"
@@ -57,6 +61,7 @@ static double now_s(void) {
 struct result {
     bool ok;
     char err[160];
+    double t_send;          /* when it was sent (now_s) */
     double ttft, tpot, e2e; /* seconds; tpot < 0 when fewer than 2 tokens */
     int64_t prompt_tokens, completion_tokens;
 };
@@ -147,24 +152,35 @@ static void read_events(struct stream *s, struct result *r) {
     }
 }
 
+/* Request `id`'s prompt: short, and its own (no prefix cache hits across requests). */
+static void make_prompt(const struct opts *o, int id, struct ty_buf *prompt) {
+    ty__buf_printf(prompt, "Request %d:", id);
+    for (int i = 0; i < o->prompt_words; i++) ty__buf_printf(prompt, " w%d", (id * 131 + i * 7) % 997);
+}
+
+/* A POST of `body` (consumed) to `path` on a connection closed after the reply, into req. */
+static void http_post(const struct opts *o, const char *path, json_t *body, struct ty_buf *req) {
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    ty__buf_printf(req,
+                   "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                   "Connection: close\r\n\r\n%s",
+                   path, o->host, text ? strlen(text) : 0, text ? text : "");
+    free(text);
+}
+
 static void run_request(const struct opts *o, int id, struct result *r) {
     memset(r, 0, sizeof *r);
     r->tpot = -1;
     struct ty_buf prompt = {0}, req = {0};
-    ty__buf_printf(&prompt, "Request %d:", id);
-    for (int i = 0; i < o->prompt_words; i++) ty__buf_printf(&prompt, " w%d", (id * 131 + i * 7) % 997);
-    json_t *body =
-        json_pack("{s:s, s:s, s:i, s:f, s:b, s:{s:b}}", "model", "bench", "prompt", prompt.data, "max_tokens",
-                  o->max_tokens, "temperature", 0.0, "stream", 1, "stream_options", "include_usage", 1);
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    ty__buf_printf(&req,
-                   "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                   "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                   o->host, strlen(text), text);
-    free(text);
+    make_prompt(o, id, &prompt);
+    http_post(o, "/v1/completions",
+              json_pack("{s:s, s:s, s:i, s:f, s:b, s:{s:b}}", "model", "bench", "prompt", prompt.data, "max_tokens",
+                        o->max_tokens, "temperature", 0.0, "stream", 1, "stream_options", "include_usage", 1),
+              &req);
     struct stream s = {0};
     double t0 = now_s(), deadline = t0 + o->timeout;
+    r->t_send = t0;
     int fd = connect_to(o->host, o->port, o->timeout);
     if (fd < 0) {
         snprintf(r->err, sizeof r->err, "connect: %s", strerror(errno));
@@ -231,6 +247,44 @@ out:
     ty_free(req.data);
 }
 
+/* ==== The front end's time per request ==== */
+
+/* One POST /tokenize of request `id`'s prompt on a new connection, read to the end of the reply: seconds, or -1. */
+static double front_once(const struct opts *o, int id) {
+    struct ty_buf prompt = {0}, req = {0};
+    make_prompt(o, id, &prompt);
+    http_post(o, "/tokenize", json_pack("{s:s}", "prompt", prompt.data), &req);
+    double t0 = now_s(), t = -1;
+    int fd = connect_to(o->host, o->port, o->timeout);
+    bool ok = fd >= 0 && send_all(fd, req.data, req.len);
+    char buf[4096];
+    size_t got_total = 0;
+    for (ssize_t got; ok && (got = recv(fd, buf, sizeof buf, 0)) > 0;) {
+        if (!got_total && (got < 12 || memcmp(buf + 9, "200", 3))) ok = false; /* "HTTP/1.1 200" */
+        got_total += (size_t)got;
+    }
+    if (ok && got_total) t = now_s() - t0;
+    if (fd >= 0) close(fd);
+    ty_free(prompt.data);
+    ty_free(req.data);
+    return t;
+}
+
+static int cmp_double(const void *a, const void *b);
+
+/* The median of a few front_once on an idle server (0 when none succeeded). */
+static double front_time(const struct opts *o) {
+    enum { N = 15 };
+    double v[N];
+    int n = 0;
+    for (int i = 0; i < N; i++) {
+        double t = front_once(o, 900000 + i);
+        if (t >= 0) v[n++] = t;
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n ? v[n / 2] : 0;
+}
+
 /* ==== One concurrency level ==== */
 
 struct level {
@@ -268,6 +322,7 @@ static double pct(const double *v, int n, double p) {
 
 struct summary {
     int concurrency, n, ok;
+    double (*per)[3]; /* (n) send time from the level's start, TTFT, end to end; -1 where the request failed */
     int64_t prompt_tokens, completion_tokens;
     double wall, tok_s, ttft[3], tpot[3], e2e_mean;
     double mem_bw_gbs; /* read bandwidth right before and after the level (mean; 0 = not measured) */
@@ -276,6 +331,7 @@ struct summary {
 
 static void run_level(const struct opts *o, int c, int first_id, struct summary *sm) {
     struct level l = {.o = o, .concurrency = c, .first_id = first_id};
+    memset(sm, 0, sizeof *sm);
     l.n_requests = o->requests > 0 ? o->requests : (2 * c < 4 ? 4 : 2 * c);
     l.res = calloc((size_t)l.n_requests, sizeof *l.res);
     pthread_mutex_init(&l.mu, NULL);
@@ -286,10 +342,16 @@ static void run_level(const struct opts *o, int c, int first_id, struct summary 
         if (pthread_create(&th[started], NULL, worker, &l) == 0) started++;
     if (!started) worker(&l); /* no threads: run the level serially rather than not at all */
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    memset(sm, 0, sizeof *sm);
     sm->concurrency = c;
     sm->n = l.n_requests;
     sm->wall = now_s() - t0;
+    sm->per = calloc((size_t)l.n_requests, sizeof *sm->per);
+    for (int i = 0; sm->per && i < l.n_requests; i++) {
+        const struct result *r = &l.res[i];
+        sm->per[i][0] = r->t_send > 0 ? r->t_send - t0 : -1;
+        sm->per[i][1] = r->ok ? r->ttft : -1;
+        sm->per[i][2] = r->ok ? r->e2e : -1;
+    }
     double *ttft = calloc((size_t)l.n_requests, sizeof *ttft), *tpot = calloc((size_t)l.n_requests, sizeof *tpot);
     int n_tpot = 0;
     for (int i = 0; i < l.n_requests; i++) {
@@ -535,6 +597,7 @@ int main(int argc, char **argv) {
     struct result warm;
     run_request(&o, 1000000, &warm);
     if (!warm.ok) fprintf(stderr, "bench_serve: warm-up request failed: %s\n", warm.err);
+    double front = front_time(&o);
     struct summary sm[MAX_LEVELS];
     int failed = 0;
     /* A server on this machine: the read bandwidth right before and right after each level, with as many threads as
@@ -565,16 +628,21 @@ int main(int argc, char **argv) {
         /* the server's compute threads: as passed, else its default of one per core (unknown for --url) */
         long threads = o.threads > 0 ? o.threads : o.model ? sysconf(_SC_NPROCESSORS_ONLN) : -1;
         printf("{\"bench\":\"serve\",\"model\":\"%s\",\"max_tokens\":%d,\"prompt_words\":%d,\"max_seqs\":%d,"
-               "\"threads\":%ld,\"levels\":[",
-               o.model ? o.model : "(running server)", o.max_tokens, o.prompt_words, o.max_seqs, threads);
+               "\"threads\":%ld,\"front_s\":%.6f,\"levels\":[",
+               o.model ? o.model : "(running server)", o.max_tokens, o.prompt_words, o.max_seqs, threads, front);
         for (int i = 0; i < o.n_levels; i++) {
             const struct summary *s = &sm[i];
             printf("%s{\"concurrency\":%d,\"requests\":%d,\"ok\":%d,\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
-                   "\"wall_s\":%.3f,\"decode_tok_s\":%.2f,\"ttft_s\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f},"
-                   "\"tpot_s\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f},\"e2e_mean_s\":%.3f,\"mem_bw_gbs\":%.2f}",
+                   "\"wall_s\":%.5f,\"decode_tok_s\":%.2f,\"ttft_s\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f},"
+                   "\"tpot_s\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f},\"e2e_mean_s\":%.3f,\"mem_bw_gbs\":%.2f",
                    i ? "," : "", s->concurrency, s->n, s->ok, (long long)s->prompt_tokens,
                    (long long)s->completion_tokens, s->wall, s->tok_s, s->ttft[0], s->ttft[1], s->ttft[2], s->tpot[0],
                    s->tpot[1], s->tpot[2], s->e2e_mean, s->mem_bw_gbs);
+            /* the level's requests in the order they were taken: [sent at, TTFT, end to end] */
+            printf(",\"per_request\":[");
+            for (int k = 0; s->per && k < s->n; k++)
+                printf("%s[%.4f,%.4f,%.4f]", k ? "," : "", s->per[k][0], s->per[k][1], s->per[k][2]);
+            printf("]}");
         }
         printf("],\"decode_gain_16_over_1\":%.2f,\"failed\":%d}\n", gain, failed);
     } else {
@@ -587,6 +655,8 @@ int main(int argc, char **argv) {
                    s->tpot[1] * 1e3, s->tpot[2] * 1e3);
         }
         if (gain > 0) printf("decode tok/s at concurrency 16 / concurrency 1: %.2fx\n", gain);
+        if (front > 0) printf("front end per request (POST /tokenize round trip, median): %.2f ms\n", front * 1e3);
     }
+    for (int i = 0; i < o.n_levels; i++) free(sm[i].per);
     return failed ? 1 : 0;
 }

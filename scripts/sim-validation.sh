@@ -10,7 +10,8 @@
 #   2. microbenchmarks of the engine's parts: bench_pool (thread-pool dispatch, the non-matmul ops of one layer)
 #      first, then before each type's bench bench_kernels of the weight types its file holds (each type's gemv share
 #      of plain reads and prefill gemm share of its peak);
-#   3. bench_serve (a load test of `tongyun serve` on the Q8_0 model at a few concurrency levels);
+#   3. bench_serve (a load test of `tongyun serve` on the Q8_0 model at a few concurrency levels), right after
+#      bench_kernels of the served type at the widths of its prompt iterations;
 #   4. `tongyun sim --validate ... --bench-json --micro-json --serve-json`: predictions from 2 only, compared with 1
 #      and 3.
 # Output files go to build/sim-validation/ (OUT_DIR). Defaults keep the run near 6-8 minutes on 2 cores; knobs:
@@ -47,10 +48,12 @@ if [ -z "${SKIP_ENGINE:-}" ]; then
     done
     max_threads=${threads##*,}
     isa=$("$ty" devices --json 2> /dev/null | sed -n 's/.*"isa": *"\([a-z0-9]*\)".*/\1/p' | head -1)
+    # The gemm widths bench_kernels times for the bench's prefill (interpolated to its prompt)
+    widths="32,128,$n_prompt"
     # The machine's load moves from minute to minute, so each type's microbenchmarks run right before its bench.
     echo "sim-validation: bench_pool" >&2
     "$build/bench/bench_pool" --threads "$threads" --seconds 2 --embd 896 --heads 14 --kv-heads 2 --head-dim 64 \
-        --ctx $((n_gen / 2)) --prefill "$n_prompt" --json > "$dir/pool.json"
+        --ffn 4864 --ctx $((n_gen / 2)) --prefill "$n_prompt" --json > "$dir/pool.json"
     micro="$dir/pool.json"
     : > "$dir/bench.jsonl"
     seen=","
@@ -68,14 +71,14 @@ if [ -z "${SKIP_ENGINE:-}" ]; then
         if [ -n "$ktypes" ]; then
             echo "sim-validation: bench_kernels ${ktypes#,}" >&2
             "$build/bench/bench_kernels" --types "${ktypes#,}" --threads "$threads" --seconds "$kseconds" \
-                --prefill "32,128,$n_prompt" --json > "$dir/kernels-$t.json"
+                --prefill "$widths" --json > "$dir/kernels-$t.json"
             micro="$micro,$dir/kernels-$t.json"
         fi
         # The CPU backend runs BF16 weights with f32 activations on a path whose BF16 kernels take bf16 ones
         # (chip/cpu/cpu.c, kernel_tables): time those kernels too.
         if [ "$t" = bf16 ] && [ "$isa" = avx512bf16 ]; then
             "$build/bench/bench_kernels" --isa avx512vnni --types bf16 --threads "$threads" --seconds "$kseconds" \
-                --prefill "32,128,$n_prompt" --json > "$dir/kernels-bf16-f32.json"
+                --prefill "$widths" --json > "$dir/kernels-bf16-f32.json"
             micro="$micro,$dir/kernels-bf16-f32.json"
         fi
         # 1. the figures to predict
@@ -83,19 +86,26 @@ if [ -z "${SKIP_ENGINE:-}" ]; then
         "$ty" bench -m "$models/$preset-$t.gguf" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" \
             --roofline-seconds 1 --json >> "$dir/bench.jsonl"
     done
-    args+=(--bench-json "$dir/bench.jsonl" --micro-json "$micro")
-    # 3. the load test
+    args+=(--bench-json "$dir/bench.jsonl")
+    # 3. the load test, right after the served type's gemm at the widths of its prompt iterations (one to a few
+    # prompts), so that both see the same neighbours on a shared machine (the serve prediction reads the last figures
+    # given for a type)
     if [ -z "${SKIP_SERVE:-}" ]; then
-        echo "sim-validation: bench_serve" >&2
+        echo "sim-validation: bench_kernels $serve_type, bench_serve" >&2
+        "$build/bench/bench_kernels" --types "$serve_type" --threads "$max_threads" --seconds "$kseconds" \
+            --prefill "32,64,128,256" --json > "$dir/kernels-serve.json"
+        micro="$micro,$dir/kernels-serve.json"
         "$build/bench/bench_serve" --model "$models/$preset-$serve_type.gguf" --tongyun "$ty" \
             --threads "$max_threads" --max-seqs 16 --levels "$serve_levels" --max-tokens "$serve_tokens" --json \
             > "$dir/serve.json"
         args+=(--serve-json "$dir/serve.json")
     fi
+    args+=(--micro-json "$micro")
     notes="Settings of this run: \`tongyun bench -t $threads -p $n_prompt -n $n_gen -r $reps\` (fewer repetitions and"
     notes="$notes a shorter decode than bench-cpu.sh's 3 x tg128, to keep the script near 6-8 minutes; decode's"
     notes="$notes attention context is then n_gen / 2 = $((n_gen / 2)), which bench_pool times);"
-    notes="$notes \`bench_kernels --seconds $kseconds --prefill 32,128,$n_prompt\`;"
+    notes="$notes \`bench_kernels --seconds $kseconds --prefill $widths\` (and, right before bench_serve, of"
+    notes="$notes $serve_type at --prefill 32,64,128,256: the widths of the load test's prompt iterations);"
     notes="$notes \`bench_serve --max-seqs 16 --levels $serve_levels --max-tokens $serve_tokens\` on $serve_type with"
     notes="$notes $max_threads threads. Raw outputs: \`$dir/\`. Measured on $(nproc) cores"
     notes="$notes ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//'))."

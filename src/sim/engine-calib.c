@@ -18,9 +18,16 @@
  * prefill computes.
  *
  * The bench_serve prediction hands the same figures to the simulator as the host chip's (bandwidth x kernel share,
- * with the bandwidth bench_serve measured around each level; peak x prefill share at the width of the level's
- * prefill batch; the decode layer ops as the fixed per-layer cost, the prefill layer ops as attention's share of the
- * FMA peak) and runs the discrete-event simulation of each concurrency level.
+ * with the bandwidth bench_serve measured around each level; the decode layer ops once per decoding sequence, the
+ * prefill layer ops as attention's share of the FMA peak): a decode batch of n rows costs the one-row weight stream
+ * times bench_pool's decode-batch ratio at n columns (the backend's product driver does not hide the extra columns'
+ * arithmetic under the stream on the long rows of the FFN down projection: on the 2-core EPYC the engine's forward
+ * of 4 decode rows took 1.3 times one row's, and bench_pool's ratio at 4 is about 1.35), an iteration with prompt
+ * tokens bench_kernels' share of the peak at its width. Then it runs the discrete-event simulation of each
+ * level as bench_serve makes it: a closed loop of `concurrency` clients, each sending its next request when its
+ * previous one completes, behind the server's front end (one event-loop thread: connect, HTTP, JSON and tokenising
+ * per request, timed by bench_serve itself as front_s), so that of requests sent together the first reaches an idle
+ * scheduler and prefills alone while the others queue for the next iteration, as in the server.
  */
 #include "sim/sim.h"
 #include "sim/sim-impl.h"
@@ -84,9 +91,11 @@ static enum ty_status add_kernels(struct ty_sim_micro *mb, json_t *root, const c
                 }
                 if (!(cols >= 1) || e->pf_n == TY_SIM_MICRO_MAX_COLS) continue;
                 int at = e->pf_n++; /* insertion, ascending by columns */
-                while (at > 0 && e->pf_cols[at - 1] > cols)
-                    e->pf_cols[at] = e->pf_cols[at - 1], e->pf_pcts[at] = e->pf_pcts[at - 1], at--;
-                e->pf_cols[at] = cols, e->pf_pcts[at] = jnum(q, "peak_pct");
+                while (at > 0 && e->pf_cols[at - 1] > cols) {
+                    e->pf_cols[at] = e->pf_cols[at - 1], e->pf_pcts[at] = e->pf_pcts[at - 1];
+                    e->pf_gops[at] = e->pf_gops[at - 1], at--;
+                }
+                e->pf_cols[at] = cols, e->pf_pcts[at] = jnum(q, "peak_pct"), e->pf_gops[at] = jnum(q, "gops");
             }
             mb->n_eff++;
         }
@@ -113,6 +122,13 @@ static enum ty_status add_pool(struct ty_sim_micro *mb, json_t *root, const char
         p->layer_pf_us = jnum(r, "layer_prefill_us_per_token");
         if (p->threads < 1 || !(p->layer_dec_us > 0) || !(p->layer_pf_us > 0))
             return ty__error(TY_ERR_FORMAT, "%s: thread entry %zu lacks threads or the layer figures", what, i + 1);
+        json_t *db = json_object_get(r, "decode_batch"); /* optional (bench_pool before it had them) */
+        p->db_n = 0;
+        for (size_t k = 0; k < json_array_size(db) && p->db_n < 8; k++) {
+            double rows = jnum(json_array_get(db, k), "rows"), ratio = jnum(json_array_get(db, k), "ratio");
+            if (rows >= 1 && ratio > 0 && (p->db_n == 0 || rows > p->db_rows[p->db_n - 1]))
+                p->db_rows[p->db_n] = rows, p->db_ratio[p->db_n++] = ratio;
+        }
     }
     if (mb->n_pool == 0 || mb->pool_embd < 1)
         return ty__error(TY_ERR_FORMAT, "%s: no thread figures or no shape; is it `bench_pool --json` output?", what);
@@ -145,7 +161,8 @@ enum ty_status ty__sim_micro_add_file(struct ty_sim_micro *mb, const char *path)
 /* The kernel figures the engine's kernels of `type` at `threads` correspond to: packed where bench_kernels ran a
  * packed layout (the engine packs every type that has one at load), and for BF16 the f32-activation kernels where
  * both were run (the CPU backend pairs BF16 weights with f32 activations: chip/cpu/cpu.c, kernel_tables). */
-static const struct ty_sim_kernel_eff *find_eff(const struct ty_sim_micro *mb, const char *type, int threads) {
+static const struct ty_sim_kernel_eff *find_eff_at(const struct ty_sim_micro *mb, const char *type, int threads,
+                                                   bool last) {
     const struct ty_sim_kernel_eff *best = NULL;
     int best_score = -1;
     bool bf16 = !strcasecmp(type, "BF16");
@@ -153,9 +170,13 @@ static const struct ty_sim_kernel_eff *find_eff(const struct ty_sim_micro *mb, c
         const struct ty_sim_kernel_eff *e = &mb->eff[i];
         if (e->threads != threads || strcasecmp(e->type, type)) continue;
         int score = (e->packed ? 1 : 0) + (bf16 && !strcmp(e->act, "f32") ? 2 : 0);
-        if (score > best_score) best = e, best_score = score;
+        if (score > best_score || (last && score == best_score)) best = e, best_score = score;
     }
     return best;
+}
+
+static const struct ty_sim_kernel_eff *find_eff(const struct ty_sim_micro *mb, const char *type, int threads) {
+    return find_eff_at(mb, type, threads, false);
 }
 
 double ty__sim_kernel_pf_pct(const struct ty_sim_kernel_eff *e, double cols) {
@@ -538,13 +559,29 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
     chip.attn_mbu = chip.mbu;
     chip.mfu = (struct ty_sim_fig){p.pf_peak_gops > 0 ? p.pf_rate_gops / p.pf_peak_gops : TY_SIM_HOST_MFU,
                                    "bench_kernels: prefill gemm share of its peak", false};
-    chip.layer_us = (struct ty_sim_fig){pc->layer_dec_us, "bench_pool: the non-matmul ops of one layer", false};
+    /* bench_pool's layer ops of one decode token are paid once per decoding sequence (cfg.dec_layer_us below), not
+     * once per iteration */
+    chip.layer_us = (struct ty_sim_fig){0, "bench_pool: priced per decoding sequence (dec_layer_us)", false};
     /* Prefill's layer ops priced as attention: the share of the FMA peak at which bench_pool's prefill ran one
      * layer's ops, counting the attention FLOPs of its causal prompt (they dominate at its length). */
     double pf_attn_flops = 2.0 * 2 * mb->pool_head_dim * mb->pool_heads * (mb->pool_prefill + 1) / 2.0;
     chip.attn_mfu = (struct ty_sim_fig){pf_attn_flops / (r.fma_gflops * 1e9 * pc->layer_pf_us * 1e-6),
                                         "bench_pool: prefill layer ops as a share of the FMA peak", false};
     chip.step_ms = (struct ty_sim_fig){pc->any_us * 1e-3, "bench_pool: the output head's dispatch", false};
+    /* The GEMM curve: bench_kernels' widths of the weight type that holds most of the layers' FLOPs. Its narrow widths
+     * (a decode batch's few rows) give how much a batch of n rows costs over the one-row weight stream; its wide ones
+     * the prefill's share of the peak at the iteration's width. Where that type was timed more than once, the last
+     * figures given: scripts/sim-validation.sh times the served type again right before bench_serve, so that the
+     * load test and its microbenchmark see the same neighbours on a shared machine. */
+    const struct ty_sim_kernel_eff *ke = NULL;
+    double most = 0;
+    for (int t = 0; t < TY_TYPE_COUNT; t++)
+        if (c.layer_flops[t] > most)
+            most = c.layer_flops[t], ke = find_eff_at(mb, ty_type_name((enum ty_type)t), r.threads, true);
+    /* The server's front end per request: bench_serve's median round trip of a request the front end answers
+     * itself after the same connect, parsing and tokenising (POST /tokenize of a request's prompt on a new
+     * connection), measured on the idle server before the levels. */
+    double front_s = jnum(serve, "front_s") > 0 ? jnum(serve, "front_s") : 0;
     struct ty_sim_model m;
     if ((st = ty__sim_model_resolve(model, &m)) != TY_OK) goto done;
     res = json_object();
@@ -554,8 +591,9 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
     json_object_set_new(jc, "mbu", json_real(chip.mbu.v));
     json_object_set_new(jc, "mfu", json_real(chip.mfu.v));
     json_object_set_new(jc, "attn_mfu", json_real(chip.attn_mfu.v));
-    json_object_set_new(jc, "layer_us", json_real(chip.layer_us.v));
+    json_object_set_new(jc, "layer_us", json_real(pc->layer_dec_us));
     json_object_set_new(jc, "max_seqs", json_integer((json_int_t)jnum(serve, "max_seqs")));
+    json_object_set_new(jc, "front_ms", json_real(front_s * 1e3));
     json_object_set_new(res, "model", json_string(base_name(model)));
     json_object_set_new(res, "chip", jc);
     json_object_set_new(res, "levels", levels);
@@ -581,37 +619,49 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
         cfg.kv = TY_SIM_DT_BF16; /* 2-byte KV, as the engine's f16 cache */
         cfg.max_seqs = jnum(serve, "max_seqs") > 0 ? (int)jnum(serve, "max_seqs") : 0;
         cfg.moe_skew = -1;
+        cfg.front_s = front_s;
+        cfg.dec_layer_us = pc->layer_dec_us;
+        /* a decode batch's products over one row's: bench_pool's decode-batch figure where it has one (the backend's
+         * own driver, widths alternating), else what bench_kernels' narrow gemm widths imply */
+        for (int k = 0; k < pc->db_n && cfg.dec_n < TY_SIM_GEMM_MAX; k++) {
+            cfg.dec_rows[cfg.dec_n] = pc->db_rows[k];
+            cfg.dec_ratio[cfg.dec_n++] = pc->db_ratio[k];
+        }
+        /* The gemm's rate at each width as a share of the peak the simulated chip has (the bench entry's): from
+         * bench_kernels' GOP/s where it gives them, so that a peak its own roofline measured on a busy moment does
+         * not scale them */
+        double kpeak = ke ? peak_of(&r, ke->pf_peak) : 0;
+        for (int k = 0; ke && k < ke->pf_n && cfg.gemm_n < TY_SIM_GEMM_MAX; k++) {
+            cfg.gemm_rows[cfg.gemm_n] = ke->pf_cols[k];
+            cfg.gemm_share[cfg.gemm_n++] =
+                ke->pf_gops[k] > 0 && kpeak > 0 ? ke->pf_gops[k] / kpeak : ke->pf_pcts[k] / 100;
+        }
         ty__sim_config_defaults(&cfg);
-        /* the prefill gemm's share at the width of the level's prefill batch (its prompts arrive together, up to the
-         * scheduler's token budget): a 39-token prompt runs its gemm far below a 512-token one */
-        double batch_tokens = fmin((double)conc * fmax(in, 1), (double)cfg.max_batch_tokens);
+        /* Without a curve, one prefill share: at the width of a prompt (where the curve has one, it prices each
+         * iteration at its own width and this is only reported). */
         struct ty_sim_engine_pred pl;
-        if ((st = ty__sim_predict_engine(mb, &r, jstr(entry, "type"), &c, (int)batch_tokens, 128, &pl)) != TY_OK) break;
+        if ((st = ty__sim_predict_engine(mb, &r, jstr(entry, "type"), &c, (int)fmax(in, 1), 128, &pl)) != TY_OK) break;
         chip.mfu = (struct ty_sim_fig){pl.pf_peak_gops > 0 ? pl.pf_rate_gops / pl.pf_peak_gops : TY_SIM_HOST_MFU,
-                                       "bench_kernels: prefill gemm share at the level's batch width", false};
-        /* bench_serve keeps `conc` requests in flight until `ok` have finished (a closed loop). Throughput: all of
-         * them queued at once with at most `conc` running, so a finished one's successor starts its prefill among the
-         * others' decoding as in the load test. TTFT: one wave of `conc` arriving together, since bench_serve times a
-         * request from its own send, not from the start of the level. */
-        struct ty_sim_workload w = {.rate = 1e9,
-                                    .n_requests = ok,
+                                       "bench_kernels: prefill gemm share at a prompt's width", false};
+        /* bench_serve runs a closed loop: `conc` client threads each send a request, wait for its last token and send
+         * the next, until `ok` have finished. Its TTFT is timed from each request's own send. */
+        struct ty_sim_workload w = {.n_requests = ok,
                                     .prompt = {TY_SIM_DIST_FIXED, in < 1 ? 1 : round(in), 0},
                                     .output = {TY_SIM_DIST_FIXED, outl < 1 ? 1 : round(outl), 0},
-                                    .seed = 7};
-        struct ty_sim_result sr, wave;
-        struct ty_sim_config loop = cfg;
-        loop.max_seqs = conc;
-        if ((st = ty__sim_run(&loop, &w, &sr)) != TY_OK) break;
-        w.n_requests = conc;
-        if ((st = ty__sim_run(&cfg, &w, &wave)) != TY_OK) break;
-        sr.ttft_ms = wave.ttft_ms;
+                                    .seed = 7,
+                                    .users = conc};
+        struct ty_sim_result sr;
+        if ((st = ty__sim_run(&cfg, &w, &sr)) != TY_OK) break;
+        double ratio = ty__sim_gemm_stream_ratio(&cfg, conc);
         double mtok = jnum(l, "decode_tok_s"), mttft = jnum(json_object_get(l, "ttft_s"), "p50");
         json_t *row = json_object(), *me = json_object(), *pr = json_object(), *er = json_object();
         json_object_set_new(row, "concurrency", json_integer(conc));
         json_object_set_new(row, "prompt_tokens", json_real(in));
         json_object_set_new(row, "output_tokens", json_real(outl));
         json_object_set_new(row, "mem_bw_gbs", json_real(level_bw));
-        json_object_set_new(row, "prefill_share", json_real(chip.mfu.v));
+        /* the share at a prompt's width, as the simulation prices it */
+        json_object_set_new(row, "prefill_share", json_real(ty__sim_gemm_share(&cfg, fmax(in, 1))));
+        json_object_set_new(row, "decode_batch_ratio", json_real(ratio));
         json_object_set_new(me, "decode_tok_s", json_real(mtok));
         json_object_set_new(me, "ttft_p50_s", json_real(mttft));
         json_object_set_new(pr, "decode_tok_s", json_real(sr.throughput_tok_s));
@@ -661,11 +711,16 @@ static void micro_tables(const struct ty_sim_micro *mb, struct ty_buf *b) {
                    "Microbenchmarks read (`bench/bench_pool.c`, shape: width %d, %d heads, %d KV heads of %d; decode "
                    "at context %d, prefill of %d tokens):\n\n"
                    "| threads | dispatch us (run) | dispatch us (run_any) | layer ops us, decode | layer ops us per "
-                   "prompt token |\n|---:|---:|---:|---:|---:|\n",
+                   "prompt token | decode batch of 2 / 4 / 8 / 16 rows over 1 |\n|---:|---:|---:|---:|---:|---:|\n",
                    mb->pool_embd, mb->pool_heads, mb->pool_kv_heads, mb->pool_head_dim, mb->pool_ctx, mb->pool_prefill);
-    for (int i = 0; i < mb->n_pool; i++)
-        ty__buf_printf(b, "| %d | %.2f | %.2f | %.1f | %.2f |\n", mb->pool[i].threads, mb->pool[i].run_us,
-                       mb->pool[i].any_us, mb->pool[i].layer_dec_us, mb->pool[i].layer_pf_us);
+    for (int i = 0; i < mb->n_pool; i++) {
+        const struct ty_sim_pool_cost *pc = &mb->pool[i];
+        ty__buf_printf(b, "| %d | %.2f | %.2f | %.1f | %.2f | ", pc->threads, pc->run_us, pc->any_us, pc->layer_dec_us,
+                       pc->layer_pf_us);
+        for (int k = 0; k < pc->db_n; k++)
+            if (pc->db_rows[k] > 1) ty__buf_printf(b, "%s%.2f", pc->db_rows[k] > 2 ? " / " : "", pc->db_ratio[k]);
+        ty__buf_puts(b, pc->db_n ? " |\n" : "- |\n");
+    }
     ty__buf_puts(b, "\nKernels (`bench/bench_kernels.c`; decode share = gemv over the Qwen2.5-0.5B weight set / plain "
                     "reads of the same memory, its 169 dispatches included; prefill = the gemm's share of its "
                     "instruction's peak):\n\n"
@@ -746,11 +801,22 @@ void ty__sim_engine_report(const struct ty_sim_catalog *cat, const struct ty_sim
            "weight "
            "type's FLOPs / (its peak x its prefill share) + layers x layer ops per token + its share of the "
            "batch's dispatches and of the one output row. `bench_serve` is predicted by the discrete-event "
-           "simulation (`src/sim/sim.c`, the server's scheduling defaults) of each concurrency level's requests "
-           "arriving together, on the host chip given the same figures (bandwidth x decode share; peak x "
-           "prefill share; per layer the decode layer ops; prefill's layer ops as attention at the share of the FMA "
-           "peak bench_pool's prefill reached). The simulation does not price the server's work outside the "
-           "forward pass (HTTP, tokenising, sampling: bench_pool times none of it).\n\n");
+           "simulation (`src/sim/sim.c`, the server's scheduling defaults: continuous batching, 64-token prefill "
+           "chunks, 256 prompt tokens an iteration) of each level as the load generator makes it: a closed loop of "
+           "`concurrency` clients, each sending its next request the moment its previous one completes, behind "
+           "the server's front end, which takes one request at a time (its event-loop thread: connect, HTTP and "
+           "JSON parsing, tokenising) before the scheduler sees it, so that of requests sent together the first "
+           "meets an idle scheduler and prefills alone while the others wait for the next iteration. Its time per "
+           "request is bench_serve's own microbenchmark of it (`front_s`: the median round trip of `POST /tokenize` "
+           "with a request's prompt on a new connection, on the idle server before the levels). The host chip gets "
+           "the same figures as above (bandwidth x decode share; per decoding sequence the decode layer ops; "
+           "prefill's layer ops as attention at the share of the FMA peak bench_pool's prefill reached): a decode "
+           "batch of n rows costs the one-row weight stream times bench_pool's decode-batch ratio at n columns (the "
+           "backend's product over FFN projections at n columns against one, the widths alternating pass by pass; "
+           "its driver does not hide the extra columns' arithmetic under the stream), an iteration with prompt "
+           "tokens bench_kernels' share of the peak at its width (timed again right before bench_serve). The "
+           "simulation does not price the server's per-token work outside the forward pass (sampling, "
+           "detokenising, the SSE stream).\n\n");
     if (eng->notes) ty__buf_printf(b, "%s\n\n", eng->notes);
     ty__buf_puts(b,
                  "Measured = the mean over the repetitions, as `tongyun bench` reports it; the error against the "
@@ -782,23 +848,26 @@ void ty__sim_engine_report(const struct ty_sim_catalog *cat, const struct ty_sim
         ty__buf_printf(b,
                        "`bench_serve` on %s (server with %d threads, --max-seqs %d); simulated host: the read "
                        "bandwidth bench_serve measured around each level (else the bench entry's, %.1f GB/s) x "
-                       "%.2f, the prefill gemm's share of its peak at the width of each level's prefill batch (%.2f "
-                       "at 64 tokens), %.1f us per layer:\n\n"
-                       "| concurrency | prompt / output tokens | GB/s | prefill share | decode tok/s measured | "
-                       "predicted | error | TTFT p50 measured | predicted | error |\n"
-                       "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                       "%.2f; %.1f us of layer ops per layer and decoding sequence; front end %.2f ms a request "
+                       "(bench_serve's front_s); per level, the prefill gemm's share of its peak at a prompt's "
+                       "width (bench_kernels) and what a decode batch of `concurrency` rows costs over one row's "
+                       "weight stream (bench_pool):\n\n"
+                       "| concurrency | prompt / output tokens | GB/s | prefill share | decode batch / one row | "
+                       "decode tok/s measured | predicted | error | TTFT p50 measured | predicted | error |\n"
+                       "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                        jstr(serve, "model"), (int)jnum(jc, "threads"), (int)jnum(jc, "max_seqs"),
-                       jnum(jc, "mem_bw_gbs"), jnum(jc, "mbu"), jnum(jc, "mfu"), jnum(jc, "layer_us"));
+                       jnum(jc, "mem_bw_gbs"), jnum(jc, "mbu"), jnum(jc, "layer_us"), jnum(jc, "front_ms"));
         for (size_t i = 0; i < json_array_size(lv); i++) {
             json_t *r = json_array_get(lv, i);
             char e1[32], e2[32];
-            ty__buf_printf(b, "| %d | %.0f / %.0f | %.1f | %.2f | %.1f | %.1f | %s%s | %.0f ms | %.0f ms | %s%s |\n",
-                           (int)jnum(r, "concurrency"), jnum(r, "prompt_tokens"), jnum(r, "output_tokens"),
-                           jnum(r, "mem_bw_gbs"), jnum(r, "prefill_share"), num_at(r, "measured", "decode_tok_s"),
-                           num_at(r, "predicted", "decode_tok_s"), pct_str(r, "error", "decode_tok_s", e1, sizeof e1),
-                           within(r, "decode_tok_s", 0.20) ? "" : " ✗", num_at(r, "measured", "ttft_p50_s") * 1e3,
-                           num_at(r, "predicted", "ttft_p50_s") * 1e3, pct_str(r, "error", "ttft_p50_s", e2, sizeof e2),
-                           within(r, "ttft_p50_s", 0.20) ? "" : " ✗");
+            ty__buf_printf(
+                b, "| %d | %.0f / %.0f | %.1f | %.2f | %.2f | %.1f | %.1f | %s%s | %.0f ms | %.0f ms | %s%s |\n",
+                (int)jnum(r, "concurrency"), jnum(r, "prompt_tokens"), jnum(r, "output_tokens"), jnum(r, "mem_bw_gbs"),
+                jnum(r, "prefill_share"), jnum(r, "decode_batch_ratio"), num_at(r, "measured", "decode_tok_s"),
+                num_at(r, "predicted", "decode_tok_s"), pct_str(r, "error", "decode_tok_s", e1, sizeof e1),
+                within(r, "decode_tok_s", 0.20) ? "" : " ✗", num_at(r, "measured", "ttft_p50_s") * 1e3,
+                num_at(r, "predicted", "ttft_p50_s") * 1e3, pct_str(r, "error", "ttft_p50_s", e2, sizeof e2),
+                within(r, "ttft_p50_s", 0.20) ? "" : " ✗");
         }
         ty__buf_puts(b, "\n✗ = outside 20%.\n\n");
     } else if (eng->serve_json) {
@@ -808,8 +877,11 @@ void ty__sim_engine_report(const struct ty_sim_catalog *cat, const struct ty_sim
     ty__buf_puts(
         b, "What the model leaves out, and so where misses come from: the activation quantisation of each product "
            "(bench_kernels quantises outside its timing); the server's per-token work outside the forward pass "
-           "(sampling over the vocabulary, detokenising, the HTTP stream), which `bench_serve` pays and the "
-           "simulator does not price; and noise: on a shared machine the bench processes, bench_kernels and "
+           "(sampling over the vocabulary, detokenising, the SSE stream, and its threads and the load "
+           "generator's competing with the compute for the cores), which `bench_serve` pays and the "
+           "simulator does not price; the race between the server's threads when requests arrive together (the "
+           "simulation serialises them through the front end; a busy machine may let several reach the scheduler "
+           "before it wakes); and noise: on a shared machine the bench processes, bench_kernels and "
            "bench_pool run minutes apart and see different neighbours. The prefill share comes from bench_kernels' "
            "gemm on one FFN matrix at a few widths (interpolated to the prompt's, or to a bench_serve level's "
            "prefill batch); where the engine runs another kernel for a type "

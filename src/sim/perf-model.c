@@ -229,7 +229,67 @@ struct ty_sim_perf {
     double tp_bw, tp_alpha, ep_bw, ep_alpha, pp_bw, pp_alpha;
     double *moe_tab; /* (moe_tab_n) expert time per MoE layer by instance tokens; NaN = not yet computed */
     int moe_tab_n;
+    /* A measured GEMM curve (ty_sim_config.gemm_rows): compute widths with their share of the peak, and stream widths
+     * with their time relative to the narrowest one's */
+    double dec_layer_s;
+    int n_cw, n_sw;
+    double cw[TY_SIM_GEMM_MAX], cshare[TY_SIM_GEMM_MAX], sw[TY_SIM_GEMM_MAX], sratio[TY_SIM_GEMM_MAX];
 };
+
+/* y at x by linear interpolation in log(x) between the points (xs ascending), held at the ends. */
+static double interp_log(const double *xs, const double *ys, int n, double x) {
+    if (x <= xs[0]) return ys[0];
+    for (int i = 1; i < n; i++)
+        if (x <= xs[i]) {
+            double f = log(x / xs[i - 1]) / log(xs[i] / xs[i - 1]);
+            return ys[i - 1] + f * (ys[i] - ys[i - 1]);
+        }
+    return ys[n - 1];
+}
+
+/* Splits a configuration's measured GEMM curve into its compute and stream parts (see TY_SIM_GEMM_STREAM_ROWS). A
+ * width of m rows at share s took m / s units of time, so a stream width's ratio to the narrowest is
+ * (m / s) / (m0 / s0). */
+static void gemm_curve(struct ty_sim_perf *p, const struct ty_sim_config *c) {
+    int n = c->gemm_n < TY_SIM_GEMM_MAX ? c->gemm_n : TY_SIM_GEMM_MAX;
+    double t0 = 0, last = 0;
+    for (int i = 0; i < n; i++) {
+        double m = c->gemm_rows[i], sh = c->gemm_share[i];
+        if (!(m >= 1) || !(m > last) || !(sh > 0)) continue; /* ascending widths, positive shares */
+        last = m;
+        if (m >= TY_SIM_GEMM_STREAM_ROWS) {
+            p->cw[p->n_cw] = m, p->cshare[p->n_cw++] = sh > 1 ? 1 : sh;
+        } else if (c->dec_n <= 0) {
+            double t = m / sh;
+            if (!p->n_sw) t0 = t;
+            p->sw[p->n_sw] = m, p->sratio[p->n_sw++] = t / t0;
+        }
+    }
+    /* ratios measured directly take the place of the narrow widths' */
+    int nd = c->dec_n < TY_SIM_GEMM_MAX ? c->dec_n : TY_SIM_GEMM_MAX;
+    last = 0;
+    for (int i = 0; i < nd; i++) {
+        double m = c->dec_rows[i], r = c->dec_ratio[i];
+        if (!(m >= 1) || !(m > last) || !(r > 0) || m >= TY_SIM_GEMM_STREAM_ROWS) continue;
+        last = m;
+        p->sw[p->n_sw] = m, p->sratio[p->n_sw++] = r;
+    }
+}
+
+/* The share of the peak a GEMM of m rows reaches: measured where the configuration has a curve, else the MFU. */
+static double share_at(const struct ty_sim_perf *p, double m) {
+    return p->n_cw ? interp_log(p->cw, p->cshare, p->n_cw, m) : p->mfu;
+}
+
+/* The weight stream's time at m rows relative to one row's (1 without a measured curve): a kernel that does not hide
+ * the extra rows' arithmetic under the stream pays for it even while memory-bound. Held between 1 (m rows cannot
+ * stream the weights faster than one) and m / m0 (nor slower than streaming them once per row): a ratio outside says
+ * the two widths were measured in different states of a shared machine. */
+static double stream_ratio(const struct ty_sim_perf *p, double m) {
+    if (!p->n_sw || m <= p->sw[0]) return 1;
+    double r = interp_log(p->sw, p->sratio, p->n_sw, m);
+    return r < 1 ? 1 : r > m / p->sw[0] ? m / p->sw[0] : r;
+}
 
 static double link_bw(const struct ty_sim_config *c, bool cross_node, double *alpha) {
     const struct ty_sim_chip *ch = c->chip;
@@ -269,6 +329,8 @@ enum ty_status ty__sim_perf_init(const struct ty_sim_config *c, const struct ty_
     p->tile = ch->tile_m.v >= 1 ? ch->tile_m.v : 1;
     p->layer_s = ch->layer_us.v * 1e-6;
     p->step_s = ch->step_ms.v * 1e-3;
+    p->dec_layer_s = c->dec_layer_us > 0 ? c->dec_layer_us * 1e-6 : 0;
+    gemm_curve(p, c);
     p->wb = weight_bytes(c);
     p->ab = c->act == TY_SIM_DT_FP8 || c->act == TY_SIM_DT_INT8 ? 1 : 2;
     p->kvb = ty__sim_dtype_bytes(c->kv);
@@ -302,6 +364,21 @@ void ty__sim_perf_free(struct ty_sim_perf *p) {
     ty_free(p);
 }
 
+double ty__sim_gemm_stream_ratio(const struct ty_sim_config *c, double rows) {
+    struct ty_sim_perf p;
+    memset(&p, 0, sizeof p);
+    gemm_curve(&p, c);
+    return stream_ratio(&p, rows);
+}
+
+double ty__sim_gemm_share(const struct ty_sim_config *c, double rows) {
+    struct ty_sim_perf p;
+    memset(&p, 0, sizeof p);
+    p.mfu = c->chip && c->chip->mfu.v > 0 ? c->chip->mfu.v : 0.5;
+    gemm_curve(&p, c);
+    return share_at(&p, rows);
+}
+
 /* ==== Operators (one chip, one layer) ==== */
 
 static double pad_rows(const struct ty_sim_perf *p, double m) {
@@ -313,8 +390,8 @@ static double pad_rows(const struct ty_sim_perf *p, double m) {
 /* A GEMM of M rows against `params` weights (this chip's shard). */
 static double gemm(const struct ty_sim_perf *p, double m, double params) {
     if (m <= 0 || params <= 0) return 0;
-    double tc = 2 * pad_rows(p, m) * params / (p->peak * p->mfu);
-    double tm = params * p->wb / (p->bw * p->mbu);
+    double tc = 2 * pad_rows(p, m) * params / (p->peak * share_at(p, m));
+    double tm = params * p->wb / (p->bw * p->mbu) * stream_ratio(p, m);
     return tc > tm ? tc : tm;
 }
 
@@ -433,7 +510,7 @@ double ty__sim_step_time(struct ty_sim_perf *p, const struct ty_sim_batch *b, st
     z.lin_attn = f * s->n_lin * t_lin;
     z.moe = f * s->n_moe * t_moe;
     z.comm = f * (s->n_dense * 2 * t_ar + s->n_moe * (n_ar_moe * t_ar + t_a2a));
-    z.fixed = f * m->n_layer * p->layer_s;
+    z.fixed = f * m->n_layer * (p->layer_s + p->dec_layer_s * b->n_dec / g);
     /* The output head runs on the last stage for the rows that need logits. */
     z.lm_head = gemm(p, b->n_logits / g, s->p_head / p->tp);
     double stage = z.gemm + z.attn_pf + z.attn_dec + z.lin_attn + z.moe + z.comm + z.fixed + z.lm_head;

@@ -10,6 +10,12 @@
  * disaggregation, prefill-only instances hand finished prompts to decode instances after a KV transfer over the
  * network.
  *
+ * Workloads: open-loop arrivals (Poisson or a trace), or a closed loop of clients, each sending its next request the
+ * moment its previous one completes (a load generator such as bench/bench_serve). An optional front end takes one
+ * request at a time before the scheduler sees it (our server parses and tokenises on one event-loop thread), so
+ * requests sent together reach the scheduler one after another and an idle engine starts on the first; requests that
+ * reach an engine at the same moment are all queued before it plans its iteration.
+ *
  * The event queue holds one event per busy engine (the end of its current iteration) in an indexed binary heap, plus
  * the next arrival and pending KV transfers. There are no per-token events: an iteration is one event, and a run of
  * decode-only iterations with an unchanged batch is one "macro step" that ends at the next completion. Its duration
@@ -111,6 +117,7 @@ enum { R_WAIT = 0, R_PREFILL, R_DECODE, R_XFER, R_DONE };
 
 struct req {
     double arrival, t_first, t_done;
+    double deliver; /* when the scheduler sees it: after the front end (ty_sim_config.front_s) */
     int32_t prompt, output, prefilled;
     int32_t eng;
     int32_t prev, next; /* the engine's queue */
@@ -137,6 +144,7 @@ struct engine {
     double kv_res; /* reserved KV bytes */
     double kv_tok; /* tokens in the cache */
     bool prefill_only, busy;
+    bool pend; /* listed in sim.pend: requests reached it and it plans once the moment's arrivals are all in */
     double t_start, t_end;
     /* the iteration in flight */
     int64_t k; /* decode iterations it covers (a macro step when > 1) */
@@ -165,6 +173,8 @@ struct sim {
     struct engine *e;
     int32_t n_eng, n_pf_eng; /* engines [0, n_pf_eng) are prefill-only */
     int32_t *heap;           /* (heap_n) engine ids by t_end */
+    int32_t *pend;           /* (pend_n) idle engines that requests reached at the current moment */
+    int32_t pend_n;
     int32_t heap_n;
     struct xfer *xh; /* (xh_n) pending KV transfers by time */
     int64_t xh_n, xh_cap;
@@ -172,6 +182,10 @@ struct sim {
     double budget, max_seqs, cap, kv_tok_b, state_b, xfer_bw, xfer_alpha;
     int64_t chunk;
     int64_t done, events;
+    /* requests [0, issued) have their arrival and delivery times; a closed loop issues one per completion */
+    int64_t issued;
+    bool closed;
+    double front_s, front_free; /* the front end's time per request, and when it is next free */
     /* decode-only affine coefficients by batch size, filled lazily */
     double *aff0, *aff1;
     int32_t aff_n;
@@ -350,10 +364,22 @@ static void join_decode(struct sim *S, struct engine *e, int32_t id, enum ty_sta
     if (!fh_push(e, e->dstep + (r->output - 1), id)) *st = ty__error(TY_ERR_NO_MEMORY, "simulation: out of memory");
 }
 
+/* Request id's delivery to the scheduler: the front end takes requests one at a time, in arrival order. */
+static void front_pass(struct sim *S, int64_t id) {
+    struct req *r = &S->r[id];
+    double start = r->arrival > S->front_free ? r->arrival : S->front_free;
+    r->deliver = start + S->front_s;
+    S->front_free = r->deliver;
+}
+
 static void finish_req(struct sim *S, int32_t id, double t) {
     S->r[id].t_done = t;
     S->r[id].state = R_DONE;
     S->done++;
+    if (S->closed && S->issued < S->n) { /* its client sends the next request now */
+        S->r[S->issued].arrival = t;
+        front_pass(S, S->issued++);
+    }
 }
 
 /* Plans and starts the next iteration of engine `ei` at time t, or leaves it idle. */
@@ -528,6 +554,31 @@ static int32_t route(struct sim *S, int32_t lo, int32_t hi) {
     return lb < la ? b : a;
 }
 
+/* Request id reaches engine ei at time t along with others of the same moment: an idle engine plans its iteration
+ * once all of them are queued (start_pending), so requests that reach the scheduler together start together. */
+static void enqueue(struct sim *S, int32_t id, int32_t ei, double t) {
+    struct engine *e = &S->e[ei];
+    S->r[id].eng = ei;
+    q_push(S, e, id);
+    if (e->busy) {
+        cut_macro(S, ei, t);
+    } else if (!e->pend) {
+        e->pend = true;
+        S->pend[S->pend_n++] = ei;
+    }
+}
+
+static enum ty_status start_pending(struct sim *S, double t) {
+    enum ty_status st = TY_OK;
+    for (int32_t i = 0; i < S->pend_n; i++) {
+        struct engine *e = &S->e[S->pend[i]];
+        e->pend = false;
+        if (st == TY_OK && !e->busy) st = start_step(S, S->pend[i], t);
+    }
+    S->pend_n = 0;
+    return st;
+}
+
 static enum ty_status deliver(struct sim *S, int32_t id, int32_t ei, double t) {
     struct engine *e = &S->e[ei];
     S->r[id].eng = ei;
@@ -557,6 +608,7 @@ static struct ty_sim_pct percentiles(double *v, int64_t n) {
     for (int64_t i = 0; i < n; i++) sum += v[i];
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     p.mean = sum / n;
+    p.min = v[0];
     p.p50 = v[rank(0.50, n)];
     p.p90 = v[rank(0.90, n)];
     p.p99 = v[rank(0.99, n)];
@@ -570,6 +622,7 @@ static void sim_free(struct sim *S) {
         for (int32_t i = 0; i < S->n_eng; i++) ty_free(S->e[i].fh), ty_free(S->e[i].plan);
     ty_free(S->e);
     ty_free(S->heap);
+    ty_free(S->pend);
     ty_free(S->xh);
     ty_free(S->r);
     ty_free(S->aff0);
@@ -585,19 +638,25 @@ static enum ty_status make_requests(struct sim *S, const struct ty_sim_workload 
         if (n <= 0 || n > tr->n) n = tr->n;
     } else {
         if (n <= 0) return ty__error(TY_ERR_INVALID_ARG, "--requests must be at least 1");
-        if (!(w->rate > 0) || !isfinite(w->rate))
+        if (w->users <= 0 && (!(w->rate > 0) || !isfinite(w->rate)))
             return ty__error(TY_ERR_INVALID_ARG, "--rate must be a positive number of requests per second");
     }
     if (n > 100000000) return ty__error(TY_ERR_INVALID_ARG, "at most 100,000,000 requests per simulation");
     S->r = ty__calloc((size_t)n, sizeof *S->r);
     if (!S->r) return ty__error(TY_ERR_NO_MEMORY, "simulation: no memory for %lld requests", (long long)n);
     S->n = n;
+    S->closed = w->users > 0;
+    S->issued = S->closed ? (w->users < n ? w->users : n) : n;
     uint64_t rng = w->seed ? w->seed : 1;
     double t = 0;
     double t0 = tr ? tr->reqs[0].arrival : 0;
     for (int64_t i = 0; i < n; i++) {
         struct req *r = &S->r[i];
-        if (tr) {
+        if (S->closed) { /* the clients' first requests at time 0; the others when they are sent */
+            r->arrival = i < S->issued ? 0 : NAN;
+            r->prompt = tr ? tr->reqs[i].prompt : dist_sample(&w->prompt, &rng);
+            r->output = tr ? tr->reqs[i].output : dist_sample(&w->output, &rng);
+        } else if (tr) {
             r->arrival = tr->reqs[i].arrival - t0;
             r->prompt = tr->reqs[i].prompt;
             r->output = tr->reqs[i].output;
@@ -610,6 +669,7 @@ static enum ty_status make_requests(struct sim *S, const struct ty_sim_workload 
         r->prev = r->next = -1;
         r->eng = -1;
     }
+    for (int64_t i = 0; i < S->issued; i++) front_pass(S, i);
     return TY_OK;
 }
 
@@ -624,6 +684,7 @@ enum ty_status ty__sim_run(const struct ty_sim_config *cin, const struct ty_sim_
     enum ty_status st = ty__sim_layout(&cfg, &S->l);
     if (st != TY_OK) return st;
     if ((st = ty__sim_perf_init(&cfg, &S->l, &S->perf)) != TY_OK) return st;
+    S->front_s = cfg.front_s > 0 ? cfg.front_s : 0;
     if ((st = make_requests(S, w)) != TY_OK) goto done;
     S->n_eng = S->l.n_inst * S->l.engines_per_inst;
     S->n_pf_eng = S->l.n_prefill_inst * S->l.engines_per_inst;
@@ -652,10 +713,11 @@ enum ty_status ty__sim_run(const struct ty_sim_config *cin, const struct ty_sim_
     }
     S->e = ty__calloc((size_t)S->n_eng, sizeof *S->e);
     S->heap = ty__malloc((size_t)S->n_eng * sizeof *S->heap);
+    S->pend = ty__malloc((size_t)S->n_eng * sizeof *S->pend);
     S->aff_n = (int32_t)(S->max_seqs + 1 < 65536 ? S->max_seqs + 1 : 65536);
     S->aff0 = ty__malloc((size_t)S->aff_n * sizeof *S->aff0);
     S->aff1 = ty__malloc((size_t)S->aff_n * sizeof *S->aff1);
-    if (!S->e || !S->heap || !S->aff0 || !S->aff1) {
+    if (!S->e || !S->heap || !S->pend || !S->aff0 || !S->aff1) {
         st = ty__error(TY_ERR_NO_MEMORY, "simulation: no memory for %d engines", S->n_eng);
         goto done;
     }
@@ -669,14 +731,16 @@ enum ty_status ty__sim_run(const struct ty_sim_config *cin, const struct ty_sim_
     int64_t next = 0;
     double t_last = 0;
     while (S->done < S->n && st == TY_OK) {
-        double ta = next < S->n ? S->r[next].arrival : INFINITY;
+        double ta = next < S->issued ? S->r[next].deliver : INFINITY;
         double te = S->heap_n > 0 ? S->e[S->heap[0]].t_end : INFINITY;
         double tx = S->xh_n > 0 ? S->xh[0].t : INFINITY;
         S->events++;
         if (ta <= te && ta <= tx) {
-            int32_t id = (int32_t)next++;
-            int32_t ei = S->n_pf_eng > 0 ? route(S, 0, S->n_pf_eng) : route(S, 0, S->n_eng);
-            st = deliver(S, id, ei, ta);
+            do {
+                int32_t id = (int32_t)next++;
+                enqueue(S, id, S->n_pf_eng > 0 ? route(S, 0, S->n_pf_eng) : route(S, 0, S->n_eng), ta);
+            } while (next < S->issued && S->r[next].deliver == ta);
+            st = start_pending(S, ta);
         } else if (tx <= te) {
             struct xfer x = xh_pop(S);
             st = deliver(S, x.req, route(S, S->n_pf_eng, S->n_eng), x.t);

@@ -211,7 +211,16 @@ struct ty_sim_workload {
     struct ty_sim_dist prompt, output;
     uint64_t seed;
     const struct ty_sim_trace *trace; /* borrowed, may be NULL */
+    int users; /* > 0: a closed loop of this many clients, as a load generator such as bench/bench_serve runs one: each
+                  sends its first request at time 0 and its next one the moment its previous one completes, until
+                  n_requests have been sent (rate is then ignored; a trace gives the lengths, in order) */
 };
+
+/* GEMM widths of a measured efficiency curve (ty_sim_config.gemm_rows). Widths below TY_SIM_GEMM_STREAM_ROWS are
+ * decode batches, whose products stream the weights: their time is priced as the one-row stream's times the ratio
+ * measured at that width (so it follows the bandwidth of the moment); wider ones as a share of the peak. */
+#define TY_SIM_GEMM_MAX         12
+#define TY_SIM_GEMM_STREAM_ROWS 32
 
 struct ty_sim_config {
     const struct ty_sim_chip *chip;   /* borrowed */
@@ -235,6 +244,18 @@ struct ty_sim_config {
     double mem_util;                 /* 0 = the catalogue's */
     double idle_power_frac;          /* idle power as a fraction of TDP; 0 = 0.3 */
     bool step_by_step;               /* testing: one event per iteration, no macro steps (same results, slower) */
+    /* What a request meets before the scheduler: a front end that handles one request at a time for front_s seconds
+     * (our server: HTTP parsing and tokenising on its one event-loop thread), so requests sent together reach the
+     * scheduler one after another and the first may start its prefill alone. Counted in TTFT. 0 = none. */
+    double front_s;
+    /* Costs measured on our own CPU engine (engine-calib.c); zero for the catalogue's chips. */
+    double dec_layer_us; /* per layer and decoding sequence: the ops outside the matrix products (norms, RoPE, the KV
+                            copy, attention over a short context), which a batch pays once per sequence */
+    int gemm_n;          /* GEMM speed measured by width (rows of the batch), ascending: */
+    double gemm_rows[TY_SIM_GEMM_MAX], gemm_share[TY_SIM_GEMM_MAX]; /* share of the chip's peak at each width */
+    int dec_n; /* a decode batch's products measured directly (bench_pool): time at dec_rows rows over one row's,
+                  ascending from one row; used for the stream widths in place of the ratios gemm_share implies */
+    double dec_rows[TY_SIM_GEMM_MAX], dec_ratio[TY_SIM_GEMM_MAX];
 };
 /* Fills defaults (the values documented as "0 = ..." above). */
 void ty__sim_config_defaults(struct ty_sim_config *c);
@@ -282,6 +303,12 @@ enum ty_status ty__sim_perf_init(const struct ty_sim_config *c, const struct ty_
 void ty__sim_perf_free(struct ty_sim_perf *p);
 /* Wall time of one iteration of a pipeline virtual engine (all pipeline stages), s. */
 double ty__sim_step_time(struct ty_sim_perf *p, const struct ty_sim_batch *b, struct ty_sim_breakdown *bd);
+/* What a GEMM of `rows` rows costs over a one-row weight stream under the configuration's measured curve
+ * (ty_sim_config.gemm_rows; 1 without one, or for rows at or below its narrowest width). */
+double ty__sim_gemm_stream_ratio(const struct ty_sim_config *c, double rows);
+/* The share of the peak a GEMM of `rows` rows reaches under the configuration (its measured curve, else the chip's
+ * MFU). */
+double ty__sim_gemm_share(const struct ty_sim_config *c, double rows);
 /* Decode-only iterations are affine in the summed context: t = c0 + c1 * dec_ctx. */
 void ty__sim_decode_affine(struct ty_sim_perf *p, double n_dec, double *c0, double *c1);
 
@@ -289,6 +316,7 @@ void ty__sim_decode_affine(struct ty_sim_perf *p, double n_dec, double *c0, doub
 
 struct ty_sim_pct {
     double mean, p50, p90, p99;
+    double min; /* the smallest (the request that waited least) */
 };
 
 struct ty_sim_result {
@@ -425,6 +453,7 @@ struct ty_sim_kernel_eff {
     char pf_peak[8];     /* "int8", "bf16" or "fma" */
     int pf_n;            /* prefill figures by column count (bench_kernels --prefill 32,128,512), ascending */
     double pf_cols[TY_SIM_MICRO_MAX_COLS], pf_pcts[TY_SIM_MICRO_MAX_COLS];
+    double pf_gops[TY_SIM_MICRO_MAX_COLS]; /* the same as GOP/s (0 where the file has none) */
 };
 
 /* The prefill gemm's % of its peak at `cols` columns: interpolated in log(cols) between the column counts measured,
@@ -437,6 +466,8 @@ struct ty_sim_pool_cost {
     double run_us, any_us; /* one empty ty__threadpool_run / ty__threadpool_run_any */
     double layer_dec_us;   /* non-matmul ops of one layer for one decode token at the measured context */
     double layer_pf_us;    /* the same per prompt token of a prefill of the measured length */
+    int db_n;              /* decode batches: the backend's product at db_rows columns over one column's time */
+    double db_rows[8], db_ratio[8];
 };
 
 #define TY_SIM_MICRO_MAX_EFF  128
@@ -495,10 +526,11 @@ enum ty_status ty__sim_predict_engine(const struct ty_sim_micro *mb, const struc
 /* Every entry of a `tongyun bench --json` output predicted from mb and compared: a JSON array of {model, type,
  * threads, measured, predicted, error, breakdown}. */
 enum ty_status ty__sim_calibrate_engine(const struct ty_sim_micro *mb, const char *bench_path, json_t **out);
-/* `bench_serve --json` predicted by the discrete-event simulation: each concurrency level's requests (their mean
- * prompt and output lengths, from the same JSON) arriving at once on one host engine whose chip figures come from
- * the microbenchmarks and the bench entry of the same model with the most threads (the server's thread count). A
- * JSON object {levels: [{concurrency, measured, predicted, error}], chip: {...}}. */
+/* `bench_serve --json` predicted by the discrete-event simulation: each concurrency level as a closed loop of that
+ * many clients (the requests' mean prompt and output lengths, from the same JSON) behind the server's front end
+ * (bench_serve's front_s), on one host engine whose figures come from the microbenchmarks (bench_kernels' gemm at
+ * each width, bench_pool's layer ops) and the bench entry of the same model with the most threads (the server's
+ * thread count). A JSON object {levels: [{concurrency, measured, predicted, error}], chip: {...}}. */
 enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const struct ty_sim_micro *mb,
                                      const char *bench_path, const char *serve_path, json_t **out);
 

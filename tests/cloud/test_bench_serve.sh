@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_bench_serve.sh - bench/bench_serve against a server it starts on the bundled Tongyun-Mini model: every request
 # of every level completes, the JSON carries the figures scripts/sim-validation.sh and the simulator read (per level:
-# requests, tokens, decode tok/s, TTFT and TPOT percentiles, and the read bandwidth measured around the level), and
-# the numbers agree with each other. No timing is asserted: speeds only have to be positive.
+# requests, tokens, decode tok/s, TTFT and TPOT percentiles, and the read bandwidth measured around the level; the
+# front end's time per request; each request's send time, TTFT and end to end), and the numbers agree with each
+# other. No timing is asserted: speeds only have to be positive.
 set -euo pipefail
 : "${TY_SOURCE_DIR:?}" "${TY_BUILD_DIR:?}" "${TONGYUN:?}"
 . "$TY_SOURCE_DIR/tests/lib.sh"
@@ -15,5 +16,8 @@ d["failed"] == 0 and d["threads"] == 2 and [l["concurrency"] for l in d["levels"
 and all(l["requests"] == 3 and l["ok"] == 3 and l["completion_tokens"] > 0 and l["prompt_tokens"] > 0
         and abs(l["decode_tok_s"] - l["completion_tokens"] / l["wall_s"]) <= 0.02 * l["decode_tok_s"] + 0.01
         and 0 < l["ttft_s"]["p50"] <= l["ttft_s"]["p90"] <= l["ttft_s"]["p99"]
-        and l["mem_bw_gbs"] > 0 for l in d["levels"])'
+        and l["mem_bw_gbs"] > 0 for l in d["levels"])
+and d["front_s"] > 0
+and all(len(l["per_request"]) == 3 and all(0 <= s and 0 < t <= e for s, t, e in l["per_request"])
+        and sorted(t for _, t, _ in l["per_request"])[1] == l["ttft_s"]["p50"] for l in d["levels"])'
 finish

@@ -445,6 +445,116 @@ static void test_macro_steps_change_nothing(void) {
     expect_same(&fast, &slow);
 }
 
+/* bench_serve's load on our server: a closed loop of clients (one request each in flight, the next sent when it
+ * completes) behind a front end that hands requests to the scheduler one at a time. */
+static void test_closed_loop_and_front_end(void) {
+    struct ty_sim_model m = model("qwen3-8b");
+    struct ty_sim_config c = config("h20", &m, 1, 1, 1);
+    c.max_batch_tokens = 256; /* the server's CPU defaults: all four 39-token prompts fit one iteration */
+    c.prefill_chunk = 64;
+    c.max_seqs = 16;
+    struct ty_sim_layout l;
+    CHECK_OK(ty__sim_layout(&c, &l));
+    struct ty_sim_perf *p;
+    CHECK_OK(ty__sim_perf_init(&c, &l, &p));
+    struct ty_sim_batch one = {.n_pf_tok = 39, .pf_attn_work = 39 * 20.0, .n_pf_seq = 1, .n_logits = 1};
+    struct ty_sim_batch four = {.n_pf_tok = 156, .pf_attn_work = 4 * 39 * 20.0, .n_pf_seq = 4, .n_logits = 4};
+    double t_one = ty__sim_step_time(p, &one, NULL), t_four = ty__sim_step_time(p, &four, NULL);
+    ty__sim_perf_free(p);
+    struct ty_sim_workload w = {.n_requests = 4,
+                                .prompt = {TY_SIM_DIST_FIXED, 39, 0},
+                                .output = {TY_SIM_DIST_FIXED, 32, 0},
+                                .seed = 3,
+                                .users = 4};
+    /* No front end: the four first requests reach the scheduler at once and prefill in one iteration. */
+    struct ty_sim_result wave, stag;
+    CHECK_OK(ty__sim_run(&c, &w, &wave));
+    CHECK_NEAR(wave.ttft_ms.min, t_four * 1e3, 1e-9);
+    CHECK_NEAR(wave.ttft_ms.p99, t_four * 1e3, 1e-9);
+    CHECK(wave.iterations == 1 + 31);
+    /* A front end of 0.1 ms a request: the scheduler wakes on the first and prefills it alone, so its TTFT is the
+     * front end and a 39-token iteration, shorter than the batched wave's; the other three wait for that iteration
+     * and prefill together in the next (with the first's second token), longer than the wave, and the last
+     * completions come one iteration later. */
+    c.front_s = 1e-4;
+    CHECK_OK(ty__sim_run(&c, &w, &stag));
+    CHECK_NEAR(stag.ttft_ms.min, (1e-4 + t_one) * 1e3, 1e-9);
+    CHECK_MSG(stag.ttft_ms.min < wave.ttft_ms.p50, "first %.2f ms vs wave %.2f ms", stag.ttft_ms.min, wave.ttft_ms.p50);
+    CHECK(stag.ttft_ms.p50 > wave.ttft_ms.p50);
+    CHECK(stag.iterations == 2 + 31);
+    /* Eight requests from four clients: never more than four in flight, and the second four are sent when the first
+     * complete (all at once here), so the run is two waves end to end, each TTFT timed from its own send. */
+    c.front_s = 0;
+    w.n_requests = 8;
+    struct ty_sim_result loop;
+    CHECK_OK(ty__sim_run(&c, &w, &loop));
+    CHECK_NEAR(loop.duration_s, 2 * wave.duration_s, 1e-9);
+    CHECK_NEAR(loop.ttft_ms.p99, wave.ttft_ms.p99, 1e-9);
+    CHECK(loop.mean_batch <= 4 + 1e-12);
+    /* The same eight as an open-loop burst: all admitted at once (16 slots), they share the first iterations. */
+    struct ty_sim_workload burst = w;
+    burst.users = 0;
+    burst.rate = 1e9;
+    struct ty_sim_result b8;
+    CHECK_OK(ty__sim_run(&c, &burst, &b8));
+    CHECK(b8.mean_batch > 4);
+}
+
+/* A GEMM curve measured by width (our CPU engine's bench_kernels): narrow widths scale the weight stream by the time
+ * ratio measured, wide ones take their share of the peak; decode layer ops are paid per sequence. */
+static void test_gemm_curve(void) {
+    struct ty_sim_model m = model("qwen3-8b");
+    struct ty_sim_config c = config("h20", &m, 1, 1, 1);
+    struct ty_sim_chip ch = *c.chip;
+    ch.tile_m.v = 1; /* no tile padding: a row costs a row, as on a CPU */
+    c.chip = &ch;
+    struct ty_sim_layout l;
+    CHECK_OK(ty__sim_layout(&c, &l));
+    struct ty_sim_perf *p;
+    struct ty_sim_batch d1 = {.n_dec = 1, .dec_ctx = 100, .n_logits = 1};
+    struct ty_sim_batch d4 = {.n_dec = 4, .dec_ctx = 400, .n_logits = 4};
+    struct ty_sim_batch pf = {.n_pf_tok = 128, .pf_attn_work = 128 * 64.5, .n_pf_seq = 1, .n_logits = 1};
+    struct ty_sim_breakdown a1, a4, apf, b1, b4, bpf;
+    CHECK_OK(ty__sim_perf_init(&c, &l, &p));
+    ty__sim_step_time(p, &d1, &a1);
+    ty__sim_step_time(p, &d4, &a4);
+    ty__sim_step_time(p, &pf, &apf);
+    ty__sim_perf_free(p);
+    CHECK_NEAR(a4.gemm, a1.gemm, 1e-12); /* without a curve, four rows stream the weights as one does */
+    const double rows[] = {1, 4, 32, 128}, share[] = {0.1, 0.3, 0.5, 0.6};
+    c.gemm_n = 4;
+    for (int i = 0; i < 4; i++) c.gemm_rows[i] = rows[i], c.gemm_share[i] = share[i];
+    c.dec_layer_us = 7;
+    CHECK_OK(ty__sim_perf_init(&c, &l, &p));
+    ty__sim_step_time(p, &d1, &b1);
+    ty__sim_step_time(p, &d4, &b4);
+    ty__sim_step_time(p, &pf, &bpf);
+    ty__sim_perf_free(p);
+    CHECK_NEAR(b1.gemm, a1.gemm, 1e-12 * a1.gemm);
+    /* 4 rows at share 0.3 take (4 / 0.3) / (1 / 0.1) = 4/3 of one row's time */
+    CHECK_NEAR(b4.gemm, a1.gemm * 4 / 3, 1e-9 * a1.gemm);
+    CHECK_NEAR(b4.lm_head, a1.lm_head * 4 / 3, 1e-9 * a1.lm_head);
+    /* 128 rows are compute-bound on the H20: at share 0.6 of the peak instead of the catalogue's MFU */
+    CHECK_NEAR(bpf.gemm, apf.gemm * c.chip->mfu.v / 0.6, 1e-9 * bpf.gemm);
+    /* the layer ops: 7 us per layer and decoding sequence */
+    CHECK_NEAR(b4.fixed - a4.fixed, 4 * 36 * 7e-6, 1e-12);
+    CHECK_NEAR(b1.fixed - a1.fixed, 36 * 7e-6, 1e-12);
+    /* Decode-batch ratios measured directly (bench_pool) replace the narrow widths' implied ones; beyond the widest
+     * the ratio is held, and never above streaming the weights once per row. */
+    c.dec_n = 3;
+    c.dec_rows[0] = 1, c.dec_rows[1] = 2, c.dec_rows[2] = 4;
+    c.dec_ratio[0] = 1, c.dec_ratio[1] = 1.1, c.dec_ratio[2] = 1.5;
+    CHECK_OK(ty__sim_perf_init(&c, &l, &p));
+    ty__sim_step_time(p, &d4, &b4);
+    ty__sim_perf_free(p);
+    CHECK_NEAR(b4.gemm, a1.gemm * 1.5, 1e-9 * a1.gemm);
+    CHECK_NEAR(ty__sim_gemm_stream_ratio(&c, 4), 1.5, 1e-12);
+    CHECK_NEAR(ty__sim_gemm_stream_ratio(&c, 16), 1.5, 1e-12);
+    CHECK_NEAR(ty__sim_gemm_stream_ratio(&c, 1), 1, 0);
+    c.dec_ratio[1] = 3; /* two rows measured slower than two streams: held to 2 */
+    CHECK_NEAR(ty__sim_gemm_stream_ratio(&c, 2), 2, 1e-12);
+}
+
 static void test_load_and_limits(void) {
     struct ty_sim_model m = model("qwen3-8b");
     struct ty_sim_config c = config("h100", &m, 2, 1, 1);
@@ -820,6 +930,8 @@ void ty_tests(void) {
     TY_RUN(test_hybrid_and_moe_costs);
     TY_RUN(test_lone_request_matches_closed_form);
     TY_RUN(test_macro_steps_change_nothing);
+    TY_RUN(test_closed_loop_and_front_end);
+    TY_RUN(test_gemm_curve);
     TY_RUN(test_load_and_limits);
     TY_RUN(test_trace_workload);
     TY_RUN(test_malformed_traces);

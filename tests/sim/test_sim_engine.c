@@ -259,10 +259,79 @@ static void test_against_bench_and_serve(void) {
     ty__sim_catalog_free(cat);
 }
 
+static double level_pred(json_t *serve, int i, const char *key) {
+    return json_number_value(
+        json_object_get(json_object_get(json_array_get(json_object_get(serve, "levels"), i), "predicted"), key));
+}
+
+/* bench_serve as the server meets it: the front end's time per request (bench_serve's front_s) is part of every TTFT,
+ * and a decode batch costs what bench_kernels measured at its width over the one-row weight stream. */
+static void test_serve_front_end_and_narrow_widths(void) {
+    struct ty_sim_micro *mb = load_micro(true);
+    struct ty_sim_catalog *cat;
+    CHECK_OK(ty__sim_catalog_init(false, &cat));
+    const char *bench = ty_test_src("tests/sim/data/engine-bench.jsonl");
+    json_t *base = NULL, *front = NULL, *narrow = NULL;
+    CHECK_OK(ty__sim_predict_serve(cat, mb, bench, ty_test_src("tests/sim/data/engine-serve.json"), &base));
+    json_t *sj = json_load_file(ty_test_src("tests/sim/data/engine-serve.json"), 0, NULL);
+    CHECK(sj != NULL);
+    json_object_set_new(sj, "front_s", json_real(0.01));
+    const char *path = ty_test_tmp("serve-front.json");
+    CHECK(json_dump_file(sj, path, 0) == 0);
+    json_decref(sj);
+    CHECK_OK(ty__sim_predict_serve(cat, mb, bench, path, &front));
+    CHECK_NEAR(json_number_value(json_object_get(json_object_get(front, "chip"), "front_ms")), 10, 1e-9);
+    /* one stream: each request meets an idle server, so the front end adds exactly its time to the TTFT */
+    CHECK_NEAR(level_pred(front, 0, "ttft_p50_s") - level_pred(base, 0, "ttft_p50_s"), 0.01, 1e-9);
+    /* Q8_0 (packed) measured at 1 and 4 columns too: 4 rows at 20% of the peak take twice one row's 10% */
+    struct ty_sim_kernel_eff *e = NULL;
+    for (int i = 0; i < mb->n_eff; i++)
+        if (!strcmp(mb->eff[i].type, "Q8_0") && mb->eff[i].packed) e = &mb->eff[i];
+    CHECK(e != NULL);
+    e->pf_n = 3;
+    e->pf_gops[0] = e->pf_gops[1] = e->pf_gops[2] = 0; /* shares only */
+    e->pf_cols[0] = 1, e->pf_pcts[0] = 10;
+    e->pf_cols[1] = 4, e->pf_pcts[1] = 20;
+    e->pf_cols[2] = 512, e->pf_pcts[2] = 60;
+    CHECK_OK(ty__sim_predict_serve(cat, mb, bench, ty_test_src("tests/sim/data/engine-serve.json"), &narrow));
+    double t1 = level_pred(base, 0, "decode_tok_s"), t4 = level_pred(base, 1, "decode_tok_s");
+    CHECK_NEAR(level_pred(narrow, 0, "decode_tok_s"), t1, 1e-9 * t1); /* one row: the stream as it was */
+    CHECK_MSG(level_pred(narrow, 1, "decode_tok_s") < 0.8 * t4, "c=4: %.2f tok/s vs %.2f without the widths",
+              level_pred(narrow, 1, "decode_tok_s"), t4);
+    json_decref(narrow);
+    /* bench_pool's decode-batch ratios, where it has them, take the place of the narrow gemm widths': a pool that
+     * measured 4 rows at the price of one gives back the prediction without the widths */
+    struct ty_sim_micro mb2 = *mb;
+    json_t *pool = json_load_file(ty_test_src("tests/sim/data/engine-pool.json"), 0, NULL);
+    CHECK(pool != NULL);
+    json_t *th0 = json_array_get(json_object_get(pool, "threads"), 0);
+    json_object_set_new(th0, "decode_batch",
+                        json_pack("[{s:i,s:f},{s:i,s:f}]", "rows", 1, "ratio", 1.0, "rows", 4, "ratio", 1.0));
+    CHECK_OK(ty__sim_micro_add_json(&mb2, pool, "pool.json"));
+    json_decref(pool);
+    CHECK(mb2.pool[0].db_n == 2 && mb2.pool[0].db_rows[1] == 4);
+    CHECK_OK(ty__sim_predict_serve(cat, &mb2, bench, ty_test_src("tests/sim/data/engine-serve.json"), &narrow));
+    CHECK_NEAR(level_pred(narrow, 1, "decode_tok_s"), t4, 1e-9 * t4);
+    json_decref(narrow);
+    /* The prefill curve is bench_kernels' GOP/s over the simulated chip's peak (the bench entry's int8 800), not the
+     * percentage of the peak its own roofline measured: 400 GOP/s at 512 columns is a share of 0.5 (its 60% aside),
+     * held below the narrowest prefill width. */
+    e->pf_gops[2] = 400;
+    CHECK_OK(ty__sim_predict_serve(cat, mb, bench, ty_test_src("tests/sim/data/engine-serve.json"), &narrow));
+    CHECK_NEAR(
+        json_number_value(json_object_get(json_array_get(json_object_get(narrow, "levels"), 0), "prefill_share")), 0.5,
+        1e-12);
+    json_decref(base);
+    json_decref(front);
+    json_decref(narrow);
+    ty__sim_catalog_free(cat);
+}
+
 void ty_tests(void) {
     TY_RUN(test_micro_files);
     TY_RUN(test_prefill_by_width);
     TY_RUN(test_prediction_by_hand);
     TY_RUN(test_cost_from_gguf);
     TY_RUN(test_against_bench_and_serve);
+    TY_RUN(test_serve_front_end_and_narrow_widths);
 }
