@@ -55,7 +55,7 @@ static const struct ty_train_ops *prof_inner;
 static void *prof_inner_ctx;
 static double prof_s[P_COUNT], prof_flops[P_COUNT];
 static long prof_calls[P_COUNT];
-static bool prof_on; /* only the timed steps count */
+static bool prof_on;           /* only the timed steps count */
 static double zero_s, optim_s; /* ty__train_zero_grads, ty__train_optim_step */
 
 #define PROF(slot, flops, call)                                                                                        \
