@@ -167,6 +167,17 @@ static inline float max_of(const float *x, int64_t n) {
 
 /* ==== GEMM ==== */
 
+/* The micro-kernels' eight rows: M(0); ... M(7); with M a macro over one row's registers (c<r>0, c<r>1). */
+#define EACH_OF_8(M)                                                                                                   \
+    M(0);                                                                                                              \
+    M(1);                                                                                                              \
+    M(2);                                                                                                              \
+    M(3);                                                                                                              \
+    M(4);                                                                                                              \
+    M(5);                                                                                                              \
+    M(6);                                                                                                              \
+    M(7)
+
 /* Goto/BLIS blocking: C is computed in MR x NR register tiles from a KC x NR panel of B and an MR x KC panel of A,
  * both packed contiguous (zero-padded at the edges) so the micro-kernel streams them with unit stride whatever the
  * operands' layouts: a packed KC x NC block of B is reused by every row of the thread's share and an MC x KC block of
@@ -222,14 +233,7 @@ static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c
 #define IN(r)                                                                                                          \
     c##r##0 = from_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                             \
     c##r##1 = from_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps()
-    IN(0);
-    IN(1);
-    IN(2);
-    IN(3);
-    IN(4);
-    IN(5);
-    IN(6);
-    IN(7);
+    EACH_OF_8(IN);
 #undef IN
     for (int64_t k = 0; k < kc; k++) {
         __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), av;
@@ -237,14 +241,7 @@ static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c
     av = _mm512_set1_ps(ap[r]);                                                                                        \
     c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                                        \
     c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1)
-        ROW(0);
-        ROW(1);
-        ROW(2);
-        ROW(3);
-        ROW(4);
-        ROW(5);
-        ROW(6);
-        ROW(7);
+        EACH_OF_8(ROW);
 #undef ROW
         ap += MR;
         bp += NR;
@@ -252,14 +249,7 @@ static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c
 #define OUT(r)                                                                                                         \
     _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                            \
     _mm512_storeu_ps(c + r * ldc + 16, c##r##1)
-    OUT(0);
-    OUT(1);
-    OUT(2);
-    OUT(3);
-    OUT(4);
-    OUT(5);
-    OUT(6);
-    OUT(7);
+    EACH_OF_8(OUT);
 #undef OUT
 }
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -591,14 +581,7 @@ static inline T_BF16 void kernel_bf16(int64_t n_pairs, const uint32_t *ap, const
 #define IN(r)                                                                                                          \
     c##r##0 = from_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                             \
     c##r##1 = from_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps()
-    IN(0);
-    IN(1);
-    IN(2);
-    IN(3);
-    IN(4);
-    IN(5);
-    IN(6);
-    IN(7);
+    EACH_OF_8(IN);
 #undef IN
     for (int64_t k = 0; k < n_pairs; k++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp), b1 = (__m512bh)_mm512_loadu_si512(bp + 16), av;
@@ -606,14 +589,7 @@ static inline T_BF16 void kernel_bf16(int64_t n_pairs, const uint32_t *ap, const
     av = (__m512bh)_mm512_set1_epi32((int)ap[r]);                                                                      \
     c##r##0 = _mm512_dpbf16_ps(c##r##0, av, b0);                                                                       \
     c##r##1 = _mm512_dpbf16_ps(c##r##1, av, b1)
-        ROW(0);
-        ROW(1);
-        ROW(2);
-        ROW(3);
-        ROW(4);
-        ROW(5);
-        ROW(6);
-        ROW(7);
+        EACH_OF_8(ROW);
 #undef ROW
         ap += BMR;
         bp += BNR;
@@ -621,14 +597,7 @@ static inline T_BF16 void kernel_bf16(int64_t n_pairs, const uint32_t *ap, const
 #define OUT(r)                                                                                                         \
     _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                            \
     _mm512_storeu_ps(c + r * ldc + 16, c##r##1)
-    OUT(0);
-    OUT(1);
-    OUT(2);
-    OUT(3);
-    OUT(4);
-    OUT(5);
-    OUT(6);
-    OUT(7);
+    EACH_OF_8(OUT);
 #undef OUT
 }
 
