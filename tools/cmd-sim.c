@@ -21,7 +21,7 @@ static void usage(FILE *f) {
     fprintf(
         f,
         "usage: tongyun sim --model PRESET|FILE.gguf --chip NAME --chips N [--tp N] [--pp N] [--ep N] [--dp N]\n"
-        "                   [--rate QPS | --trace FILE] [--prompt-len L] [--output-len L] [--requests N]\n"
+        "                   [--rate QPS | --trace FILE | --users N] [--prompt-len L] [--output-len L] [--requests N]\n"
         "                   [--precision bf16|fp8|int8|int4] [--json] [--svg FILE] [options]\n"
         "       tongyun sim --train --model PRESET --chip NAME --chips N [--tp N] [--pp N] [--zero 0-3] ...\n"
         "       tongyun sim --validate OUT.md [--scale] [--bench-json FILE --micro-json F[,F...] [--serve-json F]]\n"
@@ -47,6 +47,10 @@ static void usage(FILE *f) {
         "workload:\n"
         "  --rate QPS             Poisson arrivals per second\n"
         "  --trace FILE           CSV (arrival_s,prompt_tokens,output_tokens) or JSONL requests instead\n"
+        "  --users N              a closed loop of N clients instead: each sends its next request the moment its\n"
+        "                         previous one completes, as a load generator does (bench/bench_serve)\n"
+        "  --front-ms X           a front end that takes one request at a time for X ms before the scheduler sees\n"
+        "                         it (HTTP, JSON, tokenising: our server's event loop), counted in TTFT (default 0)\n"
         "  --prompt-len L         N, A-B (uniform), lognormal:MEAN:CV or exp:MEAN (default 1024)\n"
         "  --output-len L         the same for output tokens (default 256)\n"
         "  --requests N           requests to simulate (default %d)\n"
@@ -82,8 +86,8 @@ struct opts {
     const char *micro_json, *serve_json, *notes;
     const char *prompt_len, *output_len;
     long chips, chips_per_node, nodes, tp, pp, ep, dp, requests, max_batch_tokens, prefill_chunk, max_seqs, disagg,
-        seed;
-    double rate, intra_gbs, net_gbps, net_alpha_us, price, slo_ttft, slo_tpot, moe_skew;
+        seed, users;
+    double rate, intra_gbs, net_gbps, net_alpha_us, price, slo_ttft, slo_tpot, moe_skew, front_ms;
     enum ty_sim_dtype weight, kv, act;
     bool act_set;
     bool json, train, scale, recompute;
@@ -196,6 +200,10 @@ static int parse(int argc, char **argv, struct opts *o) {
         } else if (!strcmp(a, "--output-len")) {
             VAL();
             o->output_len = v;
+        } else if (!strcmp(a, "--users")) {
+            INT(users, 1, 10000000);
+        } else if (!strcmp(a, "--front-ms")) {
+            FLT(front_ms, 0, 1e6);
         } else if (!strcmp(a, "--requests")) {
             INT(requests, 1, 100000000);
         } else if (!strcmp(a, "--seed")) {
@@ -453,8 +461,9 @@ int ty_cmd_sim(int argc, char **argv) {
         ty__sim_catalog_free(cat);
         return rc;
     }
-    if (!o.trace && !(o.rate > 0)) {
-        fprintf(stderr, "tongyun sim: give --rate QPS or --trace FILE\n");
+    if ((o.trace != NULL) + (o.rate > 0) + (o.users > 0) != 1 || (o.users > 0 && o.svg)) {
+        fprintf(stderr, o.users > 0 && o.svg ? "tongyun sim: --svg sweeps --rate; it does not combine with --users\n"
+                                             : "tongyun sim: give one of --rate QPS, --trace FILE or --users N\n");
         ty__sim_catalog_free(cat);
         return 2;
     }
@@ -482,10 +491,12 @@ int ty_cmd_sim(int argc, char **argv) {
     c.slo_ttft_ms = o.slo_ttft;
     c.slo_tpot_ms = o.slo_tpot;
     c.moe_skew = o.moe_skew;
+    c.front_s = o.front_ms * 1e-3;
     ty__sim_config_defaults(&c);
     struct ty_sim_layout l;
     if ((st = ty__sim_layout(&c, &l)) != TY_OK) goto fail;
-    struct ty_sim_workload w = {.rate = o.rate, .n_requests = o.requests, .seed = (uint64_t)o.seed};
+    struct ty_sim_workload w = {
+        .rate = o.rate, .n_requests = o.requests, .seed = (uint64_t)o.seed, .users = (int)o.users};
     struct ty_sim_trace trace = {0};
     if ((st = ty__sim_dist_parse(o.prompt_len, &w.prompt)) != TY_OK) goto fail;
     if ((st = ty__sim_dist_parse(o.output_len, &w.output)) != TY_OK) goto fail;

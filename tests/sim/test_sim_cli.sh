@@ -48,6 +48,24 @@ printf 'arrival,prompt_tokens,output_tokens\n0.0,500,50\n0.1,700,20\n0.3,300,90\
 "$T" sim --model qwen3-0.6b --chip a100 --chips 1 --trace "$work/trace.csv" --json > "$work/trace.json"
 json_check "sim --trace runs the trace's requests" "$work/trace.json" "d['requests'] == 3"
 
+# a closed loop: more clients queue longer (TTFT up) and finish more tokens a second; the front end adds to TTFT
+for u in 1 16; do
+    "$T" sim --model qwen3-8b --chip h20 --chips 1 --users $u --requests 64 --prompt-len 1024 --output-len 128 \
+        --json > "$work/users$u.json"
+done
+"$T" sim --model qwen3-8b --chip h20 --chips 1 --users 1 --requests 64 --prompt-len 1024 --output-len 128 \
+    --front-ms 50 --json > "$work/front.json"
+python3 - "$work/users1.json" "$work/users16.json" "$work/front.json" << 'PY' || fail "sim --users/--front-ms"
+import json, sys
+one, many, front = (json.load(open(f)) for f in sys.argv[1:])
+assert one['requests'] == many['requests'] == 64
+assert many['ttft_ms']['p50'] > 2 * one['ttft_ms']['p50'] and many['throughput_tok_s'] > 4 * one['throughput_tok_s']
+assert abs(front['ttft_ms']['p50'] - one['ttft_ms']['p50'] - 50) < 1, (front['ttft_ms'], one['ttft_ms'])
+PY
+ok "sim --users: a closed loop of clients; --front-ms: a serial front end counted in TTFT"
+exit_code "sim: --users with --rate" 2 "give one of --rate QPS, --trace FILE or --users N" \
+    "$T" sim --model qwen3-8b --chip h20 --chips 1 --users 4 --rate 3
+
 "$T" sim --model qwen3-8b --chip h20 --chips 8 --disagg 2 --rate 10 --requests 100 --json > "$work/pd.json"
 json_check "sim --disagg: prefill/decode disaggregation" "$work/pd.json" \
     "d['config']['prefill_instances'] == 2 and d['throughput_tok_s'] > 0"
@@ -70,7 +88,7 @@ exit_code "unknown model lists the presets" 1 "qwen3-30b-a3b" "$T" sim --model q
 printf 'arrival,prompt_tokens,output_tokens\n0.0,128,64\n0.5,abc,64\n' > "$work/bad.csv"
 exit_code "malformed trace names the line" 1 "bad.csv:3: prompt length 'abc'" \
     "$T" sim --model qwen3-8b --chip h20 --trace "$work/bad.csv"
-exit_code "usage: --rate or --trace" 2 "give --rate QPS or --trace FILE" "$T" sim --model qwen3-8b --chip h20
+exit_code "usage: --rate, --trace or --users" 2 "give one of --rate QPS, --trace FILE or --users N" "$T" sim --model qwen3-8b --chip h20
 exit_code "usage: bad number" 2 "--tp expects an integer" "$T" sim --model qwen3-8b --chip h20 --tp x --rate 1
 exit_code "usage: bad precision" 2 "--precision expects" "$T" sim --model qwen3-8b --chip h20 --precision q9
 
