@@ -7,7 +7,8 @@
  *
  *   bench_serve --model MODEL.gguf [--tongyun PATH] [--threads N] [--max-seqs N] [--ctx N]   starts a server
  *   bench_serve --url HOST:PORT                                                              or uses a running one
- *               [--levels 1,4,16,64] [--requests N] [--max-tokens N] [--prompt-words N] [--timeout S] [--json]
+ *               [--levels 1,4,16,64] [--requests N] [--max-tokens N] [--prompt-words N] [--timeout S]
+ *               [--ramp-ms X] [--json]
  *
  * The figure that matters is the ratio of decode tok/s at concurrency 16 to concurrency 1 (the gain of continuous
  * batching, measured in the same run), printed at the end; absolute speeds depend on the machine and its load.
@@ -47,6 +48,7 @@ struct opts {
     int requests; /* per level; 0 = 2 x concurrency, at least 4 */
     int max_tokens, prompt_words;
     double timeout;
+    double ramp; /* s between the clients' first requests at a level (a ramp-up) */
     bool json;
 };
 
@@ -290,6 +292,7 @@ static double front_time(const struct opts *o) {
 struct level {
     const struct opts *o;
     int concurrency, n_requests, first_id;
+    double t0; /* when the level started */
     pthread_mutex_t mu;
     int next;
     struct result *res; /* (n_requests) */
@@ -302,6 +305,15 @@ static void *worker(void *arg) {
         int i = l->next < l->n_requests ? l->next++ : -1;
         pthread_mutex_unlock(&l->mu);
         if (i < 0) return NULL;
+        /* the ramp-up: the clients' first requests --ramp-ms apart. Sent at once, they raced the server's scheduler:
+         * on 2 cores it admitted the first alone or the first two together from run to run, and TTFT flipped
+         * between two patterns; a few milliseconds apart (well under a prefill) the first always starts alone and
+         * the others join the next iteration together */
+        double wait = i < l->concurrency ? l->t0 + (double)i * l->o->ramp - now_s() : 0;
+        if (wait > 0) {
+            struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
         run_request(l->o, l->first_id + i, &l->res[i]);
     }
 }
@@ -337,6 +349,7 @@ static void run_level(const struct opts *o, int c, int first_id, struct summary 
     pthread_mutex_init(&l.mu, NULL);
     pthread_t *th = calloc((size_t)c, sizeof *th);
     double t0 = now_s();
+    l.t0 = t0;
     int started = 0;
     for (int i = 0; i < c; i++)
         if (pthread_create(&th[started], NULL, worker, &l) == 0) started++;
@@ -489,7 +502,8 @@ static void usage(void) {
             "usage: bench_serve (--model MODEL.gguf [--tongyun PATH] [--threads N] [--max-seqs N] [--ctx N] | --url "
             "HOST:PORT)\n"
             "                   [--levels 1,4,16,64] [--requests N] [--max-tokens N] [--prompt-words N] [--timeout "
-            "S] [--json]\n");
+            "S]\n"
+            "                   [--ramp-ms X (default 3: client i sends its first request at i x X ms)] [--json]\n");
 }
 
 static bool parse_levels(const char *s, struct opts *o) {
@@ -514,7 +528,8 @@ int main(int argc, char **argv) {
                      .n_levels = 4,
                      .max_tokens = 64,
                      .prompt_words = 8,
-                     .timeout = 300};
+                     .timeout = 300,
+                     .ramp = 0.003};
     static char tongyun[4096];
     const char *slash = strrchr(argv[0], '/');
     snprintf(tongyun, sizeof tongyun, "%.*s%s../tongyun", slash ? (int)(slash - argv[0] + 1) : 0, argv[0],
@@ -576,6 +591,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--timeout")) {
             NEXT();
             o.timeout = atof(v);
+        } else if (!strcmp(a, "--ramp-ms")) {
+            NEXT();
+            o.ramp = atof(v) * 1e-3;
         } else if (!strcmp(a, "--json")) {
             o.json = true;
         } else {
@@ -583,7 +601,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if ((!o.model) == (o.port == 0) || o.max_tokens < 1 || o.prompt_words < 0 || o.timeout <= 0) {
+    if ((!o.model) == (o.port == 0) || o.max_tokens < 1 || o.prompt_words < 0 || o.timeout <= 0 || !(o.ramp >= 0)) {
         usage();
         return 2;
     }
@@ -628,8 +646,9 @@ int main(int argc, char **argv) {
         /* the server's compute threads: as passed, else its default of one per core (unknown for --url) */
         long threads = o.threads > 0 ? o.threads : o.model ? sysconf(_SC_NPROCESSORS_ONLN) : -1;
         printf("{\"bench\":\"serve\",\"model\":\"%s\",\"max_tokens\":%d,\"prompt_words\":%d,\"max_seqs\":%d,"
-               "\"threads\":%ld,\"front_s\":%.6f,\"levels\":[",
-               o.model ? o.model : "(running server)", o.max_tokens, o.prompt_words, o.max_seqs, threads, front);
+               "\"threads\":%ld,\"front_s\":%.6f,\"ramp_s\":%.6f,\"levels\":[",
+               o.model ? o.model : "(running server)", o.max_tokens, o.prompt_words, o.max_seqs, threads, front,
+               o.ramp);
         for (int i = 0; i < o.n_levels; i++) {
             const struct summary *s = &sm[i];
             printf("%s{\"concurrency\":%d,\"requests\":%d,\"ok\":%d,\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"

@@ -49,6 +49,7 @@ static void usage(FILE *f) {
         "  --trace FILE           CSV (arrival_s,prompt_tokens,output_tokens) or JSONL requests instead\n"
         "  --users N              a closed loop of N clients instead: each sends its next request the moment its\n"
         "                         previous one completes, as a load generator does (bench/bench_serve)\n"
+        "  --ramp-ms X            (--users) client i sends its first request at i x X ms (default 0)\n"
         "  --front-ms X           a front end that takes one request at a time for X ms before the scheduler sees\n"
         "                         it (HTTP, JSON, tokenising: our server's event loop), counted in TTFT (default 0)\n"
         "  --prompt-len L         N, A-B (uniform), lognormal:MEAN:CV or exp:MEAN (default 1024)\n"
@@ -87,7 +88,7 @@ struct opts {
     const char *prompt_len, *output_len;
     long chips, chips_per_node, nodes, tp, pp, ep, dp, requests, max_batch_tokens, prefill_chunk, max_seqs, disagg,
         seed, users;
-    double rate, intra_gbs, net_gbps, net_alpha_us, price, slo_ttft, slo_tpot, moe_skew, front_ms;
+    double rate, intra_gbs, net_gbps, net_alpha_us, price, slo_ttft, slo_tpot, moe_skew, front_ms, ramp_ms;
     enum ty_sim_dtype weight, kv, act;
     bool act_set;
     bool json, train, scale, recompute;
@@ -202,6 +203,8 @@ static int parse(int argc, char **argv, struct opts *o) {
             o->output_len = v;
         } else if (!strcmp(a, "--users")) {
             INT(users, 1, 10000000);
+        } else if (!strcmp(a, "--ramp-ms")) {
+            FLT(ramp_ms, 0, 1e9);
         } else if (!strcmp(a, "--front-ms")) {
             FLT(front_ms, 0, 1e6);
         } else if (!strcmp(a, "--requests")) {
@@ -495,8 +498,11 @@ int ty_cmd_sim(int argc, char **argv) {
     ty__sim_config_defaults(&c);
     struct ty_sim_layout l;
     if ((st = ty__sim_layout(&c, &l)) != TY_OK) goto fail;
-    struct ty_sim_workload w = {
-        .rate = o.rate, .n_requests = o.requests, .seed = (uint64_t)o.seed, .users = (int)o.users};
+    struct ty_sim_workload w = {.rate = o.rate,
+                                .n_requests = o.requests,
+                                .seed = (uint64_t)o.seed,
+                                .users = (int)o.users,
+                                .ramp_s = o.ramp_ms * 1e-3};
     struct ty_sim_trace trace = {0};
     if ((st = ty__sim_dist_parse(o.prompt_len, &w.prompt)) != TY_OK) goto fail;
     if ((st = ty__sim_dist_parse(o.output_len, &w.output)) != TY_OK) goto fail;

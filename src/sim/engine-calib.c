@@ -24,10 +24,11 @@
  * arithmetic under the stream on the long rows of the FFN down projection: on the 2-core EPYC the engine's forward
  * of 4 decode rows took 1.3 times one row's, and bench_pool's ratio at 4 is about 1.35), an iteration with prompt
  * tokens bench_kernels' share of the peak at its width. Then it runs the discrete-event simulation of each
- * level as bench_serve makes it: a closed loop of `concurrency` clients, each sending its next request when its
- * previous one completes, behind the server's front end (one event-loop thread: connect, HTTP, JSON and tokenising
- * per request, timed by bench_serve itself as front_s), so that of requests sent together the first reaches an idle
- * scheduler and prefills alone while the others queue for the next iteration, as in the server.
+ * level as bench_serve makes it: a closed loop of `concurrency` clients, their first requests bench_serve's ramp-up
+ * apart, each sending its next request when its previous one completes, behind the server's front end (one event-loop
+ * thread: connect, HTTP, JSON and tokenising per request, timed by bench_serve itself as front_s), so that of requests
+ * sent together the first reaches an idle scheduler and prefills alone while the others queue for the next iteration,
+ * as in the server.
  */
 #include "sim/sim.h"
 #include "sim/sim-impl.h"
@@ -649,7 +650,8 @@ enum ty_status ty__sim_predict_serve(const struct ty_sim_catalog *cat, const str
                                     .prompt = {TY_SIM_DIST_FIXED, in < 1 ? 1 : round(in), 0},
                                     .output = {TY_SIM_DIST_FIXED, outl < 1 ? 1 : round(outl), 0},
                                     .seed = 7,
-                                    .users = conc};
+                                    .users = conc,
+                                    .ramp_s = jnum(serve, "ramp_s") > 0 ? jnum(serve, "ramp_s") : 0};
         struct ty_sim_result sr;
         if ((st = ty__sim_run(&cfg, &w, &sr)) != TY_OK) break;
         double ratio = ty__sim_gemm_stream_ratio(&cfg, conc);
@@ -803,9 +805,11 @@ void ty__sim_engine_report(const struct ty_sim_catalog *cat, const struct ty_sim
            "batch's dispatches and of the one output row. `bench_serve` is predicted by the discrete-event "
            "simulation (`src/sim/sim.c`, the server's scheduling defaults: continuous batching, 64-token prefill "
            "chunks, 256 prompt tokens an iteration) of each level as the load generator makes it: a closed loop of "
-           "`concurrency` clients, each sending its next request the moment its previous one completes, behind "
+           "`concurrency` clients, the first requests a ramp-up apart (bench_serve's `ramp_s`, 3 ms: sent at "
+           "once, they raced the server's scheduler, which admitted the first alone or the first two together from "
+           "run to run), each sending its next request the moment its previous one completes, behind "
            "the server's front end, which takes one request at a time (its event-loop thread: connect, HTTP and "
-           "JSON parsing, tokenising) before the scheduler sees it, so that of requests sent together the first "
+           "JSON parsing, tokenising) before the scheduler sees it, so that the first request "
            "meets an idle scheduler and prefills alone while the others wait for the next iteration. Its time per "
            "request is bench_serve's own microbenchmark of it (`front_s`: the median round trip of `POST /tokenize` "
            "with a request's prompt on a new connection, on the idle server before the levels). The host chip gets "

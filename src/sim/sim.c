@@ -652,8 +652,8 @@ static enum ty_status make_requests(struct sim *S, const struct ty_sim_workload 
     double t0 = tr ? tr->reqs[0].arrival : 0;
     for (int64_t i = 0; i < n; i++) {
         struct req *r = &S->r[i];
-        if (S->closed) { /* the clients' first requests at time 0; the others when they are sent */
-            r->arrival = i < S->issued ? 0 : NAN;
+        if (S->closed) { /* the clients' first requests ramp_s apart from time 0; the others when they are sent */
+            r->arrival = i < S->issued ? (double)i * (w->ramp_s > 0 ? w->ramp_s : 0) : NAN;
             r->prompt = tr ? tr->reqs[i].prompt : dist_sample(&w->prompt, &rng);
             r->output = tr ? tr->reqs[i].output : dist_sample(&w->output, &rng);
         } else if (tr) {

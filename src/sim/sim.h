@@ -214,6 +214,7 @@ struct ty_sim_workload {
     int users; /* > 0: a closed loop of this many clients, as a load generator such as bench/bench_serve runs one: each
                   sends its first request at time 0 and its next one the moment its previous one completes, until
                   n_requests have been sent (rate is then ignored; a trace gives the lengths, in order) */
+    double ramp_s; /* closed loop: client i sends its first request at i x ramp_s (a load generator's ramp-up) */
 };
 
 /* GEMM widths of a measured efficiency curve (ty_sim_config.gemm_rows). Widths below TY_SIM_GEMM_STREAM_ROWS are

@@ -482,9 +482,18 @@ static void test_closed_loop_and_front_end(void) {
     CHECK_MSG(stag.ttft_ms.min < wave.ttft_ms.p50, "first %.2f ms vs wave %.2f ms", stag.ttft_ms.min, wave.ttft_ms.p50);
     CHECK(stag.ttft_ms.p50 > wave.ttft_ms.p50);
     CHECK(stag.iterations == 2 + 31);
+    /* A ramp-up shorter than a prefill (the clients' first requests 1 ms apart, as bench_serve sends them): the same
+     * pattern as the front end's, the first alone and the other three in the next iteration, each TTFT timed from
+     * its own send (so the later ones wait 1 and 2 ms less). */
+    c.front_s = 0;
+    w.ramp_s = 1e-3;
+    struct ty_sim_result ramp;
+    CHECK_OK(ty__sim_run(&c, &w, &ramp));
+    CHECK_NEAR(ramp.ttft_ms.min, t_one * 1e3, 1e-9);
+    CHECK(ramp.ttft_ms.p50 > wave.ttft_ms.p50 && ramp.iterations == 2 + 31);
+    w.ramp_s = 0;
     /* Eight requests from four clients: never more than four in flight, and the second four are sent when the first
      * complete (all at once here), so the run is two waves end to end, each TTFT timed from its own send. */
-    c.front_s = 0;
     w.n_requests = 8;
     struct ty_sim_result loop;
     CHECK_OK(ty__sim_run(&c, &w, &loop));
