@@ -177,6 +177,14 @@ static inline float max_of(const float *x, int64_t n) {
     M(5);                                                                                                              \
     M(6);                                                                                                              \
     M(7)
+/* Row r of a 16-zmm tile (c<r>0, c<r>1: 32 floats of C's row r) started from C or from zero, and stored back: shared
+ * by the AVX-512 f32 kernel and the bf16 one, whose accumulators are f32 alike. */
+#define ZMM_TILE_IN(r)                                                                                                 \
+    c##r##0 = from_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                             \
+    c##r##1 = from_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps()
+#define ZMM_TILE_OUT(r)                                                                                                \
+    _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                            \
+    _mm512_storeu_ps(c + r * ldc + 16, c##r##1)
 
 /* Goto/BLIS blocking: C is computed in MR x NR register tiles from a KC x NR panel of B and an MR x KC panel of A,
  * both packed contiguous (zero-padded at the edges) so the micro-kernel streams them with unit stride whatever the
@@ -230,11 +238,7 @@ struct gemm_job {
 /* 8 x 32: 16 zmm accumulators, two loads of B and eight broadcasts of A per k. */
 static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, bool from_c) {
     __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-#define IN(r)                                                                                                          \
-    c##r##0 = from_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                             \
-    c##r##1 = from_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps()
-    EACH_OF_8(IN);
-#undef IN
+    EACH_OF_8(ZMM_TILE_IN);
     for (int64_t k = 0; k < kc; k++) {
         __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), av;
 #define ROW(r)                                                                                                         \
@@ -246,11 +250,7 @@ static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c
         ap += MR;
         bp += NR;
     }
-#define OUT(r)                                                                                                         \
-    _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                            \
-    _mm512_storeu_ps(c + r * ldc + 16, c##r##1)
-    EACH_OF_8(OUT);
-#undef OUT
+    EACH_OF_8(ZMM_TILE_OUT);
 }
 #elif defined(__AVX2__) && defined(__FMA__)
 /* 6 x 16: 12 ymm accumulators of the 16 registers, two loads of B and six broadcasts of A per k. */
@@ -578,11 +578,7 @@ static T_BF16 void pack_block(const float *x, int64_t i_s, int64_t k_s, int64_t 
 static inline T_BF16 void kernel_bf16(int64_t n_pairs, const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc,
                                       bool from_c) {
     __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
-#define IN(r)                                                                                                          \
-    c##r##0 = from_c ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                             \
-    c##r##1 = from_c ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps()
-    EACH_OF_8(IN);
-#undef IN
+    EACH_OF_8(ZMM_TILE_IN);
     for (int64_t k = 0; k < n_pairs; k++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp), b1 = (__m512bh)_mm512_loadu_si512(bp + 16), av;
 #define ROW(r)                                                                                                         \
@@ -594,11 +590,7 @@ static inline T_BF16 void kernel_bf16(int64_t n_pairs, const uint32_t *ap, const
         ap += BMR;
         bp += BNR;
     }
-#define OUT(r)                                                                                                         \
-    _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                            \
-    _mm512_storeu_ps(c + r * ldc + 16, c##r##1)
-    EACH_OF_8(OUT);
-#undef OUT
+    EACH_OF_8(ZMM_TILE_OUT);
 }
 
 static T_BF16 void kernel_bf16_edge(int64_t n_pairs, const uint32_t *ap, const uint32_t *bp, float *c, int64_t ldc,
