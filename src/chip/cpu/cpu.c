@@ -9,8 +9,8 @@
  * into 16-row panels (ty__pack, the layout the fastest kernels read) where the dispatch path has panel kernels for the
  * type (on AVX-512: every type; elsewhere the 32-element block types), else byte for byte. Huge pages decide decode
  * speed: one thread streams 16.5 GB/s from the 4 KiB pages of a file mapping and 26.9 GB/s from 2 MiB pages on the
- * 2-core Zen 4 (roofline.h). The file-mapped original stays for the other ops (get_rows of tied embeddings). A matrix
- * nobody prepared runs from the file in its own layout.
+ * 2-core Zen 4 (base.h, ty__huge_calloc). The file-mapped original stays for the other ops (get_rows of tied
+ * embeddings). A matrix nobody prepared runs from the file in its own layout.
  *
  * One matrix product (or several sharing an input: matmul_multi) is one dispatch of the thread pool:
  *   1. the threads quantise the input's columns to the activation format of each weight type (once per column and
