@@ -55,14 +55,19 @@ for u in 1 16; do
 done
 "$T" sim --model qwen3-8b --chip h20 --chips 1 --users 1 --requests 64 --prompt-len 1024 --output-len 128 \
     --front-ms 50 --json > "$work/front.json"
-python3 - "$work/users1.json" "$work/users16.json" "$work/front.json" << 'PY' || fail "sim --users/--front-ms"
+# clients ramped 100 s apart never meet: each of the 16 first requests runs alone, as a single client's would
+"$T" sim --model qwen3-8b --chip h20 --chips 1 --users 16 --requests 16 --prompt-len 1024 --output-len 128 \
+    --ramp-ms 100000 --json > "$work/ramp.json"
+python3 - "$work/users1.json" "$work/users16.json" "$work/front.json" "$work/ramp.json" << 'PY' ||
 import json, sys
-one, many, front = (json.load(open(f)) for f in sys.argv[1:])
+one, many, front, ramp = (json.load(open(f)) for f in sys.argv[1:])
+assert abs(ramp['ttft_ms']['p99'] - one['ttft_ms']['p50']) < 1e-6, (ramp['ttft_ms'], one['ttft_ms'])
 assert one['requests'] == many['requests'] == 64
 assert many['ttft_ms']['p50'] > 2 * one['ttft_ms']['p50'] and many['throughput_tok_s'] > 4 * one['throughput_tok_s']
 assert abs(front['ttft_ms']['p50'] - one['ttft_ms']['p50'] - 50) < 1, (front['ttft_ms'], one['ttft_ms'])
 PY
-ok "sim --users: a closed loop of clients; --front-ms: a serial front end counted in TTFT"
+    fail "sim --users/--ramp-ms/--front-ms"
+ok "sim --users: a closed loop of clients (--ramp-ms apart); --front-ms: a serial front end counted in TTFT"
 exit_code "sim: --users with --rate" 2 "give one of --rate QPS, --trace FILE or --users N" \
     "$T" sim --model qwen3-8b --chip h20 --chips 1 --users 4 --rate 3
 
