@@ -527,8 +527,10 @@ static void test_threads_share_backend(void) {
 
 /* attn_input against the same ops one by one on the same backend, bit for bit: with and without biases and head
  * norms, partial RoPE, 1 .. 67 columns (the few-column path quantises on the caller and rotates after the dispatch,
- * the many-column one does both on the threads), every thread count. */
-static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool head_norm) {
+ * the many-column one does both on the threads), every thread count. Column i is at position pos0 + 2 i; RoPE
+ * rotates rope_dims of each head. */
+static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool head_norm, int32_t pos0,
+                             int32_t rope_dims) {
     const int64_t n_embd = 256, hd = 64, nh = 5, nkv = 1, rows[3] = {hd * nh, hd * nkv, hd * nkv};
     const struct ty_type_traits *tr = ty__type_traits(type);
     size_t row;
@@ -552,9 +554,9 @@ static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool he
     fill(buf, hd, 1.0);
     struct owned kn = make(TY_TYPE_F32, hd, 1, 1, buf);
     int32_t pos[67];
-    for (int64_t i = 0; i < cols; i++) pos[i] = (int32_t)(3 + 2 * i);
+    for (int64_t i = 0; i < cols; i++) pos[i] = (int32_t)(pos0 + 2 * i);
     struct owned po = make(TY_TYPE_I32, cols, 1, 1, pos);
-    struct ty_rope_config rc = {.n_dims = 48, .freq_base = 10000.0f};
+    struct ty_rope_config rc = {.n_dims = rope_dims, .freq_base = 10000.0f};
     struct ty_rope rope;
     CHECK_OK(ty__rope_init(&rc, &rope));
     struct owned out[2][3];
@@ -625,10 +627,20 @@ static void test_fusions(void) {
     const int64_t col_counts[] = {1, 3, 19, 67};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (size_t c = 0; c < sizeof col_counts / sizeof col_counts[0]; c++) {
-            check_attn_input(types[t], col_counts[c], c % 2 == 0, c % 2 == 1);
+            check_attn_input(types[t], col_counts[c], c % 2 == 0, c % 2 == 1, 3, 48);
             check_ffn_input(types[t], col_counts[c]);
         }
-    check_attn_input(TY_TYPE_Q4_0, 2, true, true);
+    check_attn_input(TY_TYPE_Q4_0, 2, true, true, 3, 48);
+    /* the fast backend keeps the last call's RoPE angles for the next call with the same positions and RoPE (the
+     * next layer): the same column count at other positions, or the same positions with another RoPE, must not
+     * reuse them */
+    for (int i = 0; i < 2; i++) {
+        const int64_t cols = i == 0 ? 19 : 1;
+        check_attn_input(TY_TYPE_Q8_0, cols, true, false, 3, 48);
+        check_attn_input(TY_TYPE_Q8_0, cols, true, false, 3, 48);
+        check_attn_input(TY_TYPE_Q8_0, cols, true, false, 100, 48);
+        check_attn_input(TY_TYPE_Q8_0, cols, true, false, 100, 32);
+    }
 }
 
 /* ==== Registry ==== */

@@ -125,11 +125,17 @@ static enum ty_status cpu_get_rows(struct ty_backend *be, const struct ty_tensor
 }
 
 void ty__cpu_rms_norm_row(const float *x, const float *w, float eps, int64_t d, float *y) {
-    double ss = 0.0; /* the mean of squares rounded once, as a pairwise f32 sum nearly is */
-    for (int64_t i = 0; i < d; i++) ss += (double)x[i] * x[i];
+    /* the mean of squares rounded once, as a pairwise f32 sum nearly is; eight running sums, which the compilers
+     * keep in one vector (a single sum is a chain of dependent adds, four times slower) */
+    double part[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= d; i += 8)
+        for (int j = 0; j < 8; j++) part[j] += (double)x[i + j] * x[i + j];
+    double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    for (; i < d; i++) ss += (double)x[i] * x[i];
     float var = (float)(ss / (double)d);
     float scale = 1.0f / sqrtf(var + eps);
-    for (int64_t i = 0; i < d; i++) y[i] = w[i] * (x[i] * scale);
+    for (i = 0; i < d; i++) y[i] = w[i] * (x[i] * scale);
 }
 
 static enum ty_status cpu_rms_norm(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *x,
@@ -226,25 +232,46 @@ static enum ty_status cpu_rope(struct ty_backend *be, const struct ty_tensor *ds
     return TY_OK;
 }
 
+/* ==== Element-wise ops, rows split among the threads ==== */
+
+struct rows_task {
+    const struct ty_tensor *dst, *a, *b;
+    void (*row)(const struct rows_task *t, int64_t r);
+};
+
+static void rows_run(void *arg, int ith, int nth) {
+    const struct rows_task *t = arg;
+    int64_t r0, r1;
+    ty__split_range(ty__tensor_nrows(t->dst), ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) t->row(t, r);
+}
+
+/* Every row of dst through t->row, on the pool when there is enough of them (a prefill's residual adds and KV
+ * writes; a decode step's single rows stay on the caller). */
+static void each_row(struct ty_backend *be, const struct rows_task *t) {
+    run_split(be->ctx, (double)ty__tensor_nrows(t->dst) * (double)t->dst->ne[0], rows_run, (void *)t);
+}
+
+static void copy_row(const struct rows_task *t, int64_t r) {
+    const int64_t d = t->a->ne[0];
+    const float *s = row_ptr(t->a, r);
+    void *o = row_ptr(t->dst, r);
+    if (t->dst->type == TY_TYPE_F32)
+        memmove(o, s, (size_t)d * sizeof(float));
+    else if (t->dst->type == TY_TYPE_F16)
+        for (int64_t i = 0; i < d; i++) ((ty_f16 *)o)[i] = ty__f32_to_f16(s[i]);
+    else
+        for (int64_t i = 0; i < d; i++) ((ty_bf16 *)o)[i] = ty__f32_to_bf16(s[i]);
+}
+
 static enum ty_status cpu_copy(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *src) {
-    int64_t d = src->ne[0];
-    for (int64_t r = 0; r < ty__tensor_nrows(src); r++) {
-        const float *s = row_ptr(src, r);
-        void *o = row_ptr(dst, r);
-        switch (dst->type) {
-        case TY_TYPE_F32:
-            memmove(o, s, (size_t)d * sizeof(float));
-            break;
-        case TY_TYPE_F16:
-            for (int64_t i = 0; i < d; i++) ((ty_f16 *)o)[i] = ty__f32_to_f16(s[i]);
-            break;
-        case TY_TYPE_BF16:
-            for (int64_t i = 0; i < d; i++) ((ty_bf16 *)o)[i] = ty__f32_to_bf16(s[i]);
-            break;
-        default:
-            return ty__error(TY_ERR_UNSUPPORTED, "copy to %s is not supported", ty_type_name(dst->type));
-        }
-    }
+    if (dst->type != TY_TYPE_F32 && dst->type != TY_TYPE_F16 && dst->type != TY_TYPE_BF16)
+        return ty__error(TY_ERR_UNSUPPORTED, "copy to %s is not supported", ty_type_name(dst->type));
+    struct rows_task t = {dst, src, NULL, copy_row};
+    if (dst->buf == src->buf) /* an f32 copy within one buffer may overlap from row to row: one thread, in order */
+        rows_run(&t, 0, 1);
+    else
+        each_row(be, &t);
     return TY_OK;
 }
 
@@ -354,21 +381,30 @@ void ty__cpu_swiglu_row(const float *g, const float *u, float *o, int64_t n) {
     }
 }
 
+static void swiglu_row(const struct rows_task *t, int64_t r) {
+    ty__cpu_swiglu_row(row_ptr(t->a, r), row_ptr(t->b, r), row_ptr(t->dst, r), t->dst->ne[0]);
+}
+
 static enum ty_status cpu_swiglu(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *gate,
                                  const struct ty_tensor *up) {
-    for (int64_t r = 0; r < ty__tensor_nrows(dst); r++)
-        ty__cpu_swiglu_row(row_ptr(gate, r), row_ptr(up, r), row_ptr(dst, r), dst->ne[0]);
+    each_row(be, &(struct rows_task){dst, gate, up, swiglu_row});
     return TY_OK;
+}
+
+static void add_row(const struct rows_task *t, int64_t r) {
+    const float *x = row_ptr(t->a, r), *y = row_ptr(t->b, r);
+    float *o = row_ptr(t->dst, r), s[256]; /* through a stack block: the residual add is in place (o == x), which
+                                            * fails the compilers' overlap check for a direct loop */
+    for (int64_t i0 = 0; i0 < t->dst->ne[0]; i0 += 256) {
+        const int64_t m = t->dst->ne[0] - i0 < 256 ? t->dst->ne[0] - i0 : 256;
+        for (int64_t i = 0; i < m; i++) s[i] = x[i0 + i] + y[i0 + i];
+        memcpy(o + i0, s, sizeof(float) * (size_t)m);
+    }
 }
 
 static enum ty_status cpu_add(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *a,
                               const struct ty_tensor *b) {
-    int64_t d = dst->ne[0];
-    for (int64_t r = 0; r < ty__tensor_nrows(dst); r++) {
-        const float *x = row_ptr(a, r), *y = row_ptr(b, r);
-        float *o = row_ptr(dst, r);
-        for (int64_t i = 0; i < d; i++) o[i] = x[i] + y[i];
-    }
+    each_row(be, &(struct rows_task){dst, a, b, add_row});
     return TY_OK;
 }
 

@@ -49,6 +49,9 @@
 #define COL_BLOCK_BYTES (256 << 10)
 /* Weight bytes of a row tile that gemv runs over every column of a block (non-direct types). */
 #define TILE_BYTES (32 << 10)
+/* Rows of gate and up a swiglu product computes before it combines them (over every column): their outputs for a
+ * prefill of 512 tokens, 2 x 64 rows x 512 x 4 bytes, stay in L2. */
+#define SWIGLU_ROWS (4 * UNIT_ROWS)
 /* Below this many multiply-adds a product runs on the calling thread: waking the pool would cost more. */
 #define MIN_PARALLEL_WORK (1 << 16)
 /* Products of at most this many columns are quantised by the caller and shared out in chunks (decode). */
@@ -73,6 +76,16 @@ struct chunk {
     size_t size, used;
 };
 
+/* The RoPE cos/sin of each column of the last attn_input batch, reused by the next call with the same positions and
+ * RoPE (every later layer of the same forward pass): the angles cost 64 libm calls a column, about as much as the
+ * rest of the head steps. Filled by the threads before the products' barrier (see mm_run). */
+struct angles {
+    struct ty_rope rope; /* the key: RoPE and positions */
+    int32_t *pos;
+    int64_t cols, cap;
+    float *cs, *sn; /* (cols, n_dims / 2) */
+};
+
 struct cpu_fast {
     struct ty_cpu_ctx base; /* first: the reference ops see only this */
     const struct ty_simd *simd;
@@ -88,6 +101,7 @@ struct cpu_fast {
     struct ty_cpu_scratch attn_meta; /* a paged batch's sequence descriptors */
     void *scratch;                   /* (n_threads) gemm scratch areas */
     struct share *shares;            /* (n_threads) each thread's share of a few-column product */
+    struct angles angles;            /* attn_input's RoPE cos/sin of the current batch's positions */
     /* Held by every op that uses the scratch or the table above, so that contexts on several application threads
      * may share one model (the reference backend keeps no state and needs none). */
     pthread_mutex_t mu;
@@ -260,6 +274,8 @@ struct mm_task {
     float eps;
     float *norm_rows;                  /* (n, n_threads) one normed column per thread */
     const struct ty_attn_input *heads; /* q/k head norms and RoPE once the products are done, or NULL */
+    struct angles *angles;             /* with heads: their cos/sin per column */
+    bool fill_angles;                  /* computed in this call (else kept from the last) */
     struct share *shares; /* (nth) few columns: each thread's own share, taken over from the back when idle */
 };
 
@@ -307,15 +323,17 @@ static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int
 
 /* Units [u0, u1) of the call: the rows they cover in each item (in swiglu mode, the same rows of both, combined). */
 static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, void *scratch) {
-    if (t->swiglu) {
+    if (t->swiglu) { /* a few panels at a time, so the swiglu reads both outputs while they are still in L2 */
         const struct mm_item *g = &t->it[0], *u = &t->it[1];
-        int64_t r0 = u0 * UNIT_ROWS, r1 = u1 * UNIT_ROWS < g->rows ? u1 * UNIT_ROWS : g->rows;
-        if (r0 >= r1) return;
-        run_item_rows(t, g, r0, r1, scratch);
-        run_item_rows(t, u, r0, r1, scratch);
-        for (int64_t c = 0; c < t->cols; c++) { /* the reference's swiglu, element for element */
-            float *o = (float *)ty__tensor_row(g->dst, c, 0, 0);
-            ty__cpu_swiglu_row(o + r0, (const float *)ty__tensor_row(u->dst, c, 0, 0) + r0, o + r0, r1 - r0);
+        const int64_t end = u1 * UNIT_ROWS < g->rows ? u1 * UNIT_ROWS : g->rows;
+        for (int64_t r0 = u0 * UNIT_ROWS; r0 < end; r0 += SWIGLU_ROWS) {
+            const int64_t r1 = end - r0 < SWIGLU_ROWS ? end : r0 + SWIGLU_ROWS;
+            run_item_rows(t, g, r0, r1, scratch);
+            run_item_rows(t, u, r0, r1, scratch);
+            for (int64_t c = 0; c < t->cols; c++) { /* the reference's swiglu, element for element */
+                float *o = (float *)ty__tensor_row(g->dst, c, 0, 0);
+                ty__cpu_swiglu_row(o + r0, (const float *)ty__tensor_row(u->dst, c, 0, 0) + r0, o + r0, r1 - r0);
+            }
         }
         return;
     }
@@ -343,20 +361,51 @@ static void quantize_cols(const struct mm_task *t, int64_t c0, int64_t c1, int i
     }
 }
 
+/* Columns [c0, c1) of the angle cache, from the positions it holds. */
+static void fill_angles(struct angles *an, int64_t c0, int64_t c1) {
+    const int64_t half = an->rope.n_dims / 2;
+    for (int64_t c = c0; c < c1; c++) ty__cpu_rope_angles(&an->rope, an->pos[c], an->cs + c * half, an->sn + c * half);
+}
+
 /* Columns [c0, c1) of attn_input's q and k: each head RMS-normed (when the model has head norms), then rotated. */
-static void qk_heads(const struct ty_attn_input *a, int64_t c0, int64_t c1) {
-    const int32_t *pos = ty__tensor_host(a->pos);
+static void qk_heads(const struct ty_attn_input *a, const struct angles *an, int64_t c0, int64_t c1) {
     const struct ty_tensor *h3[2] = {a->q3, a->k3}, *hn[2] = {a->q_norm, a->k_norm};
-    float cs[TY_ROPE_MAX_DIMS / 2], sn[TY_ROPE_MAX_DIMS / 2];
+    const int64_t half = an->rope.n_dims / 2;
     for (int64_t c = c0; c < c1; c++) {
-        ty__cpu_rope_angles(a->rope, pos[c], cs, sn);
         for (int i = 0; i < 2; i++)
             for (int64_t h = 0; h < h3[i]->ne[1]; h++) {
                 float *r = ty__tensor_row(h3[i], h, c, 0);
                 if (hn[i]) ty__cpu_rms_norm_row(r, ty__tensor_host(hn[i]), a->eps, h3[i]->ne[0], r);
-                ty__cpu_rope_head(a->rope, cs, sn, r, r, h3[i]->ne[0]);
+                ty__cpu_rope_head(a->rope, an->cs + c * half, an->sn + c * half, r, r, h3[i]->ne[0]);
             }
     }
+}
+
+/* Points the angle cache at attn_input's positions and RoPE: true when they differ from the last call's, so the
+ * angles must be computed again (the key is set here, the angles by fill_angles). */
+static enum ty_status angles_prepare(struct angles *an, const struct ty_attn_input *a, int64_t cols, bool *fill) {
+    const int32_t *pos = ty__tensor_host(a->pos);
+    *fill = !(an->cols == cols && memcmp(&an->rope, a->rope, sizeof an->rope) == 0 &&
+              memcmp(an->pos, pos, (size_t)cols * sizeof *pos) == 0);
+    if (!*fill) return TY_OK;
+    if (cols > an->cap) {
+        int64_t cap = an->cap ? an->cap : 64;
+        while (cap < cols) cap *= 2;
+        int32_t *p = ty__realloc(an->pos, (size_t)cap * sizeof *p);
+        if (p) an->pos = p;
+        float *cs = p ? ty__realloc(an->cs, (size_t)cap * TY_ROPE_MAX_DIMS / 2 * sizeof *cs) : NULL;
+        if (cs) an->cs = cs;
+        float *sn = cs ? ty__realloc(an->sn, (size_t)cap * TY_ROPE_MAX_DIMS / 2 * sizeof *sn) : NULL;
+        if (sn) an->sn = sn;
+        if (!sn) {
+            an->cols = 0; /* no valid key */
+            return ty__error(TY_ERR_NO_MEMORY, "out of memory for the RoPE angles of %" PRId64 " tokens", cols);
+        }
+        an->cap = cap;
+    }
+    an->rope = *a->rope, an->cols = cols;
+    memcpy(an->pos, pos, (size_t)cols * sizeof *pos);
+    return TY_OK;
 }
 
 /* Thread r's share of the call: of every item, the r-th of nth contiguous ranges of its units (swiglu: of the gate's
@@ -409,6 +458,7 @@ static void mm_run(void *arg, int ith, int nth) {
     int64_t j0, j1;
     ty__split_range(t->cols, ith, nth, &j0, &j1);
     quantize_cols(t, j0, j1, ith);
+    if (t->fill_angles) fill_angles(t->angles, j0, j1);
     if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
     /* 2. this thread's contiguous range of weight rows, over every column block */
     int64_t u0, u1;
@@ -419,7 +469,7 @@ static void mm_run(void *arg, int ith, int nth) {
         if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
         int64_t c0, c1;
         ty__split_range(t->cols, ith, nth, &c0, &c1);
-        qk_heads(t->heads, c0, c1);
+        qk_heads(t->heads, t->angles, c0, c1);
     }
 }
 
@@ -522,6 +572,10 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         int64_t per = t.units / (8 * (int64_t)c->n_threads);
         t.chunk = per < 1 ? 1 : per > 16 ? 16 : per;
     }
+    if (t.heads) { /* last before the dispatch: a key set here is always followed by its angles */
+        t.angles = &c->angles;
+        TY_TRY(angles_prepare(t.angles, t.heads, t.cols, &t.fill_angles));
+    }
     if (t.chunk > 0 && threaded) {
         t.shares = c->shares;
         for (int r = 0; r < c->n_threads; r++)
@@ -534,7 +588,10 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         ty__threadpool_run_any(c->base.pool, mm_run, &t); /* shares: a worker that is not free is not waited for */
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
-    if (t.heads && t.chunk > 0) qk_heads(t.heads, 0, t.cols); /* few columns: the caller's, after the rows */
+    if (t.heads && t.chunk > 0) { /* few columns: the caller's, after the rows */
+        if (t.fill_angles) fill_angles(t.angles, 0, t.cols);
+        qk_heads(t.heads, t.angles, 0, t.cols);
+    }
     return TY_OK;
 }
 
@@ -634,6 +691,9 @@ static void cpu_free(struct ty_backend *be) {
     ty__cpu_scratch_free(&c->attn_meta);
     ty__free_aligned(c->scratch);
     ty__free_aligned(c->shares);
+    ty_free(c->angles.pos);
+    ty_free(c->angles.cs);
+    ty_free(c->angles.sn);
     ty_free(c);
     ty_free(be);
 }

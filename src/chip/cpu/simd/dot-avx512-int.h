@@ -563,23 +563,33 @@ KPACKED(gemv_packed_q8_0, TY_TYPE_Q8_0)
  * column gets the same bits from gemv (NC = 1) and from gemm. Integer sums are exact: Q4_K's largest is
  * 8 x 63 x 32 x 15 x 127 < 2^25, Q6_K's 16 x 128 x 16 x 63 x 127 < 2^28. */
 
-/* Byte k of every dword, zero-extended (k < 4); with `words`, bytes (2k, 2k + 1) of every dword as two words. */
-INLINE KTARGET __m512i KFN(dword_bytes)(int k, bool words) {
+/* Byte k of every dword, zero-extended (k < 4). */
+INLINE KTARGET __m512i KFN(dword_bytes)(int k) {
     const __m512i offs = _mm512_set_epi32(12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0);
-    if (!words) return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80808000u | (unsigned)k)), offs);
-    return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80008000u | (unsigned)(2 * k) | (unsigned)(2 * k + 1) << 16)),
+    return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80808000u | (unsigned)k)), offs);
+}
+
+/* Byte k of every dword, zero-extended, in both of its words (k < 4). */
+INLINE KTARGET __m512i KFN(dword_byte_twice)(int k) {
+    const __m512i offs = _mm512_set_epi32(12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0);
+    return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80008000u | (unsigned)k | (unsigned)k << 16)),
                             _mm512_mullo_epi32(offs, _mm512_set1_epi32(0x10001)));
 }
 
-/* Q4_K (five false) and Q5_K (five true). */
+/* Q4_K (five false) and Q5_K (five true). A sub-block's dot is one chain of eight vpdpbusd per column, its scale
+ * applied in the integer accumulator; the minimums are one vpdpwssd per sub-block, each row's minimum (twice, as
+ * two words) against the activation's two sums of 16 of that sub-block, read straight from the block. Per column and
+ * super-block the float steps are then (A dw - B dm) dx: the fewest operations besides the vpdpbusd, which set the
+ * pace. */
 INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k_layout *l, int64_t nsb,
                                        const uint8_t *p, const struct ty_block_q8_K *const *y, float *out,
                                        int64_t ld_out, int rv) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
     const __m512i m6 = _mm512_set1_epi8(0x3f), m4 = low4, m2h = _mm512_set1_epi8(0x30);
-    const __m512i b0 = KFN(dword_bytes)(0, false), b1 = KFN(dword_bytes)(1, false);
-    const __m512i b2 = KFN(dword_bytes)(2, false), b3 = KFN(dword_bytes)(3, false);
-    const __m512i w01 = KFN(dword_bytes)(0, true), w23 = KFN(dword_bytes)(1, true);
+    const __m512i b0 = KFN(dword_bytes)(0), b1 = KFN(dword_bytes)(1);
+    const __m512i b2 = KFN(dword_bytes)(2), b3 = KFN(dword_bytes)(3);
+    const __m512i t0 = KFN(dword_byte_twice)(0), t1 = KFN(dword_byte_twice)(1);
+    const __m512i t2 = KFN(dword_byte_twice)(2), t3 = KFN(dword_byte_twice)(3);
     __m512 acc[8];
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; b++, p += l->bp) {
@@ -619,21 +629,20 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k
                 A[c] = _mm512_add_epi32(A[c], _mm512_mullo_epi32(_mm512_add_epi32(i0, i1), sc));
             }
         }
-        /* minimums: words (m_2i, m_2i+1) of each row against the per-32 activation sums of those sub-blocks */
-        const __m512i m01 = _mm512_shuffle_epi8(m_lo, w01), m23 = _mm512_shuffle_epi8(m_lo, w23);
-        const __m512i m45 = _mm512_shuffle_epi8(m_hi, w01), m67 = _mm512_shuffle_epi8(m_hi, w23);
+        /* minimums: sub-block j's minimum of each row, as two words, against the block's sums of 16 2j and 2j + 1 */
+        __m512i mn[8];
+        for (int j = 0; j < 8; j++) {
+            const __m512i twice = j % 4 == 0 ? t0 : j % 4 == 1 ? t1 : j % 4 == 2 ? t2 : t3;
+            mn[j] = _mm512_shuffle_epi8(j < 4 ? m_lo : m_hi, twice);
+        }
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_dmin)));
         for (int c = 0; c < NC; c++) {
-            __m256i bs = _mm256_loadu_si256((const __m256i *)y[c][b].bsums);
-            __m512i hs = _mm512_castsi256_si512(_mm256_hadd_epi16(bs, bs)); /* dwords 0, 1, 4, 5: sums of 32 */
-            __m512i B = DPWSSD(_mm512_setzero_si512(), m01, _mm512_permutexvar_epi32(_mm512_set1_epi32(0), hs));
-            B = DPWSSD(B, m23, _mm512_permutexvar_epi32(_mm512_set1_epi32(1), hs));
-            B = DPWSSD(B, m45, _mm512_permutexvar_epi32(_mm512_set1_epi32(4), hs));
-            B = DPWSSD(B, m67, _mm512_permutexvar_epi32(_mm512_set1_epi32(5), hs));
-            const __m512 dx = _mm512_set1_ps(y[c][b].d);
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(A[c]), _mm512_mul_ps(dw, dx), acc[c]);
-            acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(B), _mm512_mul_ps(dm, dx), acc[c]);
+            const int8_t *bs = (const int8_t *)y[c][b].bsums;
+            __m512i B = DPWSSD(_mm512_setzero_si512(), mn[0], _mm512_set1_epi32(load_i32(bs)));
+            for (int j = 1; j < 8; j++) B = DPWSSD(B, mn[j], _mm512_set1_epi32(load_i32(bs + 4 * j)));
+            __m512 t = _mm512_fmsub_ps(_mm512_cvtepi32_ps(A[c]), dw, _mm512_mul_ps(_mm512_cvtepi32_ps(B), dm));
+            acc[c] = _mm512_fmadd_ps(t, _mm512_set1_ps(y[c][b].d), acc[c]);
         }
     }
     __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
