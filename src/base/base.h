@@ -73,6 +73,7 @@ typedef uint16_t ty_bf16; /* bfloat16 bits */
 
 float ty__f16_to_f32(ty_f16 h);
 ty_f16 ty__f32_to_f16(float f); /* round to nearest even, as the hardware converts */
+void ty__f32_to_f16_row(const float *x, ty_f16 *y, int64_t n); /* n of them, bit for bit ty__f32_to_f16 */
 static inline float ty__bf16_to_f32(ty_bf16 h) {
     uint32_t u = (uint32_t)h << 16;
     float f;

@@ -1,9 +1,14 @@
 /*
  * half.c - portable binary16 and bfloat16 conversion. These are the reference conversions: exact for every input
  * (f16 -> f32 is exact; f32 -> f16 and f32 -> bf16 round to nearest even like F16C/AVX512-BF16 hardware). The fast CPU
- * backend uses hardware instructions and is tested against these.
+ * backend uses hardware instructions and is tested against these. ty__f32_to_f16_row is the one conversion here that
+ * uses them itself (F16C, where the build targets it): the KV cache writes of a prefill go through it.
  */
 #include "base.h"
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 float ty__f16_to_f32(ty_f16 h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
@@ -62,4 +67,14 @@ ty_bf16 ty__f32_to_bf16(float f) {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (ty_bf16)((u >> 16) | 0x40); /* quiet NaN */
     u += 0x7fff + ((u >> 16) & 1);
     return (ty_bf16)(u >> 16);
+}
+
+void ty__f32_to_f16_row(const float *x, ty_f16 *y, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+    for (; i < n; i++) y[i] = ty__f32_to_f16(x[i]);
 }

@@ -42,6 +42,31 @@ static void test_f16_rounding(void) {
     CHECK(ty__f32_to_f16(INFINITY) == 0x7c00);
 }
 
+/* The row conversion (F16C where the build has it) against the scalar one, bit for bit: every f16 value, the
+ * midpoints between neighbours and random bit patterns (NaNs, infinities, overflow and subnormals among them). */
+static void test_f16_row(void) {
+    enum { N = 3 * 65536 + 7 };
+    float *x = ty__malloc(sizeof(float) * N);
+    ty_f16 *y = ty__malloc(sizeof(ty_f16) * N);
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (uint32_t h = 0; h < 65536; h++) {
+        x[h] = ty__f16_to_f32((ty_f16)h);
+        uint32_t mid = bits(x[h]) + 0x1000u; /* halfway to the next f16, for normal values */
+        memcpy(&x[65536 + h], &mid, 4);
+    }
+    for (int i = 2 * 65536; i < N; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        uint32_t u = (uint32_t)s;
+        memcpy(&x[i], &u, 4);
+    }
+    ty__f32_to_f16_row(x, y, N);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += y[i] != ty__f32_to_f16(x[i]);
+    CHECK_MSG(bad == 0, "%d of %d f32 -> f16 row conversions differ from the scalar one", bad, N);
+    ty_free(x);
+    ty_free(y);
+}
+
 static void test_bf16(void) {
     CHECK(ty__f32_to_bf16(1.0f) == 0x3f80);
     CHECK(bits(ty__bf16_to_f32(0x3f80)) == bits(1.0f));
@@ -144,6 +169,7 @@ static void test_files(void) {
 void ty_tests(void) {
     TY_RUN(test_f16_roundtrip_exhaustive);
     TY_RUN(test_f16_rounding);
+    TY_RUN(test_f16_row);
     TY_RUN(test_bf16);
     TY_RUN(test_alloc_counting_and_faults);
     TY_RUN(test_buf);

@@ -259,7 +259,7 @@ static void copy_row(const struct rows_task *t, int64_t r) {
     if (t->dst->type == TY_TYPE_F32)
         memmove(o, s, (size_t)d * sizeof(float));
     else if (t->dst->type == TY_TYPE_F16)
-        for (int64_t i = 0; i < d; i++) ((ty_f16 *)o)[i] = ty__f32_to_f16(s[i]);
+        ty__f32_to_f16_row(s, o, d);
     else
         for (int64_t i = 0; i < d; i++) ((ty_bf16 *)o)[i] = ty__f32_to_bf16(s[i]);
 }

@@ -265,10 +265,11 @@ struct mm_task {
     enum ty_type slot_type[TY_MATMUL_MULTI_MAX]; /* a weight type whose activation format the slot holds */
     char *slot_act[TY_MATMUL_MULTI_MAX];
     size_t slot_stride[TY_MATMUL_MULTI_MAX];
-    int64_t units;   /* over all items */
-    int64_t col_blk; /* columns per block */
-    int64_t chunk;   /* > 0: few columns, quantised by the caller; units taken this many at a time from the shares */
-    bool swiglu;     /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
+    int64_t units;     /* over all items */
+    int64_t col_blk;   /* columns per block */
+    int64_t chunk;     /* > 0: few columns, quantised by the caller; units taken this many at a time from the shares */
+    bool swiglu;       /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
+    bool swiglu_after; /* the same for few columns, combined by the caller after the dispatch (see run_products) */
     /* ffn_input / attn_input fusions */
     const float *norm_w; /* input RMSNorm applied to each column as it is quantised (NULL: x as it is) */
     float eps;
@@ -565,7 +566,11 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     t.norm_rows = (float *)((char *)c->act.p + act_bytes);
     int64_t blk = (int64_t)(COL_BLOCK_BYTES / (act_col_bytes ? act_col_bytes : 1));
     t.col_blk = blk < 8 ? 8 : blk / 8 * 8;
-    if (swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
+    /* Few columns (decode) stream each thread's share of gate, then of up, as two items: combining them a few rows at
+     * a time would switch between the two weights every chunk, which costs one thread 17% of its stream; the caller
+     * then combines the few columns (microseconds). */
+    if (swiglu && t.cols <= FEW_COLS) t.swiglu = false, t.swiglu_after = true;
+    if (t.swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
     const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
     if (t.cols <= FEW_COLS) {
         quantize_cols(&t, 0, t.cols, 0);
@@ -588,6 +593,11 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         ty__threadpool_run_any(c->base.pool, mm_run, &t); /* shares: a worker that is not free is not waited for */
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
+    if (t.swiglu_after)
+        for (int64_t col = 0; col < t.cols; col++) { /* the reference's swiglu, element for element */
+            float *o = (float *)ty__tensor_row(t.it[0].dst, col, 0, 0);
+            ty__cpu_swiglu_row(o, (const float *)ty__tensor_row(t.it[1].dst, col, 0, 0), o, t.it[0].rows);
+        }
     if (t.heads && t.chunk > 0) { /* few columns: the caller's, after the rows */
         if (t.fill_angles) fill_angles(t.angles, 0, t.cols);
         qk_heads(t.heads, t.angles, 0, t.cols);
