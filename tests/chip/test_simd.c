@@ -293,6 +293,14 @@ static void test_quantisers(void) {
             x[800] = NAN, x[900] = INFINITY, x[100] = -INFINITY;
             check_quantiser(s, k->act, k->quantize_act, x, n, "NaN and infinity");
         }
+        /* Q8 rows of a block count that is not a multiple of 16 (the AVX-512 quantiser takes 16 blocks at a time):
+         * 29 blocks, a zero block and a NaN among the last 13 */
+        if (s->t[TY_TYPE_Q8_0].act == TY_ACT_Q8) {
+            make_acts(x, 928);
+            for (int i = 544; i < 576; i++) x[i] = 0;
+            x[700] = NAN, x[905] = 1e-39f;
+            check_quantiser(s, TY_ACT_Q8, s->t[TY_TYPE_Q8_0].quantize_act, x, 928, "16 blocks and a tail");
+        }
         /* rows that are not a multiple of the vector width (f32 / bf16 formats) */
         for (int64_t m = 1; m < 40; m += 3) {
             make_acts(x, m);

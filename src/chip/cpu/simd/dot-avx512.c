@@ -55,9 +55,59 @@ INLINE AVX512 __m512i levels(__m512 x, __m512 iscale) {
     return _mm512_cvtps_epi32(_mm512_min_ps(v, _mm512_set1_ps(127.0f)));
 }
 
+/* Lane j of the result: v[j] reduced over its 16 lanes, by max (floats, none NaN) or by add (int32). One shuffle
+ * network for 16 vectors at once (46 operations) instead of 16 horizontal reductions (about 150). */
+INLINE AVX512 __m512 fold2(__m512 a, __m512 b, bool add) {
+    return add ? _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)))
+               : _mm512_max_ps(a, b);
+}
+INLINE AVX512 __m512 reduce16(const __m512 *v, bool add) {
+    __m512 h[8], q[4], e[2];
+    for (int i = 0; i < 8; i++) /* [v2i lanes 0|2, 1|3 folded | v2i+1 the same]: 8 partials per vector */
+        h[i] = fold2(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                     _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xee), add);
+    for (int i = 0; i < 4; i++) /* 128-bit lane k: 4 partials of vector 4i + k */
+        q[i] = fold2(_mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0x88),
+                     _mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0xdd), add);
+    for (int i = 0; i < 2; i++) /* lane k: 2 partials of vectors 8i + k and 8i + 4 + k */
+        e[i] = fold2(_mm512_unpacklo_ps(q[2 * i], q[2 * i + 1]), _mm512_unpackhi_ps(q[2 * i], q[2 * i + 1]), add);
+    /* lane k: vectors k, 8 + k, 4 + k, 12 + k */
+    __m512 r = fold2(_mm512_unpacklo_ps(e[0], e[1]), _mm512_unpackhi_ps(e[0], e[1]), add);
+    const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 13, 9, 5, 1, 14, 10, 6, 2, 12, 8, 4, 0);
+    return _mm512_permutexvar_ps(order, r);
+}
+
+/* 16 blocks (512 elements) at once: their largest magnitudes, scales and sums each in one vector. */
+INLINE AVX512 void quantize_q8_16(const float *x, struct ty_q8_act a, int64_t b0) {
+    __m512 m[16];
+    for (int j = 0; j < 16; j++)
+        m[j] = abs_max(abs_max(_mm512_setzero_ps(), _mm512_loadu_ps(x + 32 * j)), _mm512_loadu_ps(x + 32 * j + 16));
+    const __m512 amax = reduce16(m, false);
+    /* ty__q8_act_iscale, 16 at a time */
+    const __mmask16 ok = _mm512_cmp_ps_mask(amax, _mm512_set1_ps(1e-30f), _CMP_GE_OQ) &
+                         _mm512_cmp_ps_mask(amax, _mm512_set1_ps(3.4e38f), _CMP_LE_OQ);
+    const __m512 iscale = _mm512_maskz_div_ps(ok, _mm512_set1_ps(127.0f), amax);
+    _mm512_storeu_ps(a.d + b0, _mm512_maskz_div_ps(ok, _mm512_set1_ps(1.0f), iscale));
+    float is[16];
+    _mm512_storeu_ps(is, iscale);
+    __m512 sums[16];
+    for (int j = 0; j < 16; j++) {
+        const __m512 s = _mm512_set1_ps(is[j]);
+        const __mmask16 keep = (ok >> j & 1) ? 0xffff : 0; /* a zero block: levels and sum 0 whatever x holds */
+        __m512i q0 = _mm512_maskz_mov_epi32(keep, levels(_mm512_loadu_ps(x + 32 * j), s));
+        __m512i q1 = _mm512_maskz_mov_epi32(keep, levels(_mm512_loadu_ps(x + 32 * j + 16), s));
+        _mm_storeu_si128((__m128i *)(a.qs + 32 * (b0 + j)), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(a.qs + 32 * (b0 + j) + 16), _mm512_cvtepi32_epi8(q1));
+        sums[j] = _mm512_castsi512_ps(_mm512_add_epi32(q0, q1));
+    }
+    _mm512_storeu_si512(a.sum + b0, _mm512_castps_si512(reduce16(sums, true)));
+}
+
 static AVX512 void quantize_q8(const float *x, void *xq, int64_t n) {
     struct ty_q8_act a = ty__q8_act(xq, n);
-    for (int64_t b = 0; b < n / 32; b++) {
+    int64_t b = 0;
+    for (; b + 16 <= n / 32; b += 16) quantize_q8_16(x + 32 * b, a, b);
+    for (; b < n / 32; b++) {
         __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
         __m512 m = abs_max(abs_max(_mm512_setzero_ps(), x0), x1);
         float iscale = ty__q8_act_iscale(_mm512_reduce_max_ps(m));
