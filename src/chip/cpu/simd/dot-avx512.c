@@ -133,12 +133,13 @@ static AVX512 void quantize_q8_K(const float *x, void *xq, int64_t n) {
         for (int j = 0; j < TY_QK_K; j += 16) m = abs_max(m, _mm512_loadu_ps(x + j));
         float amax = _mm512_reduce_max_ps(m);
         float iscale = amax > 0 && isfinite(amax) ? 127.0f / amax : 0;
-        __m512 s = _mm512_set1_ps(iscale);
-        for (int j = 0; j < TY_QK_K; j += 16) {
-            __m512i q = levels(_mm512_loadu_ps(x + j), s);
-            _mm_storeu_si128((__m128i *)(y[b].qs + j), _mm512_cvtepi32_epi8(q));
-            y[b].bsums[j / 16] = (int16_t)_mm512_reduce_add_epi32(q);
+        __m512 s = _mm512_set1_ps(iscale), q[16];
+        for (int j = 0; j < 16; j++) {
+            __m512i l = levels(_mm512_loadu_ps(x + 16 * j), s);
+            _mm_storeu_si128((__m128i *)(y[b].qs + 16 * j), _mm512_cvtepi32_epi8(l));
+            q[j] = _mm512_castsi512_ps(l);
         }
+        _mm256_storeu_si256((__m256i *)y[b].bsums, _mm512_cvtepi32_epi16(_mm512_castps_si512(reduce16(q, true))));
         y[b].d = iscale != 0 ? 1.0f / iscale : 0;
     }
 }
