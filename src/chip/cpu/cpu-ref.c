@@ -210,12 +210,16 @@ void ty__cpu_rope_angles(const struct ty_rope *rope, int32_t pos, float *cs, flo
 
 void ty__cpu_rope_head(const struct ty_rope *rope, const float *cs, const float *sn, const float *x, float *y,
                        int64_t head_dim) {
+    /* through a stack copy: in place (y == x, as attn_input rotates), a direct loop fails the compilers' overlap
+     * check and runs one element at a time */
     int half = rope->n_dims / 2;
+    float t[TY_ROPE_MAX_DIMS];
     for (int i = 0; i < half; i++) {
         float x0 = x[i], x1 = x[i + half];
-        y[i] = x0 * cs[i] - x1 * sn[i];
-        y[i + half] = x1 * cs[i] + x0 * sn[i];
+        t[i] = x0 * cs[i] - x1 * sn[i];
+        t[i + half] = x1 * cs[i] + x0 * sn[i];
     }
+    memcpy(y, t, sizeof(float) * (size_t)rope->n_dims);
     if (y != x)
         for (int64_t i = rope->n_dims; i < head_dim; i++) y[i] = x[i];
 }
