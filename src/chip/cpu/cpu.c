@@ -19,11 +19,11 @@
  *      thread, so the threads stream disjoint weight bytes; each thread runs its range over every column, in column
  *      blocks whose activations stay in L2 while the weights stream past.
  * A product of a few columns (decode) skips the barrier: the caller quantises the columns before the dispatch, and
- * each thread streams its own share (the same contiguous range of every weight, as a static split would give it, so
- * the hardware prefetcher sees one long stream), a chunk at a time from the front; a thread done with its share
- * takes chunks from the back of another's (struct share). The workers join only if they are free before the caller
- * is done (ty__threadpool_run_any), so on a busy machine a thread the OS holds back is not waited for: its share is
- * taken over.
+ * each thread streams its own share (one contiguous range of the call's rows over all its weights, as a static split
+ * would give it, so the hardware prefetcher sees long streams), a chunk at a time from the front; a thread done with
+ * its share takes chunks from the back of another's (struct share). The workers join only if they are free before the
+ * caller is done (ty__threadpool_run_any), so on a busy machine a thread the OS holds back is not waited for: its share
+ * is taken over.
  *
  * Batch invariance. A column's result is bit for bit the same whatever the number of columns, the other weights of
  * a matmul_multi or the thread count, because every column goes through one kernel chosen by (path, weight type)
@@ -409,19 +409,15 @@ static enum ty_status angles_prepare(struct angles *an, const struct ty_attn_inp
     return TY_OK;
 }
 
-/* Thread r's share of the call: of every item, the r-th of nth contiguous ranges of its units (swiglu: of the gate's
- * units, which cover both weights), one after another. Runs positions [v0, v1) of that sequence (nothing when
- * scratch is NULL) and returns its length. */
+/* Thread r's share of the call: the r-th of nth contiguous ranges of the call's units, over its items in order. A
+ * thread streams one weight after another, never switching back; where the weights lie next to each other in the
+ * arena (prepared in file order: q/k/v and gate/up in the files Tongyun writes), a share is one stream. Runs
+ * positions [v0, v1) of the share (nothing when scratch is NULL) and returns its length. */
 static int64_t share_units(const struct mm_task *t, int r, int nth, int64_t v0, int64_t v1, void *scratch) {
-    int64_t base = 0;
-    for (int i = 0; i < (t->swiglu ? 1 : t->n_items); i++) {
-        int64_t lo, hi, unit0 = t->swiglu ? 0 : t->it[i].unit0;
-        ty__split_range(t->swiglu ? t->units : t->it[i].units, r, nth, &lo, &hi);
-        int64_t a = v0 > base ? v0 : base, b = v1 < base + hi - lo ? v1 : base + hi - lo;
-        if (scratch && a < b) run_units(t, unit0 + lo + a - base, unit0 + lo + b - base, scratch);
-        base += hi - lo;
-    }
-    return base;
+    int64_t lo, hi;
+    ty__split_range(t->units, r, nth, &lo, &hi);
+    if (scratch && v0 < v1) run_units(t, lo + v0, lo + v1 < hi ? lo + v1 : hi, scratch);
+    return hi - lo;
 }
 
 static bool take(struct share *sh, int64_t chunk, bool front, int64_t *v0, int64_t *v1) {
