@@ -624,8 +624,9 @@ static enum ty_status cpu_matmul(struct ty_backend *be, const struct ty_tensor *
     return products(be, 1, d, ws, x, b, false, NULL);
 }
 
-/* The feed-forward input in one dispatch: each thread computes the same rows of gate and up, then combines them while
- * they are in cache; the multi-threaded silu also spares a prefill the reference's single-threaded swiglu pass. */
+/* The feed-forward input in one dispatch: for many columns each thread computes the same rows of gate and up, a few
+ * panels at a time, and combines them while they are in cache (no separate swiglu pass over memory); for a few
+ * columns the caller combines them after the dispatch (see run_products). */
 static enum ty_status cpu_matmul_swiglu(struct ty_backend *be, const struct ty_tensor *dst,
                                         const struct ty_tensor *w_gate, const struct ty_tensor *w_up,
                                         const struct ty_tensor *x, const struct ty_tensor *up) {
