@@ -9,7 +9,7 @@
  *    activations (f32/f16/bf16 weights: the backend never rounds activations to bf16, so a BF16 checkpoint matches
  *    its reference) 1e-9, f32 accumulation only; int8 activations (Q8 / Q8_K blocks, rounding <= amax/254 per
  *    element) 2e-4;
- *  - batch invariance, bit for bit: every column of a 67- (and a 19-) column product equals the same column alone, in
+ *  - batch invariance, bit for bit: every column of a 67- (19-, 200-) column product equals the same column alone, in
  *    batches of 2 and 5 starting anywhere, with 1, 2 or 3 threads, prepared or not (the same kernel either way), and
  *    through matmul_multi next to other weights; matmul_swiglu equals matmul, matmul and swiglu bit for bit;
  *  - shapes: rows not a multiple of the 16-row panel, row units that do not divide among the threads, products big
@@ -18,7 +18,7 @@
  * caches, with GQA, pos0 > 0, several key tiles and query blocks, and batch invariance (each query alone gives the same
  * bits, with any thread count).
  * The fused layer inputs (attn_input: input norm, q/k/v, head norms, RoPE; ffn_input: input norm, gate/up, SwiGLU)
- * equal their ops one by one on the same backend, bit for bit, for 1 .. 67 columns and every thread count.
+ * equal their ops one by one on the same backend, bit for bit, for 1 .. 200 columns and every thread count.
  * Two application threads sharing the backend get what each gets alone.
  * Every other op is compared with cpu-ref bit for bit (the fast backend shares their code today; the test holds any
  * future replacement to the reference): get_rows, rms_norm, rope, copy, swiglu, add, scatter_add, l2_norm,
@@ -227,8 +227,9 @@ static void check_matmul(enum ty_type type, int64_t n_in, int64_t rows, int64_t 
 
 static void test_matmul(void) {
     for (size_t i = 0; i < sizeof weight_types / sizeof weight_types[0]; i++) {
-        check_matmul(weight_types[i], 512, 53, 67); /* 4 panels, the last of 5 rows; 3 threads share 4 units */
-        check_matmul(weight_types[i], 768, 99, 19); /* threaded even for one column */
+        check_matmul(weight_types[i], 512, 53, 67);  /* 4 panels, the last of 5 rows; 3 threads share 4 units */
+        check_matmul(weight_types[i], 768, 99, 19);  /* threaded even for one column */
+        check_matmul(weight_types[i], 256, 37, 200); /* wide enough that 2 and 3 threads split columns, not rows */
     }
 }
 
@@ -526,8 +527,9 @@ static void test_threads_share_backend(void) {
 /* ==== Norm and RoPE fusions (attn_input, ffn_input) ==== */
 
 /* attn_input against the same ops one by one on the same backend, bit for bit: with and without biases and head
- * norms, partial RoPE, 1 .. 67 columns (the few-column path quantises on the caller and rotates after the dispatch,
- * the many-column one does both on the threads), every thread count. Column i is at position pos0 + 2 i; RoPE
+ * norms, partial RoPE, 1 .. 200 columns (the few-column path quantises on the caller and rotates after the dispatch,
+ * the many-column one does both on the threads, splitting rows or, from 64 columns a thread, columns), every thread
+ * count. Column i is at position pos0 + 2 i; RoPE
  * rotates rope_dims of each head. */
 static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool head_norm, int32_t pos0,
                              int32_t rope_dims) {
@@ -553,7 +555,7 @@ static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool he
     struct owned qn = make(TY_TYPE_F32, hd, 1, 1, buf);
     fill(buf, hd, 1.0);
     struct owned kn = make(TY_TYPE_F32, hd, 1, 1, buf);
-    int32_t pos[67];
+    int32_t pos[200];
     for (int64_t i = 0; i < cols; i++) pos[i] = (int32_t)(pos0 + 2 * i);
     struct owned po = make(TY_TYPE_I32, cols, 1, 1, pos);
     struct ty_rope_config rc = {.n_dims = rope_dims, .freq_base = 10000.0f};
@@ -624,7 +626,7 @@ static void check_ffn_input(enum ty_type type, int64_t cols) {
 
 static void test_fusions(void) {
     const enum ty_type types[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_K, TY_TYPE_BF16, TY_TYPE_F32};
-    const int64_t col_counts[] = {1, 3, 19, 67};
+    const int64_t col_counts[] = {1, 3, 19, 67, 200}; /* 200: the threads split columns, not rows */
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (size_t c = 0; c < sizeof col_counts / sizeof col_counts[0]; c++) {
             check_attn_input(types[t], col_counts[c], c % 2 == 0, c % 2 == 1, 3, 48);
