@@ -52,8 +52,8 @@
 #define COL_BLOCK_BYTES (256 << 10)
 /* Weight bytes of a row tile that gemv runs over every column of a block (non-direct types). */
 #define TILE_BYTES (32 << 10)
-/* Rows of gate and up a swiglu product computes before it combines them (over every column): their outputs for a
- * prefill of 512 tokens, 2 x 64 rows x 512 x 4 bytes, stay in L2. */
+/* Rows of gate and up a swiglu product computes before it combines them (over the thread's columns): their outputs
+ * for a 512-token prefill on 2 threads, 2 x 64 rows x 256 columns x 4 bytes, stay in L2. */
 #define SWIGLU_ROWS (4 * UNIT_ROWS)
 /* Below this many multiply-adds a product runs on the calling thread: waking the pool would cost more. */
 #define MIN_PARALLEL_WORK (1 << 16)
@@ -83,7 +83,8 @@ struct chunk {
 
 /* The RoPE cos/sin of each column of the last attn_input batch, reused by the next call with the same positions and
  * RoPE (every later layer of the same forward pass): the angles cost 64 libm calls a column, about as much as the
- * rest of the head steps. Filled by the threads before the products' barrier (see mm_run). */
+ * rest of the head steps. Each thread fills the columns it quantises, the ones whose heads it later rotates (mm_run).
+ */
 struct angles {
     struct ty_rope rope; /* the key: RoPE and positions */
     int32_t *pos;
