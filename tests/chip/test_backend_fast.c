@@ -229,7 +229,7 @@ static void test_matmul(void) {
     for (size_t i = 0; i < sizeof weight_types / sizeof weight_types[0]; i++) {
         check_matmul(weight_types[i], 512, 53, 67);  /* 4 panels, the last of 5 rows; 3 threads share 4 units */
         check_matmul(weight_types[i], 768, 99, 19);  /* threaded even for one column */
-        check_matmul(weight_types[i], 256, 37, 200); /* wide enough that 2 and 3 threads split columns, not rows */
+        check_matmul(weight_types[i], 256, 37, 200); /* a prefill-wide batch */
     }
 }
 
@@ -528,8 +528,7 @@ static void test_threads_share_backend(void) {
 
 /* attn_input against the same ops one by one on the same backend, bit for bit: with and without biases and head
  * norms, partial RoPE, 1 .. 200 columns (the few-column path quantises on the caller and rotates after the dispatch,
- * the many-column one does both on the threads, splitting rows or, from 64 columns a thread, columns), every thread
- * count. Column i is at position pos0 + 2 i; RoPE
+ * the many-column one does both on the threads), every thread count. Column i is at position pos0 + 2 i; RoPE
  * rotates rope_dims of each head. */
 static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool head_norm, int32_t pos0,
                              int32_t rope_dims) {
@@ -626,7 +625,7 @@ static void check_ffn_input(enum ty_type type, int64_t cols) {
 
 static void test_fusions(void) {
     const enum ty_type types[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_K, TY_TYPE_BF16, TY_TYPE_F32};
-    const int64_t col_counts[] = {1, 3, 19, 67, 200}; /* 200: the threads split columns, not rows */
+    const int64_t col_counts[] = {1, 3, 19, 67, 200};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (size_t c = 0; c < sizeof col_counts / sizeof col_counts[0]; c++) {
             check_attn_input(types[t], col_counts[c], c % 2 == 0, c % 2 == 1, 3, 48);

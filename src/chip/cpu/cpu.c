@@ -14,13 +14,10 @@
  *
  * One matrix product (or several sharing an input: matmul_multi) is one dispatch of the thread pool:
  *   1. the threads quantise the input's columns to the activation format of each weight type (once per column and
- *      format, however many weights read them), each thread its own contiguous range of columns;
- *   2. a product of at least COL_SPLIT_COLS columns a thread (a prefill) then runs every weight row over the thread's
- *      own columns: no barrier, and no activation or output moves between the cores' caches (split by rows, the
- *      narrow products, q/k/v, o and down, scaled 1.5-1.75x to 2 threads when the host gave 2 threads ~58 GB/s).
- *      Fewer columns meet at a barrier and split the weights' rows, in 16-row units over all weights of the call,
- *      into one contiguous range per thread, so the threads stream disjoint weight bytes. Either way a thread goes
- *      through its columns in blocks whose activations stay in L2 while the weights stream past.
+ *      format, however many weights read them), then meet at a barrier;
+ *   2. the weights' rows, in 16-row units over all weights of the call, are split into one contiguous range per
+ *      thread, so the threads stream disjoint weight bytes; each thread runs its range over every column, in column
+ *      blocks whose activations stay in L2 while the weights stream past.
  * A product of a few columns (decode) skips the barrier: the caller quantises the columns before the dispatch, and
  * each thread streams its own share (one contiguous range of the call's rows over all its weights, as a static split
  * would give it, so the hardware prefetcher sees long streams), a chunk at a time from the front; a thread done with
@@ -52,13 +49,11 @@
 #define COL_BLOCK_BYTES (256 << 10)
 /* Weight bytes of a row tile that gemv runs over every column of a block (non-direct types). */
 #define TILE_BYTES (32 << 10)
-/* Rows of gate and up a swiglu product computes before it combines them (over the thread's columns): their outputs
- * for a 512-token prefill on 2 threads, 2 x 64 rows x 256 columns x 4 bytes, stay in L2. */
+/* Rows of gate and up a swiglu product computes before it combines them (over every column): their outputs for a
+ * prefill of 512 tokens, 2 x 64 rows x 512 x 4 bytes, stay in L2. */
 #define SWIGLU_ROWS (4 * UNIT_ROWS)
 /* Below this many multiply-adds a product runs on the calling thread: waking the pool would cost more. */
 #define MIN_PARALLEL_WORK (1 << 16)
-/* Columns per thread from which a product splits its columns among the threads rather than its rows (see mm_run). */
-#define COL_SPLIT_COLS 64
 /* Products of at most this many columns are quantised by the caller and shared out in chunks (decode). */
 #define FEW_COLS 4
 /* Huge-page arena chunks for prepared weights. */
@@ -87,9 +82,11 @@ struct chunk {
  */
 struct angles {
     struct ty_rope rope; /* the key: RoPE and positions */
-    int32_t *pos;
-    int64_t cols, cap;
-    float *cs, *sn; /* (cols, n_dims / 2) */
+    int32_t *pos;        /* (cols) */
+    float *cs, *sn;      /* (cols, n_dims / 2) */
+    int64_t cols;
+    void *mem;  /* pos, cs and sn */
+    size_t cap; /* bytes of mem */
 };
 
 struct cpu_fast {
@@ -286,17 +283,16 @@ struct mm_task {
     struct share *shares; /* (nth) few columns: each thread's own share, taken over from the back when idle */
 };
 
-/* Rows [r0, r1) of one item, columns [c_lo, c_hi). */
-static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int64_t r0, int64_t r1, int64_t c_lo,
-                          int64_t c_hi, void *scratch) {
+/* Rows [r0, r1) of one item, every column. */
+static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int64_t r0, int64_t r1, void *scratch) {
     const struct ty_simd *s = t->c->k[it->type];
     const char *act = t->slot_act[it->slot];
     const size_t xs = t->slot_stride[it->slot];
     const size_t ld = it->dst->nb[1] / sizeof(float);
     float *out0 = ty__tensor_host(it->dst);
     const int64_t n = t->n;
-    for (int64_t c0 = c_lo; c0 < c_hi; c0 += t->col_blk) {
-        const int64_t nc = c_hi - c0 < t->col_blk ? c_hi - c0 : t->col_blk;
+    for (int64_t c0 = 0; c0 < t->cols; c0 += t->col_blk) {
+        const int64_t nc = t->cols - c0 < t->col_blk ? t->cols - c0 : t->col_blk;
         if (it->direct) {
             const void *w = (const char *)it->w + (size_t)(r0 / TY_PACK_ROWS) * it->stride;
             ty__simd_gemm_packed(s, it->type, n, r1 - r0, w, it->stride, nc, act + (size_t)c0 * xs, xs,
@@ -323,26 +319,31 @@ static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int
         }
     }
     if (it->bias)
-        for (int64_t c = c_lo; c < c_hi; c++) {
+        for (int64_t c = 0; c < t->cols; c++) {
             float *out = out0 + (size_t)c * ld;
             for (int64_t r = r0; r < r1; r++) out[r] += it->bias[r];
         }
 }
 
-/* Units [u0, u1) of the call, columns [c_lo, c_hi): the rows they cover in each item (in swiglu mode, the same rows
- * of both, combined). */
-static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, int64_t c_lo, int64_t c_hi, void *scratch) {
+/* Rows [r0, r1) of every column of a gate/up pair: item 0's output becomes silu(item 0) * item 1, the reference's
+ * swiglu element for element. */
+static void swiglu_combine(const struct mm_task *t, int64_t r0, int64_t r1) {
+    for (int64_t c = 0; c < t->cols; c++) {
+        float *o = (float *)ty__tensor_row(t->it[0].dst, c, 0, 0) + r0;
+        ty__cpu_swiglu_row(o, (const float *)ty__tensor_row(t->it[1].dst, c, 0, 0) + r0, o, r1 - r0);
+    }
+}
+
+/* Units [u0, u1) of the call: the rows they cover in each item (in swiglu mode, the same rows of both, combined). */
+static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, void *scratch) {
     if (t->swiglu) { /* a few panels at a time, so the swiglu reads both outputs while they are still in L2 */
         const struct mm_item *g = &t->it[0], *u = &t->it[1];
         const int64_t end = u1 * UNIT_ROWS < g->rows ? u1 * UNIT_ROWS : g->rows;
         for (int64_t r0 = u0 * UNIT_ROWS; r0 < end; r0 += SWIGLU_ROWS) {
             const int64_t r1 = end - r0 < SWIGLU_ROWS ? end : r0 + SWIGLU_ROWS;
-            run_item_rows(t, g, r0, r1, c_lo, c_hi, scratch);
-            run_item_rows(t, u, r0, r1, c_lo, c_hi, scratch);
-            for (int64_t c = c_lo; c < c_hi; c++) { /* the reference's swiglu, element for element */
-                float *o = (float *)ty__tensor_row(g->dst, c, 0, 0);
-                ty__cpu_swiglu_row(o + r0, (const float *)ty__tensor_row(u->dst, c, 0, 0) + r0, o + r0, r1 - r0);
-            }
+            run_item_rows(t, g, r0, r1, scratch);
+            run_item_rows(t, u, r0, r1, scratch);
+            swiglu_combine(t, r0, r1);
         }
         return;
     }
@@ -351,7 +352,7 @@ static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, int64_t c
         int64_t a = u0 > it->unit0 ? u0 : it->unit0, b = u1 < it->unit0 + it->units ? u1 : it->unit0 + it->units;
         if (a >= b) continue;
         int64_t r0 = (a - it->unit0) * UNIT_ROWS, r1 = (b - it->unit0) * UNIT_ROWS;
-        run_item_rows(t, it, r0, r1 < it->rows ? r1 : it->rows, c_lo, c_hi, scratch);
+        run_item_rows(t, it, r0, r1 < it->rows ? r1 : it->rows, scratch);
     }
 }
 
@@ -397,21 +398,15 @@ static enum ty_status angles_prepare(struct angles *an, const struct ty_attn_inp
     *fill = !(an->cols == cols && memcmp(&an->rope, a->rope, sizeof an->rope) == 0 &&
               memcmp(an->pos, pos, (size_t)cols * sizeof *pos) == 0);
     if (!*fill) return TY_OK;
-    if (cols > an->cap) {
-        int64_t cap = an->cap ? an->cap : 64;
-        while (cap < cols) cap *= 2;
-        int32_t *p = ty__realloc(an->pos, (size_t)cap * sizeof *p);
-        if (p) an->pos = p;
-        float *cs = p ? ty__realloc(an->cs, (size_t)cap * TY_ROPE_MAX_DIMS / 2 * sizeof *cs) : NULL;
-        if (cs) an->cs = cs;
-        float *sn = cs ? ty__realloc(an->sn, (size_t)cap * TY_ROPE_MAX_DIMS / 2 * sizeof *sn) : NULL;
-        if (sn) an->sn = sn;
-        if (!sn) {
-            an->cols = 0; /* no valid key */
+    const size_t half = (size_t)(a->rope->n_dims / 2), bytes = (size_t)cols * (sizeof *pos + 2 * half * sizeof(float));
+    if (bytes > an->cap) { /* one block: positions, then cos, then sin */
+        ty_free(an->mem);
+        an->cols = 0, an->cap = 0; /* no valid key until filled */
+        if (!(an->mem = ty__malloc(bytes)))
             return ty__error(TY_ERR_NO_MEMORY, "out of memory for the RoPE angles of %" PRId64 " tokens", cols);
-        }
-        an->cap = cap;
+        an->cap = bytes;
     }
+    an->pos = an->mem, an->cs = (float *)(an->pos + cols), an->sn = an->cs + (size_t)cols * half;
     an->rope = *a->rope, an->cols = cols;
     memcpy(an->pos, pos, (size_t)cols * sizeof *pos);
     return TY_OK;
@@ -424,7 +419,7 @@ static enum ty_status angles_prepare(struct angles *an, const struct ty_attn_inp
 static int64_t share_units(const struct mm_task *t, int r, int nth, int64_t v0, int64_t v1, void *scratch) {
     int64_t lo, hi;
     ty__split_range(t->units, r, nth, &lo, &hi);
-    if (scratch && v0 < v1) run_units(t, lo + v0, lo + v1 < hi ? lo + v1 : hi, 0, t->cols, scratch);
+    if (scratch && v0 < v1) run_units(t, lo + v0, lo + v1 < hi ? lo + v1 : hi, scratch);
     return hi - lo;
 }
 
@@ -456,29 +451,19 @@ static void mm_run(void *arg, int ith, int nth) {
         return;
     }
     if (t->chunk > 0) { /* few columns on one thread */
-        run_units(t, 0, t->units, 0, t->cols, scratch);
+        run_units(t, 0, t->units, scratch);
         return;
     }
-    /* 1. quantise (and norm) this thread's columns into every slot */
+    /* 1. quantise (and norm) this thread's columns into every slot, then wait for all columns */
     int64_t j0, j1;
     ty__split_range(t->cols, ith, nth, &j0, &j1);
     quantize_cols(t, j0, j1, ith);
     if (t->fill_angles) fill_angles(t->angles, j0, j1);
-    if (t->cols >= COL_SPLIT_COLS * nth) {
-        /* 2. many columns: every row of this thread's columns, then (attn_input) their q/k head steps. A thread
-         * reads only the activations it quantised and writes only its own columns, so nothing waits and nothing
-         * crosses between the cores' caches; each thread streams every weight, which a product this wide computes
-         * on long enough to hide. */
-        run_units(t, 0, t->units, j0, j1, scratch);
-        if (t->heads) qk_heads(t->heads, t->angles, j0, j1);
-        return;
-    }
-    /* 2. fewer columns: wait for all of them, then this thread's contiguous range of weight rows over every column
-     * block, so the threads stream disjoint weight bytes */
     if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
+    /* 2. this thread's contiguous range of weight rows, over every column block */
     int64_t u0, u1;
     ty__split_range(t->units, ith, nth, &u0, &u1);
-    run_units(t, u0, u1, 0, t->cols, scratch);
+    run_units(t, u0, u1, scratch);
     /* 3. (attn_input) once every row is done, this thread's columns of q and k: head norms and RoPE */
     if (t->heads) {
         if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
@@ -605,11 +590,7 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         ty__threadpool_run_any(c->base.pool, mm_run, &t); /* shares: a worker that is not free is not waited for */
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
-    if (t.swiglu_after)
-        for (int64_t col = 0; col < t.cols; col++) { /* the reference's swiglu, element for element */
-            float *o = (float *)ty__tensor_row(t.it[0].dst, col, 0, 0);
-            ty__cpu_swiglu_row(o, (const float *)ty__tensor_row(t.it[1].dst, col, 0, 0), o, t.it[0].rows);
-        }
+    if (t.swiglu_after) swiglu_combine(&t, 0, t.it[0].rows);
     if (t.heads && t.chunk > 0) { /* few columns: the caller's, after the rows */
         if (t.fill_angles) fill_angles(t.angles, 0, t.cols);
         qk_heads(t.heads, t.angles, 0, t.cols);
@@ -714,9 +695,7 @@ static void cpu_free(struct ty_backend *be) {
     ty__cpu_scratch_free(&c->attn_meta);
     ty__free_aligned(c->scratch);
     ty__free_aligned(c->shares);
-    ty_free(c->angles.pos);
-    ty_free(c->angles.cs);
-    ty_free(c->angles.sn);
+    ty_free(c->angles.mem);
     ty_free(c);
     ty_free(be);
 }
