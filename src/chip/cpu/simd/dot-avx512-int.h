@@ -563,33 +563,28 @@ KPACKED(gemv_packed_q8_0, TY_TYPE_Q8_0)
  * column gets the same bits from gemv (NC = 1) and from gemm. Integer sums are exact: Q4_K's largest is
  * 8 x 63 x 32 x 15 x 127 < 2^25, Q6_K's 16 x 128 x 16 x 63 x 127 < 2^28. */
 
-/* Byte k of every dword, zero-extended (k < 4). */
-INLINE KTARGET __m512i KFN(dword_bytes)(int k) {
+/* vpshufb selectors: byte k of every dword, zero-extended (k < 4); with `twice`, into both of the dword's words. */
+INLINE KTARGET __m512i KFN(dword_bytes)(int k, bool twice) {
     const __m512i offs = _mm512_set_epi32(12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0);
-    return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80808000u | (unsigned)k)), offs);
-}
-
-/* Byte k of every dword, zero-extended, in both of its words (k < 4). */
-INLINE KTARGET __m512i KFN(dword_byte_twice)(int k) {
-    const __m512i offs = _mm512_set_epi32(12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0, 12, 8, 4, 0);
+    if (!twice) return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80808000u | (unsigned)k)), offs);
     return _mm512_add_epi32(_mm512_set1_epi32((int)(0x80008000u | (unsigned)k | (unsigned)k << 16)),
                             _mm512_mullo_epi32(offs, _mm512_set1_epi32(0x10001)));
 }
 
-/* Q4_K (five false) and Q5_K (five true). A sub-block's dot is one chain of eight vpdpbusd per column, its scale
- * applied in the integer accumulator; the minimums are one vpdpwssd per sub-block, each row's minimum (twice, as
- * two words) against the activation's two sums of 16 of that sub-block, read straight from the block. Per column and
- * super-block the float steps are then (A dw - B dm) dx: the fewest operations besides the vpdpbusd, which set the
- * pace. */
+/* Q4_K (five false) and Q5_K (five true). A sub-block's dot is two chains of four vpdpbusd per column (low and high
+ * nibbles), its scale applied in the integer accumulator; the minimums are one vpdpwssd per sub-block, each row's
+ * minimum (twice, as two words) against the activation's two sums of 16 of that sub-block, read straight from the
+ * block. Per column and super-block the float steps are then (A dw - B dm) dx: the fewest operations besides the
+ * vpdpbusd, which set the pace. */
 INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k_layout *l, int64_t nsb,
                                        const uint8_t *p, const struct ty_block_q8_K *const *y, float *out,
                                        int64_t ld_out, int rv) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
     const __m512i m6 = _mm512_set1_epi8(0x3f), m4 = low4, m2h = _mm512_set1_epi8(0x30);
-    const __m512i b0 = KFN(dword_bytes)(0), b1 = KFN(dword_bytes)(1);
-    const __m512i b2 = KFN(dword_bytes)(2), b3 = KFN(dword_bytes)(3);
-    const __m512i t0 = KFN(dword_byte_twice)(0), t1 = KFN(dword_byte_twice)(1);
-    const __m512i t2 = KFN(dword_byte_twice)(2), t3 = KFN(dword_byte_twice)(3);
+    const __m512i b0 = KFN(dword_bytes)(0, false), b1 = KFN(dword_bytes)(1, false);
+    const __m512i b2 = KFN(dword_bytes)(2, false), b3 = KFN(dword_bytes)(3, false);
+    const __m512i t0 = KFN(dword_bytes)(0, true), t1 = KFN(dword_bytes)(1, true);
+    const __m512i t2 = KFN(dword_bytes)(2, true), t3 = KFN(dword_bytes)(3, true);
     __m512 acc[8];
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; b++, p += l->bp) {
