@@ -20,10 +20,10 @@
  *      blocks whose activations stay in L2 while the weights stream past.
  * A product of a few columns (decode) skips the barrier: the caller quantises the columns before the dispatch, and
  * each thread streams its own share (one contiguous range of the call's rows over all its weights, as a static split
- * would give it, so the hardware prefetcher sees long streams), a chunk at a time from the front; a thread done with
- * its share takes chunks from the back of another's (struct share). The workers join only if they are free before the
- * caller is done (ty__threadpool_run_any), so on a busy machine a thread the OS holds back is not waited for: its share
- * is taken over.
+ * would give it, so the hardware prefetcher sees long streams): all of it but a small reserve in one take, then the
+ * reserve in halves; a thread done with its share takes halves from the back of another's (struct share, take). The
+ * workers join only if they are free before the caller is done (ty__threadpool_run_any), so on a busy machine a thread
+ * the OS holds back is not waited for: its share is taken over.
  *
  * Batch invariance. A column's result is bit for bit the same whatever the number of columns, the other weights of
  * a matmul_multi or the thread count, because every column goes through one kernel chosen by (path, weight type)
@@ -54,8 +54,12 @@
 #define SWIGLU_ROWS (4 * UNIT_ROWS)
 /* Below this many multiply-adds a product runs on the calling thread: waking the pool would cost more. */
 #define MIN_PARALLEL_WORK (1 << 16)
-/* Products of at most this many columns are quantised by the caller and shared out in chunks (decode). */
+/* Products of at most this many columns are quantised by the caller and shared out among the threads (decode). */
 #define FEW_COLS 4
+/* The part of a thread's share of a few-column product that it keeps back from its first take, to even out the
+ * threads' finishing times (see take): 1/SHARE_RESERVE of the share, at least MIN_RESERVE units. */
+#define SHARE_RESERVE 16
+#define MIN_RESERVE   4
 /* Huge-page arena chunks for prepared weights. */
 #define ARENA_CHUNK ((size_t)64 << 20)
 
@@ -270,7 +274,8 @@ struct mm_task {
     size_t slot_stride[TY_MATMUL_MULTI_MAX];
     int64_t units;     /* over all items */
     int64_t col_blk;   /* columns per block */
-    int64_t chunk;     /* > 0: few columns, quantised by the caller; units taken this many at a time from the shares */
+    bool few;          /* few columns, quantised by the caller before the dispatch */
+    int64_t reserve;   /* few columns: the units of a share its owner's first take leaves (see take) */
     bool swiglu;       /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
     bool swiglu_after; /* the same for few columns, combined by the caller after the dispatch (see run_products) */
     /* ffn_input / attn_input fusions */
@@ -423,12 +428,17 @@ static int64_t share_units(const struct mm_task *t, int r, int nth, int64_t v0, 
     return hi - lo;
 }
 
-static bool take(struct share *sh, int64_t chunk, bool front, int64_t *v0, int64_t *v1) {
+/* Takes units from a share: its owner from the front, all but `reserve` while more than twice that is left, else half
+ * of what is left; another thread from the back, half of what is left. Each take is a compare-and-swap, which on x86
+ * drains the core's outstanding loads (a locked instruction is a full fence): taking 16 units at a time cost decode
+ * ~6% in the host's fast state (two threads at ~58 GB/s), so a thread streams its share in as few takes as the balance
+ * at the end allows, and the halves a thread takes from another's back are each one forward stream. */
+static bool take(struct share *sh, int64_t reserve, bool front, int64_t *v0, int64_t *v1) {
     uint_least64_t w = atomic_load_explicit(&sh->lohi, memory_order_relaxed);
     for (;;) {
         int64_t lo = (int64_t)(w >> 32), hi = (int64_t)(w & 0xffffffffu);
         if (lo >= hi) return false;
-        int64_t n = hi - lo < chunk ? hi - lo : chunk;
+        int64_t n = front && hi - lo > 2 * reserve ? hi - lo - reserve : (hi - lo + 1) / 2;
         int64_t nlo = front ? lo + n : lo, nhi = front ? hi : hi - n;
         if (atomic_compare_exchange_weak_explicit(&sh->lohi, &w, (uint_least64_t)nlo << 32 | (uint_least64_t)nhi,
                                                   memory_order_relaxed, memory_order_relaxed)) {
@@ -443,14 +453,14 @@ static void mm_run(void *arg, int ith, int nth) {
     void *scratch = (char *)t->c->scratch + (size_t)ith * t->c->scratch_each;
     if (t->shares) {
         int64_t v0, v1;
-        while (take(&t->shares[ith], t->chunk, true, &v0, &v1)) share_units(t, ith, nth, v0, v1, scratch);
+        while (take(&t->shares[ith], t->reserve, true, &v0, &v1)) share_units(t, ith, nth, v0, v1, scratch);
         for (int k = 1; k < nth; k++) {
             int r = (ith + k) % nth;
-            while (take(&t->shares[r], t->chunk, false, &v0, &v1)) share_units(t, r, nth, v0, v1, scratch);
+            while (take(&t->shares[r], t->reserve, false, &v0, &v1)) share_units(t, r, nth, v0, v1, scratch);
         }
         return;
     }
-    if (t->chunk > 0) { /* few columns on one thread */
+    if (t->few) { /* few columns on one thread */
         run_units(t, 0, t->units, scratch);
         return;
     }
@@ -564,21 +574,21 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     int64_t blk = (int64_t)(COL_BLOCK_BYTES / (act_col_bytes ? act_col_bytes : 1));
     t.col_blk = blk < 8 ? 8 : blk / 8 * 8;
     /* Few columns (decode) stream gate and up as two items, each thread its share of gate then up (share_units):
-     * combining them a few rows at a time would switch between the two weights every chunk, which cost one thread
+     * combining them a few rows at a time would switch between the two weights every few rows, which cost one thread
      * 17% of its stream at 64 rows; the caller then combines the few columns (microseconds). */
     if (swiglu && t.cols <= FEW_COLS) t.swiglu = false, t.swiglu_after = true;
     if (t.swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
     const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
     if (t.cols <= FEW_COLS) {
         quantize_cols(&t, 0, t.cols, 0);
-        int64_t per = t.units / (8 * (int64_t)c->n_threads);
-        t.chunk = per < 1 ? 1 : per > 16 ? 16 : per;
+        const int64_t reserve = t.units / c->n_threads / SHARE_RESERVE;
+        t.few = true, t.reserve = reserve < MIN_RESERVE ? MIN_RESERVE : reserve;
     }
     if (t.heads) { /* last before the dispatch: a key set here is always followed by its angles */
         t.angles = &c->angles;
         TY_TRY(angles_prepare(t.angles, t.heads, t.cols, &t.fill_angles));
     }
-    if (t.chunk > 0 && threaded) {
+    if (t.few && threaded) {
         t.shares = c->shares;
         for (int r = 0; r < c->n_threads; r++)
             atomic_store_explicit(&t.shares[r].lohi, (uint_least64_t)share_units(&t, r, c->n_threads, 0, 0, NULL),
@@ -591,7 +601,7 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
     if (t.swiglu_after) swiglu_combine(&t, 0, t.it[0].rows);
-    if (t.heads && t.chunk > 0) { /* few columns: the caller's, after the rows */
+    if (t.heads && t.few) { /* few columns: the caller's, after the rows */
         if (t.fill_angles) fill_angles(t.angles, 0, t.cols);
         qk_heads(t.heads, t.angles, 0, t.cols);
     }
