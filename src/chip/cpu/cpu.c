@@ -430,9 +430,9 @@ static int64_t share_units(const struct mm_task *t, int r, int nth, int64_t v0, 
 
 /* Takes units from a share: its owner from the front, all but `reserve` while more than twice that is left, else half
  * of what is left; another thread from the back, half of what is left. Each take is a compare-and-swap, which on x86
- * drains the core's outstanding loads (a locked instruction is a full fence): taking 16 units at a time cost decode
- * ~6% in the host's fast state (two threads at ~58 GB/s), so a thread streams its share in as few takes as the balance
- * at the end allows, and the halves a thread takes from another's back are each one forward stream. */
+ * drains the core's outstanding loads (a locked instruction is a full fence): taking 16 units at a time cost decode up
+ * to 9% (Q4_0) in the host's fast state (two threads at ~58 GB/s), so a thread streams its share in as few takes as
+ * the balance at the end allows, and the halves a thread takes from another's back are each one forward stream. */
 static bool take(struct share *sh, int64_t reserve, bool front, int64_t *v0, int64_t *v1) {
     uint_least64_t w = atomic_load_explicit(&sh->lohi, memory_order_relaxed);
     for (;;) {
