@@ -574,8 +574,8 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     int64_t blk = (int64_t)(COL_BLOCK_BYTES / (act_col_bytes ? act_col_bytes : 1));
     t.col_blk = blk < 8 ? 8 : blk / 8 * 8;
     /* Few columns (decode) stream gate and up as two items, each thread its share of gate then up (share_units):
-     * combining them a few rows at a time would switch between the two weights every few rows, which cost one thread
-     * 17% of its stream at 64 rows; the caller then combines the few columns (microseconds). */
+     * combining them a few rows at a time would switch between the two weights every 64 rows, which cost one thread
+     * 17% of its stream; the caller then combines the few columns (microseconds). */
     if (swiglu && t.cols <= FEW_COLS) t.swiglu = false, t.swiglu_after = true;
     if (t.swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
     const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
