@@ -274,8 +274,7 @@ struct mm_task {
     size_t slot_stride[TY_MATMUL_MULTI_MAX];
     int64_t units;     /* over all items */
     int64_t col_blk;   /* columns per block */
-    bool few;          /* few columns, quantised by the caller before the dispatch */
-    int64_t reserve;   /* few columns: the units of a share its owner's first take leaves (see take) */
+    int64_t reserve;   /* few columns (<= FEW_COLS, quantised by the caller): what a share's first take leaves */
     bool swiglu;       /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
     bool swiglu_after; /* the same for few columns, combined by the caller after the dispatch (see run_products) */
     /* ffn_input / attn_input fusions */
@@ -460,7 +459,7 @@ static void mm_run(void *arg, int ith, int nth) {
         }
         return;
     }
-    if (t->few) { /* few columns on one thread */
+    if (t->cols <= FEW_COLS) { /* few columns on one thread */
         run_units(t, 0, t->units, scratch);
         return;
     }
@@ -582,13 +581,13 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     if (t.cols <= FEW_COLS) {
         quantize_cols(&t, 0, t.cols, 0);
         const int64_t reserve = t.units / c->n_threads / SHARE_RESERVE;
-        t.few = true, t.reserve = reserve < MIN_RESERVE ? MIN_RESERVE : reserve;
+        t.reserve = reserve < MIN_RESERVE ? MIN_RESERVE : reserve;
     }
     if (t.heads) { /* last before the dispatch: a key set here is always followed by its angles */
         t.angles = &c->angles;
         TY_TRY(angles_prepare(t.angles, t.heads, t.cols, &t.fill_angles));
     }
-    if (t.few && threaded) {
+    if (t.cols <= FEW_COLS && threaded) {
         t.shares = c->shares;
         for (int r = 0; r < c->n_threads; r++)
             atomic_store_explicit(&t.shares[r].lohi, (uint_least64_t)share_units(&t, r, c->n_threads, 0, 0, NULL),
@@ -601,7 +600,7 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
     if (t.swiglu_after) swiglu_combine(&t, 0, t.it[0].rows);
-    if (t.heads && t.few) { /* few columns: the caller's, after the rows */
+    if (t.heads && t.cols <= FEW_COLS) { /* few columns: the caller's, after the rows */
         if (t.fill_angles) fill_angles(t.angles, 0, t.cols);
         qk_heads(t.heads, t.angles, 0, t.cols);
     }
