@@ -45,7 +45,9 @@ static void usage(FILE *f) {
             "      --roofline-seconds S  time spent measuring the roofline per thread count (default 2)\n"
             "      --profile             also time every backend op of the timed repetitions: per test, each op's\n"
             "                            calls and microseconds per token, its share of the time, and the GB/s\n"
-            "                            of weights (products) or K/V (attention) it read\n"
+            "                            of weights (products) or K/V (attention) it read; for products, the\n"
+            "                            microseconds the calling thread worked alone (before and after the\n"
+            "                            threads stream) and the GB/s of the rest\n"
             "      --json                one JSON object per thread count instead of the table, with at least\n"
             "                            pp_tok_s, tg_tok_s, mem_bw_gbs, tg_roofline_pct and pp_peak_pct\n"
             "                            (and with --profile, pp_profile and tg_profile)\n"
@@ -316,14 +318,21 @@ static void print_roof_row(const struct result *r) {
            f->mem_insn ? f->mem_insn : "?", f->fma_gflops, f->int8_gops, f->bf16_gflops);
 }
 
-/* One test's profile: per op with calls, its calls and microseconds per token, its share of the test's time and the
- * GB/s it read; then the time outside every op (the model's own work between them: graph set-up, logits copy). */
+/* GB/s of `bytes` over `seconds`, 0 when either is not positive. */
+static double gbs(double bytes, double seconds) {
+    return bytes > 0 && seconds > 0 ? bytes / seconds / 1e9 : 0;
+}
+
+/* One test's profile: per op with calls, its calls and microseconds per token, its share of the test's time, the
+ * GB/s it read, the microseconds per token its calling thread worked alone (a product's steps before and after its
+ * threads stream: quantising the input, SwiGLU, head norms and RoPE) and the GB/s of the rest (the streams); then the
+ * time outside every op (the model's own work between them: graph set-up, logits copy). */
 static void print_profile(const char *test, const struct result *r, const struct ty_profile *p, double tokens,
                           double seconds) {
     if (tokens <= 0 || seconds <= 0) return;
     printf("\nprofile of %s, %d threads (%.0f tokens, %.3f s):\n\n| op | calls/token | us/token | %% of time | GB/s "
-           "read |\n"
-           "| --- | ---: | ---: | ---: | ---: |\n",
+           "read | us/token alone | GB/s streaming |\n"
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
            test, r->threads, tokens, seconds);
     double in_ops = 0;
     for (int op = 0; op < TY_OP_COUNT; op++) {
@@ -331,12 +340,12 @@ static void print_profile(const char *test, const struct result *r, const struct
         in_ops += p->seconds[op];
         printf("| %s | %.1f | %.1f | %.1f |", ty__profile_op_name((enum ty_profile_op)op),
                (double)p->calls[op] / tokens, p->seconds[op] * 1e6 / tokens, pct(p->seconds[op], seconds));
-        if (p->bytes[op] > 0 && p->seconds[op] > 0)
-            printf(" %.1f |\n", p->bytes[op] / p->seconds[op] / 1e9);
-        else
-            printf(" |\n");
+        double all = gbs(p->bytes[op], p->seconds[op]), streaming = gbs(p->bytes[op], p->seconds[op] - p->alone[op]);
+        all > 0 ? printf(" %.1f |", all) : printf(" |");
+        p->alone[op] > 0 ? printf(" %.1f |", p->alone[op] * 1e6 / tokens) : printf(" |");
+        streaming > 0 && p->alone[op] > 0 ? printf(" %.1f |\n", streaming) : printf(" |\n");
     }
-    printf("| (outside the ops) | | %.1f | %.1f | |\n", (seconds - in_ops) * 1e6 / tokens,
+    printf("| (outside the ops) | | %.1f | %.1f | | | |\n", (seconds - in_ops) * 1e6 / tokens,
            pct(seconds - in_ops, seconds));
 }
 
@@ -351,7 +360,9 @@ static json_t *profile_json(const struct ty_profile *p, double tokens, double se
         json_object_set_new(e, "calls_per_token", json_real((double)p->calls[op] / tokens));
         json_object_set_new(e, "us_per_token", json_real(p->seconds[op] * 1e6 / tokens));
         json_object_set_new(e, "share", json_real(seconds > 0 ? p->seconds[op] / seconds : 0));
-        json_object_set_new(e, "read_gbs", json_real(p->seconds[op] > 0 ? p->bytes[op] / p->seconds[op] / 1e9 : 0));
+        json_object_set_new(e, "read_gbs", json_real(gbs(p->bytes[op], p->seconds[op])));
+        json_object_set_new(e, "alone_us_per_token", json_real(p->alone[op] * 1e6 / tokens));
+        json_object_set_new(e, "streaming_gbs", json_real(gbs(p->bytes[op], p->seconds[op] - p->alone[op])));
         json_array_append_new(a, e);
     }
     json_t *e = json_object();

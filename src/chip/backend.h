@@ -330,7 +330,11 @@ struct ty_profile {
     uint64_t calls[TY_OP_COUNT];
     double seconds[TY_OP_COUNT];
     double bytes[TY_OP_COUNT]; /* weight bytes the products read; K and V bytes attention reads */
-    int depth;                 /* wrappers entered and not yet returned */
+    /* Of seconds: what the backend reports (ty__profile_alone) as the calling thread's work alone, its other threads
+     * waiting: a product's steps before the threads start streaming and after the last is done. */
+    double alone[TY_OP_COUNT];
+    int depth;                  /* wrappers entered and not yet returned */
+    enum ty_profile_op current; /* the outermost op open (valid while depth > 0) */
 };
 
 const char *ty__profile_op_name(enum ty_profile_op op);
@@ -347,6 +351,9 @@ void ty__profile_end(struct ty_profile_scope *s);
 static inline void ty__profile_close(struct ty_profile_scope *s) {
     if (s->be) ty__profile_end(s);
 }
+/* Adds `seconds` to the open op's time alone (struct ty_profile); nothing when no profile is attached or no op is
+ * open. For backends that run an op on several threads. */
+void ty__profile_alone(struct ty_backend *be, double seconds);
 /* The bytes the products of n weights read; the K and V bytes a paged attention reads. */
 double ty__profile_weight_bytes(int n, const struct ty_tensor *const *w);
 double ty__profile_paged_bytes(const struct ty_tensor *k_pool, const struct ty_tensor *v_pool,

@@ -2,7 +2,8 @@
  * profile.c - the op profile of backend.h: per op, the calls, the wall time from a wrapper's entry to its return and
  * the bytes of weights (products) or of K and V (attention) it read, so that `tongyun bench --profile` can say where
  * a token's time goes and how fast each product streams its weights. Only the outermost wrapper of a nest counts:
- * a fallback that issues other ops (attn_input without the fused entry) is one op of the profile.
+ * a fallback that issues other ops (attn_input without the fused entry) is one op of the profile. A backend that runs
+ * an op on several threads also reports the part of it its calling thread worked alone (ty__profile_alone).
  */
 #include "chip/backend.h"
 
@@ -18,6 +19,7 @@ const char *ty__profile_op_name(enum ty_profile_op op) {
 
 struct ty_profile_scope ty__profile_begin(struct ty_backend *be, enum ty_profile_op op, double bytes) {
     if (be->profile->depth++ > 0) return (struct ty_profile_scope){.be = be, .op = TY_OP_COUNT};
+    be->profile->current = op;
     return (struct ty_profile_scope){.be = be, .op = op, .bytes = bytes, .t0 = ty__time_s()};
 }
 
@@ -30,6 +32,11 @@ void ty__profile_end(struct ty_profile_scope *s) {
         p->bytes[s->op] += s->bytes;
     }
     p->depth--;
+}
+
+void ty__profile_alone(struct ty_backend *be, double seconds) {
+    struct ty_profile *p = be->profile;
+    if (p && p->depth > 0) p->alone[p->current] += seconds;
 }
 
 double ty__profile_weight_bytes(int n, const struct ty_tensor *const *w) {

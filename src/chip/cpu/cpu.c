@@ -517,6 +517,7 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
                                    const struct ty_tensor *const *w, const struct ty_tensor *x,
                                    const struct ty_tensor *const *bias, bool swiglu, const struct fusion *fu) {
     struct cpu_fast *c = be->ctx;
+    const double t_entry = be->profile ? ty__time_s() : 0;
     struct mm_task t = {0};
     t.c = c, t.x = x, t.n = x->ne[0], t.cols = x->ne[1], t.swiglu = swiglu;
     if (fu) t.norm_w = ty__tensor_host(fu->norm), t.eps = fu->eps, t.heads = fu->heads;
@@ -593,17 +594,20 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
             atomic_store_explicit(&t.shares[r].lohi, (uint_least64_t)share_units(&t, r, c->n_threads, 0, 0, NULL),
                                   memory_order_relaxed);
     }
+    const double t_run = be->profile ? ty__time_s() : 0;
     if (!threaded)
         mm_run(&t, 0, 1);
     else if (t.shares)
         ty__threadpool_run_any(c->base.pool, mm_run, &t); /* shares: a worker that is not free is not waited for */
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
+    const double t_ran = be->profile ? ty__time_s() : 0;
     if (t.swiglu_after) swiglu_combine(&t, 0, t.it[0].rows);
     if (t.heads && t.cols <= FEW_COLS) { /* few columns: the caller's, after the rows */
         if (t.fill_angles) fill_angles(t.angles, 0, t.cols);
         qk_heads(t.heads, t.angles, 0, t.cols);
     }
+    if (be->profile) ty__profile_alone(be, (t_run - t_entry) + (ty__time_s() - t_ran)); /* the steps around mm_run */
     return TY_OK;
 }
 
