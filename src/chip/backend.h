@@ -378,6 +378,10 @@ enum ty_status ty__backend_buffer_alloc(struct ty_backend *be, size_t size, stru
  * else an uploaded copy. */
 enum ty_status ty__backend_buffer_wrap(struct ty_backend *be, void *host, size_t size, struct ty_buffer **out);
 void ty__backend_buffer_free(struct ty_buffer *buf); /* NULL is allowed */
+/* True when ty__backend_buffer_wrap is zero-copy: the backend's ops read and write the caller's host memory. */
+static inline bool ty__backend_wraps_host(const struct ty_backend *be) {
+    return be->iface->buffer_wrap != NULL;
+}
 
 static inline enum ty_status ty__backend_tensor_set(struct ty_backend *be, const struct ty_tensor *t, const void *src,
                                                     size_t offset, size_t size) {

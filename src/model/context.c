@@ -168,6 +168,7 @@ void ty_context_free(struct ty_context *ctx) {
     ty__next_context_free(ctx);
     ty__backend_buffer_free(ctx->kv_buf);
     ty__backend_buffer_free(ctx->act_buf);
+    ty__backend_buffer_free(ctx->out_buf);
     ty_free(ctx->k_cache);
     ty_free(ctx->v_cache);
     ty_free(ctx->host_pos);

@@ -127,19 +127,20 @@ struct ty_context {
     struct ty_tensor *k_cache; /* (n_layer) each (head_dim_k, n_head_kv, n_ctx) */
     struct ty_tensor *v_cache; /* (n_layer) each (head_dim_v, n_head_kv, n_ctx) */
     /* activations, one column per token of a batch */
-    struct ty_tensor ids;    /* (n_batch) I32 */
-    struct ty_tensor pos;    /* (n_batch) I32 */
-    struct ty_tensor x;      /* (n_embd, n_batch) the residual stream */
-    struct ty_tensor xn;     /* (n_embd, n_batch) normed input of a block */
-    struct ty_tensor q;      /* (head_dim_k, n_head, n_batch) */
-    struct ty_tensor k;      /* (head_dim_k, n_head_kv, n_batch) */
-    struct ty_tensor v;      /* (head_dim_v, n_head_kv, n_batch) */
-    struct ty_tensor att;    /* (head_dim_v, n_head, n_batch) */
-    struct ty_tensor proj;   /* (n_embd, n_batch) output of wo and w_down */
-    struct ty_tensor gate;   /* (n_ff, n_batch) */
-    struct ty_tensor up;     /* (n_ff, n_batch) */
-    struct ty_tensor logits; /* (n_vocab, min(n_batch, TY_LOGITS_CHUNK)) */
-    int32_t *host_pos;       /* (n_batch) staging for positions */
+    struct ty_tensor ids;      /* (n_batch) I32 */
+    struct ty_tensor pos;      /* (n_batch) I32 */
+    struct ty_tensor x;        /* (n_embd, n_batch) the residual stream */
+    struct ty_tensor xn;       /* (n_embd, n_batch) normed input of a block */
+    struct ty_tensor q;        /* (head_dim_k, n_head, n_batch) */
+    struct ty_tensor k;        /* (head_dim_k, n_head_kv, n_batch) */
+    struct ty_tensor v;        /* (head_dim_v, n_head_kv, n_batch) */
+    struct ty_tensor att;      /* (head_dim_v, n_head, n_batch) */
+    struct ty_tensor proj;     /* (n_embd, n_batch) output of wo and w_down */
+    struct ty_tensor gate;     /* (n_ff, n_batch) */
+    struct ty_tensor up;       /* (n_ff, n_batch) */
+    struct ty_tensor logits;   /* (n_vocab, min(n_batch, TY_LOGITS_CHUNK)) */
+    struct ty_buffer *out_buf; /* NULL, or the caller's logits memory of the last call, wrapped (see qwen.c) */
+    int32_t *host_pos;         /* (n_batch) staging for positions */
     /* mixture of experts (n_expert > 0 only): the tokens of a batch grouped by expert, expert after expert */
     struct ty_tensor router;    /* (n_expert, n_batch) router logits */
     struct ty_tensor moe_rows;  /* (n_batch * n_expert_used) I32 token column of each (expert, token) pair */
