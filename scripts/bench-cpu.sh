@@ -101,7 +101,8 @@ for th in sorted({r["threads"] for r in rows}):
                  "repetitions of this run (the host's state, see above), so the decode tokens/s at "
                  f"{th} threads move with it; compare the percentages.\n")
 def profile_tables(rows, label):
-    """Per test, one row per op: its share of the time and, for ops that read weights or K/V, the GB/s it read."""
+    """Per test, one row per op: its share of the time; for ops that read weights or K/V, the GB/s it read; for the
+    products, also the share of the time their calling thread worked alone and the GB/s of the rest (the streams)."""
     for test, name in (("tg_profile", "decode"), ("pp_profile", "prefill")):
         have = [r for r in rows if r.get(test)]
         if not have:
@@ -112,7 +113,9 @@ def profile_tables(rows, label):
                 if e["op"] not in ops:
                     ops.append(e["op"])
         L.append(f"**{name.capitalize()}** ({label}): each op's share of the time, and in brackets the GB/s of weights "
-                 "(products) or K and V (attention) it read.\n")
+                 "(products) or K and V (attention) it read; for the products, then the GB/s of their streams (the op's "
+                 "time less its calling thread's time alone) and the share of the test's time the calling thread "
+                 "worked alone, the other threads waiting.\n")
         L.append("| op | " + " | ".join(f"{r.get('preset', r['type'])} {r['threads']}T" for r in have) + " |")
         L.append("| --- |" + " ---: |" * len(have))
         for op in ops:
@@ -124,7 +127,8 @@ def profile_tables(rows, label):
                     continue
                 c = f"{100 * e['share']:.1f}%"
                 if e.get("read_gbs", 0) > 0:
-                    c += f" ({e['read_gbs']:.1f})"
+                    alone = e.get("alone_us_per_token", 0) / e["us_per_token"] * e["share"] if e["us_per_token"] else 0
+                    c += f" ({e['read_gbs']:.1f}" + (f"; {e['streaming_gbs']:.1f}, {100 * alone:.1f}% alone" if alone > 0 else "") + ")"
                 cells.append(c)
             L.append(f"| {op} | " + " | ".join(cells) + " |")
         L.append("")
@@ -133,7 +137,9 @@ L.append("## Where the time goes\n")
 L.append("From the same runs (`--profile`: every backend op timed from its wrapper's entry to its return, over the "
          "timed repetitions; fused ops count as one: `attn_input` is the input norm, q/k/v products, head norms and "
          "RoPE, `ffn_input` the norm, gate/up products and SwiGLU; \"(outside the ops)\" is the model's own work "
-         "between them). Decode moves its weight bytes at the GB/s shown; compare them with the read bandwidth above.\n")
+         "between them). Decode moves its weight bytes at the GB/s shown; compare them with the read bandwidth above. "
+         "A product's time alone is its calling thread's steps before the threads stream (quantising the input, with "
+         "the norm where fused) and after (SwiGLU, head norms and RoPE for a few tokens).\n")
 top = max(r["threads"] for r in rows) if rows else 0
 profile_tables([r for r in rows if r["threads"] == top], f"{top} threads, {preset}")
 moe = [json.loads(l) for l in open(moe_jsonl) if l.strip()]
