@@ -398,14 +398,20 @@ static KTARGET void KFN(gemv_q6_K)(int64_t n, int64_t rows, const void *w, size_
 
 /* One panel of 16 rows: per block, four 64-byte chunks give the levels of steps c (low nibbles) and c + 4 (high),
  * each step one integer dot of 16 rows with a broadcast activation quad; two chains, one per nibble. The float
- * steps are panel_gemm_body's, in its order, so a column gets the same bits from gemv and from gemm. */
+ * steps are panel_gemm_body's, in its order, so a column gets the same bits from gemv and from gemm. A symmetric
+ * type's dot starts at -offset * the block's activation sum: `start` (or NULL: computed here) holds them, read with
+ * one broadcast load per block; a multiply and a broadcast from a general register per block cost Q8_0's
+ * one-thread stream 5-9% (decode on one thread and in the host's fast state is bound by each core's stream, so
+ * every instruction between the loads counts). */
 INLINE KTARGET void KFN(panel_q45)(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, struct ty_q8_act a,
-                                   float *out, int rv) {
+                                   const int32_t *start, float *out, int rv) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
         const int8_t *x = a.qs + 32 * b;
-        __m512i i0 = l->affine ? _mm512_setzero_si512() : _mm512_set1_epi32(-l->offset * a.sum[b]);
+        __m512i i0 = l->affine ? _mm512_setzero_si512()
+                     : start   ? _mm512_set1_epi32(start[b])
+                               : _mm512_set1_epi32(-l->offset * a.sum[b]);
         __m512i i1 = _mm512_setzero_si512();
         if (l->bits == 8) { /* Q8_0: one 64-byte vector per step, levels + 128 */
 #if !KVNNI
@@ -454,14 +460,25 @@ INLINE KTARGET void KFN(panel_q45)(const struct ty_pack_layout *l, int64_t nb, c
     _mm512_mask_storeu_ps(out, rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1), acc);
 }
 
+/* Blocks (K / 32) up to which gemv_packed keeps the integer starts of panel_q45 in a table on the stack. */
+#ifndef GEMV_STARTS
+#define GEMV_STARTS 1024
+#endif
+
 INLINE KTARGET void KFN(gemv_packed)(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                      const void *xq, float *out) {
     struct ty_pack_layout l;
     ty__pack_layout(type, &l);
     struct ty_q8_act a = ty__q8_act(xq, n);
+    int32_t table[GEMV_STARTS], *start = !l.affine && n / 32 <= GEMV_STARTS ? table : NULL;
+    for (int64_t b = 0; start && b < n / 32; b++) start[b] = -l.offset * a.sum[b];
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
-        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        KFN(panel_q45)(&l, n / 32, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, a, out + r, rv);
+        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        const int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        if (start) /* two calls, so that each inlined copy knows which start it reads */
+            KFN(panel_q45)(&l, n / 32, p, a, start, out + r, rv);
+        else
+            KFN(panel_q45)(&l, n / 32, p, a, NULL, out + r, rv);
     }
 }
 
@@ -524,7 +541,7 @@ INLINE KTARGET void KFN(gemm_packed)(enum ty_type type, int64_t n, int64_t rows,
             else if (nc >= 2)
                 KFN(panel_gemm_body)(2, &l, n / 32, p, a, o, ld_out, rv), c += 2;
             else /* one column: the gemv panel, two integer chains (faster, and the same bits: integer sums) */
-                KFN(panel_q45)(&l, n / 32, p, a[0], o, rv), c += 1;
+                KFN(panel_q45)(&l, n / 32, p, a[0], NULL, o, rv), c += 1;
         }
     }
 }
