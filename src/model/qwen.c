@@ -181,11 +181,11 @@ static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, c
 static enum ty_status output_rows(struct ty_context *ctx, int32_t first, int32_t n, float *out) {
     const struct ty_model *m = ctx->model;
     struct ty_backend *be = ctx->be;
-    struct ty_tensor x = cols(&ctx->x, first, n), xn = cols(&ctx->xn, first, n);
-    struct ty_tensor lg = cols(&ctx->logits, 0, n);
+    struct ty_tensor x = cols(&ctx->x, first, n), xn = cols(&ctx->xn, first, n), lg;
     const size_t bytes = (size_t)n * (size_t)m->hp.n_vocab * sizeof(float);
     OP(ty__backend_rms_norm(be, &xn, &x, m->output_norm, m->hp.norm_eps));
     if (!ty__backend_wraps_host(be)) {
+        lg = cols(&ctx->logits, 0, n);
         OP(ty__backend_matmul(be, &lg, m->output, &xn, NULL));
         return ty__backend_tensor_get(be, &lg, out, 0, bytes);
     }

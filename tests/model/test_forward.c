@@ -15,6 +15,8 @@
  *  - No memory is left allocated after every free.
  */
 #include "harness.h"
+#include "chip/backend.h"
+#include "model/cost.h"
 #include "model/gguf.h"
 #include "model/quant.h"
 #include "model/tokenizer.h"
@@ -481,6 +483,47 @@ static void test_batches_and_decode_agree(void) {
     ty_model_free(m3);
 }
 
+/* On a host backend the output matrix writes the caller's logits memory (wrapped, kept for the next call with the same
+ * memory); a backend that cannot wrap host memory computes into the context's logits tensor, copied back. Both give
+ * the same bits, whether the caller passes the same memory again or other memory each step. */
+static void test_logits_in_place_and_copied_agree(void) {
+    struct tiny c = qwen2_cfg();
+    const char *path = ty_test_tmp("logits-out.gguf");
+    if (!write_tiny(&c, path)) return;
+    struct ty_model *m = load(path, 2);
+    if (!m) return;
+    enum { N = 6 };
+    int32_t ids[N];
+    prompt(ids, N, c.n_vocab, 5);
+    const size_t V = (size_t)c.n_vocab;
+    struct ty_backend *be = ty__model_backend(m);
+    const struct ty_backend_iface *iface = be->iface;
+    struct ty_backend_iface no_wrap = *iface;
+    no_wrap.buffer_wrap = NULL;
+    float *same = ty__malloc(sizeof(float) * V), *each = ty__malloc(sizeof(float) * N * V);
+    float *copied = ty__malloc(sizeof(float) * N * V);
+    struct ty_context *a = context(m, 16, 4, TY_TYPE_F16), *b = context(m, 16, 4, TY_TYPE_F16);
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(ty_context_eval(a, &ids[i], 1, TY_LOGITS_LAST, same));
+        CHECK_OK(ty_context_eval(b, &ids[i], 1, TY_LOGITS_LAST, each + (size_t)i * V));
+        CHECK(memcmp(same, each + (size_t)i * V, sizeof(float) * V) == 0);
+    }
+    CHECK(ty__model_backend(m) == be && be->iface->buffer_wrap); /* the in-place path ran */
+    be->iface = &no_wrap;
+    struct ty_context *d = context(m, 16, 4, TY_TYPE_F16);
+    for (int i = 0; i < N; i++) CHECK_OK(ty_context_eval(d, &ids[i], 1, TY_LOGITS_LAST, copied + (size_t)i * V));
+    be->iface = iface;
+    CHECK_MSG(memcmp(each, copied, sizeof(float) * N * V) == 0, "logits written in place differ from copied ones");
+    CHECK(ty_test_max_diff(each, each + V, V) > 0); /* steps differ: a stale buffer would not pass */
+    ty_free(same);
+    ty_free(each);
+    ty_free(copied);
+    ty_context_free(a);
+    ty_context_free(b);
+    ty_context_free(d);
+    ty_model_free(m);
+}
+
 static void test_context_full_and_truncate(void) {
     struct tiny c = qwen2_cfg();
     const char *path = ty_test_tmp("ctx.gguf");
@@ -638,6 +681,7 @@ void ty_tests(void) {
     TY_RUN(test_qwen2_bias_matches_naive);
     TY_RUN(test_qwen2_linear_tied_matches_naive);
     TY_RUN(test_batches_and_decode_agree);
+    TY_RUN(test_logits_in_place_and_copied_agree);
     TY_RUN(test_context_full_and_truncate);
     TY_RUN(test_load_errors);
     TY_RUN(test_weight_types);
