@@ -346,6 +346,12 @@ static struct ty_model *load(const char *path, int n_threads) {
     return m;
 }
 
+/* `c` written to the test directory as `file` and loaded on n_threads; NULL (the failure counted) if either fails. */
+static struct ty_model *tiny_model(const struct tiny *c, const char *file, int n_threads) {
+    const char *path = ty_test_tmp(file);
+    return write_tiny(c, path) ? load(path, n_threads) : NULL;
+}
+
 static struct ty_context *context(struct ty_model *m, int n_ctx, int n_batch, enum ty_type kv) {
     struct ty_context_params cp = ty_context_default_params();
     cp.n_ctx = n_ctx;
@@ -369,10 +375,9 @@ static float *eval_all(struct ty_context *ctx, const int32_t *ids, int n, int n_
 /* ==== Tests ==== */
 
 static void check_against_reference(struct tiny c, const char *file) {
-    const char *path = ty_test_tmp(file);
-    if (!write_tiny(&c, path)) return;
-    struct ty_model *m = load(path, 2);
+    struct ty_model *m = tiny_model(&c, file, 2);
     if (!m) return;
+    const char *path = ty_test_tmp(file);
     CHECK(ty_model_n_vocab(m) == c.n_vocab);
     CHECK(ty_model_n_ctx_train(m) == c.n_ctx_train);
     CHECK(!strcmp(ty_model_arch(m), c.arch));
@@ -416,10 +421,9 @@ static void test_qwen2_linear_tied_matches_naive(void) {
 
 static void test_batches_and_decode_agree(void) {
     struct tiny c = qwen3_cfg();
-    const char *path = ty_test_tmp("consistency.gguf");
-    if (!write_tiny(&c, path)) return;
-    struct ty_model *m = load(path, 3);
+    struct ty_model *m = tiny_model(&c, "consistency.gguf", 3);
     if (!m) return;
+    const char *path = ty_test_tmp("consistency.gguf");
     enum { N = 23 };
     int32_t ids[N];
     prompt(ids, N, c.n_vocab, 7);
@@ -488,9 +492,7 @@ static void test_batches_and_decode_agree(void) {
  * the same bits, whether the caller passes the same memory again or other memory each step. */
 static void test_logits_in_place_and_copied_agree(void) {
     struct tiny c = qwen2_cfg();
-    const char *path = ty_test_tmp("logits-out.gguf");
-    if (!write_tiny(&c, path)) return;
-    struct ty_model *m = load(path, 2);
+    struct ty_model *m = tiny_model(&c, "logits-out.gguf", 2);
     if (!m) return;
     enum { N = 6 };
     int32_t ids[N];
@@ -526,9 +528,7 @@ static void test_logits_in_place_and_copied_agree(void) {
 
 static void test_context_full_and_truncate(void) {
     struct tiny c = qwen2_cfg();
-    const char *path = ty_test_tmp("ctx.gguf");
-    if (!write_tiny(&c, path)) return;
-    struct ty_model *m = load(path, 2);
+    struct ty_model *m = tiny_model(&c, "ctx.gguf", 2);
     if (!m) return;
     int V = c.n_vocab;
     int32_t ids[16];
