@@ -27,9 +27,9 @@
  *
  * Batch invariance. A column's result is bit for bit the same whatever the number of columns, the other weights of
  * a matmul_multi or the thread count, because every column goes through one kernel chosen by (path, weight type)
- * alone: gemm_packed where it works straight on panels (gemm_packed_direct, whose one-column step is gemv_packed's:
- * a product of one column calls gemv_packed itself), else gemv one column at a time over L1-sized row tiles. Both
- * compute each row independently of the rows around it.
+ * alone: gemm_packed where it works straight on panels (gemm_packed_direct: one column is gemv_packed's, see
+ * simd.h), else gemv one column at a time over L1-sized row tiles. Both compute each row independently of the rows
+ * around it.
  * So a token decoded alone equals the same token inside a prefill or a batch of sequences, which continuous
  * batching relies on. (The price, on paths without direct panel kernels for a type: its prefill runs at gemv speed
  * on cached tiles rather than with the repacking panel gemm of simd/gemm.c.)
@@ -298,15 +298,13 @@ static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int
     const int64_t n = t->n;
     for (int64_t c0 = 0; c0 < t->cols; c0 += t->col_blk) {
         const int64_t nc = t->cols - c0 < t->col_blk ? t->cols - c0 : t->col_blk;
-        if (it->direct && nc > 1) {
+        if (it->direct) {
             const void *w = (const char *)it->w + (size_t)(r0 / TY_PACK_ROWS) * it->stride;
             ty__simd_gemm_packed(s, it->type, n, r1 - r0, w, it->stride, nc, act + (size_t)c0 * xs, xs,
                                  out0 + (size_t)c0 * ld + r0, (int64_t)ld, scratch);
             continue;
         }
-        /* gemv over row tiles that stay in L1 while every column of the block passes; one column of a direct type
-         * too: gemm_packed computes it with gemv_packed's panel step, but its panel loop over a runtime column count
-         * streams slower (Q8_0 4-5%, Q5_0 2-3%, one thread), which decode, bound by each core's stream, pays */
+        /* gemv over row tiles that stay in L1 while every column of the block passes */
         int64_t tile = (int64_t)(TILE_BYTES / (it->packed ? it->stride / TY_PACK_ROWS : it->stride));
         tile = tile < UNIT_ROWS ? UNIT_ROWS : tile / UNIT_ROWS * UNIT_ROWS;
         if (nc == 1) tile = r1 - r0; /* one column (decode): one stream, rows do not depend on the tiling */
