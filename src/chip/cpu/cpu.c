@@ -50,8 +50,8 @@
 #define COL_BLOCK_BYTES (256 << 10)
 /* Weight bytes of a row tile that gemv runs over every column of a block (non-direct types). */
 #define TILE_BYTES (32 << 10)
-/* Rows of gate and up a swiglu product computes before it combines them (over every column): their outputs for a
- * prefill of 512 tokens, 2 x 64 rows x 512 x 4 bytes, stay in L2. */
+/* Rows of gate and up a swiglu product of many columns computes before it combines them (over every column): their
+ * outputs for a prefill of 512 tokens, 2 x 64 rows x 512 x 4 bytes, stay in L2. */
 #define SWIGLU_ROWS (4 * UNIT_ROWS)
 /* Below this many multiply-adds a product runs on the calling thread: waking the pool would cost more. */
 #define MIN_PARALLEL_WORK (1 << 16)
@@ -277,7 +277,6 @@ struct mm_task {
     int64_t col_blk;   /* columns per block */
     int64_t reserve;   /* few columns (<= FEW_COLS, quantised by the caller): what a share's first take leaves */
     bool swiglu;       /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
-    bool swiglu_after; /* the same for few columns, combined by the caller after the dispatch (see run_products) */
     /* ffn_input / attn_input fusions */
     const float *norm_w; /* input RMSNorm applied to each column as it is quantised (NULL: x as it is) */
     float eps;
@@ -341,11 +340,17 @@ static void swiglu_combine(const struct mm_task *t, int64_t r0, int64_t r1) {
 
 /* Units [u0, u1) of the call: the rows they cover in each item (in swiglu mode, the same rows of both, combined). */
 static void run_units(const struct mm_task *t, int64_t u0, int64_t u1, void *scratch) {
-    if (t->swiglu) { /* a few panels at a time, so the swiglu reads both outputs while they are still in L2 */
+    if (t->swiglu) {
+        /* Many columns: a few panels at a time, so the swiglu reads both outputs while they are still in L2. Few
+         * columns (decode): the whole range of gate, then of up, then the swiglu. Switching between the two weights
+         * every few panels cost one thread 17% of its stream; combining on the caller after the dispatch cost it a
+         * serial pass over both outputs, half of them written by the other core (2.4 us a layer at 4864 rows, and
+         * each line another core wrote is a transfer between them). */
         const struct mm_item *g = &t->it[0], *u = &t->it[1];
         const int64_t end = u1 * UNIT_ROWS < g->rows ? u1 * UNIT_ROWS : g->rows;
-        for (int64_t r0 = u0 * UNIT_ROWS; r0 < end; r0 += SWIGLU_ROWS) {
-            const int64_t r1 = end - r0 < SWIGLU_ROWS ? end : r0 + SWIGLU_ROWS;
+        const int64_t step = t->cols <= FEW_COLS ? end : SWIGLU_ROWS;
+        for (int64_t r0 = u0 * UNIT_ROWS; r0 < end; r0 += step) {
+            const int64_t r1 = end - r0 < step ? end : r0 + step;
             run_item_rows(t, g, r0, r1, scratch);
             run_item_rows(t, u, r0, r1, scratch);
             swiglu_combine(t, r0, r1);
@@ -577,10 +582,6 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     t.norm_rows = (float *)((char *)c->act.p + act_bytes);
     int64_t blk = (int64_t)(COL_BLOCK_BYTES / (act_col_bytes ? act_col_bytes : 1));
     t.col_blk = blk < 8 ? 8 : blk / 8 * 8;
-    /* Few columns (decode) stream gate and up as two items, each thread its share of gate then up (share_units):
-     * combining them a few rows at a time would switch between the two weights every 64 rows, which cost one thread
-     * 17% of its stream; the caller then combines the few columns (microseconds). */
-    if (swiglu && t.cols <= FEW_COLS) t.swiglu = false, t.swiglu_after = true;
     if (t.swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
     const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
     if (t.cols <= FEW_COLS) {
@@ -606,7 +607,6 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     else
         ty__threadpool_run(c->base.pool, mm_run, &t);
     const double t_ran = be->profile ? ty__time_s() : 0;
-    if (t.swiglu_after) swiglu_combine(&t, 0, t.it[0].rows);
     if (t.heads && t.cols <= FEW_COLS) { /* few columns: the caller's, after the rows */
         if (t.fill_angles) fill_angles(t.angles, 0, t.cols);
         qk_heads(t.heads, t.angles, 0, t.cols);
@@ -638,9 +638,9 @@ static enum ty_status cpu_matmul(struct ty_backend *be, const struct ty_tensor *
     return products(be, 1, d, ws, x, b, false, NULL);
 }
 
-/* The feed-forward input in one dispatch: for many columns each thread computes the same rows of gate and up, a few
- * panels at a time, and combines them while they are in cache (no separate swiglu pass over memory); for a few
- * columns the caller combines them after the dispatch (see run_products). */
+/* The feed-forward input in one dispatch: each thread computes the same rows of gate and up and combines them while
+ * they are in cache (no separate swiglu pass over memory), a few panels at a time for many columns, its whole take of
+ * rows for a few (see run_units). */
 static enum ty_status cpu_matmul_swiglu(struct ty_backend *be, const struct ty_tensor *dst,
                                         const struct ty_tensor *w_gate, const struct ty_tensor *w_up,
                                         const struct ty_tensor *x, const struct ty_tensor *up) {
