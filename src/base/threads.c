@@ -27,6 +27,7 @@ struct worker {
     struct ty_threadpool *pool;
     int ith;
     pthread_t thread;
+    unsigned seen; /* the generation of the last task the worker took (its own thread only) */
 };
 
 struct ty_threadpool {
@@ -53,6 +54,8 @@ struct ty_threadpool {
     atomic_int any_done;              /* joined workers that have returned */
     int n_started;
     int n_pinned;
+    void (*idle)(void *ctx, int ith); /* ty__threadpool_set_idle */
+    void *idle_ctx;
 };
 
 static inline void cpu_relax(void) {
@@ -80,7 +83,8 @@ static void *worker_main(void *p) {
     struct worker *w = p;
     struct ty_threadpool *pool = w->pool;
     unsigned seen = 0;
-    for (;;) {
+    for (bool ran = false;; ran = true) {
+        if (ran && pool->idle) pool->idle(pool->idle_ctx, w->ith);
         unsigned g = atomic_load_explicit(&pool->generation, memory_order_acquire);
         for (int i = 0; g == seen && i < SPIN_ITERATIONS; i++) {
             cpu_relax();
@@ -96,7 +100,7 @@ static void *worker_main(void *p) {
         if (atomic_load(&pool->stop)) return NULL;
         bool any = atomic_load(&pool->any);
         if (atomic_load(&pool->generation) != g) continue; /* a run_any task closed and another began: take that */
-        seen = g;
+        w->seen = seen = g;
         if (any) {
             /* join only while the caller has not closed the task; a late worker skips it */
             uint_least64_t v = atomic_load(&pool->join_state);
@@ -197,6 +201,16 @@ void ty__threadpool_free(struct ty_threadpool *pool) {
     pthread_cond_destroy(&pool->cv_barrier);
     ty_free(pool->workers);
     ty_free(pool);
+}
+
+void ty__threadpool_set_idle(struct ty_threadpool *pool, void (*idle)(void *ctx, int ith), void *ctx) {
+    pool->idle_ctx = ctx;
+    pool->idle = idle;
+}
+
+bool ty__threadpool_task_waiting(const struct ty_threadpool *pool, int ith) {
+    return atomic_load_explicit(&((struct ty_threadpool *)pool)->generation, memory_order_relaxed) !=
+           pool->workers[ith - 1].seen;
 }
 
 int ty__threadpool_size(const struct ty_threadpool *pool) {

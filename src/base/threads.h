@@ -41,6 +41,13 @@ void ty__threadpool_run_any(struct ty_threadpool *pool, ty_task_fn fn, void *arg
  * nth calls must reach it the same number of times). Spins briefly, then sleeps. Memory written before the barrier
  * by any thread is visible to every thread after it. A no-op on a pool of one thread. */
 void ty__threadpool_barrier(struct ty_threadpool *pool);
+/* Work for the workers between tasks: after each task it ran, once its end is signalled (no caller waits for it), a
+ * worker calls idle(ctx, ith). idle must return soon after ty__threadpool_task_waiting turns true, and may not
+ * dispatch. Set it before the first run (NULL: none). */
+void ty__threadpool_set_idle(struct ty_threadpool *pool, void (*idle)(void *ctx, int ith), void *ctx);
+/* Inside an idle call on worker ith: whether a task has been dispatched since the worker's last one. */
+bool ty__threadpool_task_waiting(const struct ty_threadpool *pool, int ith);
+
 /* Pins worker i (i = 1 .. n - 1) to the i-th core the process may run on, so a compute backend's threads stream from
  * cores of their own and keep their caches; the calling thread, which belongs to the application, is left alone.
  * Returns the workers pinned: 0 where the OS has no affinity call or refuses it, where there are more threads than

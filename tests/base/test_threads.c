@@ -3,7 +3,8 @@
  * its own index, many dispatches in a row (the spin and the sleep paths both), concurrent callers are serialised,
  * ty__split_range covers a range exactly, and ty__threadpool_barrier separates the phases of a task (no thread reads
  * a phase's data before every thread has written it, none runs ahead into the next phase early), and run_any does
- * shared-counter work exactly once with whichever workers join in time.
+ * shared-counter work exactly once with whichever workers join in time; the idle hook runs on each worker after each
+ * task it ran, never before its first, is not waited for by the caller, and returns when the next task comes.
  */
 #include "harness.h"
 #include "base/threads.h"
@@ -198,6 +199,45 @@ static void test_run_any(void) {
     }
 }
 
+/* An idle hook that counts its calls per worker and then stays until the next task is dispatched. */
+struct idle_state {
+    struct ty_threadpool *pool;
+    atomic_int calls[4];
+};
+
+static void idle_until_task(void *ctx, int ith) {
+    struct idle_state *s = ctx;
+    atomic_fetch_add(&s->calls[ith], 1);
+    while (!ty__threadpool_task_waiting(s->pool, ith)) usleep(50);
+}
+
+static void test_idle_hook(void) {
+    enum { N = 3, ROUNDS = 20 };
+    static struct idle_state s;
+    CHECK_OK(ty__threadpool_init(N, &s.pool));
+    ty__threadpool_set_idle(s.pool, idle_until_task, &s);
+    usleep(20000);
+    CHECK_MSG(atomic_load(&s.calls[1]) == 0 && atomic_load(&s.calls[2]) == 0, "the hook ran before any task");
+    bool all_ran = true;
+    for (int r = 0; r < ROUNDS; r++) {
+        /* each worker is still inside the hook of the last task: the dispatch must bring it out to run this one, and
+         * the call returns while the hook of this one holds the worker */
+        struct count_task c = {0};
+        if (r % 2)
+            ty__threadpool_run(s.pool, count_fn, &c);
+        else
+            ty__threadpool_run_any(s.pool, count_fn, &c);
+        all_ran = all_ran && (r % 2 == 0 || atomic_load(&c.total) == N);
+        for (int i = 0; i < 2000 && (atomic_load(&s.calls[1]) <= r || atomic_load(&s.calls[2]) <= r); i++) usleep(100);
+    }
+    CHECK_MSG(all_ran, "a plain run missed a worker that sat in its idle hook");
+    /* a run_any worker that did not join still counts a pass of its loop; each ran the hook at least once a round */
+    for (int w = 1; w < N; w++)
+        CHECK_MSG(atomic_load(&s.calls[w]) >= ROUNDS, "worker %d: %d idle calls after %d tasks", w,
+                  atomic_load(&s.calls[w]), ROUNDS);
+    ty__threadpool_free(s.pool); /* the stop is a dispatch too: the hooks return */
+}
+
 static void test_bad_counts(void) {
     struct ty_threadpool *pool = (struct ty_threadpool *)1;
     CHECK_STATUS(ty__threadpool_init(-1, &pool), TY_ERR_INVALID_ARG);
@@ -214,5 +254,6 @@ void ty_tests(void) {
     TY_RUN(test_concurrent_callers);
     TY_RUN(test_barrier);
     TY_RUN(test_run_any);
+    TY_RUN(test_idle_hook);
     TY_RUN(test_bad_counts);
 }

@@ -19,7 +19,8 @@
  * bits, with any thread count).
  * The fused layer inputs (attn_input: input norm, q/k/v, head norms, RoPE; ffn_input: input norm, gate/up, SwiGLU)
  * equal their ops one by one on the same backend, bit for bit, for 1 .. 200 columns and every thread count.
- * Two application threads sharing the backend get what each gets alone.
+ * Two application threads sharing the backend get what each gets alone. Reading ahead learns the order of a decode
+ * step's products and hands each worker the head of its next share (the bytes it hands, exactly).
  * Every other op is compared with cpu-ref bit for bit (the fast backend shares their code today; the test holds any
  * future replacement to the reference): get_rows, rms_norm, rope, copy, swiglu, add, scatter_add, l2_norm,
  * conv1d_causal, gated_delta.
@@ -28,6 +29,7 @@
 #include "backend-fixture.h"
 #include "chip/backend.h"
 #include "attention-ref.h"
+#include "chip/cpu/cpu-impl.h"
 #include "chip/cpu/simd/simd.h"
 #include "model/quant.h"
 
@@ -524,6 +526,51 @@ static void test_threads_share_backend(void) {
     ty_free(wf);
 }
 
+/* Reading ahead: a decode step's products come in the same order every token, so once the backend has seen A then B,
+ * the next A hands the worker the head of its share of B (and B that of A), and a product of many columns in between
+ * breaks the chain. The worker's share is the second half of the row units, 16 rows of 272 bytes (Q8_0, n = 256)
+ * each. */
+static void test_read_ahead(void) {
+    const int64_t n = 256, rows[2] = {512, 1024};
+    const size_t unit = 16 * 272;
+    struct owned w[2], d[2];
+    for (int i = 0; i < 2; i++) {
+        float *wf = ty__malloc(sizeof(float) * n * rows[i]);
+        fill(wf, n * rows[i], 1.0);
+        w[i] = make(TY_TYPE_Q8_0, n, rows[i], 1, NULL);
+        for (int64_t r = 0; r < rows[i]; r++)
+            ty__type_traits(TY_TYPE_Q8_0)->from_float(wf + r * n, (char *)host(&w[i]) + r * w[i].t.nb[1], n);
+        ty_free(wf);
+        CHECK_OK(ty__backend_weight_prepare(fast[1], &w[i].t));
+        d[i] = make(TY_TYPE_F32, rows[i], 8, 1, NULL);
+    }
+    float *xf = ty__malloc(sizeof(float) * n * 8);
+    fill(xf, n * 8, 1.0);
+    struct owned xo = make(TY_TYPE_F32, n, 8, 1, xf);
+    const struct ty_tensor x1 = ty__tensor_slice(&xo.t, 1, 0, 1);
+    /* (weight, columns, bytes handed): learning A -> B and B -> A, then using them; the 8 columns break the chain,
+     * so the B after them learns nothing (else B -> B, 32 units) and hands what follows B (A); the next B learns B -> B
+     * and hands it */
+    const struct {
+        int w, cols;
+        size_t handed;
+    } steps[] = {{0, 1, 0}, {1, 1, 0},         {0, 1, 32 * unit}, {1, 1, 16 * unit},
+                 {0, 8, 0}, {1, 1, 16 * unit}, {1, 1, 32 * unit}};
+    for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+        const int i = steps[s].w;
+        const struct ty_tensor x = steps[s].cols == 1 ? x1 : xo.t, dst = ty__tensor_slice(&d[i].t, 1, 0, steps[s].cols);
+        const size_t before = ty__cpu_read_ahead_handed(fast[1]);
+        CHECK_OK(ty__backend_matmul(fast[1], &dst, &w[i].t, &x, NULL));
+        const size_t handed = ty__cpu_read_ahead_handed(fast[1]) - before;
+        CHECK_MSG(handed == steps[s].handed, "%s: step %zu handed %zu bytes, want %zu", isa_name, s, handed,
+                  steps[s].handed);
+    }
+    CHECK(ty__cpu_read_ahead_handed(ref) == 0);
+    for (int i = 0; i < 2; i++) drop(&w[i]), drop(&d[i]);
+    drop(&xo);
+    ty_free(xf);
+}
+
 /* ==== Norm and RoPE fusions (attn_input, ffn_input) ==== */
 
 /* attn_input against the same ops one by one on the same backend, bit for bit: with and without biases and head
@@ -681,6 +728,7 @@ void ty_tests(void) {
             TY_RUN(test_attention);
             TY_RUN(test_attention_paged);
             TY_RUN(test_threads_share_backend);
+            TY_RUN(test_read_ahead);
         }
         for (int i = 0; i < 3; i++) ty__backend_free(fast[i]), fast[i] = NULL;
     }

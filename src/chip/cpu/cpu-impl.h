@@ -30,6 +30,10 @@ void ty__cpu_rope_head(const struct ty_rope *rope, const float *cs, const float 
 /* o = silu(g) * u over n elements (o may be g or u): the swiglu op's row. */
 void ty__cpu_swiglu_row(const float *g, const float *u, float *o, int64_t n);
 
+/* The fast backend's reading ahead (cpu.c): the bytes of share heads it has handed to its workers to read while they
+ * wait, in all (for tests; 0 for other backends). */
+size_t ty__cpu_read_ahead_handed(const struct ty_backend *be);
+
 /* A growable scratch area, 64-byte aligned; reserved before a dispatch, never inside one. */
 struct ty_cpu_scratch {
     void *p;

@@ -61,6 +61,9 @@
  * threads' finishing times (see take): 1/SHARE_RESERVE of the share, at least MIN_RESERVE units. */
 #define SHARE_RESERVE 16
 #define MIN_RESERVE   4
+/* Bytes of its share of the next few-column product that a worker reads ahead while it waits for it (see
+ * idle_prefetch): well inside its L2, so they are still there when it streams them. */
+#define IDLE_PREFETCH_BYTES (256 << 10)
 /* Huge-page arena chunks for prepared weights. */
 #define ARENA_CHUNK ((size_t)64 << 20)
 
@@ -74,6 +77,22 @@ struct prepared {
     bool packed;      /* panels of ty__pack, else rows in the original layout */
     const void *data; /* in the arena */
     size_t stride;    /* panel stride (packed) or row bytes */
+    int32_t next;     /* few-column products led by this weight: the slot of struct cpu_fast's `next` that says where
+                       * each worker's share of the product after it began last time, or -1 */
+};
+
+/* Where a worker's share of a few-column product begins: its first bytes, up to IDLE_PREFETCH_BYTES, in one stream. */
+struct share_head {
+    const char *p;
+    size_t bytes;
+};
+
+/* The share head a worker reads ahead after its current task (idle_prefetch), one per cache line. Written by the
+ * caller before a dispatch, taken by the worker after it; both fields atomic, so a worker that races with the next
+ * dispatch at worst reads ahead a mismatched range (a prefetch never faults). */
+struct ahead {
+    _Alignas(64) _Atomic(const char *) p;
+    atomic_size_t bytes;
 };
 
 struct chunk {
@@ -110,6 +129,14 @@ struct cpu_fast {
     void *scratch;                   /* (n_threads) gemm scratch areas */
     struct share *shares;            /* (n_threads) each thread's share of a few-column product */
     struct angles angles;            /* attn_input's RoPE cos/sin of the current batch's positions */
+    /* Reading ahead (see idle_prefetch): slots of n_threads share heads each, learned from the order of the calls;
+     * the leading weight of the last few-column product (NULL: none, or a larger product since); per worker, the
+     * range to read after its task. */
+    struct share_head *next;
+    int32_t n_next, next_cap;
+    const void *last_key;
+    struct ahead *ahead;
+    size_t handed; /* bytes of share heads handed to the workers (ty__cpu_read_ahead_handed) */
     /* Held by every op that uses the scratch or the table above, so that contexts on several application threads
      * may share one model (the reference backend keeps no state and needs none). */
     pthread_mutex_t mu;
@@ -162,6 +189,15 @@ static const struct prepared *lookup(const struct cpu_fast *c, const struct ty_t
         const struct prepared *p = &c->tab[i];
         if (!p->key) return NULL;
         if (p->key == key && p->n == w->ne[0] && p->rows == w->ne[1] && p->type == w->type) return p;
+    }
+}
+
+/* The prepared entry whose key is `key`, or NULL. */
+static struct prepared *find_key(struct cpu_fast *c, const void *key) {
+    if (!key || c->tab_n == 0) return NULL;
+    for (size_t i = key_hash(key, c->tab_cap);; i = (i + 1) & (c->tab_cap - 1)) {
+        if (!c->tab[i].key) return NULL;
+        if (c->tab[i].key == key) return &c->tab[i];
     }
 }
 
@@ -229,7 +265,7 @@ static enum ty_status prepare_locked(struct cpu_fast *c, const struct ty_tensor 
     const bool pack = ty__pack_supported(w->type) && s->t[w->type].gemm_packed;
     for (int64_t e = 0; e < w->ne[2]; e++) {
         const char *src = ty__tensor_row(w, 0, e, 0);
-        struct prepared p = {src, n, rows, w->type, pack, NULL, 0};
+        struct prepared p = {src, n, rows, w->type, pack, NULL, 0, -1};
         size_t bytes = pack ? ty__pack_size(w->type, rows, n) : row_bytes * (size_t)rows;
         void *dst = arena_alloc(c, bytes);
         if (!dst)
@@ -250,6 +286,7 @@ static enum ty_status prepare_locked(struct cpu_fast *c, const struct ty_tensor 
 /* ==== Matrix products ==== */
 
 struct mm_item {
+    const void *key; /* the prepared entry's key, or NULL (running from the file) */
     const struct ty_tensor *dst;
     const float *bias; /* (rows) or NULL */
     enum ty_type type;
@@ -273,10 +310,10 @@ struct mm_task {
     enum ty_type slot_type[TY_MATMUL_MULTI_MAX]; /* a weight type whose activation format the slot holds */
     char *slot_act[TY_MATMUL_MULTI_MAX];
     size_t slot_stride[TY_MATMUL_MULTI_MAX];
-    int64_t units;     /* over all items */
-    int64_t col_blk;   /* columns per block */
-    int64_t reserve;   /* few columns (<= FEW_COLS, quantised by the caller): what a share's first take leaves */
-    bool swiglu;       /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
+    int64_t units;   /* over all items */
+    int64_t col_blk; /* columns per block */
+    int64_t reserve; /* few columns (<= FEW_COLS, quantised by the caller): what a share's first take leaves */
+    bool swiglu;     /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
     /* ffn_input / attn_input fusions */
     const float *norm_w; /* input RMSNorm applied to each column as it is quantised (NULL: x as it is) */
     float eps;
@@ -486,6 +523,81 @@ static void mm_run(void *arg, int ith, int nth) {
     }
 }
 
+static struct ty_backend_iface cpu_iface;
+
+/* ==== Reading ahead ====
+ *
+ * A decode step runs the same few-column products in the same order every token, and between two of them the caller
+ * works alone (quantising, head norms, the adds, attention's setup) while the workers wait, when the memory is idle.
+ * So each product's leading weight remembers where each worker's share of the product after it began last time
+ * (learned as the calls come), and each worker, once its task is done, reads that much of its next share into its
+ * cache while it waits (idle_prefetch, the pool's idle hook). In the next product it streams those bytes from cache,
+ * finishes its share early and takes the rest from the back of the caller's. A wrong guess costs only memory
+ * traffic: results never depend on it. */
+
+/* Thread r's share head of a few-column product: where its range of units begins, in one item. */
+static struct share_head share_head(const struct mm_task *t, int r, int nth) {
+    int64_t lo, hi;
+    ty__split_range(t->units, r, nth, &lo, &hi);
+    for (int i = 0; i < t->n_items && lo < hi; i++) {
+        const struct mm_item *it = &t->it[i];
+        if (lo < it->unit0 || lo >= it->unit0 + it->units) continue;
+        const size_t unit = it->packed ? it->stride : (size_t)UNIT_ROWS * it->stride;
+        const int64_t end = hi < it->unit0 + it->units ? hi : it->unit0 + it->units;
+        size_t bytes = (size_t)(end - lo) * unit;
+        if (!it->packed && end == it->unit0 + it->units)
+            bytes -= (size_t)(it->units * UNIT_ROWS - it->rows) * it->stride;
+        return (struct share_head){(const char *)it->w + (size_t)(lo - it->unit0) * unit,
+                                   bytes < IDLE_PREFETCH_BYTES ? bytes : IDLE_PREFETCH_BYTES};
+    }
+    return (struct share_head){NULL, 0};
+}
+
+/* A few-column product led by `key` is about to run on the pool: teaches the previous one where this one's worker
+ * shares begin, and hands each worker the share heads learned for the product after this one. */
+static void read_ahead(struct cpu_fast *c, const struct mm_task *t, const void *key) {
+    const int nth = c->n_threads;
+    struct prepared *prev = find_key(c, c->last_key);
+    if (prev && prev->next < 0 && c->n_next < c->next_cap) prev->next = c->n_next++;
+    if (prev && prev->next < 0 && c->n_next == c->next_cap) {
+        int32_t cap = c->next_cap ? 2 * c->next_cap : 64;
+        struct share_head *nn = ty__realloc(c->next, (size_t)cap * (size_t)nth * sizeof *nn);
+        if (nn) c->next = nn, c->next_cap = cap, prev->next = c->n_next++;
+    }
+    if (prev && prev->next >= 0)
+        for (int r = 1; r < nth; r++) c->next[(size_t)prev->next * (size_t)nth + (size_t)r] = share_head(t, r, nth);
+    c->last_key = key;
+    const struct prepared *cur = find_key(c, key);
+    if (!cur || cur->next < 0) return;
+    for (int r = 1; r < nth; r++) {
+        const struct share_head *h = &c->next[(size_t)cur->next * (size_t)nth + (size_t)r];
+        atomic_store_explicit(&c->ahead[r].bytes, h->bytes, memory_order_relaxed);
+        atomic_store_explicit(&c->ahead[r].p, h->p, memory_order_relaxed);
+        c->handed += h->bytes;
+    }
+}
+
+size_t ty__cpu_read_ahead_handed(const struct ty_backend *be) {
+    if (be->iface != &cpu_iface) return 0;
+    const struct cpu_fast *c = be->ctx;
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    size_t n = c->handed;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return n;
+}
+
+/* The pool's idle hook: worker ith reads ahead the range it was handed, a cache line at a time, until a task comes. */
+static void idle_prefetch(void *ctx, int ith) {
+    struct cpu_fast *c = ctx;
+    const char *p = atomic_exchange_explicit(&c->ahead[ith].p, NULL, memory_order_relaxed);
+    if (!p) return;
+    const size_t bytes = atomic_load_explicit(&c->ahead[ith].bytes, memory_order_relaxed);
+    for (size_t o = 0; o < bytes; o += 64) {
+        if (o % 4096 == 0 && ty__threadpool_task_waiting(c->base.pool, ith)) return;
+        __builtin_prefetch(p + o, 0, 3);
+    }
+}
+
 enum ty_status ty__cpu_scratch_reserve(struct ty_cpu_scratch *s, size_t bytes) {
     if (bytes <= s->cap) return TY_OK;
     size_t cap = s->cap ? s->cap : 1 << 16;
@@ -548,7 +660,7 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         it->rows = w[i]->ne[1];
         const struct prepared *p = lookup(c, w[i]);
         if (p) {
-            it->w = p->data, it->stride = p->stride, it->packed = p->packed;
+            it->key = p->key, it->w = p->data, it->stride = p->stride, it->packed = p->packed;
         } else {
             it->w = ty__tensor_host(w[i]), it->stride = w[i]->nb[1], it->packed = false;
         }
@@ -594,11 +706,13 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
         TY_TRY(angles_prepare(t.angles, t.heads, t.cols, &t.fill_angles));
     }
     if (t.cols <= FEW_COLS && threaded) {
+        read_ahead(c, &t, t.it[0].key);
         t.shares = c->shares;
         for (int r = 0; r < c->n_threads; r++)
             atomic_store_explicit(&t.shares[r].lohi, (uint_least64_t)share_units(&t, r, c->n_threads, 0, 0, NULL),
                                   memory_order_relaxed);
     }
+    if (!t.shares) c->last_key = NULL; /* not one of a decode step's products */
     const double t_run = be->profile ? ty__time_s() : 0;
     if (!threaded)
         mm_run(&t, 0, 1);
@@ -712,6 +826,8 @@ static void cpu_free(struct ty_backend *be) {
     ty__cpu_scratch_free(&c->attn_meta);
     ty__free_aligned(c->scratch);
     ty__free_aligned(c->shares);
+    ty__free_aligned(c->ahead);
+    ty_free(c->next);
     ty_free(c->angles.mem);
     ty_free(c);
     ty_free(be);
@@ -722,7 +838,6 @@ static void kernel_tables(struct cpu_fast *c) {
     for (int t = 0; t < TY_TYPE_COUNT; t++) c->k[t] = ty__simd_for_type(c->simd, (enum ty_type)t);
 }
 
-static struct ty_backend_iface cpu_iface;
 static pthread_once_t cpu_iface_once = PTHREAD_ONCE_INIT;
 
 static void cpu_iface_init(void) {
@@ -769,10 +884,13 @@ enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out) {
     c->scratch_each = (ty__gemm_scratch_size() + 63) & ~(size_t)63;
     c->scratch = ty__malloc_aligned(c->scratch_each * (size_t)c->n_threads);
     c->shares = ty__malloc_aligned(sizeof(struct share) * (size_t)c->n_threads);
-    if (!c->scratch || !c->shares) {
+    c->ahead = ty__malloc_aligned(sizeof(struct ahead) * (size_t)c->n_threads);
+    if (!c->scratch || !c->shares || !c->ahead) {
         cpu_free(be);
         return ty__error(TY_ERR_NO_MEMORY, "out of memory for the gemm scratch of %d threads", n_threads);
     }
+    for (int r = 0; r < c->n_threads; r++) atomic_init(&c->ahead[r].p, NULL), atomic_init(&c->ahead[r].bytes, 0);
+    ty__threadpool_set_idle(c->base.pool, idle_prefetch, c);
     TY_LOG_D("cpu backend: %s kernels, %d threads (%d pinned)", simd->name, c->n_threads, pinned);
     *out = be;
     return TY_OK;
