@@ -482,59 +482,105 @@ INLINE KTARGET void KFN(gemv_packed)(enum ty_type type, int64_t n, int64_t rows,
     }
 }
 
-/* Gemm straight from packed panels: a block's eight steps are unpacked once into registers and used by every
- * column, so the only per-column work is the integer dots and one scale per block. (Q8_0 only with VNNI: without it
+/* Gemm straight from packed panels: a block's eight steps are unpacked once into registers and used by many columns,
+ * so the only per-column work is the integer dots and one scale per block. (Q8_0 only with VNNI: without it
  * vpmaddubsw cannot take levels up to 255.) */
+
+/* One block of a panel in registers: its eight steps' levels (0..15, 0..31 with the fifth bit, 0..255) and its
+ * scales (and minima, for the affine types). */
+INLINE KTARGET void KFN(panel_block)(const struct ty_pack_layout *l, const uint8_t *p, __m512i v[8], __m512 *dw,
+                                     __m512 *mw) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
+    if (l->bits == 8) {
+        for (int st = 0; st < 8; st++) v[st] = _mm512_loadu_si512(p + l->off_qs + 64 * st);
+    } else {
+        for (int c = 0; c < 4; c++) {
+            __m512i q = _mm512_loadu_si512(p + l->off_qs + 64 * c);
+            v[c] = _mm512_and_si512(q, low4), v[c + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+        }
+    }
+    if (l->five) {
+        for (int st = 0; st < 8; st++) {
+            uint64_t m;
+            memcpy(&m, p + l->off_qh + 8 * st, 8);
+            v[st] = _mm512_mask_add_epi8(v[st], _cvtu64_mask64(m), v[st], sixteen);
+        }
+    }
+    *dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    *mw = l->affine ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_m))) : *dw;
+}
+
+/* One column's step over block b of a panel: acc + (its integer dot - offset x its activation sum) x dw x dx (+ the
+ * minima's term). */
+INLINE KTARGET __m512 KFN(panel_column)(const struct ty_pack_layout *l, const __m512i v[8], __m512 dw, __m512 mw,
+                                        const struct ty_q8_act *a, int64_t b, __m512 acc) {
+    const int8_t *x = a->qs + 32 * b;
+    __m512i i = l->affine ? _mm512_setzero_si512() : _mm512_set1_epi32(-l->offset * a->sum[b]);
+    for (int st = 0; st < 8; st++) i = DPBUSD(i, v[st], _mm512_set1_epi32(load_i32(x + 4 * st)));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, _mm512_set1_ps(a->d[b])), acc);
+    if (l->affine) acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(a->d[b] * (float)a->sum[b]), acc);
+    return acc;
+}
+
+/* NC columns of one panel, their accumulators in registers. */
 INLINE KTARGET void KFN(panel_gemm_body)(int NC, const struct ty_pack_layout *l, int64_t nb, const uint8_t *p,
                                          const struct ty_q8_act *a, float *out, int64_t ld_out, int rv) {
-    const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
     __m512 acc[8];
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
         __m512i v[8];
-        if (l->bits == 8) {
-            for (int st = 0; st < 8; st++) v[st] = _mm512_loadu_si512(p + l->off_qs + 64 * st);
-        } else {
-            for (int c = 0; c < 4; c++) {
-                __m512i q = _mm512_loadu_si512(p + l->off_qs + 64 * c);
-                v[c] = _mm512_and_si512(q, low4), v[c + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
-            }
-        }
-        if (l->five) {
-            for (int st = 0; st < 8; st++) {
-                uint64_t m;
-                memcpy(&m, p + l->off_qh + 8 * st, 8);
-                v[st] = _mm512_mask_add_epi8(v[st], _cvtu64_mask64(m), v[st], sixteen);
-            }
-        }
-        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        __m512 mw = l->affine ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_m))) : dw;
+        __m512 dw, mw;
+        KFN(panel_block)(l, p, v, &dw, &mw);
 #pragma GCC unroll 8
-        for (int c = 0; c < NC; c++) {
-            const int8_t *x = a[c].qs + 32 * b;
-            __m512i i = l->affine ? _mm512_setzero_si512() : _mm512_set1_epi32(-l->offset * a[c].sum[b]);
-            for (int st = 0; st < 8; st++) i = DPBUSD(i, v[st], _mm512_set1_epi32(load_i32(x + 4 * st)));
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw, _mm512_set1_ps(a[c].d[b])), acc[c]);
-            if (l->affine) acc[c] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[c].d[b] * (float)a[c].sum[b]), acc[c]);
-        }
+        for (int c = 0; c < NC; c++) acc[c] = KFN(panel_column)(l, v, dw, mw, &a[c], b, acc[c]);
     }
     __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
     for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
+}
+
+/* Columns per call of panel_gemm_wide: their accumulators (4 KiB) and a block of their activations stay in L1 (128
+ * columns were slower: with each column's activation lines, L1 overflowed). */
+#define WIDE_COLS 64
+
+/* Many columns (a multiple of 8, at most WIDE_COLS) of one panel: each block is unpacked once for all of them, and
+ * their accumulators wait in L1 between blocks, where panel_gemm_body unpacks it again for every eight columns (the
+ * fifth bits of Q5_0 alone cost 16 operations a block). Each column runs panel_column's operations in block order,
+ * as in panel_gemm_body: the same bits. */
+INLINE KTARGET void KFN(panel_gemm_wide)(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p,
+                                         const struct ty_q8_act *a, int64_t cols, float *out, int64_t ld_out, int rv) {
+    __m512 acc[WIDE_COLS];
+    for (int64_t c = 0; c < cols; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, p += l->bp) {
+        __m512i v[8];
+        __m512 dw, mw;
+        KFN(panel_block)(l, p, v, &dw, &mw);
+        for (int64_t c = 0; c < cols; c += 8)
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) acc[c + k] = KFN(panel_column)(l, v, dw, mw, &a[c + k], b, acc[c + k]);
+    }
+    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    for (int64_t c = 0; c < cols; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
 }
 
 INLINE KTARGET void KFN(gemm_packed)(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                      int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
     struct ty_pack_layout l;
     ty__pack_layout(type, &l);
+    struct ty_q8_act a[WIDE_COLS];
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
         for (int64_t c = 0; c < cols;) {
-            struct ty_q8_act a[8];
-            int nc = cols - c < 8 ? (int)(cols - c) : 8;
+            /* the fifth-bit types through panel_gemm_wide (Q5_0 prefill 60-62% -> 64-65% of the int8 peak, one
+             * thread); the others lose as much to the accumulators' trips to L1 as they save (Q8_0 71 -> 67%) */
+            int64_t wide = l.five ? (cols - c) / 8 * 8 : 0;
+            wide = wide < WIDE_COLS ? wide : WIDE_COLS;
+            int nc = wide >= 16 ? (int)wide : cols - c < 8 ? (int)(cols - c) : 8;
             for (int i = 0; i < nc; i++) a[i] = ty__q8_act((const char *)xq + (size_t)(c + i) * x_stride, n);
             float *o = out + c * ld_out + r;
-            if (nc == 8)
+            if (wide >= 16)
+                KFN(panel_gemm_wide)(&l, n / 32, p, a, wide, o, ld_out, rv), c += wide;
+            else if (nc == 8)
                 KFN(panel_gemm_body)(8, &l, n / 32, p, a, o, ld_out, rv), c += 8;
             else if (nc >= 4)
                 KFN(panel_gemm_body)(4, &l, n / 32, p, a, o, ld_out, rv), c += 4;
