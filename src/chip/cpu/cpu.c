@@ -23,7 +23,8 @@
  * would give it, so the hardware prefetcher sees long streams): all of it but a small reserve in one take, then the
  * reserve in halves; a thread done with its share takes halves from the back of another's (struct share, take). The
  * workers join only if they are free before the caller is done (ty__threadpool_run_any), so on a busy machine a thread
- * the OS holds back is not waited for: its share is taken over.
+ * the OS holds back is not waited for: its share is taken over. While the caller works alone between two such
+ * products, each worker reads the head of its next share into its cache (see "Reading ahead").
  *
  * Batch invariance. A column's result is bit for bit the same whatever the number of columns, the other weights of
  * a matmul_multi or the thread count, because every column goes through one kernel chosen by (path, weight type)
