@@ -522,15 +522,40 @@ INLINE KTARGET __m512 KFN(panel_column)(const struct ty_pack_layout *l, const __
     return acc;
 }
 
-/* NC columns of one panel, their accumulators in registers. */
+/* Bytes of one block of a panel unpacked by panel_unpack: its eight steps' levels, then dw and mw as floats. */
+#define UNPACKED_BLOCK (10 * 64)
+
+/* Every block of one panel unpacked into `buf` (nb x UNPACKED_BLOCK bytes, 64-byte aligned), for a gemm of many
+ * columns to read instead of unpacking each block again for every eight columns (Q5_0's fifth bits alone cost 16
+ * operations a block). */
+INLINE KTARGET void KFN(panel_unpack)(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, uint8_t *buf) {
+    for (int64_t b = 0; b < nb; b++, p += l->bp, buf += UNPACKED_BLOCK) {
+        __m512i v[8];
+        __m512 dw, mw;
+        KFN(panel_block)(l, p, v, &dw, &mw);
+        for (int st = 0; st < 8; st++) _mm512_store_si512(buf + 64 * st, v[st]);
+        _mm512_store_ps(buf + 512, dw), _mm512_store_ps(buf + 576, mw);
+    }
+}
+
+/* NC columns of one panel, their accumulators in registers; each block unpacked here from the panel at p, or read
+ * from `unpacked` (panel_unpack's buffer) when that is not NULL. Either way each column runs panel_column's
+ * operations in block order: the same bits. */
 INLINE KTARGET void KFN(panel_gemm_body)(int NC, const struct ty_pack_layout *l, int64_t nb, const uint8_t *p,
-                                         const struct ty_q8_act *a, float *out, int64_t ld_out, int rv) {
+                                         const uint8_t *unpacked, const struct ty_q8_act *a, float *out, int64_t ld_out,
+                                         int rv) {
     __m512 acc[8];
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
         __m512i v[8];
         __m512 dw, mw;
-        KFN(panel_block)(l, p, v, &dw, &mw);
+        if (unpacked) {
+            const uint8_t *u = unpacked + (size_t)b * UNPACKED_BLOCK;
+            for (int st = 0; st < 8; st++) v[st] = _mm512_load_si512(u + 64 * st);
+            dw = _mm512_load_ps(u + 512), mw = _mm512_load_ps(u + 576);
+        } else {
+            KFN(panel_block)(l, p, v, &dw, &mw);
+        }
 #pragma GCC unroll 8
         for (int c = 0; c < NC; c++) acc[c] = KFN(panel_column)(l, v, dw, mw, &a[c], b, acc[c]);
     }
@@ -538,56 +563,34 @@ INLINE KTARGET void KFN(panel_gemm_body)(int NC, const struct ty_pack_layout *l,
     for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
 }
 
-/* Columns per call of panel_gemm_wide: their accumulators (4 KiB) and a block of their activations stay in L1 (128
- * columns were slower: with each column's activation lines, L1 overflowed). */
-#define WIDE_COLS 64
-
-/* Many columns (a multiple of 8, at most WIDE_COLS) of one panel: each block is unpacked once for all of them, and
- * their accumulators wait in L1 between blocks, where panel_gemm_body unpacks it again for every eight columns (the
- * fifth bits of Q5_0 alone cost 16 operations a block). Each column runs panel_column's operations in block order,
- * as in panel_gemm_body: the same bits. */
-INLINE KTARGET void KFN(panel_gemm_wide)(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p,
-                                         const struct ty_q8_act *a, int64_t cols, float *out, int64_t ld_out, int rv) {
-    __m512 acc[WIDE_COLS];
-    for (int64_t c = 0; c < cols; c++) acc[c] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++, p += l->bp) {
-        __m512i v[8];
-        __m512 dw, mw;
-        KFN(panel_block)(l, p, v, &dw, &mw);
-        for (int64_t c = 0; c < cols; c += 8)
-#pragma GCC unroll 8
-            for (int k = 0; k < 8; k++) acc[c + k] = KFN(panel_column)(l, v, dw, mw, &a[c + k], b, acc[c + k]);
-    }
-    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
-    for (int64_t c = 0; c < cols; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
-}
-
 INLINE KTARGET void KFN(gemm_packed)(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                                     int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+                                     int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                                     void *scratch) {
     struct ty_pack_layout l;
     ty__pack_layout(type, &l);
-    struct ty_q8_act a[WIDE_COLS];
+    const int64_t nb = n / 32;
+    /* 4/5-bit panels shared by two or more groups of eight columns are unpacked once into the scratch: prefill on
+     * one thread (bench_kernels --prefill 512) went from 60-61% to 65-67% of the int8 peak for Q5_0 and from 57-58%
+     * to 62-63% for Q5_1, Q4_0 and Q4_1 within noise; Q8_0's steps are plain loads already. (Keeping 64 columns'
+     * accumulators in L1 instead, each block unpacked once for all of them, gave Q5_0 63-65% and cost Q8_0.) */
+    uint8_t *buf = l.bits != 8 && cols >= 16 && (size_t)nb * UNPACKED_BLOCK <= ty__gemm_scratch_size() ? scratch : NULL;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        if (buf) KFN(panel_unpack)(&l, nb, p, buf);
         for (int64_t c = 0; c < cols;) {
-            /* the fifth-bit types through panel_gemm_wide (Q5_0 prefill 60-62% -> 64-65% of the int8 peak, one
-             * thread); the others lose as much to the accumulators' trips to L1 as they save (Q8_0 71 -> 67%) */
-            int64_t wide = l.five ? (cols - c) / 8 * 8 : 0;
-            wide = wide < WIDE_COLS ? wide : WIDE_COLS;
-            int nc = wide >= 16 ? (int)wide : cols - c < 8 ? (int)(cols - c) : 8;
+            struct ty_q8_act a[8];
+            int nc = cols - c < 8 ? (int)(cols - c) : 8;
             for (int i = 0; i < nc; i++) a[i] = ty__q8_act((const char *)xq + (size_t)(c + i) * x_stride, n);
             float *o = out + c * ld_out + r;
-            if (wide >= 16)
-                KFN(panel_gemm_wide)(&l, n / 32, p, a, wide, o, ld_out, rv), c += wide;
-            else if (nc == 8)
-                KFN(panel_gemm_body)(8, &l, n / 32, p, a, o, ld_out, rv), c += 8;
+            if (nc == 8)
+                KFN(panel_gemm_body)(8, &l, nb, p, buf, a, o, ld_out, rv), c += 8;
             else if (nc >= 4)
-                KFN(panel_gemm_body)(4, &l, n / 32, p, a, o, ld_out, rv), c += 4;
+                KFN(panel_gemm_body)(4, &l, nb, p, buf, a, o, ld_out, rv), c += 4;
             else if (nc >= 2)
-                KFN(panel_gemm_body)(2, &l, n / 32, p, a, o, ld_out, rv), c += 2;
+                KFN(panel_gemm_body)(2, &l, nb, p, buf, a, o, ld_out, rv), c += 2;
             else /* one column: the gemv panel, two integer chains (faster, and the same bits: integer sums) */
-                KFN(panel_q45)(&l, n / 32, p, a[0], NULL, o, rv), c += 1;
+                KFN(panel_q45)(&l, nb, p, a[0], NULL, o, rv), c += 1;
         }
     }
 }
@@ -595,8 +598,7 @@ INLINE KTARGET void KFN(gemm_packed)(enum ty_type type, int64_t n, int64_t rows,
 #define KPACKED_GEMM(name, T)                                                                                          \
     static KTARGET void KFN(name)(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols, const void *xq,     \
                                   size_t xs, float *out, int64_t ld_out, void *scratch) {                              \
-        (void)scratch;                                                                                                 \
-        KFN(gemm_packed)(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                                \
+        KFN(gemm_packed)(T, n, rows, w, ps, cols, xq, xs, out, ld_out, scratch);                                       \
     }
 KPACKED_GEMM(gemm_packed_q4_0, TY_TYPE_Q4_0)
 KPACKED_GEMM(gemm_packed_q4_1, TY_TYPE_Q4_1)
