@@ -711,35 +711,69 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k
 
 /* Q6_K: levels + 32 (six bits: four in the nibbles, two in qh); the -32 enters each sub-block's sum as -32 times its
  * activation sum before the scale multiplies it. */
-INLINE KTARGET void KFN(panel_q6k_body)(int NC, const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p,
-                                        const struct ty_block_q8_K *const *y, float *out, int64_t ld_out, int rv) {
+
+/* Group g (two sub-blocks of 16) of a Q6_K super-block of a panel in registers: its eight steps' levels and the two
+ * sub-blocks' scales, as dwords. */
+INLINE KTARGET void KFN(q6k_group)(const struct ty_pack_k_layout *l, const uint8_t *p, int g, __m512i v[8],
+                                   __m512i *sc0, __m512i *sc1) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const uint8_t *h = p + l->off_grp + l->gb * g, *q = h + l->qh_b;
+    const __m512i H0 = _mm512_loadu_si512(h), H1 = _mm512_loadu_si512(h + 64);
+    for (int cc = 0; cc < 4; cc++) {
+        __m512i t = _mm512_loadu_si512(q + 64 * cc);
+        /* bits 2cc..2cc+1 of each qh byte to bits 4..5 (16-bit shifts: what crosses a byte is masked off) */
+        __m512i h0 = cc == 0   ? _mm512_slli_epi16(H0, 4)
+                     : cc == 1 ? _mm512_slli_epi16(H0, 2)
+                     : cc == 2 ? H0
+                               : _mm512_srli_epi16(H0, 2);
+        __m512i h1 = cc == 0   ? _mm512_slli_epi16(H1, 4)
+                     : cc == 1 ? _mm512_slli_epi16(H1, 2)
+                     : cc == 2 ? H1
+                               : _mm512_srli_epi16(H1, 2);
+        /* a | (b & c) */
+        v[cc] = _mm512_ternarylogic_epi32(_mm512_and_si512(t, low4), h0, m30, 0xf8);
+        v[cc + 4] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(t, 4), low4), h1, m30, 0xf8);
+    }
+    const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p + l->off_sc + 32 * g)));
+    *sc0 = _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16), *sc1 = _mm512_srai_epi32(sp, 16);
+}
+
+/* Bytes of a Q6_K super-block of a panel unpacked by q6k_unpack: per group its eight steps and two scales, then dw. */
+#define Q6K_UNPACKED (8 * 10 * 64 + 64)
+
+/* Every super-block of one Q6_K panel unpacked into `buf` (nsb x Q6K_UNPACKED bytes, 64-byte aligned). */
+INLINE KTARGET void KFN(q6k_unpack)(const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p, uint8_t *buf) {
+    for (int64_t b = 0; b < nsb; b++, p += l->bp, buf += Q6K_UNPACKED) {
+        for (int g = 0; g < 8; g++) {
+            __m512i v[8], sc0, sc1;
+            KFN(q6k_group)(l, p, g, v, &sc0, &sc1);
+            uint8_t *u = buf + 640 * g;
+            for (int st = 0; st < 8; st++) _mm512_store_si512(u + 64 * st, v[st]);
+            _mm512_store_si512(u + 512, sc0), _mm512_store_si512(u + 576, sc1);
+        }
+        _mm512_store_ps(buf + 8 * 640, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)));
+    }
+}
+
+/* NC columns of one Q6_K panel, each group unpacked here, or read from `unpacked` (q6k_unpack's buffer; `buffered` a
+ * constant, so each call site compiles one way). */
+INLINE KTARGET void KFN(panel_q6k_body)(int NC, bool buffered, const struct ty_pack_k_layout *l, int64_t nsb,
+                                        const uint8_t *p, const uint8_t *unpacked, const struct ty_block_q8_K *const *y,
+                                        float *out, int64_t ld_out, int rv) {
     __m512 acc[8];
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; b++, p += l->bp) {
+        const uint8_t *ub = buffered ? unpacked + (size_t)b * Q6K_UNPACKED : NULL;
         __m512i A[8];
         for (int c = 0; c < NC; c++) A[c] = _mm512_setzero_si512();
         for (int g = 0; g < 8; g++) {
-            const uint8_t *h = p + l->off_grp + l->gb * g, *q = h + l->qh_b;
-            const __m512i H0 = _mm512_loadu_si512(h), H1 = _mm512_loadu_si512(h + 64);
-            __m512i v[8];
-            for (int cc = 0; cc < 4; cc++) {
-                __m512i t = _mm512_loadu_si512(q + 64 * cc);
-                /* bits 2cc..2cc+1 of each qh byte to bits 4..5 (16-bit shifts: what crosses a byte is masked off) */
-                __m512i h0 = cc == 0   ? _mm512_slli_epi16(H0, 4)
-                             : cc == 1 ? _mm512_slli_epi16(H0, 2)
-                             : cc == 2 ? H0
-                                       : _mm512_srli_epi16(H0, 2);
-                __m512i h1 = cc == 0   ? _mm512_slli_epi16(H1, 4)
-                             : cc == 1 ? _mm512_slli_epi16(H1, 2)
-                             : cc == 2 ? H1
-                                       : _mm512_srli_epi16(H1, 2);
-                /* a | (b & c) */
-                v[cc] = _mm512_ternarylogic_epi32(_mm512_and_si512(t, low4), h0, m30, 0xf8);
-                v[cc + 4] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(t, 4), low4), h1, m30, 0xf8);
+            __m512i v[8], sc0, sc1;
+            if (buffered) {
+                for (int st = 0; st < 8; st++) v[st] = _mm512_load_si512(ub + 640 * g + 64 * st);
+                sc0 = _mm512_load_si512(ub + 640 * g + 512), sc1 = _mm512_load_si512(ub + 640 * g + 576);
+            } else {
+                KFN(q6k_group)(l, p, g, v, &sc0, &sc1);
             }
-            const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(p + l->off_sc + 32 * g)));
-            const __m512i sc0 = _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16), sc1 = _mm512_srai_epi32(sp, 16);
 #pragma GCC unroll 8
             for (int c = 0; c < NC; c++) {
                 const int8_t *x = y[c][b].qs + 32 * g;
@@ -753,7 +787,8 @@ INLINE KTARGET void KFN(panel_q6k_body)(int NC, const struct ty_pack_k_layout *l
                     _mm512_add_epi32(A[c], _mm512_add_epi32(_mm512_mullo_epi32(i0, sc0), _mm512_mullo_epi32(i1, sc1)));
             }
         }
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        const __m512 dw =
+            buffered ? _mm512_load_ps(ub + 8 * 640) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         for (int c = 0; c < NC; c++)
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(A[c]), _mm512_mul_ps(dw, _mm512_set1_ps(y[c][b].d)), acc[c]);
     }
@@ -762,34 +797,45 @@ INLINE KTARGET void KFN(panel_q6k_body)(int NC, const struct ty_pack_k_layout *l
 }
 
 INLINE KTARGET void KFN(panel_k)(int NC, enum ty_type type, const struct ty_pack_k_layout *l, int64_t nsb,
-                                 const uint8_t *p, const struct ty_block_q8_K *const *y, float *out, int64_t ld_out,
-                                 int rv) {
-    if (type == TY_TYPE_Q6_K)
-        KFN(panel_q6k_body)(NC, l, nsb, p, y, out, ld_out, rv);
+                                 const uint8_t *p, const uint8_t *unpacked, const struct ty_block_q8_K *const *y,
+                                 float *out, int64_t ld_out, int rv) {
+    if (type == TY_TYPE_Q6_K && unpacked)
+        KFN(panel_q6k_body)(NC, true, l, nsb, p, unpacked, y, out, ld_out, rv);
+    else if (type == TY_TYPE_Q6_K)
+        KFN(panel_q6k_body)(NC, false, l, nsb, p, NULL, y, out, ld_out, rv);
     else
         KFN(panel_qk_body)(NC, type == TY_TYPE_Q5_K, l, nsb, p, y, out, ld_out, rv);
 }
 
 INLINE KTARGET void KFN(gemm_packed_k)(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                                       int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+                                       int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                                       void *scratch) {
     struct ty_pack_k_layout l;
     ty__pack_k_layout(type, &l);
+    const int64_t nsb = n / TY_QK_K;
+    /* Q6_K panels shared by two or more groups of eight columns are unpacked once into the scratch (see gemm_packed):
+     * prefill on one thread 64-65% -> 66-67% of the int8 peak (its per-column scale multiplies set the pace). Not
+     * Q4_K / Q5_K: their sub-block scales are shuffled per row and cost little next to them. */
+    uint8_t *buf =
+        type == TY_TYPE_Q6_K && cols >= 16 && scratch && (size_t)nsb * Q6K_UNPACKED <= ty__gemm_scratch_size() ? scratch
+                                                                                                               : NULL;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        if (buf) KFN(q6k_unpack)(&l, nsb, p, buf);
         for (int64_t c = 0; c < cols;) {
             const struct ty_block_q8_K *y[8];
             int nc = cols - c < 8 ? (int)(cols - c) : 8;
             for (int i = 0; i < nc; i++) y[i] = (const void *)((const char *)xq + (size_t)(c + i) * x_stride);
             float *o = out + c * ld_out + r;
             if (nc == 8)
-                KFN(panel_k)(8, type, &l, n / TY_QK_K, p, y, o, ld_out, rv), c += 8;
+                KFN(panel_k)(8, type, &l, nsb, p, buf, y, o, ld_out, rv), c += 8;
             else if (nc >= 4)
-                KFN(panel_k)(4, type, &l, n / TY_QK_K, p, y, o, ld_out, rv), c += 4;
+                KFN(panel_k)(4, type, &l, nsb, p, buf, y, o, ld_out, rv), c += 4;
             else if (nc >= 2)
-                KFN(panel_k)(2, type, &l, n / TY_QK_K, p, y, o, ld_out, rv), c += 2;
+                KFN(panel_k)(2, type, &l, nsb, p, buf, y, o, ld_out, rv), c += 2;
             else
-                KFN(panel_k)(1, type, &l, n / TY_QK_K, p, y, o, ld_out, rv), c += 1;
+                KFN(panel_k)(1, type, &l, nsb, p, buf, y, o, ld_out, rv), c += 1;
         }
     }
 }
@@ -797,12 +843,11 @@ INLINE KTARGET void KFN(gemm_packed_k)(enum ty_type type, int64_t n, int64_t row
 #define KPACKED_K(T, sfx)                                                                                              \
     static KTARGET void KFN(gemm_packed_##sfx)(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,        \
                                                const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) { \
-        (void)scratch;                                                                                                 \
-        KFN(gemm_packed_k)(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                              \
+        KFN(gemm_packed_k)(T, n, rows, w, ps, cols, xq, xs, out, ld_out, scratch);                                     \
     }                                                                                                                  \
     static KTARGET void KFN(gemv_packed_##sfx)(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,      \
                                                float *out) {                                                           \
-        KFN(gemm_packed_k)(T, n, rows, w, ps, 1, xq, 0, out, 0);                                                       \
+        KFN(gemm_packed_k)(T, n, rows, w, ps, 1, xq, 0, out, 0, NULL);                                                 \
     }
 KPACKED_K(TY_TYPE_Q4_K, q4_K)
 KPACKED_K(TY_TYPE_Q5_K, q5_K)
