@@ -814,8 +814,8 @@ INLINE KTARGET void KFN(gemm_packed_k)(enum ty_type type, int64_t n, int64_t row
     ty__pack_k_layout(type, &l);
     const int64_t nsb = n / TY_QK_K;
     /* Q6_K panels shared by two or more groups of eight columns are unpacked once into the scratch (see gemm_packed):
-     * prefill on one thread 64-65% -> 66-67% of the int8 peak (its per-column scale multiplies set the pace). Not
-     * Q4_K / Q5_K: their sub-block scales are shuffled per row and cost little next to them. */
+     * prefill on one thread 64-65% -> 66-67% of the int8 peak (its per-column scale multiplies set the pace). Q4_K
+     * and Q5_K (67-72%) still unpack per eight columns: not tried. */
     uint8_t *buf =
         type == TY_TYPE_Q6_K && cols >= 16 && scratch && (size_t)nsb * Q6K_UNPACKED <= ty__gemm_scratch_size() ? scratch
                                                                                                                : NULL;
