@@ -641,42 +641,86 @@ INLINE KTARGET __m512i KFN(dword_bytes)(int k, bool twice) {
  * minimum (twice, as two words) against the activation's two sums of 16 of that sub-block, read straight from the
  * block. Per column and super-block the float steps are then (A dw - B dm) dx: the fewest operations besides the
  * vpdpbusd, which set the pace. */
-INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k_layout *l, int64_t nsb,
-                                       const uint8_t *p, const struct ty_block_q8_K *const *y, float *out,
-                                       int64_t ld_out, int rv) {
+/* The 6-bit scales and minimums of a Q4_K / Q5_K super-block of a panel, 16 rows: byte j of dword r is sub-block j (or
+ * 4 + j) of row r. */
+INLINE KTARGET void KFN(qk_scales)(const struct ty_pack_k_layout *l, const uint8_t *p, __m512i *s_lo, __m512i *s_hi,
+                                   __m512i *m_lo, __m512i *m_hi) {
+    const __m512i m6 = _mm512_set1_epi8(0x3f), m4 = _mm512_set1_epi8(0x0f), m2h = _mm512_set1_epi8(0x30);
+    __m512i W0 = _mm512_loadu_si512(p + l->off_sc), W1 = _mm512_loadu_si512(p + l->off_sc + 64);
+    __m512i W2 = _mm512_loadu_si512(p + l->off_sc + 128);
+    *s_lo = _mm512_and_si512(W0, m6), *m_lo = _mm512_and_si512(W1, m6);
+    *s_hi = _mm512_or_si512(_mm512_and_si512(W2, m4), _mm512_and_si512(_mm512_srli_epi32(W0, 2), m2h));
+    *m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(W2, 4), m4),
+                            _mm512_and_si512(_mm512_srli_epi32(W1, 2), m2h));
+}
+
+/* Sub-block j of a Q4_K / Q5_K super-block of a panel in registers: its eight steps' levels and its scale, as
+ * dwords. */
+INLINE KTARGET void KFN(qk_sub)(bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int j, __m512i s_lo,
+                                __m512i s_hi, __m512i v[8], __m512i *sc) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
-    const __m512i m6 = _mm512_set1_epi8(0x3f), m4 = low4, m2h = _mm512_set1_epi8(0x30);
-    const __m512i b0 = KFN(dword_bytes)(0, false), b1 = KFN(dword_bytes)(1, false);
-    const __m512i b2 = KFN(dword_bytes)(2, false), b3 = KFN(dword_bytes)(3, false);
-    const __m512i t0 = KFN(dword_bytes)(0, true), t1 = KFN(dword_bytes)(1, true);
-    const __m512i t2 = KFN(dword_bytes)(2, true), t3 = KFN(dword_bytes)(3, true);
+    const uint8_t *q = p + l->off_grp + l->gb * j + l->qh_b;
+    for (int cc = 0; cc < 4; cc++) {
+        __m512i t = _mm512_loadu_si512(q + 64 * cc);
+        v[cc] = _mm512_and_si512(t, low4), v[cc + 4] = _mm512_and_si512(_mm512_srli_epi16(t, 4), low4);
+    }
+    if (five)
+        for (int st = 0; st < 8; st++) {
+            uint64_t m;
+            memcpy(&m, p + l->off_grp + l->gb * j + 8 * st, 8);
+            v[st] = _mm512_mask_add_epi8(v[st], _cvtu64_mask64(m), v[st], sixteen);
+        }
+    *sc = _mm512_shuffle_epi8(j < 4 ? s_lo : s_hi, KFN(dword_bytes)(j % 4, false));
+}
+
+/* Sub-block j's minimum of each row, as two words (against the activation's sums of 16 2j and 2j + 1). */
+INLINE KTARGET __m512i KFN(qk_min)(int j, __m512i m_lo, __m512i m_hi) {
+    return _mm512_shuffle_epi8(j < 4 ? m_lo : m_hi, KFN(dword_bytes)(j % 4, true));
+}
+
+/* Bytes of a Q4_K / Q5_K super-block of a panel unpacked by qk_unpack: per sub-block its eight steps and its scale,
+ * then the eight minimums, dw and dm. */
+#define QK_UNPACKED (8 * 9 * 64 + 8 * 64 + 2 * 64)
+
+/* Every super-block of one Q4_K / Q5_K panel unpacked into `buf` (nsb x QK_UNPACKED bytes, 64-byte aligned). */
+INLINE KTARGET void KFN(qk_unpack)(bool five, const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p,
+                                   uint8_t *buf) {
+    for (int64_t b = 0; b < nsb; b++, p += l->bp, buf += QK_UNPACKED) {
+        __m512i s_lo, s_hi, m_lo, m_hi;
+        KFN(qk_scales)(l, p, &s_lo, &s_hi, &m_lo, &m_hi);
+        for (int j = 0; j < 8; j++) {
+            __m512i v[8], sc;
+            KFN(qk_sub)(five, l, p, j, s_lo, s_hi, v, &sc);
+            for (int st = 0; st < 8; st++) _mm512_store_si512(buf + 576 * j + 64 * st, v[st]);
+            _mm512_store_si512(buf + 576 * j + 512, sc);
+            _mm512_store_si512(buf + 8 * 576 + 64 * j, KFN(qk_min)(j, m_lo, m_hi));
+        }
+        _mm512_store_ps(buf + 8 * 576 + 512, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)));
+        _mm512_store_ps(buf + 8 * 576 + 576, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_dmin))));
+    }
+}
+
+/* Q4_K (five false) and Q5_K (five true), NC columns of one panel; each super-block unpacked here, or read from
+ * `unpacked` (qk_unpack's buffer; `buffered` a constant, so each call site compiles one way). */
+INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, bool buffered, const struct ty_pack_k_layout *l, int64_t nsb,
+                                       const uint8_t *p, const uint8_t *unpacked, const struct ty_block_q8_K *const *y,
+                                       float *out, int64_t ld_out, int rv) {
     __m512 acc[8];
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; b++, p += l->bp) {
-        /* the 6-bit scales and minimums of 16 rows: byte j of dword r is sub-block j (or 4 + j) of row r */
-        __m512i W0 = _mm512_loadu_si512(p + l->off_sc), W1 = _mm512_loadu_si512(p + l->off_sc + 64);
-        __m512i W2 = _mm512_loadu_si512(p + l->off_sc + 128);
-        __m512i s_lo = _mm512_and_si512(W0, m6), m_lo = _mm512_and_si512(W1, m6);
-        __m512i s_hi = _mm512_or_si512(_mm512_and_si512(W2, m4), _mm512_and_si512(_mm512_srli_epi32(W0, 2), m2h));
-        __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(W2, 4), m4),
-                                       _mm512_and_si512(_mm512_srli_epi32(W1, 2), m2h));
+        const uint8_t *ub = buffered ? unpacked + (size_t)b * QK_UNPACKED : NULL;
+        __m512i s_lo, s_hi, m_lo, m_hi;
+        if (!buffered) KFN(qk_scales)(l, p, &s_lo, &s_hi, &m_lo, &m_hi);
         __m512i A[8];
         for (int c = 0; c < NC; c++) A[c] = _mm512_setzero_si512();
         for (int j = 0; j < 8; j++) {
-            const uint8_t *q = p + l->off_grp + l->gb * j + l->qh_b;
-            __m512i v[8];
-            for (int cc = 0; cc < 4; cc++) {
-                __m512i t = _mm512_loadu_si512(q + 64 * cc);
-                v[cc] = _mm512_and_si512(t, low4), v[cc + 4] = _mm512_and_si512(_mm512_srli_epi16(t, 4), low4);
+            __m512i v[8], sc;
+            if (buffered) {
+                for (int st = 0; st < 8; st++) v[st] = _mm512_load_si512(ub + 576 * j + 64 * st);
+                sc = _mm512_load_si512(ub + 576 * j + 512);
+            } else {
+                KFN(qk_sub)(five, l, p, j, s_lo, s_hi, v, &sc);
             }
-            if (five)
-                for (int st = 0; st < 8; st++) {
-                    uint64_t m;
-                    memcpy(&m, p + l->off_grp + l->gb * j + 8 * st, 8);
-                    v[st] = _mm512_mask_add_epi8(v[st], _cvtu64_mask64(m), v[st], sixteen);
-                }
-            const __m512i sel = j % 4 == 0 ? b0 : j % 4 == 1 ? b1 : j % 4 == 2 ? b2 : b3;
-            const __m512i sc = _mm512_shuffle_epi8(j < 4 ? s_lo : s_hi, sel);
 #pragma GCC unroll 8
             for (int c = 0; c < NC; c++) {
                 const int8_t *x = y[c][b].qs + 32 * j;
@@ -689,14 +733,13 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, const struct ty_pack_k
                 A[c] = _mm512_add_epi32(A[c], _mm512_mullo_epi32(_mm512_add_epi32(i0, i1), sc));
             }
         }
-        /* minimums: sub-block j's minimum of each row, as two words, against the block's sums of 16 2j and 2j + 1 */
         __m512i mn[8];
-        for (int j = 0; j < 8; j++) {
-            const __m512i twice = j % 4 == 0 ? t0 : j % 4 == 1 ? t1 : j % 4 == 2 ? t2 : t3;
-            mn[j] = _mm512_shuffle_epi8(j < 4 ? m_lo : m_hi, twice);
-        }
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_dmin)));
+        for (int j = 0; j < 8; j++)
+            mn[j] = buffered ? _mm512_load_si512(ub + 8 * 576 + 64 * j) : KFN(qk_min)(j, m_lo, m_hi);
+        const __m512 dw =
+            buffered ? _mm512_load_ps(ub + 8 * 576 + 512) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        const __m512 dm = buffered ? _mm512_load_ps(ub + 8 * 576 + 576)
+                                   : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_dmin)));
         for (int c = 0; c < NC; c++) {
             const int8_t *bs = (const int8_t *)y[c][b].bsums;
             __m512i B = DPWSSD(_mm512_setzero_si512(), mn[0], _mm512_set1_epi32(load_i32(bs)));
@@ -803,8 +846,10 @@ INLINE KTARGET void KFN(panel_k)(int NC, enum ty_type type, const struct ty_pack
         KFN(panel_q6k_body)(NC, true, l, nsb, p, unpacked, y, out, ld_out, rv);
     else if (type == TY_TYPE_Q6_K)
         KFN(panel_q6k_body)(NC, false, l, nsb, p, NULL, y, out, ld_out, rv);
+    else if (unpacked)
+        KFN(panel_qk_body)(NC, type == TY_TYPE_Q5_K, true, l, nsb, p, unpacked, y, out, ld_out, rv);
     else
-        KFN(panel_qk_body)(NC, type == TY_TYPE_Q5_K, l, nsb, p, y, out, ld_out, rv);
+        KFN(panel_qk_body)(NC, type == TY_TYPE_Q5_K, false, l, nsb, p, NULL, y, out, ld_out, rv);
 }
 
 INLINE KTARGET void KFN(gemm_packed_k)(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
@@ -813,16 +858,18 @@ INLINE KTARGET void KFN(gemm_packed_k)(enum ty_type type, int64_t n, int64_t row
     struct ty_pack_k_layout l;
     ty__pack_k_layout(type, &l);
     const int64_t nsb = n / TY_QK_K;
-    /* Q6_K panels shared by two or more groups of eight columns are unpacked once into the scratch (see gemm_packed):
-     * prefill on one thread 64-65% -> 66-67% of the int8 peak (its per-column scale multiplies set the pace). Q4_K
-     * and Q5_K (67-72%) still unpack per eight columns: not tried. */
-    uint8_t *buf =
-        type == TY_TYPE_Q6_K && cols >= 16 && scratch && (size_t)nsb * Q6K_UNPACKED <= ty__gemm_scratch_size() ? scratch
-                                                                                                               : NULL;
+    /* K-quant panels shared by two or more groups of eight columns are unpacked once into the scratch (see
+     * gemm_packed): prefill on one thread (bench_kernels --prefill 512) Q6_K 64-65% -> 66-67% of the int8 peak (its
+     * per-column scale multiplies set the pace), Q4_K 61-66% -> 65-68%, Q5_K 61-62% -> 63-65% (alternating runs) */
+    const size_t unpacked = type == TY_TYPE_Q6_K ? Q6K_UNPACKED : QK_UNPACKED;
+    uint8_t *buf = cols >= 16 && scratch && (size_t)nsb * unpacked <= ty__gemm_scratch_size() ? scratch : NULL;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
-        if (buf) KFN(q6k_unpack)(&l, nsb, p, buf);
+        if (buf && type == TY_TYPE_Q6_K)
+            KFN(q6k_unpack)(&l, nsb, p, buf);
+        else if (buf)
+            KFN(qk_unpack)(type == TY_TYPE_Q5_K, &l, nsb, p, buf);
         for (int64_t c = 0; c < cols;) {
             const struct ty_block_q8_K *y[8];
             int nc = cols - c < 8 ? (int)(cols - c) : 8;
