@@ -17,7 +17,8 @@
  *      format, however many weights read them), then meet at a barrier;
  *   2. the weights' rows, in 16-row units over all weights of the call, are split into one contiguous range per
  *      thread, so the threads stream disjoint weight bytes; each thread runs its range over every column, in column
- *      blocks whose activations stay in L2 while the weights stream past.
+ *      blocks whose activations stay in L2 while the weights stream past, then takes over what another thread has
+ *      not reached (the shares below), so a core the host slows does not hold the product back.
  * A product of a few columns (decode) skips the barrier: the caller quantises the columns before the dispatch, and
  * each thread streams its own share (one contiguous range of the call's rows over all its weights, as a static split
  * would give it, so the hardware prefetcher sees long streams): all of it but a small reserve in one take, then the
@@ -491,20 +492,24 @@ static bool take(struct share *sh, int64_t reserve, bool front, int64_t *v0, int
     }
 }
 
+/* Thread ith's own share, then what is left of the others' (from their backs). */
+static void take_shares(const struct mm_task *t, int ith, int nth, void *scratch) {
+    int64_t v0, v1;
+    while (take(&t->shares[ith], t->reserve, true, &v0, &v1)) share_units(t, ith, nth, v0, v1, scratch);
+    for (int k = 1; k < nth; k++) {
+        int r = (ith + k) % nth;
+        while (take(&t->shares[r], t->reserve, false, &v0, &v1)) share_units(t, r, nth, v0, v1, scratch);
+    }
+}
+
 static void mm_run(void *arg, int ith, int nth) {
     struct mm_task *t = arg;
     void *scratch = (char *)t->c->scratch + (size_t)ith * t->c->scratch_each;
-    if (t->shares) {
-        int64_t v0, v1;
-        while (take(&t->shares[ith], t->reserve, true, &v0, &v1)) share_units(t, ith, nth, v0, v1, scratch);
-        for (int k = 1; k < nth; k++) {
-            int r = (ith + k) % nth;
-            while (take(&t->shares[r], t->reserve, false, &v0, &v1)) share_units(t, r, nth, v0, v1, scratch);
-        }
-        return;
-    }
-    if (t->cols <= FEW_COLS) { /* few columns on one thread */
-        run_units(t, 0, t->units, scratch);
+    if (t->cols <= FEW_COLS) { /* quantised by the caller: the shares, or every unit on one thread */
+        if (t->shares)
+            take_shares(t, ith, nth, scratch);
+        else
+            run_units(t, 0, t->units, scratch);
         return;
     }
     /* 1. quantise (and norm) this thread's columns into every slot, then wait for all columns */
@@ -513,10 +518,15 @@ static void mm_run(void *arg, int ith, int nth) {
     quantize_cols(t, j0, j1, ith);
     if (t->fill_angles) fill_angles(t->angles, j0, j1);
     if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
-    /* 2. this thread's contiguous range of weight rows, over every column block */
-    int64_t u0, u1;
-    ty__split_range(t->units, ith, nth, &u0, &u1);
-    run_units(t, u0, u1, scratch);
+    /* 2. this thread's contiguous range of weight rows, over every column block, then what another has not reached:
+     * a core the host slows (another tenant's work) no longer holds the product back */
+    if (t->shares) {
+        take_shares(t, ith, nth, scratch);
+    } else {
+        int64_t u0, u1;
+        ty__split_range(t->units, ith, nth, &u0, &u1);
+        run_units(t, u0, u1, scratch);
+    }
     /* 3. (attn_input) once every row is done, this thread's columns of q and k: head norms and RoPE */
     if (t->heads) {
         if (nth > 1) ty__threadpool_barrier(t->c->base.pool);
@@ -697,30 +707,28 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
     t.col_blk = blk < 8 ? 8 : blk / 8 * 8;
     if (t.swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
     const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
-    if (t.cols <= FEW_COLS) {
-        quantize_cols(&t, 0, t.cols, 0);
-        const int64_t reserve = t.units / c->n_threads / SHARE_RESERVE;
-        t.reserve = reserve < MIN_RESERVE ? MIN_RESERVE : reserve;
-    }
+    if (t.cols <= FEW_COLS) quantize_cols(&t, 0, t.cols, 0);
+    const int64_t reserve = t.units / c->n_threads / SHARE_RESERVE;
+    t.reserve = reserve < MIN_RESERVE ? MIN_RESERVE : reserve;
     if (t.heads) { /* last before the dispatch: a key set here is always followed by its angles */
         t.angles = &c->angles;
         TY_TRY(angles_prepare(t.angles, t.heads, t.cols, &t.fill_angles));
     }
-    if (t.cols <= FEW_COLS && threaded) {
-        read_ahead(c, &t, t.it[0].key);
+    if (threaded) {
+        if (t.cols <= FEW_COLS) read_ahead(c, &t, t.it[0].key);
         t.shares = c->shares;
         for (int r = 0; r < c->n_threads; r++)
             atomic_store_explicit(&t.shares[r].lohi, (uint_least64_t)share_units(&t, r, c->n_threads, 0, 0, NULL),
                                   memory_order_relaxed);
     }
-    if (!t.shares) c->last_key = NULL; /* not one of a decode step's products */
+    if (!threaded || t.cols > FEW_COLS) c->last_key = NULL; /* not one of a decode step's products */
     const double t_run = be->profile ? ty__time_s() : 0;
     if (!threaded)
         mm_run(&t, 0, 1);
-    else if (t.shares)
-        ty__threadpool_run_any(c->base.pool, mm_run, &t); /* shares: a worker that is not free is not waited for */
+    else if (t.cols <= FEW_COLS)
+        ty__threadpool_run_any(c->base.pool, mm_run, &t); /* a worker that is not free is not waited for */
     else
-        ty__threadpool_run(c->base.pool, mm_run, &t);
+        ty__threadpool_run(c->base.pool, mm_run, &t); /* every thread: the quantising is split among them */
     const double t_ran = be->profile ? ty__time_s() : 0;
     if (t.heads && t.cols <= FEW_COLS) { /* few columns: the caller's, after the rows */
         if (t.fill_angles) fill_angles(t.angles, 0, t.cols);
