@@ -129,7 +129,7 @@ struct cpu_fast {
     struct ty_cpu_scratch attn;      /* attention tiles and running state, per thread */
     struct ty_cpu_scratch attn_meta; /* a paged batch's sequence descriptors */
     void *scratch;                   /* (n_threads) gemm scratch areas */
-    struct share *shares;            /* (n_threads) each thread's share of a few-column product */
+    struct share *shares;            /* (n_threads) each thread's share of a threaded product */
     struct angles angles;            /* attn_input's RoPE cos/sin of the current batch's positions */
     /* Reading ahead (see idle_prefetch): slots of n_threads share heads each, learned from the order of the calls;
      * the leading weight of the last few-column product (NULL: none, or a larger product since); per worker, the
@@ -314,7 +314,7 @@ struct mm_task {
     size_t slot_stride[TY_MATMUL_MULTI_MAX];
     int64_t units;   /* over all items */
     int64_t col_blk; /* columns per block */
-    int64_t reserve; /* few columns (<= FEW_COLS, quantised by the caller): what a share's first take leaves */
+    int64_t reserve; /* what a share's first take leaves (see take) */
     bool swiglu;     /* two items of the same shape, split alike: item 0's dst = silu(item 0) * item 1 */
     /* ffn_input / attn_input fusions */
     const float *norm_w; /* input RMSNorm applied to each column as it is quantised (NULL: x as it is) */
@@ -323,7 +323,7 @@ struct mm_task {
     const struct ty_attn_input *heads; /* q/k head norms and RoPE once the products are done, or NULL */
     struct angles *angles;             /* with heads: their cos/sin per column */
     bool fill_angles;                  /* computed in this call (else kept from the last) */
-    struct share *shares; /* (nth) few columns: each thread's own share, taken over from the back when idle */
+    struct share *shares; /* (nth) each thread's own share, taken over from the back when idle; NULL: one thread */
 };
 
 /* Rows [r0, r1) of one item, every column. */
@@ -569,11 +569,13 @@ static struct share_head share_head(const struct mm_task *t, int r, int nth) {
 static void read_ahead(struct cpu_fast *c, const struct mm_task *t, const void *key) {
     const int nth = c->n_threads;
     struct prepared *prev = find_key(c, c->last_key);
-    if (prev && prev->next < 0 && c->n_next < c->next_cap) prev->next = c->n_next++;
-    if (prev && prev->next < 0 && c->n_next == c->next_cap) {
-        int32_t cap = c->next_cap ? 2 * c->next_cap : 64;
-        struct share_head *nn = ty__realloc(c->next, (size_t)cap * (size_t)nth * sizeof *nn);
-        if (nn) c->next = nn, c->next_cap = cap, prev->next = c->n_next++;
+    if (prev && prev->next < 0) { /* a slot for it (none if memory is short: it only reads ahead less) */
+        if (c->n_next == c->next_cap) {
+            int32_t cap = c->next_cap ? 2 * c->next_cap : 64;
+            struct share_head *nn = ty__realloc(c->next, (size_t)cap * (size_t)nth * sizeof *nn);
+            if (nn) c->next = nn, c->next_cap = cap;
+        }
+        if (c->n_next < c->next_cap) prev->next = c->n_next++;
     }
     if (prev && prev->next >= 0)
         for (int r = 1; r < nth; r++) c->next[(size_t)prev->next * (size_t)nth + (size_t)r] = share_head(t, r, nth);
