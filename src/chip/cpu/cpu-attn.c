@@ -157,9 +157,9 @@ static void prefetch_tile(const struct ty_tensor *c, const struct attn_seq *sq, 
     const size_t bytes = (size_t)d * (c->type == TY_TYPE_F16 ? sizeof(ty_f16) : sizeof(float));
     for (int64_t j = j0; j < j1; j++) {
         int64_t row = sq->table ? (int64_t)sq->table[j / sq->block] * sq->block + j % sq->block : j;
-        const char *src = ty__tensor_row(c, g, row, 0);
-        for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(src + b, 0, 3);
-        __builtin_prefetch(src + bytes - 1, 0, 3);
+        const uintptr_t src = (uintptr_t)ty__tensor_row(c, g, row, 0);
+        for (uintptr_t line = src & ~(uintptr_t)63; line < src + bytes; line += 64)
+            __builtin_prefetch((void *)line, 0, 3);
     }
 }
 
