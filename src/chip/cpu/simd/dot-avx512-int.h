@@ -571,9 +571,10 @@ INLINE KTARGET void KFN(gemm_packed)(enum ty_type type, int64_t n, int64_t rows,
     const int64_t nb = n / 32;
     /* 4/5-bit panels shared by two or more groups of eight columns are unpacked once into the scratch: prefill on
      * one thread (bench_kernels --prefill 512) went from 60-61% to 65-67% of the int8 peak for Q5_0 and from 57-58%
-     * to 62-63% for Q5_1, Q4_0 and Q4_1 within noise; Q8_0's steps are plain loads already. (Keeping 64 columns'
+     * to 62-63% for Q5_1 (Q4_0 and Q4_1 within noise); Q8_0's steps are plain loads already. (Keeping 64 columns'
      * accumulators in L1 instead, each block unpacked once for all of them, gave Q5_0 63-65% and cost Q8_0.) */
-    uint8_t *buf = l.bits != 8 && cols >= 16 && (size_t)nb * UNPACKED_BLOCK <= ty__gemm_scratch_size() ? scratch : NULL;
+    uint8_t *buf =
+        l.bits != 8 && cols >= 16 && scratch && (size_t)nb * UNPACKED_BLOCK <= ty__gemm_scratch_size() ? scratch : NULL;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
@@ -636,11 +637,6 @@ INLINE KTARGET __m512i KFN(dword_bytes)(int k, bool twice) {
                             _mm512_mullo_epi32(offs, _mm512_set1_epi32(0x10001)));
 }
 
-/* Q4_K (five false) and Q5_K (five true). A sub-block's dot is two chains of four vpdpbusd per column (low and high
- * nibbles), its scale applied in the integer accumulator; the minimums are one vpdpwssd per sub-block, each row's
- * minimum (twice, as two words) against the activation's two sums of 16 of that sub-block, read straight from the
- * block. Per column and super-block the float steps are then (A dw - B dm) dx: the fewest operations besides the
- * vpdpbusd, which set the pace. */
 /* The 6-bit scales and minimums of a Q4_K / Q5_K super-block of a panel, 16 rows: byte j of dword r is sub-block j (or
  * 4 + j) of row r. */
 INLINE KTARGET void KFN(qk_scales)(const struct ty_pack_k_layout *l, const uint8_t *p, __m512i *s_lo, __m512i *s_hi,
@@ -680,7 +676,9 @@ INLINE KTARGET __m512i KFN(qk_min)(int j, __m512i m_lo, __m512i m_hi) {
 
 /* Bytes of a Q4_K / Q5_K super-block of a panel unpacked by qk_unpack: per sub-block its eight steps and its scale,
  * then the eight minimums, dw and dm. */
-#define QK_UNPACKED (8 * 9 * 64 + 8 * 64 + 2 * 64)
+#define QK_SUB      (9 * 64)     /* a sub-block: eight steps, then its scale */
+#define QK_MINS     (8 * QK_SUB) /* the eight sub-blocks, then the eight minimums, dw, dm */
+#define QK_UNPACKED (QK_MINS + 10 * 64)
 
 /* Every super-block of one Q4_K / Q5_K panel unpacked into `buf` (nsb x QK_UNPACKED bytes, 64-byte aligned). */
 INLINE KTARGET void KFN(qk_unpack)(bool five, const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p,
@@ -691,17 +689,21 @@ INLINE KTARGET void KFN(qk_unpack)(bool five, const struct ty_pack_k_layout *l, 
         for (int j = 0; j < 8; j++) {
             __m512i v[8], sc;
             KFN(qk_sub)(five, l, p, j, s_lo, s_hi, v, &sc);
-            for (int st = 0; st < 8; st++) _mm512_store_si512(buf + 576 * j + 64 * st, v[st]);
-            _mm512_store_si512(buf + 576 * j + 512, sc);
-            _mm512_store_si512(buf + 8 * 576 + 64 * j, KFN(qk_min)(j, m_lo, m_hi));
+            for (int st = 0; st < 8; st++) _mm512_store_si512(buf + QK_SUB * j + 64 * st, v[st]);
+            _mm512_store_si512(buf + QK_SUB * j + 512, sc);
+            _mm512_store_si512(buf + QK_MINS + 64 * j, KFN(qk_min)(j, m_lo, m_hi));
         }
-        _mm512_store_ps(buf + 8 * 576 + 512, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)));
-        _mm512_store_ps(buf + 8 * 576 + 576, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_dmin))));
+        _mm512_store_ps(buf + QK_MINS + 512, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)));
+        _mm512_store_ps(buf + QK_MINS + 576, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_dmin))));
     }
 }
 
 /* Q4_K (five false) and Q5_K (five true), NC columns of one panel; each super-block unpacked here, or read from
- * `unpacked` (qk_unpack's buffer; `buffered` a constant, so each call site compiles one way). */
+ * `unpacked` (qk_unpack's buffer; `buffered` a constant, so each call site compiles one way). A sub-block's dot is
+ * two chains of four vpdpbusd per column (low and high nibbles), its scale applied in the integer accumulator; the
+ * minimums are one vpdpwssd per sub-block, each row's minimum (twice, as two words) against the activation's two sums
+ * of 16 of that sub-block, read straight from the block. Per column and super-block the float steps are then
+ * (A dw - B dm) dx: the fewest operations besides the vpdpbusd, which set the pace. */
 INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, bool buffered, const struct ty_pack_k_layout *l, int64_t nsb,
                                        const uint8_t *p, const uint8_t *unpacked, const struct ty_block_q8_K *const *y,
                                        float *out, int64_t ld_out, int rv) {
@@ -716,8 +718,8 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, bool buffered, const s
         for (int j = 0; j < 8; j++) {
             __m512i v[8], sc;
             if (buffered) {
-                for (int st = 0; st < 8; st++) v[st] = _mm512_load_si512(ub + 576 * j + 64 * st);
-                sc = _mm512_load_si512(ub + 576 * j + 512);
+                for (int st = 0; st < 8; st++) v[st] = _mm512_load_si512(ub + QK_SUB * j + 64 * st);
+                sc = _mm512_load_si512(ub + QK_SUB * j + 512);
             } else {
                 KFN(qk_sub)(five, l, p, j, s_lo, s_hi, v, &sc);
             }
@@ -735,10 +737,10 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, bool buffered, const s
         }
         __m512i mn[8];
         for (int j = 0; j < 8; j++)
-            mn[j] = buffered ? _mm512_load_si512(ub + 8 * 576 + 64 * j) : KFN(qk_min)(j, m_lo, m_hi);
+            mn[j] = buffered ? _mm512_load_si512(ub + QK_MINS + 64 * j) : KFN(qk_min)(j, m_lo, m_hi);
         const __m512 dw =
-            buffered ? _mm512_load_ps(ub + 8 * 576 + 512) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        const __m512 dm = buffered ? _mm512_load_ps(ub + 8 * 576 + 576)
+            buffered ? _mm512_load_ps(ub + QK_MINS + 512) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        const __m512 dm = buffered ? _mm512_load_ps(ub + QK_MINS + 576)
                                    : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_dmin)));
         for (int c = 0; c < NC; c++) {
             const int8_t *bs = (const int8_t *)y[c][b].bsums;
@@ -752,11 +754,8 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, bool buffered, const s
     for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
 }
 
-/* Q6_K: levels + 32 (six bits: four in the nibbles, two in qh); the -32 enters each sub-block's sum as -32 times its
- * activation sum before the scale multiplies it. */
-
-/* Group g (two sub-blocks of 16) of a Q6_K super-block of a panel in registers: its eight steps' levels and the two
- * sub-blocks' scales, as dwords. */
+/* Group g (two sub-blocks of 16) of a Q6_K super-block of a panel in registers: its eight steps' levels (+ 32: six
+ * bits, four in the nibbles, two in qh) and the two sub-blocks' scales, as dwords. */
 INLINE KTARGET void KFN(q6k_group)(const struct ty_pack_k_layout *l, const uint8_t *p, int g, __m512i v[8],
                                    __m512i *sc0, __m512i *sc1) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
@@ -782,7 +781,8 @@ INLINE KTARGET void KFN(q6k_group)(const struct ty_pack_k_layout *l, const uint8
 }
 
 /* Bytes of a Q6_K super-block of a panel unpacked by q6k_unpack: per group its eight steps and two scales, then dw. */
-#define Q6K_UNPACKED (8 * 10 * 64 + 64)
+#define Q6K_GROUP    (10 * 64) /* a group: eight steps, then its two scales */
+#define Q6K_UNPACKED (8 * Q6K_GROUP + 64)
 
 /* Every super-block of one Q6_K panel unpacked into `buf` (nsb x Q6K_UNPACKED bytes, 64-byte aligned). */
 INLINE KTARGET void KFN(q6k_unpack)(const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p, uint8_t *buf) {
@@ -790,16 +790,17 @@ INLINE KTARGET void KFN(q6k_unpack)(const struct ty_pack_k_layout *l, int64_t ns
         for (int g = 0; g < 8; g++) {
             __m512i v[8], sc0, sc1;
             KFN(q6k_group)(l, p, g, v, &sc0, &sc1);
-            uint8_t *u = buf + 640 * g;
+            uint8_t *u = buf + Q6K_GROUP * g;
             for (int st = 0; st < 8; st++) _mm512_store_si512(u + 64 * st, v[st]);
             _mm512_store_si512(u + 512, sc0), _mm512_store_si512(u + 576, sc1);
         }
-        _mm512_store_ps(buf + 8 * 640, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)));
+        _mm512_store_ps(buf + 8 * Q6K_GROUP, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)));
     }
 }
 
 /* NC columns of one Q6_K panel, each group unpacked here, or read from `unpacked` (q6k_unpack's buffer; `buffered` a
- * constant, so each call site compiles one way). */
+ * constant, so each call site compiles one way). The levels' + 32 enters each sub-block's sum as -32 times its
+ * activation sum before the scale multiplies it. */
 INLINE KTARGET void KFN(panel_q6k_body)(int NC, bool buffered, const struct ty_pack_k_layout *l, int64_t nsb,
                                         const uint8_t *p, const uint8_t *unpacked, const struct ty_block_q8_K *const *y,
                                         float *out, int64_t ld_out, int rv) {
@@ -812,8 +813,8 @@ INLINE KTARGET void KFN(panel_q6k_body)(int NC, bool buffered, const struct ty_p
         for (int g = 0; g < 8; g++) {
             __m512i v[8], sc0, sc1;
             if (buffered) {
-                for (int st = 0; st < 8; st++) v[st] = _mm512_load_si512(ub + 640 * g + 64 * st);
-                sc0 = _mm512_load_si512(ub + 640 * g + 512), sc1 = _mm512_load_si512(ub + 640 * g + 576);
+                for (int st = 0; st < 8; st++) v[st] = _mm512_load_si512(ub + Q6K_GROUP * g + 64 * st);
+                sc0 = _mm512_load_si512(ub + Q6K_GROUP * g + 512), sc1 = _mm512_load_si512(ub + Q6K_GROUP * g + 576);
             } else {
                 KFN(q6k_group)(l, p, g, v, &sc0, &sc1);
             }
@@ -831,7 +832,7 @@ INLINE KTARGET void KFN(panel_q6k_body)(int NC, bool buffered, const struct ty_p
             }
         }
         const __m512 dw =
-            buffered ? _mm512_load_ps(ub + 8 * 640) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+            buffered ? _mm512_load_ps(ub + 8 * Q6K_GROUP) : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         for (int c = 0; c < NC; c++)
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(A[c]), _mm512_mul_ps(dw, _mm512_set1_ps(y[c][b].d)), acc[c]);
     }
