@@ -135,11 +135,12 @@ def profile_tables(rows, label):
 
 L.append("## Where the time goes\n")
 L.append("From the same runs (`--profile`: every backend op timed from its wrapper's entry to its return, over the "
-         "timed repetitions; fused ops count as one: `attn_input` is the input norm, q/k/v products, head norms and "
-         "RoPE, `ffn_input` the norm, gate/up products and SwiGLU; \"(outside the ops)\" is the model's own work "
-         "between them). Decode moves its weight bytes at the GB/s shown; compare them with the read bandwidth above. "
-         "A product's time alone is its calling thread's steps before the threads stream (quantising the input, with "
-         "the norm where fused) and after (SwiGLU, head norms and RoPE for a few tokens).\n")
+         "timed repetitions; fused ops count as one: `attn_block` is a layer's attention half (input norm, q/k/v "
+         "products, head norms and RoPE, the KV write, attention, the output projection and the residual add), `ffn` "
+         "its feed-forward half (norm, gate/up products, SwiGLU, down product, residual add), `matmul` the output "
+         "projection; \"(outside the ops)\" is the model's own work between them). Decode moves its weight bytes at "
+         "the GB/s shown; compare them with the read bandwidth above. An op's time alone is its calling thread's steps "
+         "while the other threads wait (quantising the first product's input, with the norm where fused).\n")
 top = max(r["threads"] for r in rows) if rows else 0
 profile_tables([r for r in rows if r["threads"] == top], f"{top} threads, {preset}")
 moe = [json.loads(l) for l in open(moe_jsonl) if l.strip()]

@@ -270,6 +270,15 @@ void ty__threadpool_barrier(struct ty_threadpool *pool) {
     }
 }
 
+void ty__threadpool_wait_count(const atomic_llong *count, long long target) {
+    for (int spins = 0; atomic_load_explicit(count, memory_order_acquire) < target;) {
+        if (spins < SPIN_ITERATIONS)
+            cpu_relax(), spins++;
+        else
+            sched_yield(); /* the thread holding the rest may be waiting for this core (an oversubscribed machine) */
+    }
+}
+
 void ty__threadpool_run_any(struct ty_threadpool *pool, ty_task_fn fn, void *arg) {
     if (pool->n_threads == 1) {
         fn(arg, 0, 1);

@@ -14,6 +14,8 @@
 
 #include "base/base.h"
 
+#include <stdatomic.h>
+
 struct ty_threadpool;
 
 /* One share of a parallel task: called with ith in [0, nth); ith 0 runs on the calling thread. */
@@ -41,6 +43,11 @@ void ty__threadpool_run_any(struct ty_threadpool *pool, ty_task_fn fn, void *arg
  * nth calls must reach it the same number of times). Spins briefly, then sleeps. Memory written before the barrier
  * by any thread is visible to every thread after it. A no-op on a pool of one thread. */
 void ty__threadpool_barrier(struct ty_threadpool *pool);
+/* Inside a task: returns once *count >= target (read with acquire, so what the threads that counted wrote before
+ * counting is visible). Spins, then yields the core between checks. For a phase that must wait for work other threads
+ * took (a completion count): unlike the barrier it waits only for work, never for a thread that did not join a
+ * ty__threadpool_run_any task. */
+void ty__threadpool_wait_count(const atomic_llong *count, long long target);
 /* Work for the workers between tasks: after each task it ran, once its end is signalled (no caller waits for it), a
  * worker calls idle(ctx, ith). idle must return soon after ty__threadpool_task_waiting turns true, and may not
  * dispatch. Set it before the first run (NULL: none). */

@@ -24,7 +24,7 @@
 
 #include "base/base.h"
 
-#define TY_BACKEND_IFACE_VERSION 4
+#define TY_BACKEND_IFACE_VERSION 5
 #define TY_TENSOR_MAX_DIMS       4
 #define TY_ROPE_MAX_DIMS         512 /* rotated dimensions per head */
 #define TY_ATTN_MAX_HEAD_DIM     512
@@ -153,6 +153,30 @@ struct ty_attn_input {
     const struct ty_tensor *pos; /* (n) I32 */
     const struct ty_rope *rope;
     const struct ty_tensor *xn; /* (n_embd, n) F32 scratch; content afterwards unspecified */
+};
+
+/* A layer's attention output (the second half of attn_block): the batch's keys and values written into the cache,
+ * attention over it, and the output projection added to the residual stream: k_new = k, v_new = v (converted to the
+ * cache's type); att = attention(q, k_all, v_all, attn); x = x + wo att. */
+struct ty_attn_output {
+    const struct ty_tensor *x;             /* (n_embd, n) F32 residual stream, updated in place */
+    const struct ty_tensor *wo;            /* (n_head * dv, n_embd) weight */
+    const struct ty_tensor *q, *k, *v;     /* (dk, n_head, n), (dk, n_kv_head, n), (dv, n_kv_head, n) F32 */
+    const struct ty_tensor *k_new, *v_new; /* the cache's rows of the batch (k's and v's shapes), F32 or F16 */
+    const struct ty_tensor *k_all, *v_all; /* the cache's rows attention reads: every position up to the batch's last */
+    struct ty_attn attn;
+    const struct ty_tensor *att;  /* (dv, n_head, n) F32 contiguous scratch: attention's output */
+    const struct ty_tensor *proj; /* (n_embd, n) F32 scratch; content afterwards unspecified */
+};
+
+/* A layer's feed-forward block (ffn): x = x + w_down (silu(w_gate xn) * (w_up xn)), xn = rms_norm(x, norm, eps). */
+struct ty_ffn {
+    const struct ty_tensor *x;    /* (n_embd, n) F32 residual stream, updated in place */
+    const struct ty_tensor *norm; /* (n_embd) F32 */
+    float eps;
+    const struct ty_tensor *w_gate, *w_up, *w_down; /* (n_embd, n_ff), (n_embd, n_ff), (n_ff, n_embd) weights */
+    /* F32 scratch whose content afterwards is unspecified: xn, proj (n_embd, n); gate, up (n_ff, n) */
+    const struct ty_tensor *xn, *gate, *up, *proj;
 };
 
 struct ty_backend_iface {
@@ -285,6 +309,15 @@ struct ty_backend_iface {
     enum ty_status (*ffn_input)(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *w_gate,
                                 const struct ty_tensor *w_up, const struct ty_tensor *x, const struct ty_tensor *norm,
                                 float eps, const struct ty_tensor *xn, const struct ty_tensor *up);
+
+    /* ---- version 5: a layer's two halves end to end ---- */
+    /* Optional. A layer's attention block over its own cache: attn_input (in), then the attention output (out, whose
+     * q, k and v are in's q3, k3 and v viewed as (head_dim, heads, n)), bit for bit what ty__attn_block_unfused
+     * computes with the ops one by one. NULL: the wrapper runs them one by one. */
+    enum ty_status (*attn_block)(struct ty_backend *be, const struct ty_attn_input *in,
+                                 const struct ty_attn_output *out);
+    /* Optional. A layer's feed-forward block (struct ty_ffn), bit for bit ty__ffn_unfused. NULL: the ops one by one. */
+    enum ty_status (*ffn)(struct ty_backend *be, const struct ty_ffn *f);
 };
 
 struct ty_backend {
@@ -315,10 +348,11 @@ enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out);
 #define TY_PROFILE_OPS(X)                                                                                              \
     X(GET_ROWS, "get_rows")                                                                                            \
     X(RMS_NORM, "rms_norm")                                                                                            \
-    X(MATMUL, "matmul") X(ROPE, "rope") X(COPY, "copy (KV write)") X(ATTENTION, "attention") X(SWIGLU, "swiglu")       \
-        X(ADD, "add") X(SCATTER_ADD, "scatter_add") X(L2_NORM, "l2_norm") X(CONV1D, "conv1d_causal")                   \
-            X(GATED_DELTA, "gated_delta") X(ATTENTION_PAGED, "attention_paged") X(MATMUL_MULTI, "matmul_multi")        \
-                X(MATMUL_SWIGLU, "matmul_swiglu") X(ATTN_INPUT, "attn_input") X(FFN_INPUT, "ffn_input")
+    X(MATMUL, "matmul")                                                                                                \
+    X(ROPE, "rope") X(COPY, "copy (KV write)") X(ATTENTION, "attention") X(SWIGLU, "swiglu") X(ADD, "add")             \
+        X(SCATTER_ADD, "scatter_add") X(L2_NORM, "l2_norm") X(CONV1D, "conv1d_causal") X(GATED_DELTA, "gated_delta")   \
+            X(ATTENTION_PAGED, "attention_paged") X(MATMUL_MULTI, "matmul_multi") X(MATMUL_SWIGLU, "matmul_swiglu")    \
+                X(ATTN_INPUT, "attn_input") X(FFN_INPUT, "ffn_input") X(ATTN_BLOCK, "attn_block") X(FFN, "ffn")
 #define TY_PROFILE_ENUM(e, name) TY_OP_##e,
 enum ty_profile_op { TY_PROFILE_OPS(TY_PROFILE_ENUM) TY_OP_COUNT };
 #undef TY_PROFILE_ENUM
@@ -361,7 +395,7 @@ double ty__profile_paged_bytes(const struct ty_tensor *k_pool, const struct ty_t
 
 /* At the top of a wrapper: times the rest of it. `bytes` is evaluated only when profiling. */
 #define TY_PROFILE_SCOPE(be, op, bytes)                                                                                \
-    struct ty_profile_scope ty__profile_scope __attribute__((cleanup(ty__profile_close), unused)) =                      \
+    struct ty_profile_scope ty__profile_scope __attribute__((cleanup(ty__profile_close), unused)) =                    \
         (be)->profile ? ty__profile_begin((be), (op), (double)(bytes)) : (struct ty_profile_scope) {                   \
         0                                                                                                              \
     }
@@ -417,6 +451,31 @@ static inline enum ty_status ty__backend_get_rows(struct ty_backend *be, const s
     return be->iface->get_rows(be, dst, w, ids);
 }
 
+/* The shape and type rules of matmul, copy and attention, for their wrappers and the fused ops that contain them. */
+static inline void ty__check_matmul(const struct ty_tensor *dst, const struct ty_tensor *w, const struct ty_tensor *x,
+                                    const struct ty_tensor *bias) {
+    TY_ASSERT(ty__backend_weight_type_ok(w->type) && ty__is_f32_rows(x) && ty__is_f32_rows(dst));
+    TY_ASSERT(w->ne[0] == x->ne[0] && dst->ne[0] == w->ne[1] && dst->ne[1] == x->ne[1]);
+    TY_ASSERT(w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == 1 && x->ne[3] == 1 && dst->ne[2] == 1 && dst->ne[3] == 1);
+    TY_ASSERT(!bias || (ty__is_f32_rows(bias) && bias->ne[0] == w->ne[1] && ty__tensor_nrows(bias) == 1));
+}
+static inline void ty__check_copy(const struct ty_tensor *dst, const struct ty_tensor *src) {
+    TY_ASSERT(ty__is_f32_rows(src) && ty__tensor_same_shape(dst, src));
+    TY_ASSERT(dst->type == TY_TYPE_F32 || dst->type == TY_TYPE_F16 || dst->type == TY_TYPE_BF16);
+}
+static inline void ty__check_attention(const struct ty_tensor *dst, const struct ty_tensor *q,
+                                       const struct ty_tensor *k, const struct ty_tensor *v,
+                                       const struct ty_attn *attn) {
+    TY_ASSERT(ty__is_f32_rows(q) && ty__is_f32_rows(dst));
+    TY_ASSERT(k->type == TY_TYPE_F32 || k->type == TY_TYPE_F16);
+    TY_ASSERT(v->type == k->type && k->nb[0] == v->nb[0]);
+    TY_ASSERT(q->ne[0] == k->ne[0] && dst->ne[0] == v->ne[0] && dst->ne[1] == q->ne[1] && dst->ne[2] == q->ne[2]);
+    TY_ASSERT(k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2] && k->ne[1] > 0 && q->ne[1] % k->ne[1] == 0);
+    TY_ASSERT(attn->pos0 >= 0 && attn->pos0 + q->ne[2] <= k->ne[2]);
+    TY_ASSERT(q->ne[0] <= TY_ATTN_MAX_HEAD_DIM && v->ne[0] <= TY_ATTN_MAX_HEAD_DIM);
+    TY_ASSERT(q->ne[3] == 1 && k->ne[3] == 1 && v->ne[3] == 1 && dst->ne[3] == 1);
+}
+
 static inline enum ty_status ty__backend_rms_norm(struct ty_backend *be, const struct ty_tensor *dst,
                                                   const struct ty_tensor *x, const struct ty_tensor *w, float eps) {
     TY_PROFILE_SCOPE(be, TY_OP_RMS_NORM, 0);
@@ -429,10 +488,7 @@ static inline enum ty_status ty__backend_matmul(struct ty_backend *be, const str
                                                 const struct ty_tensor *w, const struct ty_tensor *x,
                                                 const struct ty_tensor *bias) {
     TY_PROFILE_SCOPE(be, TY_OP_MATMUL, ty__tensor_size(w));
-    TY_ASSERT(ty__backend_weight_type_ok(w->type) && ty__is_f32_rows(x) && ty__is_f32_rows(dst));
-    TY_ASSERT(w->ne[0] == x->ne[0] && dst->ne[0] == w->ne[1] && dst->ne[1] == x->ne[1]);
-    TY_ASSERT(w->ne[2] == 1 && w->ne[3] == 1 && x->ne[2] == 1 && x->ne[3] == 1 && dst->ne[2] == 1 && dst->ne[3] == 1);
-    TY_ASSERT(!bias || (ty__is_f32_rows(bias) && bias->ne[0] == w->ne[1] && ty__tensor_nrows(bias) == 1));
+    ty__check_matmul(dst, w, x, bias);
     return be->iface->matmul(be, dst, w, x, bias);
 }
 
@@ -449,8 +505,7 @@ static inline enum ty_status ty__backend_rope(struct ty_backend *be, const struc
 static inline enum ty_status ty__backend_copy(struct ty_backend *be, const struct ty_tensor *dst,
                                               const struct ty_tensor *src) {
     TY_PROFILE_SCOPE(be, TY_OP_COPY, 0);
-    TY_ASSERT(ty__is_f32_rows(src) && ty__tensor_same_shape(dst, src));
-    TY_ASSERT(dst->type == TY_TYPE_F32 || dst->type == TY_TYPE_F16 || dst->type == TY_TYPE_BF16);
+    ty__check_copy(dst, src);
     return be->iface->copy(be, dst, src);
 }
 
@@ -458,14 +513,7 @@ static inline enum ty_status ty__backend_attention(struct ty_backend *be, const 
                                                    const struct ty_tensor *q, const struct ty_tensor *k,
                                                    const struct ty_tensor *v, const struct ty_attn *attn) {
     TY_PROFILE_SCOPE(be, TY_OP_ATTENTION, (double)(k->nb[2] + v->nb[2]) * (double)(attn->pos0 + q->ne[2]));
-    TY_ASSERT(ty__is_f32_rows(q) && ty__is_f32_rows(dst));
-    TY_ASSERT(k->type == TY_TYPE_F32 || k->type == TY_TYPE_F16);
-    TY_ASSERT(v->type == k->type && k->nb[0] == v->nb[0]);
-    TY_ASSERT(q->ne[0] == k->ne[0] && dst->ne[0] == v->ne[0] && dst->ne[1] == q->ne[1] && dst->ne[2] == q->ne[2]);
-    TY_ASSERT(k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2] && k->ne[1] > 0 && q->ne[1] % k->ne[1] == 0);
-    TY_ASSERT(attn->pos0 >= 0 && attn->pos0 + q->ne[2] <= k->ne[2]);
-    TY_ASSERT(q->ne[0] <= TY_ATTN_MAX_HEAD_DIM && v->ne[0] <= TY_ATTN_MAX_HEAD_DIM);
-    TY_ASSERT(q->ne[3] == 1 && k->ne[3] == 1 && v->ne[3] == 1 && dst->ne[3] == 1);
+    ty__check_attention(dst, q, k, v, attn);
     return be->iface->attention(be, dst, q, k, v, attn);
 }
 
@@ -687,9 +735,7 @@ static inline enum ty_status ty__attn_input_unfused(struct ty_backend *be, const
     return ty__backend_rope(be, a->k3, a->k3, a->pos, a->rope);
 }
 
-static inline enum ty_status ty__backend_attn_input(struct ty_backend *be, const struct ty_attn_input *a) {
-    TY_PROFILE_SCOPE(be, TY_OP_ATTN_INPUT, ty__tensor_size(a->wq) + ty__tensor_size(a->wk) + ty__tensor_size(a->wv));
-    if (!be->iface->attn_input) return ty__attn_input_unfused(be, a);
+static inline void ty__check_attn_input(const struct ty_attn_input *a) {
     TY_ASSERT(ty__is_f32_rows(a->x) && ty__tensor_same_shape(a->x, a->xn) && a->x->ne[2] == 1 && a->x->ne[3] == 1);
     TY_ASSERT(ty__is_f32_rows(a->norm) && a->norm->ne[0] == a->x->ne[0] && ty__tensor_nrows(a->norm) == 1);
     const struct ty_tensor *d[3] = {a->q, a->k, a->v}, *w[3] = {a->wq, a->wk, a->wv}, *b[3] = {a->bq, a->bk, a->bv};
@@ -705,6 +751,12 @@ static inline enum ty_status ty__backend_attn_input(struct ty_backend *be, const
         TY_ASSERT(!hn[i] || (ty__is_f32_rows(hn[i]) && hn[i]->ne[0] == h3[i]->ne[0] && ty__tensor_nrows(hn[i]) == 1));
     }
     TY_ASSERT(a->pos->type == TY_TYPE_I32 && a->pos->ne[0] == a->x->ne[1] && a->rope->n_dims <= a->q3->ne[0]);
+}
+
+static inline enum ty_status ty__backend_attn_input(struct ty_backend *be, const struct ty_attn_input *a) {
+    TY_PROFILE_SCOPE(be, TY_OP_ATTN_INPUT, ty__tensor_size(a->wq) + ty__tensor_size(a->wk) + ty__tensor_size(a->wv));
+    if (!be->iface->attn_input) return ty__attn_input_unfused(be, a);
+    ty__check_attn_input(a);
     return be->iface->attn_input(be, a);
 }
 
@@ -724,6 +776,74 @@ static inline enum ty_status ty__backend_ffn_input(struct ty_backend *be, const 
     TY_ASSERT(ty__is_f32_rows(dst) && ty__is_f32_rows(up) && w_gate->ne[0] == x->ne[0]);
     TY_ASSERT(dst->ne[0] == w_gate->ne[1] && dst->ne[1] == x->ne[1] && w_gate->ne[2] == 1 && dst->ne[2] == 1);
     return be->iface->ffn_input(be, dst, w_gate, w_up, x, norm, eps, xn, up);
+}
+
+/* ---- a layer's halves end to end (version 5) ---- */
+
+/* The attention output's scratch seen as the output projection's input: (n_head * dv, n) columns. */
+static inline struct ty_tensor ty__attn_output_flat(const struct ty_attn_output *a) {
+    return ty__tensor_reshape(a->att, a->att->ne[0] * a->att->ne[1], a->att->ne[2], 1, 1);
+}
+
+/* The attention output's meaning (attn_block's second half), one op at a time. */
+static inline enum ty_status ty__attn_output_unfused(struct ty_backend *be, const struct ty_attn_output *a) {
+    const struct ty_tensor att2 = ty__attn_output_flat(a);
+    TY_TRY(ty__backend_copy(be, a->k_new, a->k));
+    TY_TRY(ty__backend_copy(be, a->v_new, a->v));
+    TY_TRY(ty__backend_attention(be, a->att, a->q, a->k_all, a->v_all, &a->attn));
+    TY_TRY(ty__backend_matmul(be, a->proj, a->wo, &att2, NULL));
+    return ty__backend_add(be, a->x, a->x, a->proj);
+}
+
+/* attn_block's meaning, one op at a time: the fallback, and what a fused backend must equal bit for bit. */
+static inline enum ty_status ty__attn_block_unfused(struct ty_backend *be, const struct ty_attn_input *in,
+                                                    const struct ty_attn_output *out) {
+    TY_TRY(ty__backend_attn_input(be, in));
+    return ty__attn_output_unfused(be, out);
+}
+
+static inline bool ty__tensor_same_data(const struct ty_tensor *a, const struct ty_tensor *b) {
+    return a->buf == b->buf && a->offs == b->offs;
+}
+
+static inline enum ty_status ty__backend_attn_block(struct ty_backend *be, const struct ty_attn_input *in,
+                                                    const struct ty_attn_output *out) {
+    TY_PROFILE_SCOPE(be, TY_OP_ATTN_BLOCK,
+                     (double)(ty__tensor_size(in->wq) + ty__tensor_size(in->wk) + ty__tensor_size(in->wv) +
+                              ty__tensor_size(out->wo)) +
+                         (double)(out->k_all->nb[2] + out->v_all->nb[2]) * (double)(out->attn.pos0 + out->q->ne[2]));
+    if (!be->iface->attn_block) return ty__attn_block_unfused(be, in, out);
+    ty__check_attn_input(in);
+    const struct ty_tensor att2 = ty__attn_output_flat(out);
+    ty__check_copy(out->k_new, out->k);
+    ty__check_copy(out->v_new, out->v);
+    TY_ASSERT(out->k_new->type == out->k_all->type && out->v_new->type == out->v_all->type);
+    ty__check_attention(out->att, out->q, out->k_all, out->v_all, &out->attn);
+    ty__check_matmul(out->proj, out->wo, &att2, NULL);
+    TY_ASSERT(ty__is_f32_rows(out->x) && ty__tensor_same_shape(out->x, out->proj) &&
+              ty__tensor_same_data(out->x, in->x));
+    TY_ASSERT(ty__tensor_same_data(out->q, in->q3) && ty__tensor_same_data(out->k, in->k3));
+    TY_ASSERT(ty__tensor_same_data(out->v, in->v) && out->v->ne[0] * out->v->ne[1] == in->v->ne[0]);
+    return be->iface->attn_block(be, in, out);
+}
+
+/* ffn's meaning, one op at a time: the fallback, and what a fused backend must equal bit for bit. */
+static inline enum ty_status ty__ffn_unfused(struct ty_backend *be, const struct ty_ffn *f) {
+    TY_TRY(ty__backend_ffn_input(be, f->gate, f->w_gate, f->w_up, f->x, f->norm, f->eps, f->xn, f->up));
+    TY_TRY(ty__backend_matmul(be, f->proj, f->w_down, f->gate, NULL));
+    return ty__backend_add(be, f->x, f->x, f->proj);
+}
+
+static inline enum ty_status ty__backend_ffn(struct ty_backend *be, const struct ty_ffn *f) {
+    TY_PROFILE_SCOPE(be, TY_OP_FFN, ty__tensor_size(f->w_gate) + ty__tensor_size(f->w_up) + ty__tensor_size(f->w_down));
+    if (!be->iface->ffn) return ty__ffn_unfused(be, f);
+    TY_ASSERT(ty__is_f32_rows(f->x) && ty__tensor_same_shape(f->x, f->xn) && ty__tensor_same_shape(f->x, f->proj));
+    TY_ASSERT(ty__is_f32_rows(f->norm) && f->norm->ne[0] == f->x->ne[0] && ty__tensor_nrows(f->norm) == 1);
+    TY_ASSERT(ty__tensor_same_shape(f->w_gate, f->w_up) && ty__tensor_same_shape(f->gate, f->up));
+    ty__check_matmul(f->gate, f->w_gate, f->x, NULL);
+    ty__check_matmul(f->up, f->w_up, f->x, NULL);
+    ty__check_matmul(f->proj, f->w_down, f->gate, NULL);
+    return be->iface->ffn(be, f);
 }
 
 #endif /* TY_BACKEND_H */

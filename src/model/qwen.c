@@ -116,20 +116,31 @@ enum ty_status ty__qwen_moe(struct ty_context *ctx, const struct ty_layer *l, in
     return TY_OK;
 }
 
+/* Layer il's own cache as attention sees a batch of n tokens at n_past: the batch's rows (written), every position up
+ * to its last (read), and the scale (HF multiplies the f32 scores by head_dim ** -0.5, a double rounded to f32). */
+struct cache_views {
+    struct ty_tensor k_new, v_new, k_all, v_all;
+    struct ty_attn attn;
+};
+
+static struct cache_views cache_views(const struct ty_context *ctx, int il, int64_t n) {
+    const int32_t p0 = ctx->n_past;
+    struct cache_views c;
+    c.k_new = ty__tensor_slice(&ctx->k_cache[il], 2, p0, n);
+    c.v_new = ty__tensor_slice(&ctx->v_cache[il], 2, p0, n);
+    c.k_all = ty__tensor_slice(&ctx->k_cache[il], 2, 0, p0 + n);
+    c.v_all = ty__tensor_slice(&ctx->v_cache[il], 2, 0, p0 + n);
+    c.attn = (struct ty_attn){(float)(1.0 / sqrt((double)ctx->model->hp.head_dim_k)), p0};
+    return c;
+}
+
 enum ty_status ty__cache_attend(struct ty_context *ctx, int il, const struct ty_tensor *q, const struct ty_tensor *k,
                                 const struct ty_tensor *v, const struct ty_tensor *att) {
     struct ty_backend *be = ctx->be;
-    int32_t p0 = ctx->n_past;
-    int64_t n = k->ne[2];
-    struct ty_tensor k_new = ty__tensor_slice(&ctx->k_cache[il], 2, p0, n);
-    struct ty_tensor v_new = ty__tensor_slice(&ctx->v_cache[il], 2, p0, n);
-    OP(ty__backend_copy(be, &k_new, k));
-    OP(ty__backend_copy(be, &v_new, v));
-    struct ty_tensor k_all = ty__tensor_slice(&ctx->k_cache[il], 2, 0, p0 + n);
-    struct ty_tensor v_all = ty__tensor_slice(&ctx->v_cache[il], 2, 0, p0 + n);
-    /* HF multiplies the f32 scores by head_dim ** -0.5 (a double rounded to f32 by the kernel). */
-    struct ty_attn attn = {(float)(1.0 / sqrt((double)ctx->model->hp.head_dim_k)), p0};
-    OP(ty__backend_attention(be, att, q, &k_all, &v_all, &attn));
+    struct cache_views c = cache_views(ctx, il, k->ne[2]);
+    OP(ty__backend_copy(be, &c.k_new, k));
+    OP(ty__backend_copy(be, &c.v_new, v));
+    OP(ty__backend_attention(be, att, q, &c.k_all, &c.v_all, &c.attn));
     return TY_OK;
 }
 
@@ -145,21 +156,25 @@ static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, c
     struct ty_tensor v3 = ty__tensor_slice(&ctx->v, 2, 0, n);
     struct ty_tensor att2 = flat_cols(&ctx->att, n), att3 = ty__tensor_slice(&ctx->att, 2, 0, n);
 
-    /* attention block: input norm, q/k/v, head norms and RoPE in one fused op (backend.h: attn_input) */
+    /* attention block: input norm, q/k/v, head norms and RoPE (backend.h: attn_input), then the KV write, attention,
+     * the output projection and the residual add */
     struct ty_attn_input in = {.q = &q2, .k = &k2, .v = &v2, .q3 = &q3, .k3 = &k3};
     in.wq = l->wq, in.wk = l->wk, in.wv = l->wv, in.bq = l->bq, in.bk = l->bk, in.bv = l->bv;
     in.x = &x, in.norm = l->attn_norm, in.q_norm = l->q_norm, in.k_norm = l->k_norm, in.eps = hp->norm_eps;
     in.pos = pos, in.rope = &m->rope, in.xn = &xn;
-    OP(ty__backend_attn_input(be, &in));
-
     if (ctx->paged) {
         /* a batch of many sequences: their KV lives in the shared block pool (batch.c) */
+        OP(ty__backend_attn_input(be, &in));
         TY_TRY(ty__paged_attend(ctx, il, &q3, &k3, &v3, &att3));
+        OP(ty__backend_matmul(be, &proj, l->wo, &att2, NULL));
+        OP(ty__backend_add(be, &x, &x, &proj));
     } else {
-        TY_TRY(ty__cache_attend(ctx, il, &q3, &k3, &v3, &att3));
+        /* the sequence's own cache: the whole block as one op (backend.h: attn_block) */
+        struct cache_views c = cache_views(ctx, il, n);
+        struct ty_attn_output out = {&x,       l->wo,    &q3,      &k3,    &v3,   &c.k_new,
+                                     &c.v_new, &c.k_all, &c.v_all, c.attn, &att3, &proj};
+        OP(ty__backend_attn_block(be, &in, &out));
     }
-    OP(ty__backend_matmul(be, &proj, l->wo, &att2, NULL));
-    OP(ty__backend_add(be, &x, &x, &proj));
 
     /* feed-forward block */
     if (l->ffn_gate_inp) {
@@ -167,10 +182,9 @@ static enum ty_status layer_forward(struct ty_context *ctx, int il, int32_t n, c
         return ty__qwen_moe(ctx, l, n, &xn, &x);
     }
     struct ty_tensor gate = cols(&ctx->gate, 0, n), up = cols(&ctx->up, 0, n);
-    /* gate = silu(xn Wgate) * xn Wup, xn = rms_norm(x): one fused op (backend.h: ffn_input) */
-    OP(ty__backend_ffn_input(be, &gate, l->w_gate, l->w_up, &x, l->ffn_norm, hp->norm_eps, &xn, &up));
-    OP(ty__backend_matmul(be, &proj, l->w_down, &gate, NULL));
-    OP(ty__backend_add(be, &x, &x, &proj));
+    /* x += (silu(xn Wgate) * xn Wup) Wdown, xn = rms_norm(x): one op (backend.h: ffn) */
+    struct ty_ffn ffn = {&x, l->ffn_norm, hp->norm_eps, l->w_gate, l->w_up, l->w_down, &xn, &gate, &up, &proj};
+    OP(ty__backend_ffn(be, &ffn));
     return TY_OK;
 }
 

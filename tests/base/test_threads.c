@@ -3,8 +3,10 @@
  * its own index, many dispatches in a row (the spin and the sleep paths both), concurrent callers are serialised,
  * ty__split_range covers a range exactly, and ty__threadpool_barrier separates the phases of a task (no thread reads
  * a phase's data before every thread has written it, none runs ahead into the next phase early), and run_any does
- * shared-counter work exactly once with whichever workers join in time; the idle hook runs on each worker after each
- * task it ran, never before its first, is not waited for by the caller, and returns when the next task comes.
+ * shared-counter work exactly once with whichever workers join in time, and ty__threadpool_wait_count holds a thread
+ * until a completion count is reached, the counted work's writes visible after it; the idle hook runs on each worker
+ * after each task it ran, never before its first, is not waited for by the caller, and returns when the next task
+ * comes.
  */
 #include "harness.h"
 #include "base/threads.h"
@@ -199,6 +201,51 @@ static void test_run_any(void) {
     }
 }
 
+/* wait_count inside run_any: two phases of shared-counter work, the second reading every item of the first; a thread
+ * enters the second only once the first's count is complete, and sees every value written before the counting (plain
+ * stores, published by the count's release and acquire), whoever joined. */
+struct phased_task {
+    atomic_int next1, next2;
+    atomic_llong done1;
+    int n_items;
+    int value[512];   /* phase 1: value[i] = i + 1, plain stores */
+    int sum[512];     /* phase 2: sum[i] = value[i] + value[n - 1 - i] */
+    atomic_int early; /* phase-2 reads of a value not yet written */
+};
+
+static void phased_fn(void *arg, int ith, int nth) {
+    struct phased_task *a = arg;
+    for (int i; (i = atomic_fetch_add(&a->next1, 1)) < a->n_items;) {
+        if (i % 61 == 0 && ith == nth - 1) usleep(100); /* a slow thread holding an item */
+        a->value[i] = i + 1;
+        atomic_fetch_add_explicit(&a->done1, 1, memory_order_release);
+    }
+    ty__threadpool_wait_count(&a->done1, a->n_items);
+    for (int i; (i = atomic_fetch_add(&a->next2, 1)) < a->n_items;) {
+        const int x = a->value[i], y = a->value[a->n_items - 1 - i];
+        if (x == 0 || y == 0) atomic_fetch_add(&a->early, 1);
+        a->sum[i] = x + y;
+    }
+}
+
+static void test_wait_count(void) {
+    for (int n = 1; n <= 3; n++) {
+        struct ty_threadpool *pool;
+        CHECK_OK(ty__threadpool_init(n, &pool));
+        bool exact = true;
+        for (int r = 0; r < 200; r++) {
+            struct phased_task *a = ty__calloc(1, sizeof *a);
+            a->n_items = 1 + (r * 37) % 512;
+            ty__threadpool_run_any(pool, phased_fn, a);
+            for (int i = 0; i < a->n_items; i++) exact = exact && a->sum[i] == a->n_items + 1;
+            exact = exact && atomic_load(&a->early) == 0;
+            ty_free(a);
+        }
+        CHECK_MSG(exact, "%d threads: a thread passed wait_count before the first phase was complete", n);
+        ty__threadpool_free(pool);
+    }
+}
+
 /* An idle hook that counts its calls per worker and then stays until the next task is dispatched. */
 struct idle_state {
     struct ty_threadpool *pool;
@@ -254,6 +301,7 @@ void ty_tests(void) {
     TY_RUN(test_concurrent_callers);
     TY_RUN(test_barrier);
     TY_RUN(test_run_any);
+    TY_RUN(test_wait_count);
     TY_RUN(test_idle_hook);
     TY_RUN(test_bad_counts);
 }

@@ -18,7 +18,9 @@
  * caches, with GQA, pos0 > 0, several key tiles and query blocks, and batch invariance (each query alone gives the same
  * bits, with any thread count).
  * The fused layer inputs (attn_input: input norm, q/k/v, head norms, RoPE; ffn_input: input norm, gate/up, SwiGLU)
- * equal their ops one by one on the same backend, bit for bit, for 1 .. 200 columns and every thread count.
+ * equal their ops one by one on the same backend, bit for bit, for 1 .. 200 columns and every thread count; so do a
+ * layer's halves (attn_block: attn_input, KV write, attention, output projection, residual add; ffn: the whole
+ * feed-forward block with the residual add), whose few-column calls run as one dispatch (checked that they do).
  * Two application threads sharing the backend get what each gets alone. Reading ahead learns the order of a decode
  * step's products and hands each worker the head of its next share (the bytes it hands, exactly).
  * Every other op is compared with cpu-ref bit for bit (the fast backend shares their code today; the test holds any
@@ -691,6 +693,150 @@ static void test_fusions(void) {
     }
 }
 
+/* ==== A layer's halves (attn_output, ffn) ==== */
+
+/* A weight of n_in x rows of `type`, random, prepared on every fast backend. */
+static struct owned random_weight(enum ty_type type, int64_t n_in, int64_t rows, float *buf) {
+    const struct ty_type_traits *tr = ty__type_traits(type);
+    size_t row;
+    CHECK_OK(ty__row_size(type, n_in, &row));
+    struct owned w = make(type, n_in, rows, 1, NULL);
+    fill(buf, n_in * rows, 1.0);
+    for (int64_t r = 0; r < rows; r++) tr->from_float(buf + r * n_in, (char *)host(&w) + r * row, n_in);
+    for (int k = 0; k < 3; k++) CHECK_OK(ty__backend_weight_prepare(fast[k], &w.t));
+    return w;
+}
+
+/* Whether `call` on fast[k] took the one-dispatch path (ty__cpu_chained_calls counted it). */
+static bool chained(int k, size_t before) {
+    return ty__cpu_chained_calls(fast[k]) == before + 1;
+}
+
+/* attn_block against attn_input, copy, copy, attention, matmul and add on the same backend, bit for bit: the residual
+ * and both caches (f16 and f32), GQA (4 query heads on 2 KV heads), with and without head norms, keys before the
+ * batch, 1 .. 19 columns (up to 4 take the one-dispatch path on 2 and 3 threads, checked), every thread count. */
+static void check_attn_block(enum ty_type type, enum ty_type cache, int64_t cols, int32_t pos0, bool head_norm) {
+    const int64_t n_embd = 256, hd = 64, nh = 4, nkv = 2, ctx = 64, rows[3] = {hd * nh, hd * nkv, hd * nkv};
+    float *buf = ty__malloc(sizeof(float) * (size_t)(n_embd * n_embd + hd * nkv * ctx));
+    struct owned w[3], b[3], wo = random_weight(type, hd * nh, n_embd, buf);
+    for (int i = 0; i < 3; i++) {
+        w[i] = random_weight(type, n_embd, rows[i], buf);
+        fill(buf, rows[i], 0.5);
+        b[i] = make(TY_TYPE_F32, rows[i], 1, 1, buf);
+    }
+    fill(buf, n_embd, 1.0);
+    struct owned nw = make(TY_TYPE_F32, n_embd, 1, 1, buf);
+    fill(buf, hd, 1.0);
+    struct owned qn = make(TY_TYPE_F32, hd, 1, 1, buf);
+    fill(buf, hd, 1.0);
+    struct owned kn = make(TY_TYPE_F32, hd, 1, 1, buf);
+    int32_t pos[20];
+    for (int64_t i = 0; i < cols; i++) pos[i] = (int32_t)(pos0 + i);
+    struct owned po = make(TY_TYPE_I32, cols, 1, 1, pos);
+    struct ty_rope_config rc = {.n_dims = 48, .freq_base = 10000.0f};
+    struct ty_rope rope;
+    CHECK_OK(ty__rope_init(&rc, &rope));
+    fill(buf, n_embd * cols, 2.0);
+    struct owned x0 = make(TY_TYPE_F32, n_embd, cols, 1, buf);
+    struct owned kc0 = make(cache, hd, nkv, ctx, NULL), vc0 = make(cache, hd, nkv, ctx, NULL);
+    struct owned *c0[2] = {&kc0, &vc0};
+    for (int i = 0; i < 2; i++) { /* the keys and values before the batch */
+        fill(buf, hd * nkv * ctx, 1.0);
+        struct ty_tensor flat = ty__tensor_reshape(&c0[i]->t, hd * nkv * ctx, 1, 1, 1);
+        struct owned src = make(TY_TYPE_F32, hd * nkv * ctx, 1, 1, buf);
+        CHECK_OK(ty__backend_copy(ref, &flat, &src.t));
+        drop(&src);
+    }
+    for (int k = 0; k < 3; k++) {
+        struct owned x[2], xn[2], qkv[2][3], kc[2], vc[2], att[2], proj[2];
+        for (int v = 0; v < 2; v++) {
+            x[v] = make(TY_TYPE_F32, n_embd, cols, 1, host(&x0)), xn[v] = make(TY_TYPE_F32, n_embd, cols, 1, NULL);
+            for (int i = 0; i < 3; i++) qkv[v][i] = make(TY_TYPE_F32, rows[i], cols, 1, NULL);
+            kc[v] = make(cache, hd, nkv, ctx, host(&kc0)), vc[v] = make(cache, hd, nkv, ctx, host(&vc0));
+            att[v] = make(TY_TYPE_F32, hd, nh, cols, NULL), proj[v] = make(TY_TYPE_F32, n_embd, cols, 1, NULL);
+            struct ty_tensor q3 = ty__tensor_reshape(&qkv[v][0].t, hd, nh, cols, 1);
+            struct ty_tensor k3 = ty__tensor_reshape(&qkv[v][1].t, hd, nkv, cols, 1);
+            struct ty_tensor v3 = ty__tensor_reshape(&qkv[v][2].t, hd, nkv, cols, 1);
+            struct ty_attn_input in = {&qkv[v][0].t, &qkv[v][1].t, &qkv[v][2].t, &q3,     &k3,     &w[0].t, &w[1].t,
+                                       &w[2].t,      &b[0].t,      &b[1].t,      &b[2].t, &x[v].t, &nw.t,   NULL,
+                                       NULL,         1e-6f,        &po.t,        &rope,   &xn[v].t};
+            if (head_norm) in.q_norm = &qn.t, in.k_norm = &kn.t;
+            struct ty_tensor k_new = ty__tensor_slice(&kc[v].t, 2, pos0, cols);
+            struct ty_tensor v_new = ty__tensor_slice(&vc[v].t, 2, pos0, cols);
+            struct ty_tensor k_all = ty__tensor_slice(&kc[v].t, 2, 0, pos0 + cols);
+            struct ty_tensor v_all = ty__tensor_slice(&vc[v].t, 2, 0, pos0 + cols);
+            struct ty_attn_output out = {&x[v].t, &wo.t,          &q3,       &k3,       &v3, &k_new, &v_new, &k_all,
+                                         &v_all,  {0.125f, pos0}, &att[v].t, &proj[v].t};
+            const size_t before = ty__cpu_chained_calls(fast[k]);
+            CHECK_OK(v == 0 ? ty__attn_block_unfused(fast[k], &in, &out) : ty__backend_attn_block(fast[k], &in, &out));
+            if (v == 1)
+                CHECK_MSG(chained(k, before) == (k > 0 && cols <= 4),
+                          "%s: attn_block, %lld columns, %d threads: one dispatch %d", isa_name, (long long)cols, k + 1,
+                          chained(k, before));
+        }
+        const struct owned *got[3] = {&x[1], &kc[1], &vc[1]}, *want[3] = {&x[0], &kc[0], &vc[0]};
+        for (int i = 0; i < 3; i++)
+            CHECK_MSG(!memcmp(host(want[i]), host(got[i]), ty__tensor_size(&want[i]->t)),
+                      "%s: attn_block %s, %s cache, %lld columns at %d, head norm %d, %d threads: %s differs from the "
+                      "ops one by one",
+                      isa_name, ty_type_name(type), ty_type_name(cache), (long long)cols, pos0, head_norm, k + 1,
+                      i == 0   ? "the residual"
+                      : i == 1 ? "the key cache"
+                               : "the value cache");
+        for (int v = 0; v < 2; v++) {
+            drop(&x[v]), drop(&xn[v]), drop(&kc[v]), drop(&vc[v]), drop(&att[v]), drop(&proj[v]);
+            for (int i = 0; i < 3; i++) drop(&qkv[v][i]);
+        }
+    }
+    for (int i = 0; i < 3; i++) drop(&w[i]), drop(&b[i]);
+    drop(&wo), drop(&nw), drop(&qn), drop(&kn), drop(&po), drop(&x0), drop(&kc0), drop(&vc0);
+    ty_free(buf);
+}
+
+/* ffn against ffn_input, matmul and add on the same backend, bit for bit, with the path checked as above. The down
+ * weight reads n_ff = 512 inputs, so K-quants run there too. */
+static void check_ffn(enum ty_type type, int64_t cols) {
+    const int64_t n_embd = 256, n_ff = 512;
+    float *buf = ty__malloc(sizeof(float) * (size_t)(n_embd * n_ff));
+    struct owned wg = random_weight(type, n_embd, n_ff, buf), wu = random_weight(type, n_embd, n_ff, buf);
+    struct owned wd = random_weight(type, n_ff, n_embd, buf);
+    fill(buf, n_embd, 1.0);
+    struct owned nw = make(TY_TYPE_F32, n_embd, 1, 1, buf);
+    fill(buf, n_embd * cols, 2.0);
+    struct owned x0 = make(TY_TYPE_F32, n_embd, cols, 1, buf);
+    for (int k = 0; k < 3; k++) {
+        struct owned x[2], xn[2], gate[2], up[2], proj[2];
+        for (int v = 0; v < 2; v++) {
+            x[v] = make(TY_TYPE_F32, n_embd, cols, 1, host(&x0)), xn[v] = make(TY_TYPE_F32, n_embd, cols, 1, NULL);
+            gate[v] = make(TY_TYPE_F32, n_ff, cols, 1, NULL), up[v] = make(TY_TYPE_F32, n_ff, cols, 1, NULL);
+            proj[v] = make(TY_TYPE_F32, n_embd, cols, 1, NULL);
+            struct ty_ffn f = {&x[v].t, &nw.t, 1e-6f, &wg.t, &wu.t, &wd.t, &xn[v].t, &gate[v].t, &up[v].t, &proj[v].t};
+            const size_t before = ty__cpu_chained_calls(fast[k]);
+            CHECK_OK(v == 0 ? ty__ffn_unfused(fast[k], &f) : ty__backend_ffn(fast[k], &f));
+            if (v == 1)
+                CHECK_MSG(chained(k, before) == (k > 0 && cols <= 4),
+                          "%s: ffn, %lld columns, %d threads: one dispatch %d", isa_name, (long long)cols, k + 1,
+                          chained(k, before));
+        }
+        CHECK_MSG(!memcmp(host(&x[0]), host(&x[1]), ty__tensor_size(&x[0].t)),
+                  "%s: ffn %s, %lld columns, %d threads: the residual differs from the ops one by one", isa_name,
+                  ty_type_name(type), (long long)cols, k + 1);
+        for (int v = 0; v < 2; v++) drop(&x[v]), drop(&xn[v]), drop(&gate[v]), drop(&up[v]), drop(&proj[v]);
+    }
+    drop(&wg), drop(&wu), drop(&wd), drop(&nw), drop(&x0);
+    ty_free(buf);
+}
+
+static void test_layer_halves(void) {
+    const enum ty_type types[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_0, TY_TYPE_Q4_K, TY_TYPE_Q6_K, TY_TYPE_BF16, TY_TYPE_F32};
+    const int64_t col_counts[] = {1, 2, 4, 19};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        for (size_t c = 0; c < sizeof col_counts / sizeof col_counts[0]; c++) {
+            check_ffn(types[t], col_counts[c]);
+            check_attn_block(types[t], c % 2 ? TY_TYPE_F32 : TY_TYPE_F16, col_counts[c], c == 3 ? 0 : 37, c % 2 == 0);
+        }
+}
+
 /* ==== Registry ==== */
 
 static void test_registry(void) {
@@ -725,6 +871,7 @@ void ty_tests(void) {
             TY_RUN(test_matmul);
             TY_RUN(test_other_ops);
             TY_RUN(test_fusions);
+            TY_RUN(test_layer_halves);
             TY_RUN(test_attention);
             TY_RUN(test_attention_paged);
             TY_RUN(test_threads_share_backend);

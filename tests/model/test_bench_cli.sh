@@ -121,8 +121,8 @@ print("bench JSON checks passed")
 EOF
 
 # --profile: every op of the timed repetitions, counted once per wrapper call even where a backend without the fused
-# entries (cpu-ref) runs attn_input and ffn_input as nested ops; the shares of the ops and of the time outside them
-# add up to the whole test
+# entries (cpu-ref) runs attn_block and ffn as nested ops; the shares of the ops and of the time outside them add up to
+# the whole test
 for be in cpu cpu-ref; do
     "$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 12 -n 6 -r 2 -t 2 --roofline-seconds 0.3 --backend "$be" --profile \
         --json > "$tmp/profile-$be.json" 2> "$tmp/profile.err" || { cat "$tmp/profile.err" >&2; fail "--profile failed"; }
@@ -131,11 +131,9 @@ python3 - "$tmp" "$TY_SOURCE_DIR/tests/data/models" <<'EOF'
 import json, sys
 tmp, models = sys.argv[1], sys.argv[2]
 L = json.load(open(f"{models}/qwen3-tiny/config.json"))["num_hidden_layers"]
-# per decode token: the embedding row, per layer the fused attention input, K and V writes, attention, the output
-# projection and its residual add, the fused FFN input, the down projection and its add; then the final norm and
-# the output matrix
-tg_want = {"get_rows": 1, "attn_input": L, "copy (KV write)": 2 * L, "attention": L, "matmul": 2 * L + 1,
-           "add": 2 * L, "ffn_input": L, "rms_norm": 1}
+# per decode token: the embedding row, per layer its attention half (input norm, q/k/v, RoPE, K and V writes,
+# attention, output projection, residual add) and its feed-forward half; then the final norm and the output matrix
+tg_want = {"get_rows": 1, "attn_block": L, "ffn": L, "matmul": 1, "rms_norm": 1}
 for be in ("cpu", "cpu-ref"):
     r = json.loads(open(f"{tmp}/profile-{be}.json").read())
     for test, tokens in (("tg_profile", 1), ("pp_profile", 12)):
@@ -143,17 +141,17 @@ for be in ("cpu", "cpu-ref"):
         calls = {k: round(e["calls_per_token"] * tokens, 6) for k, e in ops.items() if "calls_per_token" in e}
         if test == "tg_profile" and calls != tg_want:
             sys.exit(f"test_bench_cli: {be} decode calls per token {calls}, want {tg_want}")
-        for op in ("attn_input", "ffn_input", "attention"):  # a 12-token prompt is one batch: once per layer
+        for op in ("attn_block", "ffn"):  # a 12-token prompt is one batch: once per layer
             if calls.get(op) != L:
                 sys.exit(f"test_bench_cli: {be} prefill {op} ran {calls.get(op)} times per batch, want {L}")
         total = sum(e["share"] for e in r[test])
         if abs(total - 1) > 1e-9:
             sys.exit(f"test_bench_cli: {be} {test} shares add up to {total}, want 1")
-        if not (ops["matmul"]["read_gbs"] > 0 and ops["attn_input"]["read_gbs"] > 0 and ops["attention"]["read_gbs"] > 0):
+        if not (ops["matmul"]["read_gbs"] > 0 and ops["attn_block"]["read_gbs"] > 0 and ops["ffn"]["read_gbs"] > 0):
             sys.exit(f"test_bench_cli: {be} {test}: an op that reads weights or KV reports no bytes: {ops}")
         # the calling thread's time alone: the fast backend's products report it (a part of their time, so their
         # streams run faster than the op as a whole); nothing else does
-        products = ("matmul", "attn_input", "ffn_input")
+        products = ("matmul", "attn_block", "ffn")
         for op, e in ops.items():
             alone = e.get("alone_us_per_token", 0)
             if be == "cpu" and op in products:
@@ -169,7 +167,7 @@ EOF
 # the table
 "$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 8 -n 4 -r 1 -t 1 --roofline-seconds 0.3 --profile > "$tmp/table.out" \
     2>&1 || { cat "$tmp/table.out" >&2; fail "table run failed"; }
-for want in "| pp8 |" "| tg4 |" "% of roofline" "read GB/s" "profile of tg4, 1 threads" "| attn_input | 2.0 |" \
+for want in "| pp8 |" "| tg4 |" "% of roofline" "read GB/s" "profile of tg4, 1 threads" "| attn_block | 2.0 |" \
     "| us/token alone | GB/s streaming |"; do
     grep -qF -- "$want" "$tmp/table.out" || { cat "$tmp/table.out" >&2; fail "table lacks '$want'"; }
 done

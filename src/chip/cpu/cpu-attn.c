@@ -8,7 +8,9 @@
  * is converted to f32 once (f16 caches: exactly; keys transposed) and then serves every query of the block and every
  * query head of the KV head's group (GQA), so a prefill reads each cached tile once per query block instead of once
  * per (query, head). Threads take units from a shared counter, largest first, which evens out the causal triangle's
- * growing rows, and a worker the OS has not scheduled in time is not waited for (ty__threadpool_run_any).
+ * growing rows, and a worker the OS has not scheduled in time is not waited for (ty__threadpool_run_any). A decode step
+ * of the fast backend's attn_block runs attention as the middle phase of one dispatch (ty__cpu_attention_fused): the
+ * q/k/v product before it, each KV head's RoPE and cache write as the unit's first step, the output projection after.
  *
  * Within a unit the (query, head) pairs that see a tile go through it PAIR_BLOCK at a time, as small matrix
  * products with register tiles (gemm style): the scores of the block's pairs against the tile, each loaded K vector
@@ -79,6 +81,10 @@ struct attn_task {
     char *scratch;
     size_t per_thread;
     atomic_llong next; /* the next unit to take */
+    /* ty__cpu_attention_fused: the hooks, the units not yet taken (bit u: unit u), and the units finished */
+    const struct ty_cpu_attn_hooks *hooks;
+    atomic_ullong free_units;
+    atomic_llong done;
 };
 
 /* One thread's scratch: a tile of keys and values in f32, then the running state of QUERY_BLOCK x group pairs
@@ -457,6 +463,34 @@ static void attention_units(void *arg, int ith, int nth) {
     }
 }
 
+/* Takes a unit of a fused call (one per KV head, at most 64): the first left of thread ith's own range (ty__split_range
+ * of the units, as the products before split their rows), else the last left of all; -1 when none is. */
+static int64_t take_fused_unit(struct attn_task *a, int ith, int nth) {
+    int64_t lo, hi;
+    ty__split_range(a->n_units, ith, nth, &lo, &hi);
+    const unsigned long long own = (hi - lo == 64 ? ~0ull : (1ull << (hi - lo)) - 1) << lo;
+    for (;;) {
+        const unsigned long long left = atomic_load_explicit(&a->free_units, memory_order_relaxed);
+        if (!left) return -1;
+        const int64_t u = left & own ? __builtin_ctzll(left & own) : 63 - __builtin_clzll(left);
+        if (atomic_fetch_and_explicit(&a->free_units, ~(1ull << u), memory_order_relaxed) >> u & 1) return u;
+    }
+}
+
+static void fused_units(void *arg, int ith, int nth) {
+    struct attn_task *a = arg;
+    const struct ty_cpu_attn_hooks *h = a->hooks;
+    float *s = (float *)(a->scratch + (size_t)ith * a->per_thread);
+    h->before(h->arg, ith, nth);
+    for (int64_t g; (g = take_fused_unit(a, ith, nth)) >= 0;) {
+        h->unit(h->arg, g, 0, a->seqs[0].n);
+        attend_unit(a, &a->seqs[0], g, 0, s);
+        atomic_fetch_add_explicit(&a->done, 1, memory_order_release);
+    }
+    ty__threadpool_wait_count(&a->done, a->n_units);
+    h->then(h->arg, ith, nth);
+}
+
 /* Runs the sequences' units on the pool (or alone when small). unit0 has n_seqs + 1 entries. */
 static enum ty_status run(struct ty_threadpool *pool, struct ty_cpu_scratch *scratch, struct attn_task *a,
                           int64_t *unit0) {
@@ -477,7 +511,11 @@ static enum ty_status run(struct ty_threadpool *pool, struct ty_cpu_scratch *scr
     a->scratch = scratch->p;
     work *= (double)q->ne[1] * (double)(q->ne[0] + v->ne[0]);
     atomic_init(&a->next, 0);
-    if (nth == 1 || work < (1 << 16) || a->n_units < 2)
+    if (a->hooks) { /* the phases around want the threads however small this is */
+        atomic_init(&a->free_units, a->n_units == 64 ? ~0ull : (1ull << a->n_units) - 1);
+        atomic_init(&a->done, 0);
+        ty__threadpool_run_any(pool, fused_units, a);
+    } else if (nth == 1 || work < (1 << 16) || a->n_units < 2)
         attention_units(a, 0, 1);
     else
         ty__threadpool_run_any(pool, attention_units, a); /* whoever is free takes the next unit */
@@ -488,7 +526,23 @@ enum ty_status ty__cpu_attention(struct ty_threadpool *pool, struct ty_cpu_scrat
                                  const struct ty_tensor *dst, const struct ty_tensor *q, const struct ty_tensor *k,
                                  const struct ty_tensor *v, const struct ty_attn *attn) {
     struct attn_seq sq = {0, q->ne[2], attn->pos0, NULL, 1};
-    struct attn_task a = {dst, q, k, v, attn->scale, 0, &sq, 1, 0, NULL, NULL, 0, 0};
+    struct attn_task a = {.dst = dst, .q = q, .k = k, .v = v, .scale = attn->scale, .seqs = &sq, .n_seqs = 1};
+    int64_t unit0[2];
+    return run(pool, scratch, &a, unit0);
+}
+
+int64_t ty__cpu_attention_max_fused(void) {
+    return QUERY_BLOCK;
+}
+
+enum ty_status ty__cpu_attention_fused(struct ty_threadpool *pool, struct ty_cpu_scratch *scratch,
+                                       const struct ty_tensor *dst, const struct ty_tensor *q,
+                                       const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_attn *attn,
+                                       const struct ty_cpu_attn_hooks *hooks) {
+    TY_ASSERT(q->ne[2] <= QUERY_BLOCK && k->ne[1] <= 64); /* one unit per KV head, one bit each */
+    struct attn_seq sq = {0, q->ne[2], attn->pos0, NULL, 1};
+    struct attn_task a = {.dst = dst, .q = q, .k = k, .v = v, .scale = attn->scale, .seqs = &sq, .n_seqs = 1};
+    a.hooks = hooks;
     int64_t unit0[2];
     return run(pool, scratch, &a, unit0);
 }
@@ -505,6 +559,7 @@ enum ty_status ty__cpu_attention_paged(struct ty_threadpool *pool, struct ty_cpu
     int64_t *unit0 = (int64_t *)((char *)meta->p + seq_bytes);
     for (int32_t i = 0; i < p->n_seqs; i++)
         seqs[i] = (struct attn_seq){p->seqs[i].col, p->seqs[i].n, p->seqs[i].pos0, p->seqs[i].table, p->block};
-    struct attn_task a = {dst, q, k_pool, v_pool, p->scale, 0, seqs, p->n_seqs, 0, NULL, NULL, 0, 0};
+    struct attn_task a = {
+        .dst = dst, .q = q, .k = k_pool, .v = v_pool, .scale = p->scale, .seqs = seqs, .n_seqs = p->n_seqs};
     return run(pool, scratch, &a, unit0);
 }

@@ -29,10 +29,15 @@ void ty__cpu_rope_head(const struct ty_rope *rope, const float *cs, const float 
                        int64_t head_dim);
 /* o = silu(g) * u over n elements (o may be g or u): the swiglu op's row. */
 void ty__cpu_swiglu_row(const float *g, const float *u, float *o, int64_t n);
+/* d floats of s converted to `type` (F32, F16 or BF16, rounding to nearest even) at o: the copy op's row. */
+void ty__cpu_convert_row(enum ty_type type, const float *s, void *o, int64_t d);
 
 /* The fast backend's reading ahead (cpu.c): the bytes of share heads it has handed to its workers to read while they
  * wait, in all (for tests; 0 for other backends). */
 size_t ty__cpu_read_ahead_handed(const struct ty_backend *be);
+/* The fast backend's attn_block and ffn calls that ran as one dispatch of two phases (cpu.c), in all (for tests; 0
+ * for other backends). */
+size_t ty__cpu_chained_calls(const struct ty_backend *be);
 
 /* A growable scratch area, 64-byte aligned; reserved before a dispatch, never inside one. */
 struct ty_cpu_scratch {
@@ -46,6 +51,24 @@ void ty__cpu_scratch_free(struct ty_cpu_scratch *s);
 enum ty_status ty__cpu_attention(struct ty_threadpool *pool, struct ty_cpu_scratch *scratch,
                                  const struct ty_tensor *dst, const struct ty_tensor *q, const struct ty_tensor *k,
                                  const struct ty_tensor *v, const struct ty_attn *attn);
+/* A fused decode step around attention (cpu.c's attn_block), all in one dispatch of the pool: every thread that joins
+ * runs before(arg, ith, nth) (work attention's input depends on, finished before it returns), then takes units, each
+ * (one KV head g of the batch's columns [c0, c1)) prepared by unit(arg, g, c0, c1) (that head's own steps: RoPE, the
+ * cache write) before it attends, then, once every unit is done, runs then(arg, ith, nth). A thread first takes the
+ * units of its own range of KV heads (split as the products before split their rows, so heads stay on the core that
+ * mostly computed their rows), then any left. */
+struct ty_cpu_attn_hooks {
+    ty_task_fn before, then;
+    void (*unit)(void *arg, int64_t g, int64_t c0, int64_t c1);
+    void *arg;
+};
+/* ty__cpu_attention with the hooks above, for a batch of at most ty__cpu_attention_max_fused() queries (one query
+ * block: one unit per KV head, so no unit reads keys another unit writes). */
+enum ty_status ty__cpu_attention_fused(struct ty_threadpool *pool, struct ty_cpu_scratch *scratch,
+                                       const struct ty_tensor *dst, const struct ty_tensor *q,
+                                       const struct ty_tensor *k, const struct ty_tensor *v, const struct ty_attn *attn,
+                                       const struct ty_cpu_attn_hooks *hooks);
+int64_t ty__cpu_attention_max_fused(void);
 /* The same over a paged KV pool (backend.h's attention_paged): each (token, head) bit for bit what ty__cpu_attention
  * gives over the same keys laid out contiguously. */
 enum ty_status ty__cpu_attention_paged(struct ty_threadpool *pool, struct ty_cpu_scratch *scratch,

@@ -256,16 +256,17 @@ static void each_row(struct ty_backend *be, const struct rows_task *t) {
     run_split(be->ctx, (double)ty__tensor_nrows(t->dst) * (double)t->dst->ne[0], rows_run, (void *)t);
 }
 
-static void copy_row(const struct rows_task *t, int64_t r) {
-    const int64_t d = t->a->ne[0];
-    const float *s = row_ptr(t->a, r);
-    void *o = row_ptr(t->dst, r);
-    if (t->dst->type == TY_TYPE_F32)
+void ty__cpu_convert_row(enum ty_type type, const float *s, void *o, int64_t d) {
+    if (type == TY_TYPE_F32)
         memmove(o, s, (size_t)d * sizeof(float));
-    else if (t->dst->type == TY_TYPE_F16)
+    else if (type == TY_TYPE_F16)
         ty__f32_to_f16_row(s, o, d);
     else
         for (int64_t i = 0; i < d; i++) ((ty_bf16 *)o)[i] = ty__f32_to_bf16(s[i]);
+}
+
+static void copy_row(const struct rows_task *t, int64_t r) {
+    ty__cpu_convert_row(t->dst->type, row_ptr(t->a, r), row_ptr(t->dst, r), t->a->ne[0]);
 }
 
 static enum ty_status cpu_copy(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *src) {

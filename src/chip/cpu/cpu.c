@@ -25,7 +25,8 @@
  * reserve in halves; a thread done with its share takes halves from the back of another's (struct share, take). The
  * workers join only if they are free before the caller is done (ty__threadpool_run_any), so on a busy machine a thread
  * the OS holds back is not waited for: its share is taken over. While the caller works alone between two such
- * products, each worker reads the head of its next share into its cache (see "Reading ahead").
+ * products, each worker reads the head of its next share into its cache (see "Reading ahead"). A decode step's layer
+ * halves (attn_block, ffn) each run their products and attention as one dispatch of phases (see "A layer's halves").
  *
  * Batch invariance. A column's result is bit for bit the same whatever the number of columns, the other weights of
  * a matmul_multi or the thread count, because every column goes through one kernel chosen by (path, weight type)
@@ -126,11 +127,12 @@ struct cpu_fast {
     int n_chunks, chunks_cap;
     size_t prepared_bytes;
     struct ty_cpu_scratch act;       /* quantised activations of the current call */
+    struct ty_cpu_scratch act2;      /* a fused call's second product: each thread's quantised input */
     struct ty_cpu_scratch attn;      /* attention tiles and running state, per thread */
     struct ty_cpu_scratch attn_meta; /* a paged batch's sequence descriptors */
     void *scratch;                   /* (n_threads) gemm scratch areas */
-    struct share *shares;            /* (n_threads) each thread's share of a threaded product */
-    struct angles angles;            /* attn_input's RoPE cos/sin of the current batch's positions */
+    struct share *shares; /* (2 x n_threads) each thread's share of a threaded product, then of a fused call's second */
+    struct angles angles; /* attn_input's RoPE cos/sin of the current batch's positions */
     /* Reading ahead (see idle_prefetch): slots of n_threads share heads each, learned from the order of the calls;
      * the leading weight of the last few-column product (NULL: none, or a larger product since); per worker, the
      * range to read after its task. */
@@ -138,7 +140,8 @@ struct cpu_fast {
     int32_t n_next, next_cap;
     const void *last_key;
     struct ahead *ahead;
-    size_t handed; /* bytes of share heads handed to the workers (ty__cpu_read_ahead_handed) */
+    size_t handed;  /* bytes of share heads handed to the workers (ty__cpu_read_ahead_handed) */
+    size_t chained; /* attn_block and ffn calls run as one dispatch (ty__cpu_chained_calls) */
     /* Held by every op that uses the scratch or the table above, so that contexts on several application threads
      * may share one model (the reference backend keeps no state and needs none). */
     pthread_mutex_t mu;
@@ -312,6 +315,7 @@ struct mm_task {
     enum ty_type slot_type[TY_MATMUL_MULTI_MAX]; /* a weight type whose activation format the slot holds */
     char *slot_act[TY_MATMUL_MULTI_MAX];
     size_t slot_stride[TY_MATMUL_MULTI_MAX];
+    size_t act_each; /* nonzero: each thread quantises the input for itself, thread ith's slots at ith * act_each */
     int64_t units;   /* over all items */
     int64_t col_blk; /* columns per block */
     int64_t reserve; /* what a share's first take leaves (see take) */
@@ -324,6 +328,10 @@ struct mm_task {
     struct angles *angles;             /* with heads: their cos/sin per column */
     bool fill_angles;                  /* computed in this call (else kept from the last) */
     struct share *shares; /* (nth) each thread's own share, taken over from the back when idle; NULL: one thread */
+    bool threaded;        /* worth the pool */
+    /* fused calls (attn_block, ffn) */
+    atomic_llong *done;            /* units finished, counted after each take (NULL: not counted) */
+    const struct ty_tensor *resid; /* the residual stream each row's result is added to (NULL: none) */
 };
 
 /* Rows [r0, r1) of one item, every column. */
@@ -365,6 +373,12 @@ static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int
         for (int64_t c = 0; c < t->cols; c++) {
             float *out = out0 + (size_t)c * ld;
             for (int64_t r = r0; r < r1; r++) out[r] += it->bias[r];
+        }
+    if (t->resid) /* the add op's element order: x + out */
+        for (int64_t c = 0; c < t->cols; c++) {
+            const float *out = out0 + (size_t)c * ld;
+            float *x = ty__tensor_row(t->resid, c, 0, 0);
+            for (int64_t r = r0; r < r1; r++) x[r] = x[r] + out[r];
         }
 }
 
@@ -426,17 +440,21 @@ static void fill_angles(struct angles *an, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c++) ty__cpu_rope_angles(&an->rope, an->pos[c], an->cs + c * half, an->sn + c * half);
 }
 
-/* Columns [c0, c1) of attn_input's q and k: each head RMS-normed (when the model has head norms), then rotated. */
-static void qk_heads(const struct ty_attn_input *a, const struct angles *an, int64_t c0, int64_t c1) {
-    const struct ty_tensor *h3[2] = {a->q3, a->k3}, *hn[2] = {a->q_norm, a->k_norm};
+/* Head h of column c of attn_input's q (key false) or k (key true): RMS-normed when the model has head norms, then
+ * rotated. */
+static void head_step(const struct ty_attn_input *a, const struct angles *an, bool key, int64_t h, int64_t c) {
+    const struct ty_tensor *h3 = key ? a->k3 : a->q3, *hn = key ? a->k_norm : a->q_norm;
     const int64_t half = an->rope.n_dims / 2;
+    float *r = ty__tensor_row(h3, h, c, 0);
+    if (hn) ty__cpu_rms_norm_row(r, ty__tensor_host(hn), a->eps, h3->ne[0], r);
+    ty__cpu_rope_head(a->rope, an->cs + c * half, an->sn + c * half, r, r, h3->ne[0]);
+}
+
+/* Columns [c0, c1) of attn_input's q and k, every head. */
+static void qk_heads(const struct ty_attn_input *a, const struct angles *an, int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c++) {
-        for (int i = 0; i < 2; i++)
-            for (int64_t h = 0; h < h3[i]->ne[1]; h++) {
-                float *r = ty__tensor_row(h3[i], h, c, 0);
-                if (hn[i]) ty__cpu_rms_norm_row(r, ty__tensor_host(hn[i]), a->eps, h3[i]->ne[0], r);
-                ty__cpu_rope_head(a->rope, an->cs + c * half, an->sn + c * half, r, r, h3[i]->ne[0]);
-            }
+        for (int64_t h = 0; h < a->q3->ne[1]; h++) head_step(a, an, false, h, c);
+        for (int64_t h = 0; h < a->k3->ne[1]; h++) head_step(a, an, true, h, c);
     }
 }
 
@@ -495,10 +513,12 @@ static bool take(struct share *sh, int64_t reserve, bool front, int64_t *v0, int
 /* Thread ith's own share, then what is left of the others' (from their backs). */
 static void take_shares(const struct mm_task *t, int ith, int nth, void *scratch) {
     int64_t v0, v1;
-    while (take(&t->shares[ith], t->reserve, true, &v0, &v1)) share_units(t, ith, nth, v0, v1, scratch);
-    for (int k = 1; k < nth; k++) {
+    for (int k = 0; k < nth; k++) {
         int r = (ith + k) % nth;
-        while (take(&t->shares[r], t->reserve, false, &v0, &v1)) share_units(t, r, nth, v0, v1, scratch);
+        while (take(&t->shares[r], t->reserve, k == 0, &v0, &v1)) {
+            share_units(t, r, nth, v0, v1, scratch);
+            if (t->done) atomic_fetch_add_explicit(t->done, v1 - v0, memory_order_release);
+        }
     }
 }
 
@@ -599,6 +619,15 @@ size_t ty__cpu_read_ahead_handed(const struct ty_backend *be) {
     return n;
 }
 
+size_t ty__cpu_chained_calls(const struct ty_backend *be) {
+    if (be->iface != &cpu_iface) return 0;
+    const struct cpu_fast *c = be->ctx;
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    size_t n = c->chained;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return n;
+}
+
 /* The pool's idle hook: worker ith reads ahead the range it was handed, a cache line at a time, until a task comes. */
 static void idle_prefetch(void *ctx, int ith) {
     struct cpu_fast *c = ctx;
@@ -641,32 +670,40 @@ struct fusion {
     const struct ty_attn_input *heads;
 };
 
-/* Products of one input: quantises it once per activation format, then runs every weight's rows on the pool.
- * `swiglu`: two weights of one shape whose outputs combine into dst[0] (matmul_swiglu). `fu` (or NULL): the fused
- * steps; its callers make sure every weight has kernels, since the reference fallback below reads x unnormed. */
-static enum ty_status run_products(struct ty_backend *be, int n_w, const struct ty_tensor *const *dst,
-                                   const struct ty_tensor *const *w, const struct ty_tensor *x,
-                                   const struct ty_tensor *const *bias, bool swiglu, const struct fusion *fu) {
+/* How a product joins a fused call (attn_block, ffn; see "A layer's halves in one dispatch"). */
+enum mm_role {
+    MM_ALONE,  /* a call of its own */
+    MM_FIRST,  /* the first phase: on the pool however small */
+    MM_SECOND, /* the second: on the pool, its input quantised by each thread for itself once the first is done */
+};
+
+/* Fills t for the products of one input: the items, the activation slots in `act`, the shares in `shares`, and (a few
+ * columns, unless MM_SECOND) the quantised input. Weights without kernels are computed here by the reference, on every
+ * thread (*ref_s: the seconds that took, with a profile); the fused callers never pass those. `swiglu`: two weights
+ * of one shape whose outputs combine into dst[0] (matmul_swiglu). `fu` (or NULL): the fused norm and head steps. */
+static enum ty_status mm_prepare(struct ty_backend *be, struct mm_task *t, enum mm_role role,
+                                 struct ty_cpu_scratch *act, struct share *shares, int n_w,
+                                 const struct ty_tensor *const *dst, const struct ty_tensor *const *w,
+                                 const struct ty_tensor *x, const struct ty_tensor *const *bias, bool swiglu,
+                                 const struct fusion *fu, double *ref_s) {
     struct cpu_fast *c = be->ctx;
-    const double t_entry = be->profile ? ty__time_s() : 0;
-    double threaded_s = 0; /* of the time before the dispatch, the reference's products (with a profile) */
-    struct mm_task t = {0};
-    t.c = c, t.x = x, t.n = x->ne[0], t.cols = x->ne[1], t.swiglu = swiglu;
-    if (fu) t.norm_w = ty__tensor_host(fu->norm), t.eps = fu->eps, t.heads = fu->heads;
+    memset(t, 0, sizeof *t);
+    t->c = c, t->x = x, t->n = x->ne[0], t->cols = x->ne[1], t->swiglu = swiglu;
+    if (fu) t->norm_w = ty__tensor_host(fu->norm), t->eps = fu->eps, t->heads = fu->heads;
     double work = 0;
     size_t act_bytes = 0, act_col_bytes = 0;
     for (int i = 0; i < n_w; i++) {
         const struct ty_tensor *b = bias ? bias[i] : NULL;
         const struct ty_simd *s = c->k[w[i]->type];
         if (!has_kernels(c, w[i])) {
-            TY_ASSERT(!swiglu && !fu);
+            TY_ASSERT(!swiglu && !fu && role == MM_ALONE);
             /* no kernels for this type (or nothing to sum): the reference computes it, on every thread */
             const double t0 = be->profile ? ty__time_s() : 0;
             TY_TRY(ty__cpu_ref_iface.matmul(be, dst[i], w[i], x, b));
-            if (be->profile) threaded_s += ty__time_s() - t0;
+            if (be->profile) *ref_s += ty__time_s() - t0;
             continue;
         }
-        struct mm_item *it = &t.it[t.n_items++];
+        struct mm_item *it = &t->it[t->n_items++];
         it->dst = dst[i];
         it->bias = b ? ty__tensor_host(b) : NULL;
         it->type = w[i]->type;
@@ -678,54 +715,72 @@ static enum ty_status run_products(struct ty_backend *be, int n_w, const struct 
             it->w = ty__tensor_host(w[i]), it->stride = w[i]->nb[1], it->packed = false;
         }
         it->direct = it->packed && s->t[it->type].gemm_packed_direct;
-        it->unit0 = t.units;
+        it->unit0 = t->units;
         it->units = (it->rows + UNIT_ROWS - 1) / UNIT_ROWS;
-        t.units += it->units;
-        work += (double)t.n * (double)it->rows * (double)t.cols;
+        t->units += it->units;
+        work += (double)t->n * (double)it->rows * (double)t->cols;
         /* one slot per activation format */
         enum ty_act_format fmt = ty__simd_act_format(s, it->type);
         int slot = 0;
-        while (slot < t.n_slots && ty__simd_act_format(c->k[t.slot_type[slot]], t.slot_type[slot]) != fmt) slot++;
-        if (slot == t.n_slots) {
-            t.slot_type[slot] = it->type;
-            t.slot_stride[slot] = ty__simd_act_row_size(s, it->type, t.n);
-            act_bytes += t.slot_stride[slot] * (size_t)t.cols;
-            act_col_bytes += t.slot_stride[slot];
-            t.n_slots++;
+        while (slot < t->n_slots && ty__simd_act_format(c->k[t->slot_type[slot]], t->slot_type[slot]) != fmt) slot++;
+        if (slot == t->n_slots) {
+            t->slot_type[slot] = it->type;
+            t->slot_stride[slot] = ty__simd_act_row_size(s, it->type, t->n);
+            act_bytes += t->slot_stride[slot] * (size_t)t->cols;
+            act_col_bytes += t->slot_stride[slot];
+            t->n_slots++;
         }
         it->slot = slot;
     }
-    if (t.n_items == 0) return TY_OK;
-    size_t norm_bytes = t.norm_w ? (size_t)c->n_threads * (size_t)t.n * sizeof(float) : 0;
+    if (t->n_items == 0) return TY_OK;
+    size_t norm_bytes = t->norm_w ? (size_t)c->n_threads * (size_t)t->n * sizeof(float) : 0;
     act_bytes = (act_bytes + 63) & ~(size_t)63;
-    TY_TRY(ty__cpu_scratch_reserve(&c->act, act_bytes + norm_bytes));
+    const size_t copies = role == MM_SECOND ? (size_t)c->n_threads : 1;
+    if (role == MM_SECOND) t->act_each = act_bytes;
+    TY_TRY(ty__cpu_scratch_reserve(act, copies * act_bytes + norm_bytes));
     size_t off = 0;
-    for (int i = 0; i < t.n_slots; i++) {
-        t.slot_act[i] = (char *)c->act.p + off;
-        off += t.slot_stride[i] * (size_t)t.cols;
+    for (int i = 0; i < t->n_slots; i++) {
+        t->slot_act[i] = (char *)act->p + off;
+        off += t->slot_stride[i] * (size_t)t->cols;
     }
-    t.norm_rows = (float *)((char *)c->act.p + act_bytes);
+    t->norm_rows = (float *)((char *)act->p + copies * act_bytes);
     int64_t blk = (int64_t)(COL_BLOCK_BYTES / (act_col_bytes ? act_col_bytes : 1));
-    t.col_blk = blk < 8 ? 8 : blk / 8 * 8;
-    if (t.swiglu) t.units = t.it[0].units; /* each unit covers the same rows of both */
-    const bool threaded = c->n_threads > 1 && work >= MIN_PARALLEL_WORK;
-    if (t.cols <= FEW_COLS) quantize_cols(&t, 0, t.cols, 0);
-    const int64_t reserve = t.units / c->n_threads / SHARE_RESERVE;
-    t.reserve = reserve < MIN_RESERVE ? MIN_RESERVE : reserve;
-    if (t.heads) { /* last before the dispatch: a key set here is always followed by its angles */
-        t.angles = &c->angles;
-        TY_TRY(angles_prepare(t.angles, t.heads, t.cols, &t.fill_angles));
+    t->col_blk = blk < 8 ? 8 : blk / 8 * 8;
+    if (t->swiglu) t->units = t->it[0].units; /* each unit covers the same rows of both */
+    t->threaded = c->n_threads > 1 && (work >= MIN_PARALLEL_WORK || role != MM_ALONE);
+    if (t->cols <= FEW_COLS && role != MM_SECOND) quantize_cols(t, 0, t->cols, 0);
+    const int64_t reserve = t->units / c->n_threads / SHARE_RESERVE;
+    t->reserve = reserve < MIN_RESERVE ? MIN_RESERVE : reserve;
+    if (t->heads) { /* last before the dispatch: a key set here is always followed by its angles */
+        t->angles = &c->angles;
+        TY_TRY(angles_prepare(t->angles, t->heads, t->cols, &t->fill_angles));
     }
-    if (threaded) {
-        if (t.cols <= FEW_COLS) read_ahead(c, &t, t.it[0].key);
-        t.shares = c->shares;
+    if (t->threaded) {
+        t->shares = shares;
         for (int r = 0; r < c->n_threads; r++)
-            atomic_store_explicit(&t.shares[r].lohi, (uint_least64_t)share_units(&t, r, c->n_threads, 0, 0, NULL),
+            atomic_store_explicit(&shares[r].lohi, (uint_least64_t)share_units(t, r, c->n_threads, 0, 0, NULL),
                                   memory_order_relaxed);
     }
-    if (!threaded || t.cols > FEW_COLS) c->last_key = NULL; /* not one of a decode step's products */
+    return TY_OK;
+}
+
+/* Products of one input: quantises it once per activation format, then runs every weight's rows on the pool (see
+ * mm_prepare for the arguments). */
+static enum ty_status run_products(struct ty_backend *be, int n_w, const struct ty_tensor *const *dst,
+                                   const struct ty_tensor *const *w, const struct ty_tensor *x,
+                                   const struct ty_tensor *const *bias, bool swiglu, const struct fusion *fu) {
+    struct cpu_fast *c = be->ctx;
+    const double t_entry = be->profile ? ty__time_s() : 0;
+    double threaded_s = 0; /* of the time before the dispatch, the reference's products (with a profile) */
+    struct mm_task t;
+    TY_TRY(mm_prepare(be, &t, MM_ALONE, &c->act, c->shares, n_w, dst, w, x, bias, swiglu, fu, &threaded_s));
+    if (t.n_items == 0) return TY_OK;
+    if (t.threaded && t.cols <= FEW_COLS)
+        read_ahead(c, &t, t.it[0].key);
+    else
+        c->last_key = NULL; /* not one of a decode step's products */
     const double t_run = be->profile ? ty__time_s() : 0;
-    if (!threaded)
+    if (!t.threaded)
         mm_run(&t, 0, 1);
     else if (t.cols <= FEW_COLS)
         ty__threadpool_run_any(c->base.pool, mm_run, &t); /* a worker that is not free is not waited for */
@@ -802,6 +857,149 @@ static enum ty_status cpu_attn_input(struct ty_backend *be, const struct ty_attn
     return products(be, 3, d, w, a->x, b, false, &fu);
 }
 
+/* ==== A layer's halves in one dispatch (attn_block, ffn) ====
+ *
+ * Decode runs a layer as a handful of products, and each dispatch costs a hand-over both ways: the worker wakes, the
+ * caller waits for its end, then works alone (quantising the next input, head steps, the residual add) while the
+ * worker waits. So for a few columns each half of a layer is one dispatch of phases: every thread that joins takes
+ * work of a phase (shares of a product, attention's units), waits until all of it is done (a completion count, not a
+ * barrier, so ty__threadpool_run_any still leaves out a worker the OS holds back), and goes on to the next.
+ *   attn_block: q/k/v (the caller quantised the normed input) | per KV head: its q and k heads normed and rotated,
+ *               its keys and values written to the cache, attention (cpu-attn.c's fused units; a thread takes the head
+ *               of its own index first, whose q rows it mostly computed) | the output projection.
+ *   ffn:        gate/up with SwiGLU (the caller quantised the normed input) | down.
+ * The last phase quantises the phase before's output on each thread for itself (both threads read all of it anyway)
+ * and adds each row of its product into the residual stream as it is done. Kernels and each element's operations are
+ * those of the ops one by one (attn_input, attention, matmul, add; ffn_input, matmul, add), so the bits are too. */
+
+struct chain {
+    struct cpu_fast *c;
+    struct mm_task *first;  /* the first product, its takes counted into `done` */
+    struct mm_task *second; /* the last product, of the phase before's output, into the residual */
+    atomic_llong done;
+    /* attn_block: the layer's attention input and output, and the RoPE angles of the batch */
+    const struct ty_attn_input *in;
+    const struct ty_attn_output *out;
+    const struct angles *angles;
+};
+
+static void *thread_scratch(const struct cpu_fast *c, int ith) {
+    return (char *)c->scratch + (size_t)ith * c->scratch_each;
+}
+
+/* The first product's shares, then the wait for all of it. */
+static void first_phase(void *arg, int ith, int nth) {
+    struct chain *ch = arg;
+    take_shares(ch->first, ith, nth, thread_scratch(ch->c, ith));
+    ty__threadpool_wait_count(&ch->done, ch->first->units);
+}
+
+/* The last product on thread ith, once its input is complete: its own copy of the input quantised, then the shares. */
+static void second_phase(void *arg, int ith, int nth) {
+    const struct chain *ch = arg;
+    struct mm_task mine = *ch->second;
+    for (int s = 0; s < mine.n_slots; s++) mine.slot_act[s] += (size_t)ith * mine.act_each;
+    quantize_cols(&mine, 0, mine.cols, ith);
+    take_shares(&mine, ith, nth, thread_scratch(ch->c, ith));
+}
+
+static void chain_run(void *arg, int ith, int nth) {
+    first_phase(arg, ith, nth);
+    second_phase(arg, ith, nth);
+}
+
+/* attn_block's step before attention over KV head g, columns [c0, c1): the head steps of g's group of q heads and of
+ * k head g (attn_input's, see qk_heads), then g's new keys and values into the cache (the copy op's rows). */
+static void attn_unit(void *arg, int64_t g, int64_t c0, int64_t c1) {
+    const struct chain *ch = arg;
+    const struct ty_attn_input *in = ch->in;
+    const struct ty_attn_output *out = ch->out;
+    const int64_t group = in->q3->ne[1] / in->k3->ne[1];
+    for (int64_t c = c0; c < c1; c++) {
+        for (int64_t h = g * group; h < (g + 1) * group; h++) head_step(in, ch->angles, false, h, c);
+        head_step(in, ch->angles, true, g, c);
+        ty__cpu_convert_row(out->k_new->type, ty__tensor_row(out->k, g, c, 0), ty__tensor_row(out->k_new, g, c, 0),
+                            out->k->ne[0]);
+        ty__cpu_convert_row(out->v_new->type, ty__tensor_row(out->v, g, c, 0), ty__tensor_row(out->v_new, g, c, 0),
+                            out->v->ne[0]);
+    }
+}
+
+/* Whether a fused call can take its one-dispatch path: a few columns, several threads, kernels for every weight. */
+static bool chain_fits(const struct cpu_fast *c, int64_t cols, int n_w, const struct ty_tensor *const *w) {
+    if (c->n_threads < 2 || cols > FEW_COLS) return false;
+    for (int i = 0; i < n_w; i++)
+        if (!has_kernels(c, w[i])) return false;
+    return true;
+}
+
+static enum ty_status run_ffn(struct ty_backend *be, const struct ty_ffn *f) {
+    struct cpu_fast *c = be->ctx;
+    const double t_entry = be->profile ? ty__time_s() : 0;
+    const struct ty_tensor *d1[2] = {f->gate, f->up}, *w1[2] = {f->w_gate, f->w_up};
+    const struct fusion fu = {f->norm, f->eps, NULL};
+    struct mm_task first, second;
+    struct chain ch = {c, &first, &second, 0, NULL, NULL, NULL};
+    TY_TRY(mm_prepare(be, &first, MM_FIRST, &c->act, c->shares, 2, d1, w1, f->x, NULL, true, &fu, NULL));
+    TY_TRY(mm_prepare(be, &second, MM_SECOND, &c->act2, c->shares + c->n_threads, 1, &f->proj, &f->w_down, f->gate,
+                      NULL, false, NULL, NULL));
+    first.done = &ch.done, second.resid = f->x;
+    read_ahead(c, &first, first.it[0].key);
+    c->chained++;
+    if (be->profile) ty__profile_alone(be, ty__time_s() - t_entry);
+    ty__threadpool_run_any(c->base.pool, chain_run, &ch);
+    return TY_OK;
+}
+
+/* The feed-forward block: the norm on the way into gate/up's quantiser, gate/up and SwiGLU, then down with the
+ * residual add, in one dispatch for a few columns (above); ffn_input, matmul and add for many. */
+static enum ty_status cpu_ffn(struct ty_backend *be, const struct ty_ffn *f) {
+    struct cpu_fast *c = be->ctx;
+    const struct ty_tensor *w[3] = {f->w_gate, f->w_up, f->w_down};
+    if (!chain_fits(c, f->x->ne[1], 3, w)) return ty__ffn_unfused(be, f);
+    pthread_mutex_lock(&c->mu);
+    enum ty_status st = run_ffn(be, f);
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+static enum ty_status run_attn_block(struct ty_backend *be, const struct ty_attn_input *in,
+                                     const struct ty_attn_output *out) {
+    struct cpu_fast *c = be->ctx;
+    const double t_entry = be->profile ? ty__time_s() : 0;
+    const struct ty_tensor *d1[3] = {in->q, in->k, in->v}, *w1[3] = {in->wq, in->wk, in->wv};
+    const struct ty_tensor *b1[3] = {in->bq, in->bk, in->bv}, att2 = ty__attn_output_flat(out);
+    const struct fusion fu = {in->norm, in->eps, NULL}; /* no heads: those are the attention units' (attn_unit) */
+    struct mm_task first, second;
+    struct chain ch = {c, &first, &second, 0, in, out, &c->angles};
+    TY_TRY(mm_prepare(be, &first, MM_FIRST, &c->act, c->shares, 3, d1, w1, in->x, b1, false, &fu, NULL));
+    TY_TRY(mm_prepare(be, &second, MM_SECOND, &c->act2, c->shares + c->n_threads, 1, &out->proj, &out->wo, &att2, NULL,
+                      false, NULL, NULL));
+    first.done = &ch.done, second.resid = out->x;
+    bool fill;
+    TY_TRY(angles_prepare(&c->angles, in, in->x->ne[1], &fill));
+    if (fill) fill_angles(&c->angles, 0, in->x->ne[1]);
+    read_ahead(c, &first, first.it[0].key);
+    c->chained++;
+    if (be->profile) ty__profile_alone(be, ty__time_s() - t_entry);
+    const struct ty_cpu_attn_hooks hooks = {first_phase, second_phase, attn_unit, &ch};
+    return ty__cpu_attention_fused(c->base.pool, &c->attn, out->att, out->q, out->k_all, out->v_all, &out->attn,
+                                   &hooks);
+}
+
+/* A layer's attention block: as above in one dispatch for a few columns, else attn_input and the ops one by one. */
+static enum ty_status cpu_attn_block(struct ty_backend *be, const struct ty_attn_input *in,
+                                     const struct ty_attn_output *out) {
+    struct cpu_fast *c = be->ctx;
+    const struct ty_tensor *w[4] = {in->wq, in->wk, in->wv, out->wo};
+    if (!chain_fits(c, in->x->ne[1], 4, w) || in->x->ne[1] > ty__cpu_attention_max_fused() || out->k->ne[1] > 64)
+        return ty__attn_block_unfused(be, in, out);
+    pthread_mutex_lock(&c->mu);
+    enum ty_status st = run_attn_block(be, in, out);
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
 /* ==== Attention ==== */
 
 static enum ty_status cpu_attention(struct ty_backend *be, const struct ty_tensor *dst, const struct ty_tensor *q,
@@ -833,6 +1031,7 @@ static void cpu_free(struct ty_backend *be) {
     ty_free(c->chunks);
     ty_free(c->tab);
     ty__cpu_scratch_free(&c->act);
+    ty__cpu_scratch_free(&c->act2);
     ty__cpu_scratch_free(&c->attn);
     ty__cpu_scratch_free(&c->attn_meta);
     ty__free_aligned(c->scratch);
@@ -863,6 +1062,8 @@ static void cpu_iface_init(void) {
     cpu_iface.matmul_swiglu = cpu_matmul_swiglu;
     cpu_iface.attn_input = cpu_attn_input;
     cpu_iface.ffn_input = cpu_ffn_input;
+    cpu_iface.attn_block = cpu_attn_block;
+    cpu_iface.ffn = cpu_ffn;
 }
 
 enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out) {
@@ -894,7 +1095,7 @@ enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out) {
     int pinned = ty__threadpool_pin(c->base.pool);
     c->scratch_each = (ty__gemm_scratch_size() + 63) & ~(size_t)63;
     c->scratch = ty__malloc_aligned(c->scratch_each * (size_t)c->n_threads);
-    c->shares = ty__malloc_aligned(sizeof(struct share) * (size_t)c->n_threads);
+    c->shares = ty__malloc_aligned(2 * sizeof(struct share) * (size_t)c->n_threads);
     c->ahead = ty__malloc_aligned(sizeof(struct ahead) * (size_t)c->n_threads);
     if (!c->scratch || !c->shares || !c->ahead) {
         cpu_free(be);
