@@ -865,8 +865,8 @@ static enum ty_status cpu_attn_input(struct ty_backend *be, const struct ty_attn
  * work of a phase (shares of a product, attention's units), waits until all of it is done (a completion count, not a
  * barrier, so ty__threadpool_run_any still leaves out a worker the OS holds back), and goes on to the next.
  *   attn_block: q/k/v (the caller quantised the normed input) | per KV head: its q and k heads normed and rotated,
- *               its keys and values written to the cache, attention (cpu-attn.c's fused units; a thread takes the head
- *               of its own index first, whose q rows it mostly computed) | the output projection.
+ *               its keys and values written to the cache, attention (cpu-attn.c's fused units; a thread takes the
+ *               heads of its own range first, whose q rows it mostly computed) | the output projection.
  *   ffn:        gate/up with SwiGLU (the caller quantised the normed input) | down.
  * The last phase quantises the phase before's output on each thread for itself (both threads read all of it anyway)
  * and adds each row of its product into the residual stream as it is done. Kernels and each element's operations are
