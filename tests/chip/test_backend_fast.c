@@ -575,6 +575,52 @@ static void test_read_ahead(void) {
 
 /* ==== Norm and RoPE fusions (attn_input, ffn_input) ==== */
 
+/* A weight of n_in x rows of `type`, random, prepared on every fast backend. */
+static struct owned random_weight(enum ty_type type, int64_t n_in, int64_t rows, float *buf) {
+    const struct ty_type_traits *tr = ty__type_traits(type);
+    size_t row;
+    CHECK_OK(ty__row_size(type, n_in, &row));
+    struct owned w = make(type, n_in, rows, 1, NULL);
+    fill(buf, n_in * rows, 1.0);
+    for (int64_t r = 0; r < rows; r++) tr->from_float(buf + r * n_in, (char *)host(&w) + r * row, n_in);
+    for (int k = 0; k < 3; k++) CHECK_OK(ty__backend_weight_prepare(fast[k], &w.t));
+    return w;
+}
+
+/* What a layer's attention input reads besides x: the q/k/v weights (random, prepared) and biases, the input norm, the
+ * head norms, the columns' positions (column i at pos0 + step * i) and a RoPE rotating rope_dims of each head. */
+struct attn_in_fixture {
+    struct owned w[3], b[3], nw, qn, kn, po;
+    struct ty_rope rope;
+};
+
+static void attn_in_make(struct attn_in_fixture *f, enum ty_type type, int64_t n_embd, int64_t hd,
+                         const int64_t rows[3], int64_t cols, int32_t pos0, int32_t step, int32_t rope_dims,
+                         float *buf) {
+    for (int i = 0; i < 3; i++) {
+        f->w[i] = random_weight(type, n_embd, rows[i], buf);
+        fill(buf, rows[i], 0.5);
+        f->b[i] = make(TY_TYPE_F32, rows[i], 1, 1, buf);
+    }
+    fill(buf, n_embd, 1.0);
+    f->nw = make(TY_TYPE_F32, n_embd, 1, 1, buf);
+    fill(buf, hd, 1.0);
+    f->qn = make(TY_TYPE_F32, hd, 1, 1, buf);
+    fill(buf, hd, 1.0);
+    f->kn = make(TY_TYPE_F32, hd, 1, 1, buf);
+    int32_t *pos = ty__malloc(sizeof *pos * (size_t)cols);
+    for (int64_t i = 0; i < cols; i++) pos[i] = (int32_t)(pos0 + step * i);
+    f->po = make(TY_TYPE_I32, cols, 1, 1, pos);
+    ty_free(pos);
+    struct ty_rope_config rc = {.n_dims = rope_dims, .freq_base = 10000.0f};
+    CHECK_OK(ty__rope_init(&rc, &f->rope));
+}
+
+static void attn_in_drop(struct attn_in_fixture *f) {
+    for (int i = 0; i < 3; i++) drop(&f->w[i]), drop(&f->b[i]);
+    drop(&f->nw), drop(&f->qn), drop(&f->kn), drop(&f->po);
+}
+
 /* attn_input against the same ops one by one on the same backend, bit for bit: with and without biases and head
  * norms, partial RoPE, 1 .. 200 columns (the few-column path quantises on the caller and rotates after the dispatch,
  * the many-column one does both on the threads), every thread count. Column i is at position pos0 + 2 i; RoPE
@@ -582,33 +628,11 @@ static void test_read_ahead(void) {
 static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool head_norm, int32_t pos0,
                              int32_t rope_dims) {
     const int64_t n_embd = 256, hd = 64, nh = 5, nkv = 1, rows[3] = {hd * nh, hd * nkv, hd * nkv};
-    const struct ty_type_traits *tr = ty__type_traits(type);
-    size_t row;
-    CHECK_OK(ty__row_size(type, n_embd, &row));
     float *buf = ty__malloc(sizeof(float) * (size_t)(n_embd * (rows[0] + cols) + 64));
-    struct owned w[3], b[3];
-    for (int i = 0; i < 3; i++) {
-        w[i] = make(type, n_embd, rows[i], 1, NULL);
-        fill(buf, n_embd * rows[i], 1.0);
-        for (int64_t r = 0; r < rows[i]; r++) tr->from_float(buf + r * n_embd, (char *)host(&w[i]) + r * row, n_embd);
-        fill(buf, rows[i], 0.5);
-        b[i] = make(TY_TYPE_F32, rows[i], 1, 1, buf);
-        for (int k = 0; k < 3; k++) CHECK_OK(ty__backend_weight_prepare(fast[k], &w[i].t));
-    }
+    struct attn_in_fixture f;
+    attn_in_make(&f, type, n_embd, hd, rows, cols, pos0, 2, rope_dims, buf);
     fill(buf, n_embd * cols, 2.0);
     struct owned x = make(TY_TYPE_F32, n_embd, cols, 1, buf), xn = make(TY_TYPE_F32, n_embd, cols, 1, NULL);
-    fill(buf, n_embd, 1.0);
-    struct owned nw = make(TY_TYPE_F32, n_embd, 1, 1, buf);
-    fill(buf, hd, 1.0);
-    struct owned qn = make(TY_TYPE_F32, hd, 1, 1, buf);
-    fill(buf, hd, 1.0);
-    struct owned kn = make(TY_TYPE_F32, hd, 1, 1, buf);
-    int32_t pos[200];
-    for (int64_t i = 0; i < cols; i++) pos[i] = (int32_t)(pos0 + 2 * i);
-    struct owned po = make(TY_TYPE_I32, cols, 1, 1, pos);
-    struct ty_rope_config rc = {.n_dims = rope_dims, .freq_base = 10000.0f};
-    struct ty_rope rope;
-    CHECK_OK(ty__rope_init(&rc, &rope));
     struct owned out[2][3];
     for (int v = 0; v < 2; v++)
         for (int i = 0; i < 3; i++) out[v][i] = make(TY_TYPE_F32, rows[i], cols, 1, NULL);
@@ -617,11 +641,11 @@ static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool he
         for (int v = 0; v < 2; v++) {
             struct ty_tensor q3 = ty__tensor_reshape(&out[v][0].t, hd, nh, cols, 1);
             struct ty_tensor k3 = ty__tensor_reshape(&out[v][1].t, hd, nkv, cols, 1);
-            a[v] = (struct ty_attn_input){&out[v][0].t, &out[v][1].t, &out[v][2].t, NULL,  NULL, &w[0].t, &w[1].t,
-                                          &w[2].t,      NULL,         NULL,         NULL,  &x.t, &nw.t,   NULL,
-                                          NULL,         1e-6f,        &po.t,        &rope, &xn.t};
-            if (bias) a[v].bq = &b[0].t, a[v].bk = &b[1].t, a[v].bv = &b[2].t;
-            if (head_norm) a[v].q_norm = &qn.t, a[v].k_norm = &kn.t;
+            a[v] = (struct ty_attn_input){&out[v][0].t, &out[v][1].t, &out[v][2].t, NULL,    NULL, &f.w[0].t, &f.w[1].t,
+                                          &f.w[2].t,    NULL,         NULL,         NULL,    &x.t, &f.nw.t,   NULL,
+                                          NULL,         1e-6f,        &f.po.t,      &f.rope, &xn.t};
+            if (bias) a[v].bq = &f.b[0].t, a[v].bk = &f.b[1].t, a[v].bv = &f.b[2].t;
+            if (head_norm) a[v].q_norm = &f.qn.t, a[v].k_norm = &f.kn.t;
             for (int i = 0; i < 3; i++) memset(host(&out[v][i]), 0x7f, ty__tensor_size(&out[v][i].t));
             a[v].q3 = &q3, a[v].k3 = &k3;
             CHECK_OK(v == 0 ? ty__attn_input_unfused(fast[k], &a[v]) : ty__backend_attn_input(fast[k], &a[v]));
@@ -634,8 +658,8 @@ static void check_attn_input(enum ty_type type, int64_t cols, bool bias, bool he
     }
     for (int v = 0; v < 2; v++)
         for (int i = 0; i < 3; i++) drop(&out[v][i]);
-    for (int i = 0; i < 3; i++) drop(&w[i]), drop(&b[i]);
-    drop(&x), drop(&xn), drop(&nw), drop(&qn), drop(&kn), drop(&po);
+    attn_in_drop(&f);
+    drop(&x), drop(&xn);
     ty_free(buf);
 }
 
@@ -695,18 +719,6 @@ static void test_fusions(void) {
 
 /* ==== A layer's halves (attn_output, ffn) ==== */
 
-/* A weight of n_in x rows of `type`, random, prepared on every fast backend. */
-static struct owned random_weight(enum ty_type type, int64_t n_in, int64_t rows, float *buf) {
-    const struct ty_type_traits *tr = ty__type_traits(type);
-    size_t row;
-    CHECK_OK(ty__row_size(type, n_in, &row));
-    struct owned w = make(type, n_in, rows, 1, NULL);
-    fill(buf, n_in * rows, 1.0);
-    for (int64_t r = 0; r < rows; r++) tr->from_float(buf + r * n_in, (char *)host(&w) + r * row, n_in);
-    for (int k = 0; k < 3; k++) CHECK_OK(ty__backend_weight_prepare(fast[k], &w.t));
-    return w;
-}
-
 /* Whether `call` on fast[k] took the one-dispatch path (ty__cpu_chained_calls counted it). */
 static bool chained(int k, size_t before) {
     return ty__cpu_chained_calls(fast[k]) == before + 1;
@@ -718,24 +730,9 @@ static bool chained(int k, size_t before) {
 static void check_attn_block(enum ty_type type, enum ty_type cache, int64_t cols, int32_t pos0, bool head_norm) {
     const int64_t n_embd = 256, hd = 64, nh = 4, nkv = 2, ctx = 64, rows[3] = {hd * nh, hd * nkv, hd * nkv};
     float *buf = ty__malloc(sizeof(float) * (size_t)(n_embd * n_embd + hd * nkv * ctx));
-    struct owned w[3], b[3], wo = random_weight(type, hd * nh, n_embd, buf);
-    for (int i = 0; i < 3; i++) {
-        w[i] = random_weight(type, n_embd, rows[i], buf);
-        fill(buf, rows[i], 0.5);
-        b[i] = make(TY_TYPE_F32, rows[i], 1, 1, buf);
-    }
-    fill(buf, n_embd, 1.0);
-    struct owned nw = make(TY_TYPE_F32, n_embd, 1, 1, buf);
-    fill(buf, hd, 1.0);
-    struct owned qn = make(TY_TYPE_F32, hd, 1, 1, buf);
-    fill(buf, hd, 1.0);
-    struct owned kn = make(TY_TYPE_F32, hd, 1, 1, buf);
-    int32_t pos[20];
-    for (int64_t i = 0; i < cols; i++) pos[i] = (int32_t)(pos0 + i);
-    struct owned po = make(TY_TYPE_I32, cols, 1, 1, pos);
-    struct ty_rope_config rc = {.n_dims = 48, .freq_base = 10000.0f};
-    struct ty_rope rope;
-    CHECK_OK(ty__rope_init(&rc, &rope));
+    struct owned wo = random_weight(type, hd * nh, n_embd, buf);
+    struct attn_in_fixture f;
+    attn_in_make(&f, type, n_embd, hd, rows, cols, pos0, 1, 48, buf);
     fill(buf, n_embd * cols, 2.0);
     struct owned x0 = make(TY_TYPE_F32, n_embd, cols, 1, buf);
     struct owned kc0 = make(cache, hd, nkv, ctx, NULL), vc0 = make(cache, hd, nkv, ctx, NULL);
@@ -757,10 +754,11 @@ static void check_attn_block(enum ty_type type, enum ty_type cache, int64_t cols
             struct ty_tensor q3 = ty__tensor_reshape(&qkv[v][0].t, hd, nh, cols, 1);
             struct ty_tensor k3 = ty__tensor_reshape(&qkv[v][1].t, hd, nkv, cols, 1);
             struct ty_tensor v3 = ty__tensor_reshape(&qkv[v][2].t, hd, nkv, cols, 1);
-            struct ty_attn_input in = {&qkv[v][0].t, &qkv[v][1].t, &qkv[v][2].t, &q3,     &k3,     &w[0].t, &w[1].t,
-                                       &w[2].t,      &b[0].t,      &b[1].t,      &b[2].t, &x[v].t, &nw.t,   NULL,
-                                       NULL,         1e-6f,        &po.t,        &rope,   &xn[v].t};
-            if (head_norm) in.q_norm = &qn.t, in.k_norm = &kn.t;
+            struct ty_attn_input in = {&qkv[v][0].t, &qkv[v][1].t, &qkv[v][2].t, &q3,       &k3,
+                                       &f.w[0].t,    &f.w[1].t,    &f.w[2].t,    &f.b[0].t, &f.b[1].t,
+                                       &f.b[2].t,    &x[v].t,      &f.nw.t,      NULL,      NULL,
+                                       1e-6f,        &f.po.t,      &f.rope,      &xn[v].t};
+            if (head_norm) in.q_norm = &f.qn.t, in.k_norm = &f.kn.t;
             struct ty_tensor k_new = ty__tensor_slice(&kc[v].t, 2, pos0, cols);
             struct ty_tensor v_new = ty__tensor_slice(&vc[v].t, 2, pos0, cols);
             struct ty_tensor k_all = ty__tensor_slice(&kc[v].t, 2, 0, pos0 + cols);
@@ -788,8 +786,8 @@ static void check_attn_block(enum ty_type type, enum ty_type cache, int64_t cols
             for (int i = 0; i < 3; i++) drop(&qkv[v][i]);
         }
     }
-    for (int i = 0; i < 3; i++) drop(&w[i]), drop(&b[i]);
-    drop(&wo), drop(&nw), drop(&qn), drop(&kn), drop(&po), drop(&x0), drop(&kc0), drop(&vc0);
+    attn_in_drop(&f);
+    drop(&wo), drop(&x0), drop(&kc0), drop(&vc0);
     ty_free(buf);
 }
 

@@ -1,9 +1,9 @@
 /*
  * cpu.c - the fast CPU backend ("cpu"): the reference backend (cpu-ref.c) with the matrix products, where a forward
  * pass spends its time, done by the SIMD kernel library (simd/simd.h) on the dispatch path TY_CPU_ISA names (else
- * the best this CPU has), attention done flash style (cpu-attn.c), and the fusions of backend.h version 3
- * (weight_prepare, matmul_multi, matmul_swiglu). Every other op is the reference's own function, shared through its
- * table.
+ * the best this CPU has), attention done flash style (cpu-attn.c), and the fusions of backend.h versions 3 to 5
+ * (weight_prepare, matmul_multi, matmul_swiglu; attn_input, ffn_input; attn_block, ffn). Every other op is the
+ * reference's own function, shared through its table.
  *
  * Weights. weight_prepare copies each weight matrix once, at load, into memory on transparent huge pages, repacked
  * into 16-row panels (ty__pack, the layout the fastest kernels read) where the dispatch path has panel kernels for the
@@ -46,6 +46,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 /* Rows per work unit of the split among threads: a packed panel. */
 #define UNIT_ROWS TY_PACK_ROWS
@@ -610,22 +611,22 @@ static void read_ahead(struct cpu_fast *c, const struct mm_task *t, const void *
     }
 }
 
-size_t ty__cpu_read_ahead_handed(const struct ty_backend *be) {
+/* The size_t counter at byte `offset` of the fast backend's state, read under its lock; 0 for other backends. */
+static size_t read_counter(const struct ty_backend *be, size_t offset) {
     if (be->iface != &cpu_iface) return 0;
-    const struct cpu_fast *c = be->ctx;
-    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
-    size_t n = c->handed;
-    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    struct cpu_fast *c = be->ctx;
+    pthread_mutex_lock(&c->mu);
+    size_t n = *(const size_t *)((const char *)c + offset);
+    pthread_mutex_unlock(&c->mu);
     return n;
 }
 
+size_t ty__cpu_read_ahead_handed(const struct ty_backend *be) {
+    return read_counter(be, offsetof(struct cpu_fast, handed));
+}
+
 size_t ty__cpu_chained_calls(const struct ty_backend *be) {
-    if (be->iface != &cpu_iface) return 0;
-    const struct cpu_fast *c = be->ctx;
-    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
-    size_t n = c->chained;
-    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
-    return n;
+    return read_counter(be, offsetof(struct cpu_fast, chained));
 }
 
 /* The pool's idle hook: worker ith reads ahead the range it was handed, a cache line at a time, until a task comes. */
