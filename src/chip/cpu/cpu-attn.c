@@ -468,7 +468,7 @@ static void attention_units(void *arg, int ith, int nth) {
 static int64_t take_fused_unit(struct attn_task *a, int ith, int nth) {
     int64_t lo, hi;
     ty__split_range(a->n_units, ith, nth, &lo, &hi);
-    const unsigned long long own = (hi - lo == 64 ? ~0ull : (1ull << (hi - lo)) - 1) << lo;
+    const unsigned long long own = hi == lo ? 0 : (hi - lo == 64 ? ~0ull : (1ull << (hi - lo)) - 1) << lo;
     for (;;) {
         const unsigned long long left = atomic_load_explicit(&a->free_units, memory_order_relaxed);
         if (!left) return -1;

@@ -878,10 +878,9 @@ struct chain {
     struct mm_task *first;  /* the first product, its takes counted into `done` */
     struct mm_task *second; /* the last product, of the phase before's output, into the residual */
     atomic_llong done;
-    /* attn_block: the layer's attention input and output, and the RoPE angles of the batch */
+    /* attn_block: the layer's attention input and output (the batch's RoPE angles: c->angles) */
     const struct ty_attn_input *in;
     const struct ty_attn_output *out;
-    const struct angles *angles;
 };
 
 static void *thread_scratch(const struct cpu_fast *c, int ith) {
@@ -915,10 +914,11 @@ static void attn_unit(void *arg, int64_t g, int64_t c0, int64_t c1) {
     const struct chain *ch = arg;
     const struct ty_attn_input *in = ch->in;
     const struct ty_attn_output *out = ch->out;
+    const struct angles *an = &ch->c->angles;
     const int64_t group = in->q3->ne[1] / in->k3->ne[1];
     for (int64_t c = c0; c < c1; c++) {
-        for (int64_t h = g * group; h < (g + 1) * group; h++) head_step(in, ch->angles, false, h, c);
-        head_step(in, ch->angles, true, g, c);
+        for (int64_t h = g * group; h < (g + 1) * group; h++) head_step(in, an, false, h, c);
+        head_step(in, an, true, g, c);
         ty__cpu_convert_row(out->k_new->type, ty__tensor_row(out->k, g, c, 0), ty__tensor_row(out->k_new, g, c, 0),
                             out->k->ne[0]);
         ty__cpu_convert_row(out->v_new->type, ty__tensor_row(out->v, g, c, 0), ty__tensor_row(out->v_new, g, c, 0),
@@ -940,7 +940,7 @@ static enum ty_status run_ffn(struct ty_backend *be, const struct ty_ffn *f) {
     const struct ty_tensor *d1[2] = {f->gate, f->up}, *w1[2] = {f->w_gate, f->w_up};
     const struct fusion fu = {f->norm, f->eps, NULL};
     struct mm_task first, second;
-    struct chain ch = {c, &first, &second, 0, NULL, NULL, NULL};
+    struct chain ch = {c, &first, &second, 0, NULL, NULL};
     TY_TRY(mm_prepare(be, &first, MM_FIRST, &c->act, c->shares, 2, d1, w1, f->x, NULL, true, &fu, NULL));
     TY_TRY(mm_prepare(be, &second, MM_SECOND, &c->act2, c->shares + c->n_threads, 1, &f->proj, &f->w_down, f->gate,
                       NULL, false, NULL, NULL));
@@ -972,7 +972,7 @@ static enum ty_status run_attn_block(struct ty_backend *be, const struct ty_attn
     const struct ty_tensor *b1[3] = {in->bq, in->bk, in->bv}, att2 = ty__attn_output_flat(out);
     const struct fusion fu = {in->norm, in->eps, NULL}; /* no heads: those are the attention units' (attn_unit) */
     struct mm_task first, second;
-    struct chain ch = {c, &first, &second, 0, in, out, &c->angles};
+    struct chain ch = {c, &first, &second, 0, in, out};
     TY_TRY(mm_prepare(be, &first, MM_FIRST, &c->act, c->shares, 3, d1, w1, in->x, b1, false, &fu, NULL));
     TY_TRY(mm_prepare(be, &second, MM_SECOND, &c->act2, c->shares + c->n_threads, 1, &out->proj, &out->wo, &att2, NULL,
                       false, NULL, NULL));
