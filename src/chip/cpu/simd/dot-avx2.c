@@ -66,13 +66,27 @@ INLINE AVX2 __m256i nibbles32(const uint8_t *qs) {
 }
 
 /* Bit j of a 32-bit word as 16 in byte j (the fifth bit of a 5-bit level). */
-INLINE AVX2 __m256i fifth_bits(uint32_t qh) {
+INLINE AVX2 __m256i fifth_bits_of(__m256i word) { /* the word in every dword */
     const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
                                           3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x(0x8040201008040201ll);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf);
+    __m256i v = _mm256_shuffle_epi8(word, shuf);
     v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
     return _mm256_and_si256(v, _mm256_set1_epi8(16));
+}
+INLINE AVX2 __m256i fifth_bits(uint32_t qh) {
+    return fifth_bits_of(_mm256_set1_epi32((int)qh));
+}
+/* The same for the word at p, broadcast straight from memory (a load, no shuffle: the panels' inner loops). */
+INLINE AVX2 __m256i fifth_bits_at(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    __m256i w = _mm256_castps_si256(_mm256_broadcast_ss(&f));
+    /* dword d takes bits 4d..4d+3 down to 0..3, then one multiply spreads bit j to bit 4 of byte j (the four shifted
+     * copies never overlap, so no carries) */
+    w = _mm256_srlv_epi32(w, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    w = _mm256_mullo_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(0x02040810));
+    return _mm256_and_si256(w, _mm256_set1_epi8(16));
 }
 
 /* ==== Activation quantisers (bit for bit the scalar ones) ==== */
@@ -394,19 +408,29 @@ INLINE AVX2 void panel_q45(const struct ty_pack_layout *l, int64_t nb, const uin
                 i[h] = _mm256_add_epi32(i[h], mul_sum_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xb, q)));
             }
         }
+        /* 4/5-bit levels: the pair sums of vpmaddubsw (at most 2 x 31 x 127) add up in int16 over the block, or over
+         * half of it for 5 bits, before one vpmaddwd widens them: about half the multiplies of widening each */
+        __m256i w16[2][2] = {{_mm256_setzero_si256(), _mm256_setzero_si256()},
+                             {_mm256_setzero_si256(), _mm256_setzero_si256()}};
         for (int c = 0; c < 4 && l->bits != 8; c++) {
             __m256i q0 = _mm256_set1_epi32(load_i32(x + 4 * c)), q1 = _mm256_set1_epi32(load_i32(x + 16 + 4 * c));
-            uint64_t m0 = 0, m1 = 0;
-            if (l->five) memcpy(&m0, p + l->off_qh + 8 * c, 8), memcpy(&m1, p + l->off_qh + 8 * (c + 4), 8);
             for (int h = 0; h < 2; h++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(p + l->off_qs + 64 * c + 32 * h));
                 __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
                 if (l->five) {
-                    lo = _mm256_or_si256(lo, fifth_bits((uint32_t)(m0 >> (32 * h))));
-                    hi = _mm256_or_si256(hi, fifth_bits((uint32_t)(m1 >> (32 * h))));
+                    lo = _mm256_or_si256(lo, fifth_bits_at(p + l->off_qh + 8 * c + 4 * h));
+                    hi = _mm256_or_si256(hi, fifth_bits_at(p + l->off_qh + 8 * (c + 4) + 4 * h));
                 }
-                i[h] = _mm256_add_epi32(i[h], _mm256_add_epi32(mul_sum_u8s8(lo, q0), mul_sum_u8s8(hi, q1)));
+                __m256i *sum = &w16[h][l->five ? c / 2 : 0];
+                *sum = _mm256_add_epi16(*sum,
+                                        _mm256_add_epi16(_mm256_maddubs_epi16(lo, q0), _mm256_maddubs_epi16(hi, q1)));
             }
+        }
+        for (int h = 0; h < 2 && l->bits != 8; h++) {
+            __m256i w = l->five ? _mm256_add_epi32(_mm256_madd_epi16(w16[h][0], _mm256_set1_epi16(1)),
+                                                   _mm256_madd_epi16(w16[h][1], _mm256_set1_epi16(1)))
+                                : _mm256_madd_epi16(w16[h][0], _mm256_set1_epi16(1));
+            i[h] = _mm256_add_epi32(i[h], w);
         }
         __m256 dx = _mm256_set1_ps(a.d[b]);
         for (int h = 0; h < 2; h++) {
@@ -444,6 +468,236 @@ PACKED_GEMV(gemv_packed_q4_1, TY_TYPE_Q4_1)
 PACKED_GEMV(gemv_packed_q5_0, TY_TYPE_Q5_0)
 PACKED_GEMV(gemv_packed_q5_1, TY_TYPE_Q5_1)
 PACKED_GEMV(gemv_packed_q8_0, TY_TYPE_Q8_0)
+
+/* ==== Packed K-quant panels (pack.c): 16 rows as two halves of 8, one column ====
+ * A half's sub-block (Q4_K, Q5_K: 32 elements; Q6_K: 16) is a few vpmaddubsw per step against broadcast activation
+ * quads whose int16 pair sums add up as far as they cannot overflow (Q4_K's whole sub-block, 8 x 2 x 15 x 127;
+ * Q5_K's and Q6_K's halves of it), then one vpmaddwd by the rows' scales (each row's scale in both words of its dword)
+ * gives sub-block sums times scales, exact in int32 as on the other paths. */
+
+/* vpshufb selectors within each 128-bit lane: byte k of every dword into both of its words, zero-extended. */
+INLINE AVX2 __m256i dword_byte_twice(int k) {
+    const __m256i offs =
+        _mm256_setr_epi32(0, 0x00040004, 0x00080008, 0x000c000c, 0, 0x00040004, 0x00080008, 0x000c000c);
+    return _mm256_add_epi32(_mm256_set1_epi32((int)(0x80008000u | (unsigned)k | (unsigned)k << 16)), offs);
+}
+
+INLINE AVX2 void panel_qk(bool five, const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p,
+                          const struct ty_block_q8_K *y, float *out, int rv) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), m6 = _mm256_set1_epi8(0x3f), m2h = _mm256_set1_epi8(0x30);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nsb; b++, p += l->bp) {
+        __m256i s_lo[2], s_hi[2], m_lo[2], m_hi[2], A[2], B[2];
+        for (int h = 0; h < 2; h++) { /* byte j of dword r: the 6-bit scale (minimum) of sub-block j (4 + j) */
+            __m256i W0 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 32 * h));
+            __m256i W1 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 64 + 32 * h));
+            __m256i W2 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 128 + 32 * h));
+            s_lo[h] = _mm256_and_si256(W0, m6), m_lo[h] = _mm256_and_si256(W1, m6);
+            s_hi[h] = _mm256_or_si256(_mm256_and_si256(W2, low4), _mm256_and_si256(_mm256_srli_epi32(W0, 2), m2h));
+            m_hi[h] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(W2, 4), low4),
+                                      _mm256_and_si256(_mm256_srli_epi32(W1, 2), m2h));
+            A[h] = B[h] = _mm256_setzero_si256();
+        }
+        for (int j = 0; j < 8; j++) {
+            const int8_t *x = y[b].qs + 32 * j;
+            const uint8_t *grp = p + l->off_grp + l->gb * j;
+            const __m256i sel = dword_byte_twice(j % 4);
+            __m256i xl[4], xh[4];
+            for (int c = 0; c < 4; c++)
+                xl[c] = _mm256_set1_epi32(load_i32(x + 4 * c)), xh[c] = _mm256_set1_epi32(load_i32(x + 16 + 4 * c));
+            const __m256i bs = _mm256_set1_epi32(load_i32(y[b].bsums + 2 * j));
+            for (int h = 0; h < 2; h++) {
+                __m256i w16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+                for (int c = 0; c < 4; c++) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * c + 32 * h));
+                    __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                    if (five) {
+                        lo = _mm256_or_si256(lo, fifth_bits_at(grp + 8 * c + 4 * h));
+                        hi = _mm256_or_si256(hi, fifth_bits_at(grp + 8 * (c + 4) + 4 * h));
+                    }
+                    __m256i *sum = &w16[five ? c / 2 : 0];
+                    *sum = _mm256_add_epi16(
+                        *sum, _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl[c]), _mm256_maddubs_epi16(hi, xh[c])));
+                }
+                const __m256i sc = _mm256_shuffle_epi8(j < 4 ? s_lo[h] : s_hi[h], sel);
+                __m256i d = _mm256_madd_epi16(w16[0], sc);
+                if (five) d = _mm256_add_epi32(d, _mm256_madd_epi16(w16[1], sc));
+                A[h] = _mm256_add_epi32(A[h], d);
+                /* the minimum, twice, against the activation's two sums of 16 of this sub-block */
+                B[h] =
+                    _mm256_add_epi32(B[h], _mm256_madd_epi16(_mm256_shuffle_epi8(j < 4 ? m_lo[h] : m_hi[h], sel), bs));
+            }
+        }
+        const __m256 dx = _mm256_set1_ps(y[b].d);
+        for (int h = 0; h < 2; h++) {
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
+            __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + l->off_dmin + 16 * h)));
+            __m256 t = _mm256_fmsub_ps(_mm256_cvtepi32_ps(A[h]), dw, _mm256_mul_ps(_mm256_cvtepi32_ps(B[h]), dm));
+            acc[h] = _mm256_fmadd_ps(t, dx, acc[h]);
+        }
+    }
+    float t[16];
+    _mm256_storeu_ps(t, acc[0]), _mm256_storeu_ps(t + 8, acc[1]);
+    memcpy(out, t, (size_t)rv * sizeof(float));
+}
+
+/* Q6_K: levels + 32 in six bits (four in the nibbles, two in qh); the + 32 enters each sub-block as -32 times its
+ * activation sum, taken off once per super-block (each row's scale pair against the two sums of a group). */
+INLINE AVX2 void panel_q6k(const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p,
+                           const struct ty_block_q8_K *y, float *out, int rv) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    const __m256i first = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5,
+                                           8, 9, 8, 9, 12, 13, 12, 13);
+    const __m256i second = _mm256_add_epi8(first, _mm256_set1_epi8(2));
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nsb; b++, p += l->bp) {
+        __m256i A[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, O[2] = {A[0], A[1]};
+        for (int g = 0; g < 8; g++) {
+            const int8_t *x = y[b].qs + 32 * g;
+            const uint8_t *grp = p + l->off_grp + l->gb * g;
+            __m256i xl[4], xh[4];
+            for (int c = 0; c < 4; c++)
+                xl[c] = _mm256_set1_epi32(load_i32(x + 4 * c)), xh[c] = _mm256_set1_epi32(load_i32(x + 16 + 4 * c));
+            const __m256i bs = _mm256_set1_epi32(load_i32(y[b].bsums + 2 * g));
+            for (int h = 0; h < 2; h++) {
+                const __m256i H0 = _mm256_loadu_si256((const __m256i *)(grp + 32 * h));
+                const __m256i H1 = _mm256_loadu_si256((const __m256i *)(grp + 64 + 32 * h));
+                __m256i w16[4];
+                for (int c = 0; c < 4; c++) {
+                    __m256i t = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * c + 32 * h));
+                    /* bits 2c..2c+1 of each qh byte to bits 4..5 (16-bit shifts: what crosses a byte is masked off) */
+                    __m256i h0 = c == 0   ? _mm256_slli_epi16(H0, 4)
+                                 : c == 1 ? _mm256_slli_epi16(H0, 2)
+                                 : c == 2 ? H0
+                                          : _mm256_srli_epi16(H0, 2);
+                    __m256i h1 = c == 0   ? _mm256_slli_epi16(H1, 4)
+                                 : c == 1 ? _mm256_slli_epi16(H1, 2)
+                                 : c == 2 ? H1
+                                          : _mm256_srli_epi16(H1, 2);
+                    __m256i lo = _mm256_or_si256(_mm256_and_si256(t, low4), _mm256_and_si256(h0, m30));
+                    __m256i hi =
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(t, 4), low4), _mm256_and_si256(h1, m30));
+                    __m256i pl = _mm256_maddubs_epi16(lo, xl[c]), ph = _mm256_maddubs_epi16(hi, xh[c]);
+                    if (c % 2)
+                        w16[c / 2] = _mm256_add_epi16(w16[c / 2], pl),
+                                w16[2 + c / 2] = _mm256_add_epi16(w16[2 + c / 2], ph);
+                    else
+                        w16[c / 2] = pl, w16[2 + c / 2] = ph;
+                }
+                /* row r's scales of sub-blocks 2g and 2g + 1 as the two words of dword r */
+                const __m256i sp =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + l->off_sc + 32 * g + 16 * h)));
+                const __m256i sc0 = _mm256_shuffle_epi8(sp, first), sc1 = _mm256_shuffle_epi8(sp, second);
+                __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(w16[0], sc0), _mm256_madd_epi16(w16[1], sc0));
+                __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(w16[2], sc1), _mm256_madd_epi16(w16[3], sc1));
+                A[h] = _mm256_add_epi32(A[h], _mm256_add_epi32(d0, d1));
+                O[h] = _mm256_add_epi32(O[h], _mm256_madd_epi16(sp, bs));
+            }
+        }
+        const __m256 dx = _mm256_set1_ps(y[b].d);
+        for (int h = 0; h < 2; h++) {
+            __m256i a = _mm256_sub_epi32(A[h], _mm256_slli_epi32(O[h], 5));
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
+            acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(dw, dx), acc[h]);
+        }
+    }
+    float t[16];
+    _mm256_storeu_ps(t, acc[0]), _mm256_storeu_ps(t + 8, acc[1]);
+    memcpy(out, t, (size_t)rv * sizeof(float));
+}
+
+INLINE AVX2 void gemv_packed_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                               const void *xq, float *out) {
+    struct ty_pack_k_layout l;
+    ty__pack_k_layout(type, &l);
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        if (type == TY_TYPE_Q6_K)
+            panel_q6k(&l, n / TY_QK_K, p, xq, out + r, rv);
+        else
+            panel_qk(type == TY_TYPE_Q5_K, &l, n / TY_QK_K, p, xq, out + r, rv);
+    }
+}
+
+/* ==== Packed float panels (pack.c): step k is element k of 16 rows ====
+ * One FMA per 8 rows and step against a broadcast activation; four steps in flight (8 accumulators) to cover the FMA
+ * latency. BF16 steps are one 32-byte load: the even rows are the low halves of its dwords shifted up, the odd rows
+ * the high halves masked, interleaved back at the end. */
+
+INLINE AVX2 void panel_float(enum fkind k, int64_t n, const uint8_t *p, const float *x, float *out, int rv) {
+    const size_t step = k == FK_F32 ? 64 : 32;
+    const __m256i hi16 = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 acc[4][2];
+    for (int u = 0; u < 4; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+            const uint8_t *q = p + (size_t)(i + u) * step;
+            __m256 xv = _mm256_broadcast_ss(x + i + u), w0, w1;
+            if (k == FK_F32) {
+                w0 = _mm256_loadu_ps((const float *)q), w1 = _mm256_loadu_ps((const float *)q + 8);
+            } else if (k == FK_F16) {
+                w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)q));
+                w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + 16)));
+            } else {
+                __m256i v = _mm256_loadu_si256((const __m256i *)q);
+                w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), w1 = _mm256_castsi256_ps(_mm256_and_si256(v, hi16));
+            }
+            acc[u][0] = _mm256_fmadd_ps(w0, xv, acc[u][0]), acc[u][1] = _mm256_fmadd_ps(w1, xv, acc[u][1]);
+        }
+    for (; i < n; i++) {
+        const uint8_t *q = p + (size_t)i * step;
+        __m256 xv = _mm256_broadcast_ss(x + i), w0, w1;
+        if (k == FK_F32) {
+            w0 = _mm256_loadu_ps((const float *)q), w1 = _mm256_loadu_ps((const float *)q + 8);
+        } else if (k == FK_F16) {
+            w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)q));
+            w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + 16)));
+        } else {
+            __m256i v = _mm256_loadu_si256((const __m256i *)q);
+            w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), w1 = _mm256_castsi256_ps(_mm256_and_si256(v, hi16));
+        }
+        acc[0][0] = _mm256_fmadd_ps(w0, xv, acc[0][0]), acc[0][1] = _mm256_fmadd_ps(w1, xv, acc[0][1]);
+    }
+    __m256 a0 = _mm256_add_ps(_mm256_add_ps(acc[0][0], acc[1][0]), _mm256_add_ps(acc[2][0], acc[3][0]));
+    __m256 a1 = _mm256_add_ps(_mm256_add_ps(acc[0][1], acc[1][1]), _mm256_add_ps(acc[2][1], acc[3][1]));
+    if (k == FK_BF16) { /* a0: rows 0, 2, ..., 14; a1: rows 1, 3, ..., 15 */
+        __m256 lo = _mm256_unpacklo_ps(a0, a1), hi = _mm256_unpackhi_ps(a0, a1);
+        a0 = _mm256_permute2f128_ps(lo, hi, 0x20), a1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+    }
+    float t[16];
+    _mm256_storeu_ps(t, a0), _mm256_storeu_ps(t + 8, a1);
+    memcpy(out, t, (size_t)rv * sizeof(float));
+}
+
+INLINE AVX2 void gemv_packed_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                                   const void *xq, float *out) {
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        panel_float(k, n, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, xq, out + r, rv);
+    }
+}
+
+static AVX2 void gemv_packed_q4_K(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
+    gemv_packed_k(TY_TYPE_Q4_K, n, rows, w, ps, xq, out);
+}
+static AVX2 void gemv_packed_q5_K(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
+    gemv_packed_k(TY_TYPE_Q5_K, n, rows, w, ps, xq, out);
+}
+static AVX2 void gemv_packed_q6_K(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
+    gemv_packed_k(TY_TYPE_Q6_K, n, rows, w, ps, xq, out);
+}
+static AVX2 void gemv_packed_f32(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
+    gemv_packed_float(FK_F32, n, rows, w, ps, xq, out);
+}
+static AVX2 void gemv_packed_f16(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
+    gemv_packed_float(FK_F16, n, rows, w, ps, xq, out);
+}
+static AVX2 void gemv_packed_bf16(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
+    gemv_packed_float(FK_BF16, n, rows, w, ps, xq, out);
+}
 
 /* ==== Gemm micro-kernels: 8 rows (one vector) ==== */
 
@@ -548,6 +802,12 @@ TY_GEMM_PANEL_FN_EX(gemm_packed_q4_1, impl_s16, TY_TYPE_Q4_1, TY_ACT_Q8, true)
 TY_GEMM_PANEL_FN_EX(gemm_packed_q5_0, impl_s16, TY_TYPE_Q5_0, TY_ACT_Q8, true)
 TY_GEMM_PANEL_FN_EX(gemm_packed_q5_1, impl_s16, TY_TYPE_Q5_1, TY_ACT_Q8, true)
 TY_GEMM_PANEL_FN_EX(gemm_packed_q8_0, impl_s16, TY_TYPE_Q8_0, TY_ACT_Q8, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q4_K, impl_s16, TY_TYPE_Q4_K, TY_ACT_Q8_K, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q5_K, impl_s16, TY_TYPE_Q5_K, TY_ACT_Q8_K, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_q6_K, impl_s16, TY_TYPE_Q6_K, TY_ACT_Q8_K, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_f32, impl_f32, TY_TYPE_F32, TY_ACT_F32, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_f16, impl_f32, TY_TYPE_F16, TY_ACT_F32, true)
+TY_GEMM_PANEL_FN_EX(gemm_packed_bf16, impl_f32, TY_TYPE_BF16, TY_ACT_F32, true)
 
 /* ==== Table ==== */
 
@@ -578,6 +838,12 @@ void ty__simd_fill_avx2(struct ty_simd *s) {
     s->t[TY_TYPE_Q5_0].gemv_packed = gemv_packed_q5_0, s->t[TY_TYPE_Q5_0].gemm_packed = gemm_packed_q5_0;
     s->t[TY_TYPE_Q5_1].gemv_packed = gemv_packed_q5_1, s->t[TY_TYPE_Q5_1].gemm_packed = gemm_packed_q5_1;
     s->t[TY_TYPE_Q8_0].gemv_packed = gemv_packed_q8_0, s->t[TY_TYPE_Q8_0].gemm_packed = gemm_packed_q8_0;
+    s->t[TY_TYPE_Q4_K].gemv_packed = gemv_packed_q4_K, s->t[TY_TYPE_Q4_K].gemm_packed = gemm_packed_q4_K;
+    s->t[TY_TYPE_Q5_K].gemv_packed = gemv_packed_q5_K, s->t[TY_TYPE_Q5_K].gemm_packed = gemm_packed_q5_K;
+    s->t[TY_TYPE_Q6_K].gemv_packed = gemv_packed_q6_K, s->t[TY_TYPE_Q6_K].gemm_packed = gemm_packed_q6_K;
+    s->t[TY_TYPE_F32].gemv_packed = gemv_packed_f32, s->t[TY_TYPE_F32].gemm_packed = gemm_packed_f32;
+    s->t[TY_TYPE_F16].gemv_packed = gemv_packed_f16, s->t[TY_TYPE_F16].gemm_packed = gemm_packed_f16;
+    s->t[TY_TYPE_BF16].gemv_packed = gemv_packed_bf16, s->t[TY_TYPE_BF16].gemm_packed = gemm_packed_bf16;
     for (int t = 0; t < TY_TYPE_COUNT; t++) s->t[t].gemm_packed_direct = false; /* the panel driver repacks */
 }
 
