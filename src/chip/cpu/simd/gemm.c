@@ -267,12 +267,17 @@ static void unpack_levels_packed(enum ty_type type, const void *w, size_t panel_
 /* Elements [k0, k0 + kc) of row r of packed float panels as f32: element k of the panel's 16 rows is step k. */
 static void unpack_float_packed(enum ty_type type, const void *w, size_t panel_stride, int64_t r, int64_t k0,
                                 int64_t kc, float *out) {
-    const size_t es = type == TY_TYPE_F32 ? 4 : 2;
-    const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride + (size_t)(r % TY_PACK_ROWS) * es;
-    uint8_t e[4];
-    for (int64_t k = 0; k < kc; k++) {
-        memcpy(e, p + (size_t)(k0 + k) * TY_PACK_ROWS * es, es);
-        unpack_float(type, e, 0, 1, out + k);
+    const size_t es = type == TY_TYPE_F32 ? 4 : 2, step = TY_PACK_ROWS * es;
+    const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride +
+                       (size_t)(r % TY_PACK_ROWS) * es + (size_t)k0 * step;
+    for (int64_t k = 0; k < kc; k++, p += step) {
+        uint16_t h;
+        if (type == TY_TYPE_F32) {
+            memcpy(out + k, p, 4);
+            continue;
+        }
+        memcpy(&h, p, 2);
+        out[k] = type == TY_TYPE_F16 ? ty__f16_to_f32(h) : ty__bf16_to_f32(h);
     }
 }
 
