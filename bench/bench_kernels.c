@@ -489,13 +489,15 @@ int main(int argc, char **argv) {
         json_object_set_new(r, "int8_insn", json_string(roof[t].int8_insn));
         if (roof[t].bf16_insn) json_object_set_new(r, "bf16_insn", json_string(roof[t].bf16_insn));
         json_array_append_new(jroof, r);
-        if (!json)
+        if (!json) {
             printf("roofline %d thread%s (%s): read %.1f GB/s (mean %.1f, %zu MiB x %d), FMA %.0f GFLOP/s [%s], int "
-                   "dot %.0f GOP/s [%s]%s%.0f%s\n",
+                   "dot %.0f GOP/s [%s]",
                    roof[t].n_threads, roof[t].n_threads > 1 ? "s" : "", s->name, roof[t].mem_bw_gbs,
                    roof[t].mem_bw_mean_gbs, roof[t].mem_bytes >> 20, roof[t].mem_passes, roof[t].fma_gflops,
-                   roof[t].fma_insn, roof[t].int8_gops, roof[t].int8_insn, roof[t].bf16_insn ? ", bf16 dot " : "",
-                   roof[t].bf16_gflops, roof[t].bf16_insn ? " GFLOP/s" : "");
+                   roof[t].fma_insn, roof[t].int8_gops, roof[t].int8_insn);
+            if (roof[t].bf16_insn) printf(", bf16 dot %.0f GFLOP/s [%s]", roof[t].bf16_gflops, roof[t].bf16_insn);
+            printf("\n");
+        }
     }
     json_object_set_new(root, "roofline", jroof);
 

@@ -589,7 +589,8 @@ static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scrat
         CHECK_MSG((k->gemv_packed != NULL) == has && (k->gemm_packed != NULL) == has,
                   "%s %s: packed kernels where the path should (not) have them", s->name, ty_type_name(type));
         if (!has) continue;
-        if (!ty__pack_layout(type, &(struct ty_pack_layout){0})) CHECK(k->gemm_packed_direct == avx512(s));
+        if (!ty__pack_layout(type, &(struct ty_pack_layout){0}))
+            CHECK(k->gemm_packed_direct == (avx512(s) || !ty__pack_k_layout(type, &(struct ty_pack_k_layout){0})));
         size_t xs = ty__act_row_size(k->act, n);
         uint8_t *xq = ty__malloc_aligned(xs * (size_t)cols);
         float *x = malloc((size_t)n * sizeof(float));

@@ -116,19 +116,22 @@ static T_AVX512 double fma_avx512(int64_t iters) {
     return _mm512_reduce_add_ps(acc[0]);
 }
 
-/* vpmaddwd + vpaddd: the int16 gemm kernel of the AVX2 and AVX-512 (no VNNI) paths; 16 / 32 multiply-adds. The
- * product takes the accumulator as one operand: with loop-invariant operands a compiler could fold the whole loop
- * into one multiply (vpaddd of a constant is plain vector arithmetic to it). */
-static T_AVX2 double int16_avx2(int64_t iters) {
+/* vpmaddubsw + vpaddw: the AVX2 path's integer kernels (u8 weight levels x s8 activations, pair sums added in int16
+ * where they cannot overflow); 32 multiply-adds per instruction. The product takes the accumulator as one operand:
+ * with loop-invariant operands a compiler could fold the whole loop into one multiply. */
+static T_AVX2 double int8_avx2(int64_t iters) {
     __m256i acc[CHAINS];
-    EACH_CHAIN(c) acc[c] = _mm256_set1_epi32(c);
-    volatile short vb = -2;
-    __m256i b = _mm256_set1_epi16(vb);
-    for (int64_t i = 0; i < iters; i++) EACH_CHAIN(c) acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(acc[c], b));
-    _Pragma("GCC unroll 12") for (int c = 1; c < CHAINS; c++) acc[0] = _mm256_add_epi32(acc[0], acc[c]);
-    return _mm256_extract_epi32(acc[0], 0);
+    EACH_CHAIN(c) acc[c] = _mm256_set1_epi16((short)c);
+    volatile char vb = -2;
+    __m256i b = _mm256_set1_epi8(vb);
+    for (int64_t i = 0; i < iters; i++)
+        EACH_CHAIN(c) acc[c] = _mm256_add_epi16(acc[c], _mm256_maddubs_epi16(acc[c], b));
+    _Pragma("GCC unroll 12") for (int c = 1; c < CHAINS; c++) acc[0] = _mm256_add_epi16(acc[0], acc[c]);
+    return _mm256_extract_epi16(acc[0], 0);
 }
 
+/* vpmaddwd + vpaddd: the int16 gemm kernel of the AVX-512 (no VNNI) path; 32 multiply-adds. The product takes the
+ * accumulator as one operand, as above. */
 static T_AVX512 double int16_avx512(int64_t iters) {
     __m512i acc[CHAINS];
     EACH_CHAIN(c) acc[c] = _mm512_set1_epi32(c);
@@ -222,14 +225,14 @@ static struct kernels kernels_for(enum ty_cpu_isa isa) {
     case TY_CPU_ISA_AVX2:
         k = (struct kernels){read_avx2,
                              fma_avx2,
-                             int16_avx2,
+                             int8_avx2,
                              NULL,
                              16,
-                             32,
+                             64,
                              0,
                              "vmovdqa ymm",
                              "vfmadd231ps ymm",
-                             "vpmaddwd + vpaddd ymm (int16)",
+                             "vpmaddubsw + vpaddw ymm (u8 x s8)",
                              NULL};
         break;
     case TY_CPU_ISA_AVX512:

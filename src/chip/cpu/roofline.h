@@ -32,7 +32,7 @@ struct ty_roofline {
     double bf16_gflops;     /* vdpbf16ps peak; 0 where the path has no bf16 dot product */
     const char *mem_insn;   /* the load that streamed the buffer, e.g. "vmovdqu64 zmm" */
     const char *fma_insn;   /* e.g. "vfmadd231ps zmm" */
-    const char *int8_insn;  /* e.g. "vpdpbusd zmm" (u8 x s8); "vpmaddwd zmm" (s16 x s16) without VNNI */
+    const char *int8_insn;  /* e.g. "vpdpbusd zmm" (u8 x s8); "vpmaddwd zmm" (s16 x s16) on AVX-512 without VNNI */
     const char *bf16_insn;  /* "vdpbf16ps zmm" or NULL */
 };
 

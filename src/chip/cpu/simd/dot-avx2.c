@@ -390,62 +390,108 @@ static AVX2 void gemv_q6_K(int64_t n, int64_t rows, const void *w, size_t ws, co
     for (; r < rows; r++) rows_q6_K(1, n, p + r * ws, ws, xq, out + r);
 }
 
-/* ==== Packed 4/5-bit panels (pack.c): 16 rows as two halves of 8 ==== */
+/* ==== Packed 32-element panels (pack.c): 16 rows as two halves of 8, for NC columns ====
+ * gemv is one column; gemm (direct on the panels) shares each half block's unpacked levels among NC columns, and
+ * gives every column the same operations in the same order as gemv, so the same bits. */
 
-INLINE AVX2 void panel_q45(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, struct ty_q8_act a, float *out,
-                           int rv) {
+/* Half h of one packed block against NC columns (x[c]: the column's 32 levels of the block): isum[c] (each row's
+ * start, the offset correction) plus the rows' integer dots. 4/5-bit levels: the pair sums of vpmaddubsw (at most
+ * 2 x 31 x 127) add up in int16 over the block, or over half of it for 5 bits, before one vpmaddwd widens them: about
+ * half the multiplies of widening each. Q8_0: signed levels again, the sign moved onto x. */
+INLINE AVX2 void q32_half(int NC, const struct ty_pack_layout *l, const uint8_t *pb, int h, const int8_t *const *x,
+                          __m256i *isum) {
+    if (l->bits == 8) {
+        for (int st = 0; st < 8; st++) {
+            __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * st + 32 * h)),
+                                         _mm256_set1_epi8((char)0x80));
+            __m256i qa = _mm256_sign_epi8(q, q);
+            for (int c = 0; c < NC; c++) {
+                __m256i xb = _mm256_set1_epi32(load_i32(x[c] + 4 * st));
+                isum[c] = _mm256_add_epi32(isum[c], mul_sum_u8s8(qa, _mm256_sign_epi8(xb, q)));
+            }
+        }
+        return;
+    }
     const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const int piece = l->five ? 2 : 4; /* chunks whose pair sums add up in int16 */
+    for (int k0 = 0; k0 < 4; k0 += piece) {
+        __m256i w16[4];
+        for (int c = 0; c < NC; c++) w16[c] = _mm256_setzero_si256();
+        for (int k = k0; k < k0 + piece; k++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * k + 32 * h));
+            __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+            if (l->five) {
+                lo = _mm256_or_si256(lo, fifth_bits_at(pb + l->off_qh + 8 * k + 4 * h));
+                hi = _mm256_or_si256(hi, fifth_bits_at(pb + l->off_qh + 8 * (k + 4) + 4 * h));
+            }
+            for (int c = 0; c < NC; c++) {
+                __m256i q0 = _mm256_set1_epi32(load_i32(x[c] + 4 * k)),
+                        q1 = _mm256_set1_epi32(load_i32(x[c] + 16 + 4 * k));
+                w16[c] = _mm256_add_epi16(w16[c],
+                                          _mm256_add_epi16(_mm256_maddubs_epi16(lo, q0), _mm256_maddubs_epi16(hi, q1)));
+            }
+        }
+        for (int c = 0; c < NC; c++)
+            isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(w16[c], _mm256_set1_epi16(1)));
+    }
+}
+
+/* The offset correction a row's integer dot starts from: -offset x the block's activation sum (symmetric types). */
+INLINE AVX2 __m256i q32_start(const struct ty_pack_layout *l, int32_t sum) {
+    return l->affine || l->bits == 8 ? _mm256_setzero_si256() : _mm256_set1_epi32(-l->offset * sum);
+}
+
+/* A half block's float step for one column: its dot times scale x dx, and for affine types minimum x dx x sum. */
+INLINE AVX2 void q32_half_float(const struct ty_pack_layout *l, const uint8_t *pb, int h, __m256i isum, float dx,
+                                int32_t sum, __m256 *acc, __m256 *accm) {
+    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pb + 16 * h)));
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), *acc);
+    if (l->affine) {
+        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pb + l->off_m + 16 * h)));
+        *accm = _mm256_fmadd_ps(m, _mm256_set1_ps(dx * (float)sum), *accm);
+    }
+}
+
+/* Rows 8h.. of a panel (rv valid in the whole panel) from a half's sums. */
+INLINE AVX2 void store_half(float *out, int h, int rv, __m256 acc, __m256 accm) {
+    int n = rv - 8 * h < 8 ? rv - 8 * h : 8;
+    if (n <= 0) return;
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_add_ps(acc, accm));
+    memcpy(out + 8 * h, t, (size_t)n * sizeof(float));
+}
+
+/* One column, both halves of each block in turn (one pass over the panel: decode streams it once). */
+INLINE AVX2 void panel_q32(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, struct ty_q8_act a, float *out,
+                           int rv) {
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, accm[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
         const int8_t *x = a.qs + 32 * b;
-        __m256i corr = l->affine || l->bits == 8 ? _mm256_setzero_si256() : _mm256_set1_epi32(-l->offset * a.sum[b]);
-        __m256i i[2] = {corr, corr};
-        for (int st = 0; st < 8 && l->bits == 8; st++) { /* Q8_0: signed levels again, the sign moved onto x */
-            __m256i xb = _mm256_set1_epi32(load_i32(x + 4 * st));
-            for (int h = 0; h < 2; h++) {
-                __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + l->off_qs + 64 * st + 32 * h)),
-                                             _mm256_set1_epi8((char)0x80));
-                i[h] = _mm256_add_epi32(i[h], mul_sum_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xb, q)));
-            }
-        }
-        /* 4/5-bit levels: the pair sums of vpmaddubsw (at most 2 x 31 x 127) add up in int16 over the block, or over
-         * half of it for 5 bits, before one vpmaddwd widens them: about half the multiplies of widening each */
-        __m256i w16[2][2] = {{_mm256_setzero_si256(), _mm256_setzero_si256()},
-                             {_mm256_setzero_si256(), _mm256_setzero_si256()}};
-        for (int c = 0; c < 4 && l->bits != 8; c++) {
-            __m256i q0 = _mm256_set1_epi32(load_i32(x + 4 * c)), q1 = _mm256_set1_epi32(load_i32(x + 16 + 4 * c));
-            for (int h = 0; h < 2; h++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(p + l->off_qs + 64 * c + 32 * h));
-                __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                if (l->five) {
-                    lo = _mm256_or_si256(lo, fifth_bits_at(p + l->off_qh + 8 * c + 4 * h));
-                    hi = _mm256_or_si256(hi, fifth_bits_at(p + l->off_qh + 8 * (c + 4) + 4 * h));
-                }
-                __m256i *sum = &w16[h][l->five ? c / 2 : 0];
-                *sum = _mm256_add_epi16(*sum,
-                                        _mm256_add_epi16(_mm256_maddubs_epi16(lo, q0), _mm256_maddubs_epi16(hi, q1)));
-            }
-        }
-        for (int h = 0; h < 2 && l->bits != 8; h++) {
-            __m256i w = l->five ? _mm256_add_epi32(_mm256_madd_epi16(w16[h][0], _mm256_set1_epi16(1)),
-                                                   _mm256_madd_epi16(w16[h][1], _mm256_set1_epi16(1)))
-                                : _mm256_madd_epi16(w16[h][0], _mm256_set1_epi16(1));
-            i[h] = _mm256_add_epi32(i[h], w);
-        }
-        __m256 dx = _mm256_set1_ps(a.d[b]);
         for (int h = 0; h < 2; h++) {
-            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
-            acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i[h]), _mm256_mul_ps(dw, dx), acc[h]);
-            if (l->affine) {
-                __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + l->off_m + 16 * h)));
-                accm[h] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.d[b] * (float)a.sum[b]), accm[h]);
-            }
+            __m256i isum = q32_start(l, a.sum[b]);
+            q32_half(1, l, p, h, &x, &isum);
+            q32_half_float(l, p, h, isum, a.d[b], a.sum[b], &acc[h], &accm[h]);
         }
     }
-    float t[16];
-    _mm256_storeu_ps(t, _mm256_add_ps(acc[0], accm[0]));
-    _mm256_storeu_ps(t + 8, _mm256_add_ps(acc[1], accm[1]));
-    memcpy(out, t, (size_t)rv * sizeof(float));
+    for (int h = 0; h < 2; h++) store_half(out, h, rv, acc[h], accm[h]);
+}
+
+/* NC columns, one half of the panel at a time (the registers hold NC columns of one half). */
+INLINE AVX2 void panel_q32_cols(int NC, const struct ty_pack_layout *l, int64_t nb, const uint8_t *p,
+                                const struct ty_q8_act *a, float *out, int64_t ld_out, int rv) {
+    for (int h = 0; h < 2; h++) {
+        __m256 acc[4], accm[4];
+        for (int c = 0; c < NC; c++) acc[c] = accm[c] = _mm256_setzero_ps();
+        const uint8_t *pb = p;
+        for (int64_t b = 0; b < nb; b++, pb += l->bp) {
+            const int8_t *x[4];
+            __m256i isum[4];
+            for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b, isum[c] = q32_start(l, a[c].sum[b]);
+            q32_half(NC, l, pb, h, x, isum);
+            for (int c = 0; c < NC; c++) q32_half_float(l, pb, h, isum[c], a[c].d[b], a[c].sum[b], &acc[c], &accm[c]);
+        }
+        for (int c = 0; c < NC; c++) store_half(out + c * ld_out, h, rv, acc[c], accm[c]);
+    }
 }
 
 INLINE AVX2 void gemv_packed(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
@@ -455,19 +501,49 @@ INLINE AVX2 void gemv_packed(enum ty_type type, int64_t n, int64_t rows, const v
     struct ty_q8_act a = ty__q8_act(xq, n);
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        panel_q45(&l, n / 32, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, a, out + r, rv);
+        panel_q32(&l, n / 32, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, a, out + r, rv);
     }
 }
 
-#define PACKED_GEMV(name, T)                                                                                           \
-    static AVX2 void name(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {             \
-        gemv_packed(T, n, rows, w, ps, xq, out);                                                                       \
+/* Panels outer, columns in groups of 4 (then 2, 1) inner: a panel stays in L1/L2 while the columns pass. */
+INLINE AVX2 void gemm_packed_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                                 int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+    struct ty_pack_layout l;
+    ty__pack_layout(type, &l);
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        for (int64_t c = 0; c < cols;) {
+            struct ty_q8_act a[4];
+            int nc = cols - c < 4 ? (int)(cols - c) : 4;
+            for (int i = 0; i < nc; i++) a[i] = ty__q8_act((const char *)xq + (size_t)(c + i) * x_stride, n);
+            float *o = out + c * ld_out + r;
+            if (nc == 4)
+                panel_q32_cols(4, &l, n / 32, p, a, o, ld_out, rv), c += 4;
+            else if (nc >= 2)
+                panel_q32_cols(2, &l, n / 32, p, a, o, ld_out, rv), c += 2;
+            else
+                panel_q32(&l, n / 32, p, a[0], o, rv), c += 1;
+        }
     }
-PACKED_GEMV(gemv_packed_q4_0, TY_TYPE_Q4_0)
-PACKED_GEMV(gemv_packed_q4_1, TY_TYPE_Q4_1)
-PACKED_GEMV(gemv_packed_q5_0, TY_TYPE_Q5_0)
-PACKED_GEMV(gemv_packed_q5_1, TY_TYPE_Q5_1)
-PACKED_GEMV(gemv_packed_q8_0, TY_TYPE_Q8_0)
+}
+
+#define PACKED_Q32(sfx, T)                                                                                             \
+    static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
+                                       float *out) {                                                                   \
+        gemv_packed(T, n, rows, w, ps, xq, out);                                                                       \
+    }                                                                                                                  \
+    static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
+                                       const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
+        (void)scratch;                                                                                                 \
+        gemm_packed_q32(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                                 \
+    }
+PACKED_Q32(q4_0, TY_TYPE_Q4_0)
+PACKED_Q32(q4_1, TY_TYPE_Q4_1)
+PACKED_Q32(q5_0, TY_TYPE_Q5_0)
+PACKED_Q32(q5_1, TY_TYPE_Q5_1)
+PACKED_Q32(q8_0, TY_TYPE_Q8_0)
+#undef PACKED_Q32
 
 /* ==== Packed K-quant panels (pack.c): 16 rows as two halves of 8, one column ====
  * A half's sub-block (Q4_K, Q5_K: 32 elements; Q6_K: 16) is a few vpmaddubsw per step against broadcast activation
@@ -621,64 +697,91 @@ INLINE AVX2 void gemv_packed_k(enum ty_type type, int64_t n, int64_t rows, const
 }
 
 /* ==== Packed float panels (pack.c): step k is element k of 16 rows ====
- * One FMA per 8 rows and step against a broadcast activation; four steps in flight (8 accumulators) to cover the FMA
- * latency. BF16 steps are one 32-byte load: the even rows are the low halves of its dwords shifted up, the odd rows
- * the high halves masked, interleaved back at the end. */
+ * One FMA per 8 rows and step against a broadcast activation; a column's steps go round two accumulators per half,
+ * added up at the end. BF16 steps are one 32-byte load: its "halves" are the even rows (the low halves of its dwords,
+ * shifted up) and the odd rows (the high halves, masked). gemm (direct on the panels) runs two columns at a time with
+ * the same accumulators per column, so a column gets gemv's bits; its eight chains keep both FMA pipes busy with one
+ * weight load per four FMAs (gemv's four chains run at half the FMA rate, still twice what a thread's share of DRAM
+ * needs). */
 
-INLINE AVX2 void panel_float(enum fkind k, int64_t n, const uint8_t *p, const float *x, float *out, int rv) {
-    const size_t step = k == FK_F32 ? 64 : 32;
-    const __m256i hi16 = _mm256_set1_epi32((int)0xffff0000u);
-    __m256 acc[4][2];
-    for (int u = 0; u < 4; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4)
-#pragma GCC unroll 4
-        for (int u = 0; u < 4; u++) {
-            const uint8_t *q = p + (size_t)(i + u) * step;
-            __m256 xv = _mm256_broadcast_ss(x + i + u), w0, w1;
-            if (k == FK_F32) {
-                w0 = _mm256_loadu_ps((const float *)q), w1 = _mm256_loadu_ps((const float *)q + 8);
-            } else if (k == FK_F16) {
-                w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)q));
-                w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + 16)));
-            } else {
-                __m256i v = _mm256_loadu_si256((const __m256i *)q);
-                w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), w1 = _mm256_castsi256_ps(_mm256_and_si256(v, hi16));
-            }
-            acc[u][0] = _mm256_fmadd_ps(w0, xv, acc[u][0]), acc[u][1] = _mm256_fmadd_ps(w1, xv, acc[u][1]);
-        }
-    for (; i < n; i++) {
-        const uint8_t *q = p + (size_t)i * step;
-        __m256 xv = _mm256_broadcast_ss(x + i), w0, w1;
-        if (k == FK_F32) {
-            w0 = _mm256_loadu_ps((const float *)q), w1 = _mm256_loadu_ps((const float *)q + 8);
-        } else if (k == FK_F16) {
-            w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)q));
-            w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(q + 16)));
-        } else {
-            __m256i v = _mm256_loadu_si256((const __m256i *)q);
-            w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), w1 = _mm256_castsi256_ps(_mm256_and_si256(v, hi16));
-        }
-        acc[0][0] = _mm256_fmadd_ps(w0, xv, acc[0][0]), acc[0][1] = _mm256_fmadd_ps(w1, xv, acc[0][1]);
+/* Half h (F32, F16: rows 8h..8h+7; BF16: rows h, h + 2, ..., h + 14) of step i of a panel. */
+INLINE AVX2 __m256 float_step(enum fkind k, const uint8_t *p, int64_t i, int h) {
+    if (k == FK_F32) return _mm256_loadu_ps((const float *)(p + (size_t)i * 64 + 32 * h));
+    if (k == FK_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + (size_t)i * 32 + 16 * h)));
+    __m256i v = _mm256_loadu_si256((const __m256i *)(p + (size_t)i * 32));
+    return _mm256_castsi256_ps(h ? _mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)) : _mm256_slli_epi32(v, 16));
+}
+
+/* A half's eight sums into the panel's rows (rv valid). */
+INLINE AVX2 void store_float_half(enum fkind k, float *out, int h, int rv, __m256 v) {
+    float t[8];
+    _mm256_storeu_ps(t, v);
+    for (int i = 0; i < 8; i++) {
+        int r = k == FK_BF16 ? 2 * i + h : 8 * h + i;
+        if (r < rv) out[r] = t[i];
     }
-    __m256 a0 = _mm256_add_ps(_mm256_add_ps(acc[0][0], acc[1][0]), _mm256_add_ps(acc[2][0], acc[3][0]));
-    __m256 a1 = _mm256_add_ps(_mm256_add_ps(acc[0][1], acc[1][1]), _mm256_add_ps(acc[2][1], acc[3][1]));
-    if (k == FK_BF16) { /* a0: rows 0, 2, ..., 14; a1: rows 1, 3, ..., 15 */
-        __m256 lo = _mm256_unpacklo_ps(a0, a1), hi = _mm256_unpackhi_ps(a0, a1);
-        a0 = _mm256_permute2f128_ps(lo, hi, 0x20), a1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+}
+
+/* NC columns of one panel (out[c * ld_out + r]). */
+INLINE AVX2 void panel_float(int NC, enum fkind k, int64_t n, const uint8_t *p, const float *const *x, float *out,
+                             int64_t ld_out, int rv) {
+    __m256 acc[2][2][2]; /* column, step parity, half */
+    for (int c = 0; c < NC; c++)
+        for (int u = 0; u < 2; u++) acc[c][u][0] = acc[c][u][1] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i++) {
+        const int u = (int)(i & 1);
+        __m256 w0 = float_step(k, p, i, 0), w1 = float_step(k, p, i, 1);
+        for (int c = 0; c < NC; c++) {
+            __m256 xv = _mm256_broadcast_ss(x[c] + i);
+            acc[c][u][0] = _mm256_fmadd_ps(w0, xv, acc[c][u][0]);
+            acc[c][u][1] = _mm256_fmadd_ps(w1, xv, acc[c][u][1]);
+        }
     }
-    float t[16];
-    _mm256_storeu_ps(t, a0), _mm256_storeu_ps(t + 8, a1);
-    memcpy(out, t, (size_t)rv * sizeof(float));
+    for (int c = 0; c < NC; c++)
+        for (int h = 0; h < 2; h++)
+            store_float_half(k, out + c * ld_out, h, rv, _mm256_add_ps(acc[c][0][h], acc[c][1][h]));
 }
 
 INLINE AVX2 void gemv_packed_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                    const void *xq, float *out) {
+    const float *x = xq;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        panel_float(k, n, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, xq, out + r, rv);
+        panel_float(1, k, n, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, &x, out + r, 0, rv);
     }
 }
+
+/* Panels outer, columns in pairs inner (the last one alone). */
+INLINE AVX2 void gemm_packed_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                                   int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        for (int64_t c = 0; c < cols; c += 2) {
+            const float *x[2] = {(const float *)((const char *)xq + (size_t)c * x_stride), NULL};
+            x[1] = c + 1 < cols ? (const float *)((const char *)xq + (size_t)(c + 1) * x_stride) : x[0];
+            if (c + 2 <= cols)
+                panel_float(2, k, n, p, x, out + c * ld_out + r, ld_out, rv);
+            else
+                panel_float(1, k, n, p, x, out + c * ld_out + r, ld_out, rv);
+        }
+    }
+}
+
+#define PACKED_FLOAT(sfx, K)                                                                                           \
+    static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
+                                       float *out) {                                                                   \
+        gemv_packed_float(K, n, rows, w, ps, xq, out);                                                                 \
+    }                                                                                                                  \
+    static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
+                                       const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
+        (void)scratch;                                                                                                 \
+        gemm_packed_float(K, n, rows, w, ps, cols, xq, xs, out, ld_out);                                               \
+    }
+PACKED_FLOAT(f32, FK_F32)
+PACKED_FLOAT(f16, FK_F16)
+PACKED_FLOAT(bf16, FK_BF16)
+#undef PACKED_FLOAT
 
 static AVX2 void gemv_packed_q4_K(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
     gemv_packed_k(TY_TYPE_Q4_K, n, rows, w, ps, xq, out);
@@ -688,15 +791,6 @@ static AVX2 void gemv_packed_q5_K(int64_t n, int64_t rows, const void *w, size_t
 }
 static AVX2 void gemv_packed_q6_K(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
     gemv_packed_k(TY_TYPE_Q6_K, n, rows, w, ps, xq, out);
-}
-static AVX2 void gemv_packed_f32(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
-    gemv_packed_float(FK_F32, n, rows, w, ps, xq, out);
-}
-static AVX2 void gemv_packed_f16(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
-    gemv_packed_float(FK_F16, n, rows, w, ps, xq, out);
-}
-static AVX2 void gemv_packed_bf16(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
-    gemv_packed_float(FK_BF16, n, rows, w, ps, xq, out);
 }
 
 /* ==== Gemm micro-kernels: 8 rows (one vector) ==== */
@@ -797,17 +891,9 @@ TY_GEMM_PANEL_FN(gemm_q5_1, impl_s16, TY_TYPE_Q5_1, TY_ACT_Q8)
 TY_GEMM_PANEL_FN(gemm_q4_K, impl_s16, TY_TYPE_Q4_K, TY_ACT_Q8_K)
 TY_GEMM_PANEL_FN(gemm_q5_K, impl_s16, TY_TYPE_Q5_K, TY_ACT_Q8_K)
 TY_GEMM_PANEL_FN(gemm_q6_K, impl_s16, TY_TYPE_Q6_K, TY_ACT_Q8_K)
-TY_GEMM_PANEL_FN_EX(gemm_packed_q4_0, impl_s16, TY_TYPE_Q4_0, TY_ACT_Q8, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_q4_1, impl_s16, TY_TYPE_Q4_1, TY_ACT_Q8, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_q5_0, impl_s16, TY_TYPE_Q5_0, TY_ACT_Q8, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_q5_1, impl_s16, TY_TYPE_Q5_1, TY_ACT_Q8, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_q8_0, impl_s16, TY_TYPE_Q8_0, TY_ACT_Q8, true)
 TY_GEMM_PANEL_FN_EX(gemm_packed_q4_K, impl_s16, TY_TYPE_Q4_K, TY_ACT_Q8_K, true)
 TY_GEMM_PANEL_FN_EX(gemm_packed_q5_K, impl_s16, TY_TYPE_Q5_K, TY_ACT_Q8_K, true)
 TY_GEMM_PANEL_FN_EX(gemm_packed_q6_K, impl_s16, TY_TYPE_Q6_K, TY_ACT_Q8_K, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_f32, impl_f32, TY_TYPE_F32, TY_ACT_F32, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_f16, impl_f32, TY_TYPE_F16, TY_ACT_F32, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_bf16, impl_f32, TY_TYPE_BF16, TY_ACT_F32, true)
 
 /* ==== Table ==== */
 
@@ -844,7 +930,8 @@ void ty__simd_fill_avx2(struct ty_simd *s) {
     s->t[TY_TYPE_F32].gemv_packed = gemv_packed_f32, s->t[TY_TYPE_F32].gemm_packed = gemm_packed_f32;
     s->t[TY_TYPE_F16].gemv_packed = gemv_packed_f16, s->t[TY_TYPE_F16].gemm_packed = gemm_packed_f16;
     s->t[TY_TYPE_BF16].gemv_packed = gemv_packed_bf16, s->t[TY_TYPE_BF16].gemm_packed = gemm_packed_bf16;
-    for (int t = 0; t < TY_TYPE_COUNT; t++) s->t[t].gemm_packed_direct = false; /* the panel driver repacks */
+    for (int t = 0; t < TY_TYPE_COUNT; t++) /* the K-quants' gemm repacks (gemm.c); the others work on the panels */
+        s->t[t].gemm_packed_direct = s->t[t].gemm_packed && t != TY_TYPE_Q4_K && t != TY_TYPE_Q5_K && t != TY_TYPE_Q6_K;
 }
 
 #else /* not x86-64 */
