@@ -562,9 +562,9 @@ static bool avx512(const struct ty_simd *s) {
 }
 
 /* Whether path s reads panels of `type`: the 32-element types on every path; the K-quants and the float types on the
- * AVX2 and AVX-512 paths (the float types with f32 activations: not the bf16-activation BF16 kernels). AVX-512's
- * kernels work straight on the panels for any number of columns; AVX2's gemm repacks them (gemm.c). A backend packs a
- * matrix only where its path reads the panels. */
+ * AVX2 and AVX-512 paths (the float types with f32 activations: not the bf16-activation BF16 kernels), whose kernels
+ * work straight on the panels for any number of columns. A backend packs a matrix only where its path reads the
+ * panels. */
 static bool packs(const struct ty_simd *s, enum ty_type type) {
     if (ty__pack_layout(type, &(struct ty_pack_layout){0})) return true;
     return (s->isa == TY_CPU_ISA_AVX2 || avx512(s)) && s->t[type].act != TY_ACT_BF16;
@@ -589,8 +589,7 @@ static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scrat
         CHECK_MSG((k->gemv_packed != NULL) == has && (k->gemm_packed != NULL) == has,
                   "%s %s: packed kernels where the path should (not) have them", s->name, ty_type_name(type));
         if (!has) continue;
-        if (!ty__pack_layout(type, &(struct ty_pack_layout){0}))
-            CHECK(k->gemm_packed_direct == (avx512(s) || !ty__pack_k_layout(type, &(struct ty_pack_k_layout){0})));
+        if (!ty__pack_layout(type, &(struct ty_pack_layout){0})) CHECK(k->gemm_packed_direct);
         size_t xs = ty__act_row_size(k->act, n);
         uint8_t *xq = ty__malloc_aligned(xs * (size_t)cols);
         float *x = malloc((size_t)n * sizeof(float));

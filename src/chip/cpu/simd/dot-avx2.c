@@ -1,12 +1,15 @@
 /*
  * dot-avx2.c - the AVX2 + FMA + F16C kernels (any x86-64 since Haswell / Zen 1): activation quantisers, a gemv per
- * weight type, and gemm micro-kernels over int16 panels (vpmaddwd) and f32 panels. Every function carries its own
- * target attribute, so the file builds for any x86-64 and only runs where dispatch.c found the features.
+ * weight type on rows in the file's layout, gemm micro-kernels over the repacked int16 and f32 panels of gemm.c, and
+ * gemv and gemm straight on the 16-row packed panels of pack.c for every type that packs (what the fast backend runs:
+ * gemm gives each column gemv's bits, so a token's result does not depend on its batch). Every function carries its
+ * own target attribute, so the file builds for any x86-64 and only runs where dispatch.c found the features.
  *
  * Integer dots multiply unsigned weight levels by signed activation levels with vpmaddubsw (pair sums stay below
  * 32767 for every level of at most 6 bits; Q8_0 moves the weight's sign onto the activation with vpsignb) and widen
- * with vpmaddwd, by one or by the sub-block scales of the K types. Blocks of 32 are read in element order: the 16
- * nibble bytes broadcast to both halves and the upper copy shifted down by 4.
+ * with vpmaddwd, by one or by the sub-block scales of the K types; on panels the pair sums of up to 6-bit levels add
+ * up in int16 first, as far as they cannot overflow. Blocks of 32 in rows are read in element order: the 16 nibble
+ * bytes broadcast to both halves and the upper copy shifted down by 4.
  */
 #include "chip/cpu/simd/simd-impl.h"
 
@@ -545,11 +548,13 @@ PACKED_Q32(q5_1, TY_TYPE_Q5_1)
 PACKED_Q32(q8_0, TY_TYPE_Q8_0)
 #undef PACKED_Q32
 
-/* ==== Packed K-quant panels (pack.c): 16 rows as two halves of 8, one column ====
+/* ==== Packed K-quant panels (pack.c): 16 rows as two halves of 8, for NC columns ====
  * A half's sub-block (Q4_K, Q5_K: 32 elements; Q6_K: 16) is a few vpmaddubsw per step against broadcast activation
  * quads whose int16 pair sums add up as far as they cannot overflow (Q4_K's whole sub-block, 8 x 2 x 15 x 127;
  * Q5_K's and Q6_K's halves of it), then one vpmaddwd by the rows' scales (each row's scale in both words of its dword)
- * gives sub-block sums times scales, exact in int32 as on the other paths. */
+ * gives sub-block sums times scales, exact in int32 as on the other paths. gemm (direct on the panels) shares each
+ * half's unpacked levels and scales between two columns; gemv is one column through the same steps, so the same
+ * bits. */
 
 /* vpshufb selectors within each 128-bit lane: byte k of every dword into both of its words, zero-extended. */
 INLINE AVX2 __m256i dword_byte_twice(int k) {
@@ -558,130 +563,132 @@ INLINE AVX2 __m256i dword_byte_twice(int k) {
     return _mm256_add_epi32(_mm256_set1_epi32((int)(0x80008000u | (unsigned)k | (unsigned)k << 16)), offs);
 }
 
-INLINE AVX2 void panel_qk(bool five, const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p,
-                          const struct ty_block_q8_K *y, float *out, int rv) {
+/* Half h of a Q4_K (five false) / Q5_K super-block against NC columns (y[c]: the column's block): A[c] += each row's
+ * sub-block dots times their scales, B[c] += its minimums against the activation's sums of 16. */
+INLINE AVX2 void qk_half(int NC, bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
+                         const struct ty_block_q8_K *const *y, __m256i *A, __m256i *B) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), m6 = _mm256_set1_epi8(0x3f), m2h = _mm256_set1_epi8(0x30);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nsb; b++, p += l->bp) {
-        __m256i s_lo[2], s_hi[2], m_lo[2], m_hi[2], A[2], B[2];
-        for (int h = 0; h < 2; h++) { /* byte j of dword r: the 6-bit scale (minimum) of sub-block j (4 + j) */
-            __m256i W0 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 32 * h));
-            __m256i W1 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 64 + 32 * h));
-            __m256i W2 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 128 + 32 * h));
-            s_lo[h] = _mm256_and_si256(W0, m6), m_lo[h] = _mm256_and_si256(W1, m6);
-            s_hi[h] = _mm256_or_si256(_mm256_and_si256(W2, low4), _mm256_and_si256(_mm256_srli_epi32(W0, 2), m2h));
-            m_hi[h] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(W2, 4), low4),
-                                      _mm256_and_si256(_mm256_srli_epi32(W1, 2), m2h));
-            A[h] = B[h] = _mm256_setzero_si256();
-        }
-        for (int j = 0; j < 8; j++) {
-            const int8_t *x = y[b].qs + 32 * j;
-            const uint8_t *grp = p + l->off_grp + l->gb * j;
-            const __m256i sel = dword_byte_twice(j % 4);
-            __m256i xl[4], xh[4];
-            for (int c = 0; c < 4; c++)
-                xl[c] = _mm256_set1_epi32(load_i32(x + 4 * c)), xh[c] = _mm256_set1_epi32(load_i32(x + 16 + 4 * c));
-            const __m256i bs = _mm256_set1_epi32(load_i32(y[b].bsums + 2 * j));
-            for (int h = 0; h < 2; h++) {
-                __m256i w16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-                for (int c = 0; c < 4; c++) {
-                    __m256i v = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * c + 32 * h));
-                    __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                    if (five) {
-                        lo = _mm256_or_si256(lo, fifth_bits_at(grp + 8 * c + 4 * h));
-                        hi = _mm256_or_si256(hi, fifth_bits_at(grp + 8 * (c + 4) + 4 * h));
-                    }
-                    __m256i *sum = &w16[five ? c / 2 : 0];
-                    *sum = _mm256_add_epi16(
-                        *sum, _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl[c]), _mm256_maddubs_epi16(hi, xh[c])));
-                }
-                const __m256i sc = _mm256_shuffle_epi8(j < 4 ? s_lo[h] : s_hi[h], sel);
-                __m256i d = _mm256_madd_epi16(w16[0], sc);
-                if (five) d = _mm256_add_epi32(d, _mm256_madd_epi16(w16[1], sc));
-                A[h] = _mm256_add_epi32(A[h], d);
-                /* the minimum, twice, against the activation's two sums of 16 of this sub-block */
-                B[h] =
-                    _mm256_add_epi32(B[h], _mm256_madd_epi16(_mm256_shuffle_epi8(j < 4 ? m_lo[h] : m_hi[h], sel), bs));
+    /* byte j of dword r: the 6-bit scale (minimum) of sub-block j (4 + j) of row r */
+    const __m256i W0 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 32 * h));
+    const __m256i W1 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 64 + 32 * h));
+    const __m256i W2 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 128 + 32 * h));
+    const __m256i s_lo = _mm256_and_si256(W0, m6), m_lo = _mm256_and_si256(W1, m6);
+    const __m256i s_hi = _mm256_or_si256(_mm256_and_si256(W2, low4), _mm256_and_si256(_mm256_srli_epi32(W0, 2), m2h));
+    const __m256i m_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(W2, 4), low4),
+                                         _mm256_and_si256(_mm256_srli_epi32(W1, 2), m2h));
+    for (int j = 0; j < 8; j++) {
+        const uint8_t *grp = p + l->off_grp + l->gb * j;
+        const __m256i sel = dword_byte_twice(j % 4);
+        __m256i w16[2][2]; /* column, piece */
+        for (int c = 0; c < NC; c++) w16[c][0] = w16[c][1] = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
+            __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+            if (five) {
+                lo = _mm256_or_si256(lo, fifth_bits_at(grp + 8 * k + 4 * h));
+                hi = _mm256_or_si256(hi, fifth_bits_at(grp + 8 * (k + 4) + 4 * h));
+            }
+            for (int c = 0; c < NC; c++) {
+                const int8_t *x = y[c]->qs + 32 * j;
+                __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x + 4 * k)));
+                __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x + 16 + 4 * k)));
+                __m256i *sum = &w16[c][five ? k / 2 : 0];
+                *sum = _mm256_add_epi16(*sum, _mm256_add_epi16(pl, ph));
             }
         }
-        const __m256 dx = _mm256_set1_ps(y[b].d);
-        for (int h = 0; h < 2; h++) {
-            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
-            __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + l->off_dmin + 16 * h)));
-            __m256 t = _mm256_fmsub_ps(_mm256_cvtepi32_ps(A[h]), dw, _mm256_mul_ps(_mm256_cvtepi32_ps(B[h]), dm));
-            acc[h] = _mm256_fmadd_ps(t, dx, acc[h]);
+        const __m256i sc = _mm256_shuffle_epi8(j < 4 ? s_lo : s_hi, sel);
+        const __m256i mn = _mm256_shuffle_epi8(j < 4 ? m_lo : m_hi, sel); /* twice, against two sums of 16 */
+        for (int c = 0; c < NC; c++) {
+            __m256i d = _mm256_madd_epi16(w16[c][0], sc);
+            if (five) d = _mm256_add_epi32(d, _mm256_madd_epi16(w16[c][1], sc));
+            A[c] = _mm256_add_epi32(A[c], d);
+            B[c] = _mm256_add_epi32(B[c], _mm256_madd_epi16(mn, _mm256_set1_epi32(load_i32(y[c]->bsums + 2 * j))));
         }
     }
-    float t[16];
-    _mm256_storeu_ps(t, acc[0]), _mm256_storeu_ps(t + 8, acc[1]);
-    memcpy(out, t, (size_t)rv * sizeof(float));
 }
 
-/* Q6_K: levels + 32 in six bits (four in the nibbles, two in qh); the + 32 enters each sub-block as -32 times its
- * activation sum, taken off once per super-block (each row's scale pair against the two sums of a group). */
-INLINE AVX2 void panel_q6k(const struct ty_pack_k_layout *l, int64_t nsb, const uint8_t *p,
-                           const struct ty_block_q8_K *y, float *out, int rv) {
+/* Half h of a Q6_K super-block against NC columns: A[c] += each row's sub-block dots times their scales, O[c] += its
+ * scales against the activation's sums of 16 (the levels' + 32, taken off as 32 O at the end). */
+INLINE AVX2 void q6k_half(int NC, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
+                          const struct ty_block_q8_K *const *y, __m256i *A, __m256i *O) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
     const __m256i first = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5,
                                            8, 9, 8, 9, 12, 13, 12, 13);
     const __m256i second = _mm256_add_epi8(first, _mm256_set1_epi8(2));
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nsb; b++, p += l->bp) {
-        __m256i A[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, O[2] = {A[0], A[1]};
-        for (int g = 0; g < 8; g++) {
-            const int8_t *x = y[b].qs + 32 * g;
-            const uint8_t *grp = p + l->off_grp + l->gb * g;
-            __m256i xl[4], xh[4];
-            for (int c = 0; c < 4; c++)
-                xl[c] = _mm256_set1_epi32(load_i32(x + 4 * c)), xh[c] = _mm256_set1_epi32(load_i32(x + 16 + 4 * c));
-            const __m256i bs = _mm256_set1_epi32(load_i32(y[b].bsums + 2 * g));
-            for (int h = 0; h < 2; h++) {
-                const __m256i H0 = _mm256_loadu_si256((const __m256i *)(grp + 32 * h));
-                const __m256i H1 = _mm256_loadu_si256((const __m256i *)(grp + 64 + 32 * h));
-                __m256i w16[4];
-                for (int c = 0; c < 4; c++) {
-                    __m256i t = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * c + 32 * h));
-                    /* bits 2c..2c+1 of each qh byte to bits 4..5 (16-bit shifts: what crosses a byte is masked off) */
-                    __m256i h0 = c == 0   ? _mm256_slli_epi16(H0, 4)
-                                 : c == 1 ? _mm256_slli_epi16(H0, 2)
-                                 : c == 2 ? H0
-                                          : _mm256_srli_epi16(H0, 2);
-                    __m256i h1 = c == 0   ? _mm256_slli_epi16(H1, 4)
-                                 : c == 1 ? _mm256_slli_epi16(H1, 2)
-                                 : c == 2 ? H1
-                                          : _mm256_srli_epi16(H1, 2);
-                    __m256i lo = _mm256_or_si256(_mm256_and_si256(t, low4), _mm256_and_si256(h0, m30));
-                    __m256i hi =
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(t, 4), low4), _mm256_and_si256(h1, m30));
-                    __m256i pl = _mm256_maddubs_epi16(lo, xl[c]), ph = _mm256_maddubs_epi16(hi, xh[c]);
-                    if (c % 2)
-                        w16[c / 2] = _mm256_add_epi16(w16[c / 2], pl),
-                                w16[2 + c / 2] = _mm256_add_epi16(w16[2 + c / 2], ph);
-                    else
-                        w16[c / 2] = pl, w16[2 + c / 2] = ph;
-                }
-                /* row r's scales of sub-blocks 2g and 2g + 1 as the two words of dword r */
-                const __m256i sp =
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + l->off_sc + 32 * g + 16 * h)));
-                const __m256i sc0 = _mm256_shuffle_epi8(sp, first), sc1 = _mm256_shuffle_epi8(sp, second);
-                __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(w16[0], sc0), _mm256_madd_epi16(w16[1], sc0));
-                __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(w16[2], sc1), _mm256_madd_epi16(w16[3], sc1));
-                A[h] = _mm256_add_epi32(A[h], _mm256_add_epi32(d0, d1));
-                O[h] = _mm256_add_epi32(O[h], _mm256_madd_epi16(sp, bs));
+    for (int g = 0; g < 8; g++) {
+        const uint8_t *grp = p + l->off_grp + l->gb * g;
+        const __m256i H0 = _mm256_loadu_si256((const __m256i *)(grp + 32 * h));
+        const __m256i H1 = _mm256_loadu_si256((const __m256i *)(grp + 64 + 32 * h));
+        __m256i w16[2][4]; /* column; sub-block 2g in two pieces, then 2g + 1 */
+        for (int k = 0; k < 4; k++) {
+            __m256i t = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
+            /* bits 2k..2k+1 of each qh byte to bits 4..5 (16-bit shifts: what crosses a byte is masked off) */
+            __m256i h0 = k == 0   ? _mm256_slli_epi16(H0, 4)
+                         : k == 1 ? _mm256_slli_epi16(H0, 2)
+                         : k == 2 ? H0
+                                  : _mm256_srli_epi16(H0, 2);
+            __m256i h1 = k == 0   ? _mm256_slli_epi16(H1, 4)
+                         : k == 1 ? _mm256_slli_epi16(H1, 2)
+                         : k == 2 ? H1
+                                  : _mm256_srli_epi16(H1, 2);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(t, low4), _mm256_and_si256(h0, m30));
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(t, 4), low4), _mm256_and_si256(h1, m30));
+            for (int c = 0; c < NC; c++) {
+                const int8_t *x = y[c]->qs + 32 * g;
+                __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x + 4 * k)));
+                __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x + 16 + 4 * k)));
+                if (k % 2)
+                    w16[c][k / 2] = _mm256_add_epi16(w16[c][k / 2], pl),
+                               w16[c][2 + k / 2] = _mm256_add_epi16(w16[c][2 + k / 2], ph);
+                else
+                    w16[c][k / 2] = pl, w16[c][2 + k / 2] = ph;
             }
         }
-        const __m256 dx = _mm256_set1_ps(y[b].d);
-        for (int h = 0; h < 2; h++) {
-            __m256i a = _mm256_sub_epi32(A[h], _mm256_slli_epi32(O[h], 5));
-            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
-            acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(dw, dx), acc[h]);
+        /* row r's scales of sub-blocks 2g and 2g + 1 as the two words of dword r */
+        const __m256i sp = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + l->off_sc + 32 * g + 16 * h)));
+        const __m256i sc0 = _mm256_shuffle_epi8(sp, first), sc1 = _mm256_shuffle_epi8(sp, second);
+        for (int c = 0; c < NC; c++) {
+            __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(w16[c][0], sc0), _mm256_madd_epi16(w16[c][1], sc0));
+            __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(w16[c][2], sc1), _mm256_madd_epi16(w16[c][3], sc1));
+            A[c] = _mm256_add_epi32(A[c], _mm256_add_epi32(d0, d1));
+            O[c] = _mm256_add_epi32(O[c], _mm256_madd_epi16(sp, _mm256_set1_epi32(load_i32(y[c]->bsums + 2 * g))));
         }
     }
-    float t[16];
-    _mm256_storeu_ps(t, acc[0]), _mm256_storeu_ps(t + 8, acc[1]);
-    memcpy(out, t, (size_t)rv * sizeof(float));
 }
 
+/* A super-block half's float step for one column: Q4_K / Q5_K (A dw - B dm) dx, Q6_K (A - 32 O) dw dx. */
+INLINE AVX2 __m256 k_half_float(bool six, const struct ty_pack_k_layout *l, const uint8_t *p, int h, __m256i A,
+                                __m256i B, float dx, __m256 acc) {
+    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
+    if (six) {
+        __m256i a = _mm256_sub_epi32(A, _mm256_slli_epi32(B, 5));
+        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc);
+    }
+    __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + l->off_dmin + 16 * h)));
+    __m256 t = _mm256_fmsub_ps(_mm256_cvtepi32_ps(A), dw, _mm256_mul_ps(_mm256_cvtepi32_ps(B), dm));
+    return _mm256_fmadd_ps(t, _mm256_set1_ps(dx), acc);
+}
+
+/* Half h of one K-quant panel against NC columns (y[c]: the column's first block), into rows 8h.. of out + c ld_out. */
+INLINE AVX2 void panel_k_half(int NC, enum ty_type type, const struct ty_pack_k_layout *l, int64_t nsb,
+                              const uint8_t *p, int h, const struct ty_block_q8_K *const *y, float *out, int64_t ld_out,
+                              int rv) {
+    __m256 acc[2];
+    for (int c = 0; c < NC; c++) acc[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++, p += l->bp) {
+        const struct ty_block_q8_K *yb[2];
+        __m256i A[2], B[2];
+        for (int c = 0; c < NC; c++) yb[c] = y[c] + b, A[c] = B[c] = _mm256_setzero_si256();
+        if (type == TY_TYPE_Q6_K)
+            q6k_half(NC, l, p, h, yb, A, B);
+        else
+            qk_half(NC, type == TY_TYPE_Q5_K, l, p, h, yb, A, B);
+        for (int c = 0; c < NC; c++) acc[c] = k_half_float(type == TY_TYPE_Q6_K, l, p, h, A[c], B[c], yb[c]->d, acc[c]);
+    }
+    for (int c = 0; c < NC; c++) store_half(out + c * ld_out, h, rv, acc[c], _mm256_setzero_ps());
+}
+
+/* One column: both halves of each super-block in turn (one pass over the panel: decode streams it once). */
 INLINE AVX2 void gemv_packed_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                const void *xq, float *out) {
     struct ty_pack_k_layout l;
@@ -689,12 +696,56 @@ INLINE AVX2 void gemv_packed_k(enum ty_type type, int64_t n, int64_t rows, const
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
-        if (type == TY_TYPE_Q6_K)
-            panel_q6k(&l, n / TY_QK_K, p, xq, out + r, rv);
-        else
-            panel_qk(type == TY_TYPE_Q5_K, &l, n / TY_QK_K, p, xq, out + r, rv);
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t b = 0; b < n / TY_QK_K; b++, p += l.bp) {
+            const struct ty_block_q8_K *yb = (const struct ty_block_q8_K *)xq + b;
+            for (int h = 0; h < 2; h++) {
+                __m256i A = _mm256_setzero_si256(), B = _mm256_setzero_si256();
+                if (type == TY_TYPE_Q6_K)
+                    q6k_half(1, &l, p, h, &yb, &A, &B);
+                else
+                    qk_half(1, type == TY_TYPE_Q5_K, &l, p, h, &yb, &A, &B);
+                acc[h] = k_half_float(type == TY_TYPE_Q6_K, &l, p, h, A, B, yb->d, acc[h]);
+            }
+        }
+        for (int h = 0; h < 2; h++) store_half(out + r, h, rv, acc[h], _mm256_setzero_ps());
     }
 }
+
+/* Panels outer, then halves, then columns in pairs (the last one alone). */
+INLINE AVX2 void gemm_packed_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                               int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+    struct ty_pack_k_layout l;
+    ty__pack_k_layout(type, &l);
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        for (int h = 0; h < 2; h++)
+            for (int64_t c = 0; c < cols; c += 2) {
+                const struct ty_block_q8_K *y[2] = {(const void *)((const char *)xq + (size_t)c * x_stride), NULL};
+                y[1] = c + 1 < cols ? (const void *)((const char *)xq + (size_t)(c + 1) * x_stride) : y[0];
+                if (c + 2 <= cols)
+                    panel_k_half(2, type, &l, n / TY_QK_K, p, h, y, out + c * ld_out + r, ld_out, rv);
+                else
+                    panel_k_half(1, type, &l, n / TY_QK_K, p, h, y, out + c * ld_out + r, ld_out, rv);
+            }
+    }
+}
+
+#define PACKED_K(sfx, T)                                                                                               \
+    static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
+                                       float *out) {                                                                   \
+        gemv_packed_k(T, n, rows, w, ps, xq, out);                                                                     \
+    }                                                                                                                  \
+    static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
+                                       const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
+        (void)scratch;                                                                                                 \
+        gemm_packed_k(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                                   \
+    }
+PACKED_K(q4_K, TY_TYPE_Q4_K)
+PACKED_K(q5_K, TY_TYPE_Q5_K)
+PACKED_K(q6_K, TY_TYPE_Q6_K)
+#undef PACKED_K
 
 /* ==== Packed float panels (pack.c): step k is element k of 16 rows ====
  * One FMA per 8 rows and step against a broadcast activation; a column's steps go round two accumulators per half,
@@ -782,16 +833,6 @@ PACKED_FLOAT(f32, FK_F32)
 PACKED_FLOAT(f16, FK_F16)
 PACKED_FLOAT(bf16, FK_BF16)
 #undef PACKED_FLOAT
-
-static AVX2 void gemv_packed_q4_K(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
-    gemv_packed_k(TY_TYPE_Q4_K, n, rows, w, ps, xq, out);
-}
-static AVX2 void gemv_packed_q5_K(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
-    gemv_packed_k(TY_TYPE_Q5_K, n, rows, w, ps, xq, out);
-}
-static AVX2 void gemv_packed_q6_K(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq, float *out) {
-    gemv_packed_k(TY_TYPE_Q6_K, n, rows, w, ps, xq, out);
-}
 
 /* ==== Gemm micro-kernels: 8 rows (one vector) ==== */
 
@@ -891,9 +932,6 @@ TY_GEMM_PANEL_FN(gemm_q5_1, impl_s16, TY_TYPE_Q5_1, TY_ACT_Q8)
 TY_GEMM_PANEL_FN(gemm_q4_K, impl_s16, TY_TYPE_Q4_K, TY_ACT_Q8_K)
 TY_GEMM_PANEL_FN(gemm_q5_K, impl_s16, TY_TYPE_Q5_K, TY_ACT_Q8_K)
 TY_GEMM_PANEL_FN(gemm_q6_K, impl_s16, TY_TYPE_Q6_K, TY_ACT_Q8_K)
-TY_GEMM_PANEL_FN_EX(gemm_packed_q4_K, impl_s16, TY_TYPE_Q4_K, TY_ACT_Q8_K, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_q5_K, impl_s16, TY_TYPE_Q5_K, TY_ACT_Q8_K, true)
-TY_GEMM_PANEL_FN_EX(gemm_packed_q6_K, impl_s16, TY_TYPE_Q6_K, TY_ACT_Q8_K, true)
 
 /* ==== Table ==== */
 
@@ -930,8 +968,7 @@ void ty__simd_fill_avx2(struct ty_simd *s) {
     s->t[TY_TYPE_F32].gemv_packed = gemv_packed_f32, s->t[TY_TYPE_F32].gemm_packed = gemm_packed_f32;
     s->t[TY_TYPE_F16].gemv_packed = gemv_packed_f16, s->t[TY_TYPE_F16].gemm_packed = gemm_packed_f16;
     s->t[TY_TYPE_BF16].gemv_packed = gemv_packed_bf16, s->t[TY_TYPE_BF16].gemm_packed = gemm_packed_bf16;
-    for (int t = 0; t < TY_TYPE_COUNT; t++) /* the K-quants' gemm repacks (gemm.c); the others work on the panels */
-        s->t[t].gemm_packed_direct = s->t[t].gemm_packed && t != TY_TYPE_Q4_K && t != TY_TYPE_Q5_K && t != TY_TYPE_Q6_K;
+    for (int t = 0; t < TY_TYPE_COUNT; t++) s->t[t].gemm_packed_direct = s->t[t].gemm_packed != NULL; /* on panels */
 }
 
 #else /* not x86-64 */

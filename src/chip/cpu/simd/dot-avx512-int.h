@@ -932,7 +932,7 @@ static void KFN(fill_int)(struct ty_simd *s, const char *isa) {
 #endif
     s->t[TY_TYPE_Q4_0].gemm_packed_direct = s->t[TY_TYPE_Q4_1].gemm_packed_direct = true;
     s->t[TY_TYPE_Q5_0].gemm_packed_direct = s->t[TY_TYPE_Q5_1].gemm_packed_direct = true;
-    /* K-quants: packed on these paths only (the scalar, AVX2 and NEON tables keep them in rows) */
+    /* K-quants: packed here and on AVX2 (the scalar and NEON tables keep them in rows) */
     s->t[TY_TYPE_Q4_K].gemv_packed = KFN(gemv_packed_q4_K), s->t[TY_TYPE_Q4_K].gemm_packed = KFN(gemm_packed_q4_K);
     s->t[TY_TYPE_Q5_K].gemv_packed = KFN(gemv_packed_q5_K), s->t[TY_TYPE_Q5_K].gemm_packed = KFN(gemm_packed_q5_K);
     s->t[TY_TYPE_Q6_K].gemv_packed = KFN(gemv_packed_q6_K), s->t[TY_TYPE_Q6_K].gemm_packed = KFN(gemm_packed_q6_K);

@@ -25,27 +25,6 @@ static uint32_t load_u32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* A K-quant super-block's group scales and minimums (w = scale * level + min) from its d, dmin and scale bytes: Q4_K
- * and Q5_K (any type but Q6_K) 8 groups of 32 from 12 bytes of 6-bit scales and minimums, Q6_K 16 groups of 16 from
- * 16 int8 scales. Shared by rows in their own layout and rows of packed panels. */
-static void k_group_scales(enum ty_type type, float d, float dmin, const uint8_t *scales, float *scale, float *min) {
-    if (type == TY_TYPE_Q6_K) {
-        for (int j = 0; j < 16; j++) scale[j] = d * (float)(int8_t)scales[j], min[j] = 0;
-        return;
-    }
-    for (int j = 0; j < 8; j++) {
-        int sc, m;
-        if (j < 4) {
-            sc = scales[j] & 63, m = scales[j + 4] & 63;
-        } else {
-            sc = (scales[j + 4] & 0x0f) | (scales[j - 4] >> 6) << 4;
-            m = (scales[j + 4] >> 4) | (scales[j] >> 6) << 4;
-        }
-        scale[j] = d * (float)sc;
-        min[j] = -(dmin * (float)m);
-    }
-}
-
 /* Levels lv[kc] and per-group scale and minimum of elements [k0, k0 + kc) of one row, such that
  * w[k] = scale[g] * lv[k] + min[g]; kc and k0 are multiples of the block size. */
 static void unpack_levels(enum ty_type type, const void *row, int64_t k0, int64_t kc, int8_t *lv, float *scale,
@@ -120,8 +99,16 @@ static void unpack_levels(enum ty_type type, const void *row, int64_t k0, int64_
                 scales = b4.scales, qs = b4.qs;
                 d = ty__f16_to_f32(b4.d), dmin = ty__f16_to_f32(b4.dmin);
             }
-            k_group_scales(TY_TYPE_Q4_K, d, dmin, scales, scale + 8 * i, min + 8 * i);
             for (int j = 0; j < 8; j++) {
+                int sc, m;
+                if (j < 4) {
+                    sc = scales[j] & 63, m = scales[j + 4] & 63;
+                } else {
+                    sc = (scales[j + 4] & 0x0f) | (scales[j - 4] >> 6) << 4;
+                    m = (scales[j + 4] >> 4) | (scales[j] >> 6) << 4;
+                }
+                scale[8 * i + j] = d * (float)sc;
+                min[8 * i + j] = -(dmin * (float)m);
                 int8_t *o = lv + TY_QK_K * i + 32 * j;
                 const uint8_t *q = qs + 32 * (j / 2);
                 int shift = 4 * (j % 2);
@@ -135,8 +122,8 @@ static void unpack_levels(enum ty_type type, const void *row, int64_t k0, int64_
         for (int64_t b = k0 / TY_QK_K, i = 0; i < kc / TY_QK_K; b++, i++) {
             struct ty_block_q6_K blk;
             TY_SIMD_LOAD(blk, row, b);
-            k_group_scales(TY_TYPE_Q6_K, ty__f16_to_f32(blk.d), 0, (const uint8_t *)blk.scales, scale + 16 * i,
-                           min + 16 * i);
+            float d = ty__f16_to_f32(blk.d);
+            for (int j = 0; j < 16; j++) scale[16 * i + j] = d * (float)blk.scales[j], min[16 * i + j] = 0;
             int8_t *o = lv + TY_QK_K * i;
             for (int h = 0; h < 2; h++) {
                 for (int l = 0; l < 32; l++) {
@@ -232,53 +219,14 @@ static bool is_float_kind(enum ty_panel_kind k) {
     return k == TY_PANEL_F32 || k == TY_PANEL_BF16;
 }
 
-/* Levels of elements [k0, k0 + kc) of row r of packed panels (ty__pack), as unpack_levels gives them for the row in
- * its own layout. */
+/* Levels of elements [k0, k0 + kc) of row r of packed panels (ty__pack). */
 static void unpack_levels_packed(enum ty_type type, const void *w, size_t panel_stride, int64_t r, int64_t k0,
                                  int64_t kc, int8_t *lv, float *scale, float *min) {
     struct ty_pack_layout l;
-    struct ty_pack_k_layout kl;
-    const uint8_t *panel = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
-    const int rp = (int)(r % TY_PACK_ROWS);
-    if (ty__pack_k_layout(type, &kl)) {
-        const int per = TY_QK_K / group_size(type), off = kl.six ? 32 : 0;
-        for (int64_t b = k0 / TY_QK_K, i = 0; i < kc / TY_QK_K; b++, i++) {
-            const uint8_t *p = panel + (size_t)b * kl.bp;
-            uint8_t u[TY_QK_K], sc[16];
-            ty_f16 d, dmin = 0;
-            memcpy(&d, p + 2 * rp, 2);
-            if (kl.six) {
-                for (int j = 0; j < 16; j++) sc[j] = p[kl.off_sc + 32 * (j / 2) + 2 * rp + j % 2];
-            } else {
-                memcpy(&dmin, p + kl.off_dmin + 2 * rp, 2);
-                for (int q = 0; q < 3; q++) memcpy(sc + 4 * q, p + kl.off_sc + 64 * q + 4 * rp, 4);
-            }
-            k_group_scales(type, ty__f16_to_f32(d), ty__f16_to_f32(dmin), sc, scale + per * i, min + per * i);
-            ty__packed_k_levels(&kl, p, rp, u);
-            for (int e = 0; e < TY_QK_K; e++) lv[TY_QK_K * i + e] = (int8_t)(u[e] - off);
-        }
-        return;
-    }
     TY_ASSERT(ty__pack_layout(type, &l));
+    const uint8_t *panel = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
     for (int64_t b = k0 / 32, i = 0; i < kc / 32; b++, i++)
-        ty__packed_block_levels(&l, panel + (size_t)b * l.bp, rp, lv + 32 * i, &scale[i], &min[i]);
-}
-
-/* Elements [k0, k0 + kc) of row r of packed float panels as f32: element k of the panel's 16 rows is step k. */
-static void unpack_float_packed(enum ty_type type, const void *w, size_t panel_stride, int64_t r, int64_t k0,
-                                int64_t kc, float *out) {
-    const size_t es = type == TY_TYPE_F32 ? 4 : 2, step = TY_PACK_ROWS * es;
-    const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride +
-                       (size_t)(r % TY_PACK_ROWS) * es + (size_t)k0 * step;
-    for (int64_t k = 0; k < kc; k++, p += step) {
-        uint16_t h;
-        if (type == TY_TYPE_F32) {
-            memcpy(out + k, p, 4);
-            continue;
-        }
-        memcpy(&h, p, 2);
-        out[k] = type == TY_TYPE_F16 ? ty__f16_to_f32(h) : ty__bf16_to_f32(h);
-    }
+        ty__packed_block_levels(&l, panel + (size_t)b * l.bp, (int)(r % TY_PACK_ROWS), lv + 32 * i, &scale[i], &min[i]);
 }
 
 /* Fills the panel with rows [r0, r0 + rv) of w for elements [k0, k0 + kc); lanes rv..R-1 are zero. */
@@ -300,10 +248,7 @@ static void repack(const struct ty_gemm_impl *impl, enum ty_type type, bool pack
         switch (impl->kind) {
         case TY_PANEL_F32: {
             float *v = s->row, *p = s->panel;
-            if (packed)
-                unpack_float_packed(type, w, w_stride, r0 + r, k0, kc, v);
-            else
-                unpack_float(type, row, k0, kc, v);
+            unpack_float(type, row, k0, kc, v);
             for (int64_t k = 0; k < kc; k++) p[k * R + r] = v[k];
             break;
         }

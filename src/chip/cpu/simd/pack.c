@@ -121,29 +121,6 @@ static void pack_k_block(const struct ty_pack_k_layout *l, const uint8_t *blk, i
     }
 }
 
-/* The 256 stored levels of row r of a packed super-block, walking bytes as ty__packed_block_levels does (the gemm
- * driver unpacks every row of every panel it multiplies): in group g, row r owns bytes 4r..4r+3 of each chunk, bits
- * 4r..4r+3 of each Q5_K step mask and bytes 4r..4r+3 of each Q6_K half. */
-void ty__packed_k_levels(const struct ty_pack_k_layout *l, const uint8_t *p, int r, uint8_t u[TY_QK_K]) {
-    for (int g = 0; g < 8; g++) {
-        const uint8_t *grp = p + l->off_grp + l->gb * g, *q = grp + l->qh_b + 4 * r;
-        uint8_t *o = u + 32 * g;
-        for (int c = 0; c < 4; c++)
-            for (int j = 0; j < 4; j++) o[4 * c + j] = q[64 * c + j] & 0x0f, o[16 + 4 * c + j] = q[64 * c + j] >> 4;
-        if (l->five)
-            for (int st = 0; st < 8; st++) {
-                int bits = grp[8 * st + r / 2] >> (4 * (r % 2));
-                for (int j = 0; j < 4; j++) o[4 * st + j] |= (uint8_t)(((bits >> j) & 1) << 4);
-            }
-        if (l->six)
-            for (int h = 0; h < 2; h++)
-                for (int j = 0; j < 4; j++) {
-                    int hb = grp[64 * h + 4 * r + j];
-                    for (int c = 0; c < 4; c++) o[16 * h + 4 * c + j] |= (uint8_t)(((hb >> (2 * c)) & 3) << 4);
-                }
-    }
-}
-
 /* Row r of a packed super-block back in its natural layout. */
 static void unpack_k_block(const struct ty_pack_k_layout *l, const uint8_t *p, int r, uint8_t *blk) {
     memset(blk, 0, (size_t)l->bs);

@@ -129,8 +129,6 @@ static inline bool ty__pack_k_layout(enum ty_type type, struct ty_pack_k_layout 
     return true;
 }
 
-/* The 256 stored levels (k_levels' meaning: Q6_K's with its + 32) of row r of the packed K-quant super-block at p. */
-void ty__packed_k_levels(const struct ty_pack_k_layout *l, const uint8_t *p, int r, uint8_t u[256]);
 /* Row r of one packed panel against a Q8 activation row (Q8_K for the K-quants), in plain C. */
 float ty__dot_packed_ref(enum ty_type type, int64_t n, const void *panel, int r, const void *xq);
 void ty__simd_fill_packed_scalar(struct ty_simd *s);

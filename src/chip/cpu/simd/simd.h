@@ -20,7 +20,7 @@
  *
  * Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 matrices should be packed once at load (ty__pack, below): their packed kernels
  * are about 2-5x faster, which decode needs to keep up with DRAM. So should K-quant and F32/F16/BF16 matrices on the
- * paths whose table has packed kernels for them (AVX-512): there gemm works straight on the panels for prefill.
+ * paths whose table has packed kernels for them (AVX2, AVX-512): there gemm works straight on the panels for prefill.
  *
  * Results: every path computes the same sum as the scalar reference (dot-scalar.c) for its activation format, up to
  * the order of f32 additions; tests/chip/test_simd.c holds every path to that and to a dequantise-then-f64 ground
@@ -154,7 +154,7 @@ size_t ty__gemm_scratch_size(void);
  * Panels follow each other; within a panel the blocks of its rows come in order.
  *
  * Q4_K, Q5_K and Q6_K pack the same way, one 256-element super-block of 16 rows at a time, but only on the paths
- * whose table has their packed kernels (AVX-512; ty__simd_type.gemm_packed non-NULL): a backend packs a K-quant
+ * whose table has their packed kernels (AVX2, AVX-512; ty__simd_type.gemm_packed non-NULL): a backend packs a K-quant
  * matrix only where its path reads the panels. Within a super-block, element 32 g + k (group g of 32) sits in step
  * s = k / 4, byte 4r + k % 4, as in the 32-element types. One packed super-block of 16 rows:
  *   Q4_K (2304 bytes), Q5_K (2816):
