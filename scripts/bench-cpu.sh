@@ -57,6 +57,10 @@ def sh(cmd):
         return ""
 
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip() or platform.processor()
+isa = rows[0].get("isa", "?") if rows else "?"
+int8_insn = {"avx512vnni": "`vpdpbusd` (u8 x s8)", "avx512bf16": "`vpdpbusd` (u8 x s8)",
+             "avx512": "`vpmaddwd` + `vpaddd` (int16)", "avx2": "`vpmaddubsw` + `vpaddw` (u8 x s8)",
+             "neon": "`sdot` (s8 x s8)"}.get(isa, "the integer dot")
 commit = sh("git rev-parse --short HEAD") or "unknown"
 L = []
 L.append("# CPU performance\n")
@@ -73,9 +77,9 @@ L.append("Rooflines, measured by the same process (`src/chip/cpu/roofline.c`):\n
          "flips between the two within seconds, so the figure measured before the model loaded (\"start\") can "
          "belong to the other state;\n"
          "- **prefill** = each weight type's share of the FLOPs at the peak of the instruction its kernel uses "
-         "(`vpdpbusd` int8 dot for quantised weights, f32 FMA for F32/F16/BF16: the backend keeps BF16 activations in "
-         "f32 to match transformers), attention at the FMA peak; the output matrix counts for the last prompt token "
-         "only, as only its logits are computed.\n")
+         f"({int8_insn} for quantised weights on this run's `{isa}` path, f32 FMA for F32/F16/BF16: the backend keeps "
+         "BF16 activations in f32 to match transformers), attention at the FMA peak; the output matrix counts for the "
+         "last prompt token only, as only its logits are computed.\n")
 def bw_around(r):
     s = r.get("tg_mem_bw_samples") or []
     return f"{r.get('tg_mem_bw_gbs', r['mem_bw_gbs']):.1f} ({', '.join(f'{b:.0f}' for b in s)})"
