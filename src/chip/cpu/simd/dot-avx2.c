@@ -68,26 +68,15 @@ INLINE AVX2 __m256i nibbles32(const uint8_t *qs) {
     return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0f));
 }
 
-/* Bit j of a 32-bit word as 16 in byte j (the fifth bit of a 5-bit level). */
-INLINE AVX2 __m256i fifth_bits_of(__m256i word) { /* the word in every dword */
-    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
-                                          3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201ll);
-    __m256i v = _mm256_shuffle_epi8(word, shuf);
-    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-    return _mm256_and_si256(v, _mm256_set1_epi8(16));
-}
-INLINE AVX2 __m256i fifth_bits(uint32_t qh) {
-    return fifth_bits_of(_mm256_set1_epi32((int)qh));
-}
-/* The same for the word at p, broadcast straight from memory (a load, no shuffle: the panels' inner loops). */
-INLINE AVX2 __m256i fifth_bits_at(const uint8_t *p) {
+/* Bit j of the 32-bit word at p as 16 in byte j (the fifth bit of a 5-bit level). The word is broadcast straight
+ * from memory (a load); dword d takes bits 4d..4d+3 down to 0..3, then one multiply spreads bit j to bit 4 of byte j
+ * (the four shifted copies never overlap, so no carries): fewer shuffles than spreading bytes with vpshufb, which the
+ * 5-bit kernels, bound by their instruction count, feel (Q5_0 panels 18 -> 22 GB/s on one thread, cached). */
+INLINE AVX2 __m256i fifth_bits(const uint8_t *p) {
     float f;
     memcpy(&f, p, 4);
-    __m256i w = _mm256_castps_si256(_mm256_broadcast_ss(&f));
-    /* dword d takes bits 4d..4d+3 down to 0..3, then one multiply spreads bit j to bit 4 of byte j (the four shifted
-     * copies never overlap, so no carries) */
-    w = _mm256_srlv_epi32(w, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    __m256i w =
+        _mm256_srlv_epi32(_mm256_castps_si256(_mm256_broadcast_ss(&f)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
     w = _mm256_mullo_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(0x02040810));
     return _mm256_and_si256(w, _mm256_set1_epi8(16));
 }
@@ -230,12 +219,12 @@ INLINE AVX2 __m256i block_dot(enum ty_type type, const uint8_t *q, const int8_t 
         *m = _cvtsh_ss(load_u16(q + 2));
         return mul_sum_u8s8(nibbles32(q + 4), a);
     case TY_TYPE_Q5_0: {
-        __m256i v = _mm256_or_si256(nibbles32(q + 6), fifth_bits(load_u32(q + 2)));
+        __m256i v = _mm256_or_si256(nibbles32(q + 6), fifth_bits(q + 2));
         return _mm256_sub_epi32(mul_sum_u8s8(v, a), _mm256_set1_epi32(2 * sum));
     }
     default: { /* Q5_1 */
         *m = _cvtsh_ss(load_u16(q + 2));
-        return mul_sum_u8s8(_mm256_or_si256(nibbles32(q + 8), fifth_bits(load_u32(q + 4))), a);
+        return mul_sum_u8s8(_mm256_or_si256(nibbles32(q + 8), fifth_bits(q + 4)), a);
     }
     }
 }
@@ -424,8 +413,8 @@ INLINE AVX2 void q32_half(int NC, const struct ty_pack_layout *l, const uint8_t 
             __m256i v = _mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * k + 32 * h));
             __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
             if (l->five) {
-                lo = _mm256_or_si256(lo, fifth_bits_at(pb + l->off_qh + 8 * k + 4 * h));
-                hi = _mm256_or_si256(hi, fifth_bits_at(pb + l->off_qh + 8 * (k + 4) + 4 * h));
+                lo = _mm256_or_si256(lo, fifth_bits(pb + l->off_qh + 8 * k + 4 * h));
+                hi = _mm256_or_si256(hi, fifth_bits(pb + l->off_qh + 8 * (k + 4) + 4 * h));
             }
             for (int c = 0; c < NC; c++) {
                 __m256i q0 = _mm256_set1_epi32(load_i32(x[c] + 4 * k)),
@@ -497,8 +486,8 @@ INLINE AVX2 void panel_q32_cols(int NC, const struct ty_pack_layout *l, int64_t 
     }
 }
 
-INLINE AVX2 void gemv_packed(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                             const void *xq, float *out) {
+INLINE AVX2 void gemv_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                                 const void *xq, float *out) {
     struct ty_pack_layout l;
     ty__pack_layout(type, &l);
     struct ty_q8_act a = ty__q8_act(xq, n);
@@ -509,7 +498,7 @@ INLINE AVX2 void gemv_packed(enum ty_type type, int64_t n, int64_t rows, const v
 }
 
 /* Panels outer, columns in groups of 4 (then 2, 1) inner: a panel stays in L1/L2 while the columns pass. */
-INLINE AVX2 void gemm_packed_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                  int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
     struct ty_pack_layout l;
     ty__pack_layout(type, &l);
@@ -531,22 +520,22 @@ INLINE AVX2 void gemm_packed_q32(enum ty_type type, int64_t n, int64_t rows, con
     }
 }
 
-#define PACKED_Q32(sfx, T)                                                                                             \
+/* The table's packed kernels of one type: gemv and gemm on panels through the drivers of its kind (q32, k, float). */
+#define PACKED(sfx, kind, T)                                                                                           \
     static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
                                        float *out) {                                                                   \
-        gemv_packed(T, n, rows, w, ps, xq, out);                                                                       \
+        gemv_panels_##kind(T, n, rows, w, ps, xq, out);                                                                \
     }                                                                                                                  \
     static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
                                        const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
         (void)scratch;                                                                                                 \
-        gemm_packed_q32(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                                 \
+        gemm_panels_##kind(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                              \
     }
-PACKED_Q32(q4_0, TY_TYPE_Q4_0)
-PACKED_Q32(q4_1, TY_TYPE_Q4_1)
-PACKED_Q32(q5_0, TY_TYPE_Q5_0)
-PACKED_Q32(q5_1, TY_TYPE_Q5_1)
-PACKED_Q32(q8_0, TY_TYPE_Q8_0)
-#undef PACKED_Q32
+PACKED(q4_0, q32, TY_TYPE_Q4_0)
+PACKED(q4_1, q32, TY_TYPE_Q4_1)
+PACKED(q5_0, q32, TY_TYPE_Q5_0)
+PACKED(q5_1, q32, TY_TYPE_Q5_1)
+PACKED(q8_0, q32, TY_TYPE_Q8_0)
 
 /* ==== Packed K-quant panels (pack.c): 16 rows as two halves of 8, for NC columns ====
  * A half's sub-block (Q4_K, Q5_K: 32 elements; Q6_K: 16) is a few vpmaddubsw per step against broadcast activation
@@ -585,8 +574,8 @@ INLINE AVX2 void qk_half(int NC, bool five, const struct ty_pack_k_layout *l, co
             __m256i v = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
             __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
             if (five) {
-                lo = _mm256_or_si256(lo, fifth_bits_at(grp + 8 * k + 4 * h));
-                hi = _mm256_or_si256(hi, fifth_bits_at(grp + 8 * (k + 4) + 4 * h));
+                lo = _mm256_or_si256(lo, fifth_bits(grp + 8 * k + 4 * h));
+                hi = _mm256_or_si256(hi, fifth_bits(grp + 8 * (k + 4) + 4 * h));
             }
             for (int c = 0; c < NC; c++) {
                 const int8_t *x = y[c]->qs + 32 * j;
@@ -689,7 +678,7 @@ INLINE AVX2 void panel_k_half(int NC, enum ty_type type, const struct ty_pack_k_
 }
 
 /* One column: both halves of each super-block in turn (one pass over the panel: decode streams it once). */
-INLINE AVX2 void gemv_packed_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                const void *xq, float *out) {
     struct ty_pack_k_layout l;
     ty__pack_k_layout(type, &l);
@@ -713,7 +702,7 @@ INLINE AVX2 void gemv_packed_k(enum ty_type type, int64_t n, int64_t rows, const
 }
 
 /* Panels outer, then halves, then columns in pairs (the last one alone). */
-INLINE AVX2 void gemm_packed_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+INLINE AVX2 void gemm_panels_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
     struct ty_pack_k_layout l;
     ty__pack_k_layout(type, &l);
@@ -732,20 +721,9 @@ INLINE AVX2 void gemm_packed_k(enum ty_type type, int64_t n, int64_t rows, const
     }
 }
 
-#define PACKED_K(sfx, T)                                                                                               \
-    static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
-                                       float *out) {                                                                   \
-        gemv_packed_k(T, n, rows, w, ps, xq, out);                                                                     \
-    }                                                                                                                  \
-    static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
-                                       const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
-        (void)scratch;                                                                                                 \
-        gemm_packed_k(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                                   \
-    }
-PACKED_K(q4_K, TY_TYPE_Q4_K)
-PACKED_K(q5_K, TY_TYPE_Q5_K)
-PACKED_K(q6_K, TY_TYPE_Q6_K)
-#undef PACKED_K
+PACKED(q4_K, k, TY_TYPE_Q4_K)
+PACKED(q5_K, k, TY_TYPE_Q5_K)
+PACKED(q6_K, k, TY_TYPE_Q6_K)
 
 /* ==== Packed float panels (pack.c): step k is element k of 16 rows ====
  * One FMA per 8 rows and step against a broadcast activation; a column's steps go round two accumulators per half,
@@ -793,7 +771,7 @@ INLINE AVX2 void panel_float(int NC, enum fkind k, int64_t n, const uint8_t *p, 
             store_float_half(k, out + c * ld_out, h, rv, _mm256_add_ps(acc[c][0][h], acc[c][1][h]));
 }
 
-INLINE AVX2 void gemv_packed_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+INLINE AVX2 void gemv_panels_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                    const void *xq, float *out) {
     const float *x = xq;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
@@ -803,7 +781,7 @@ INLINE AVX2 void gemv_packed_float(enum fkind k, int64_t n, int64_t rows, const 
 }
 
 /* Panels outer, columns in pairs inner (the last one alone). */
-INLINE AVX2 void gemm_packed_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+INLINE AVX2 void gemm_panels_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                    int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
@@ -819,20 +797,10 @@ INLINE AVX2 void gemm_packed_float(enum fkind k, int64_t n, int64_t rows, const 
     }
 }
 
-#define PACKED_FLOAT(sfx, K)                                                                                           \
-    static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
-                                       float *out) {                                                                   \
-        gemv_packed_float(K, n, rows, w, ps, xq, out);                                                                 \
-    }                                                                                                                  \
-    static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
-                                       const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
-        (void)scratch;                                                                                                 \
-        gemm_packed_float(K, n, rows, w, ps, cols, xq, xs, out, ld_out);                                               \
-    }
-PACKED_FLOAT(f32, FK_F32)
-PACKED_FLOAT(f16, FK_F16)
-PACKED_FLOAT(bf16, FK_BF16)
-#undef PACKED_FLOAT
+PACKED(f32, float, FK_F32)
+PACKED(f16, float, FK_F16)
+PACKED(bf16, float, FK_BF16)
+#undef PACKED
 
 /* ==== Gemm micro-kernels: 8 rows (one vector) ==== */
 
