@@ -386,45 +386,50 @@ static AVX2 void gemv_q6_K(int64_t n, int64_t rows, const void *w, size_t ws, co
  * gemv is one column; gemm (direct on the panels) shares each half block's unpacked levels among NC columns, and
  * gives every column the same operations in the same order as gemv, so the same bits. */
 
-/* Half h of one packed block against NC columns (x[c]: the column's 32 levels of the block): isum[c] (each row's
- * start, the offset correction) plus the rows' integer dots. 4/5-bit levels: the pair sums of vpmaddubsw (at most
- * 2 x 31 x 127) add up in int16 over the block, or over half of it for 5 bits, before one vpmaddwd widens them: about
- * half the multiplies of widening each. Q8_0: signed levels again, the sign moved onto x. */
-INLINE AVX2 void q32_half(int NC, const struct ty_pack_layout *l, const uint8_t *pb, int h, const int8_t *const *x,
-                          __m256i *isum) {
+/* Halves h0..h0+NH-1 of one packed block against NC columns (x[c]: the column's 32 levels of the block; NH x NC at
+ * most 4): isum[NC (h - h0) + c] (each row's start, the offset correction) plus the rows' integer dots. gemv takes both
+ * halves of one column (each line of levels used whole), gemm one half of several columns.
+ * 4/5-bit levels: the pair sums of vpmaddubsw (at most 2 x 31 x 127) add up in int16 over the block, or over half of
+ * it for 5 bits, before one vpmaddwd widens them: about half the multiplies of widening each. Q8_0: signed levels
+ * again, the sign moved onto x. Integer sums are exact, so the grouping gives every column the same bits. */
+INLINE AVX2 void q32_halves(int NC, int NH, const struct ty_pack_layout *l, const uint8_t *pb, int h0,
+                            const int8_t *const *x, __m256i *isum) {
     if (l->bits == 8) {
-        for (int st = 0; st < 8; st++) {
-            __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * st + 32 * h)),
-                                         _mm256_set1_epi8((char)0x80));
-            __m256i qa = _mm256_sign_epi8(q, q);
-            for (int c = 0; c < NC; c++) {
-                __m256i xb = _mm256_set1_epi32(load_i32(x[c] + 4 * st));
-                isum[c] = _mm256_add_epi32(isum[c], mul_sum_u8s8(qa, _mm256_sign_epi8(xb, q)));
+        for (int st = 0; st < 8; st++)
+            for (int h = 0; h < NH; h++) {
+                __m256i q =
+                    _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * st + 32 * (h0 + h))),
+                                     _mm256_set1_epi8((char)0x80));
+                __m256i qa = _mm256_sign_epi8(q, q);
+                for (int c = 0; c < NC; c++) {
+                    __m256i xb = _mm256_set1_epi32(load_i32(x[c] + 4 * st));
+                    isum[NC * h + c] = _mm256_add_epi32(isum[NC * h + c], mul_sum_u8s8(qa, _mm256_sign_epi8(xb, q)));
+                }
             }
-        }
         return;
     }
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     const int piece = l->five ? 2 : 4; /* chunks whose pair sums add up in int16 */
     for (int k0 = 0; k0 < 4; k0 += piece) {
         __m256i w16[4];
-        for (int c = 0; c < NC; c++) w16[c] = _mm256_setzero_si256();
-        for (int k = k0; k < k0 + piece; k++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * k + 32 * h));
-            __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-            if (l->five) {
-                lo = _mm256_or_si256(lo, fifth_bits(pb + l->off_qh + 8 * k + 4 * h));
-                hi = _mm256_or_si256(hi, fifth_bits(pb + l->off_qh + 8 * (k + 4) + 4 * h));
+        for (int i = 0; i < NH * NC; i++) w16[i] = _mm256_setzero_si256();
+        for (int k = k0; k < k0 + piece; k++)
+            for (int h = 0; h < NH; h++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * k + 32 * (h0 + h)));
+                __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                if (l->five) {
+                    lo = _mm256_or_si256(lo, fifth_bits(pb + l->off_qh + 8 * k + 4 * (h0 + h)));
+                    hi = _mm256_or_si256(hi, fifth_bits(pb + l->off_qh + 8 * (k + 4) + 4 * (h0 + h)));
+                }
+                for (int c = 0; c < NC; c++) {
+                    __m256i q0 = _mm256_set1_epi32(load_i32(x[c] + 4 * k)),
+                            q1 = _mm256_set1_epi32(load_i32(x[c] + 16 + 4 * k));
+                    w16[NC * h + c] = _mm256_add_epi16(
+                        w16[NC * h + c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, q0), _mm256_maddubs_epi16(hi, q1)));
+                }
             }
-            for (int c = 0; c < NC; c++) {
-                __m256i q0 = _mm256_set1_epi32(load_i32(x[c] + 4 * k)),
-                        q1 = _mm256_set1_epi32(load_i32(x[c] + 16 + 4 * k));
-                w16[c] = _mm256_add_epi16(w16[c],
-                                          _mm256_add_epi16(_mm256_maddubs_epi16(lo, q0), _mm256_maddubs_epi16(hi, q1)));
-            }
-        }
-        for (int c = 0; c < NC; c++)
-            isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(w16[c], _mm256_set1_epi16(1)));
+        for (int i = 0; i < NH * NC; i++)
+            isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(w16[i], _mm256_set1_epi16(1)));
     }
 }
 
@@ -459,11 +464,9 @@ INLINE AVX2 void panel_q32(const struct ty_pack_layout *l, int64_t nb, const uin
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, accm[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
         const int8_t *x = a.qs + 32 * b;
-        for (int h = 0; h < 2; h++) {
-            __m256i isum = q32_start(l, a.sum[b]);
-            q32_half(1, l, p, h, &x, &isum);
-            q32_half_float(l, p, h, isum, a.d[b], a.sum[b], &acc[h], &accm[h]);
-        }
+        __m256i isum[2] = {q32_start(l, a.sum[b]), q32_start(l, a.sum[b])};
+        q32_halves(1, 2, l, p, 0, &x, isum);
+        for (int h = 0; h < 2; h++) q32_half_float(l, p, h, isum[h], a.d[b], a.sum[b], &acc[h], &accm[h]);
     }
     for (int h = 0; h < 2; h++) store_half(out, h, rv, acc[h], accm[h]);
 }
@@ -479,7 +482,7 @@ INLINE AVX2 void panel_q32_cols(int NC, const struct ty_pack_layout *l, int64_t 
             const int8_t *x[4];
             __m256i isum[4];
             for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b, isum[c] = q32_start(l, a[c].sum[b]);
-            q32_half(NC, l, pb, h, x, isum);
+            q32_halves(NC, 1, l, pb, h, x, isum);
             for (int c = 0; c < NC; c++) q32_half_float(l, pb, h, isum[c], a[c].d[b], a[c].sum[b], &acc[c], &accm[c]);
         }
         for (int c = 0; c < NC; c++) store_half(out + c * ld_out, h, rv, acc[c], accm[c]);
