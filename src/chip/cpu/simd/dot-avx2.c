@@ -386,6 +386,14 @@ static AVX2 void gemv_q6_K(int64_t n, int64_t rows, const void *w, size_t ws, co
  * gemv is one column; gemm (direct on the panels) shares each half block's unpacked levels among NC columns, and
  * gives every column the same operations in the same order as gemv, so the same bits. */
 
+/* The panel of packed rows [r, r + TY_PACK_ROWS) (r a multiple of it), and how many of its rows the matrix has. */
+INLINE const uint8_t *panel_at(const void *w, size_t panel_stride, int64_t r) {
+    return (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+}
+INLINE int panel_rows(int64_t rows, int64_t r) {
+    return rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+}
+
 /* Halves h0..h0+NH-1 of one packed block against NC columns (x[c]: the column's 32 levels of the block; NH x NC at
  * most 4): isum[NC (h - h0) + c] (each row's start, the offset correction) plus the rows' integer dots. gemv takes both
  * halves of one column (each line of levels used whole), gemm one half of several columns.
@@ -495,8 +503,8 @@ INLINE AVX2 void gemv_panels_q32(enum ty_type type, int64_t n, int64_t rows, con
     ty__pack_layout(type, &l);
     struct ty_q8_act a = ty__q8_act(xq, n);
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
-        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        panel_q32(&l, n / 32, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, a, out + r, rv);
+        const int rv = panel_rows(rows, r);
+        panel_q32(&l, n / 32, panel_at(w, panel_stride, r), a, out + r, rv);
     }
 }
 
@@ -506,8 +514,8 @@ INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, con
     struct ty_pack_layout l;
     ty__pack_layout(type, &l);
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
-        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        const int rv = panel_rows(rows, r);
+        const uint8_t *p = panel_at(w, panel_stride, r);
         for (int64_t c = 0; c < cols;) {
             struct ty_q8_act a[4];
             int nc = cols - c < 4 ? (int)(cols - c) : 4;
@@ -599,6 +607,14 @@ INLINE AVX2 void qk_half(int NC, bool five, const struct ty_pack_k_layout *l, co
     }
 }
 
+/* Bits 2k..2k+1 of each Q6_K qh byte moved to bits 4..5 (16-bit shifts: what crosses a byte is masked off after). */
+INLINE AVX2 __m256i q6k_top_bits(__m256i qh, int k) {
+    return k == 0   ? _mm256_slli_epi16(qh, 4)
+           : k == 1 ? _mm256_slli_epi16(qh, 2)
+           : k == 2 ? qh
+                    : _mm256_srli_epi16(qh, 2);
+}
+
 /* Half h of a Q6_K super-block against NC columns: A[c] += each row's sub-block dots times their scales, O[c] += its
  * scales against the activation's sums of 16 (the levels' + 32, taken off as 32 O at the end). */
 INLINE AVX2 void q6k_half(int NC, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
@@ -614,15 +630,7 @@ INLINE AVX2 void q6k_half(int NC, const struct ty_pack_k_layout *l, const uint8_
         __m256i w16[2][4]; /* column; sub-block 2g in two pieces, then 2g + 1 */
         for (int k = 0; k < 4; k++) {
             __m256i t = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
-            /* bits 2k..2k+1 of each qh byte to bits 4..5 (16-bit shifts: what crosses a byte is masked off) */
-            __m256i h0 = k == 0   ? _mm256_slli_epi16(H0, 4)
-                         : k == 1 ? _mm256_slli_epi16(H0, 2)
-                         : k == 2 ? H0
-                                  : _mm256_srli_epi16(H0, 2);
-            __m256i h1 = k == 0   ? _mm256_slli_epi16(H1, 4)
-                         : k == 1 ? _mm256_slli_epi16(H1, 2)
-                         : k == 2 ? H1
-                                  : _mm256_srli_epi16(H1, 2);
+            const __m256i h0 = q6k_top_bits(H0, k), h1 = q6k_top_bits(H1, k);
             __m256i lo = _mm256_or_si256(_mm256_and_si256(t, low4), _mm256_and_si256(h0, m30));
             __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(t, 4), low4), _mm256_and_si256(h1, m30));
             for (int c = 0; c < NC; c++) {
@@ -686,8 +694,8 @@ INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const
     struct ty_pack_k_layout l;
     ty__pack_k_layout(type, &l);
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
-        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        const int rv = panel_rows(rows, r);
+        const uint8_t *p = panel_at(w, panel_stride, r);
         __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int64_t b = 0; b < n / TY_QK_K; b++, p += l.bp) {
             const struct ty_block_q8_K *yb = (const struct ty_block_q8_K *)xq + b;
@@ -710,8 +718,8 @@ INLINE AVX2 void gemm_panels_k(enum ty_type type, int64_t n, int64_t rows, const
     struct ty_pack_k_layout l;
     ty__pack_k_layout(type, &l);
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
-        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        const int rv = panel_rows(rows, r);
+        const uint8_t *p = panel_at(w, panel_stride, r);
         for (int h = 0; h < 2; h++)
             for (int64_t c = 0; c < cols; c += 2) {
                 const struct ty_block_q8_K *y[2] = {(const void *)((const char *)xq + (size_t)c * x_stride), NULL};
@@ -778,8 +786,8 @@ INLINE AVX2 void gemv_panels_float(enum fkind k, int64_t n, int64_t rows, const 
                                    const void *xq, float *out) {
     const float *x = xq;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
-        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        panel_float(1, k, n, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, &x, out + r, 0, rv);
+        const int rv = panel_rows(rows, r);
+        panel_float(1, k, n, panel_at(w, panel_stride, r), &x, out + r, 0, rv);
     }
 }
 
@@ -787,8 +795,8 @@ INLINE AVX2 void gemv_panels_float(enum fkind k, int64_t n, int64_t rows, const 
 INLINE AVX2 void gemm_panels_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                    int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
-        int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        const int rv = panel_rows(rows, r);
+        const uint8_t *p = panel_at(w, panel_stride, r);
         for (int64_t c = 0; c < cols; c += 2) {
             const float *x[2] = {(const float *)((const char *)xq + (size_t)c * x_stride), NULL};
             x[1] = c + 1 < cols ? (const float *)((const char *)xq + (size_t)(c + 1) * x_stride) : x[0];
