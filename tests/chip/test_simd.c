@@ -570,12 +570,16 @@ static bool packs(const struct ty_simd *s, enum ty_type type) {
     return (s->isa == TY_CPU_ISA_AVX2 || avx512(s)) && s->t[type].act != TY_ACT_BF16;
 }
 
+/* The column counts gemm is checked at: 1..17 (every remainder of the kernels' column groups), then all `cols`. */
+static int64_t next_cols(int64_t nc, int64_t cols) {
+    return nc < 17 || nc == cols ? nc + 1 : cols;
+}
+
 /* One packable type at one shape, on every path that has its packed kernels: pack / unpack round trip; the packed
  * reference equals the natural one bit for bit; packed gemv against the scalar kernel (NMSE); and, where gemm works
- * straight on the panels (gemm_packed_direct, which a backend runs for decode and prefill alike), gemm of 1..17
- * columns, and of the rows from the second panel on, gives every column the bits gemv gives it. */
-static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scratch) {
-    const int64_t cols = 17;
+ * straight on the panels (gemm_packed_direct, which a backend runs for decode and prefill alike), gemm of 1..17 and of
+ * `cols` (at least 17) columns, and of the rows from the second panel on, gives every column the bits gemv gives it. */
+static void check_packed(enum ty_type type, int64_t n, int64_t rows, int64_t cols, void *scratch) {
     size_t rb = row_bytes(type, n), ws = rb + 4;
     uint8_t *w = calloc((size_t)rows, ws);
     make_weights(type, n, rows, w, ws);
@@ -620,7 +624,7 @@ static void check_packed(enum ty_type type, int64_t n, int64_t rows, void *scrat
         k->gemv_packed(n, rows - r_last, pk + (panels - 1) * pstride, pstride, xq, last); /* the last panel alone */
         CHECK(memcmp(last, one + r_last, (size_t)(rows - r_last) * sizeof(float)) == 0);
         bool bits = true;
-        for (int64_t nc = 1; nc <= cols; nc++) {
+        for (int64_t nc = 1; nc <= cols; nc = next_cols(nc, cols)) {
             k->gemm_packed(n, rows, pk, pstride, nc, xq, xs, got, rows, scratch);
             if (k->gemm_packed_direct) bits &= memcmp(got, one, (size_t)(rows * nc) * sizeof(float)) == 0;
             e = nmse_f(one, got, rows * nc);
@@ -645,16 +649,20 @@ static void test_packed_direct(void) {
     void *scratch = ty__malloc_aligned(ty__gemm_scratch_size());
     static const enum ty_type k_types[] = {TY_TYPE_Q4_K, TY_TYPE_Q5_K, TY_TYPE_Q6_K};
     for (int t = 0; t < 3; t++) {
-        check_packed(k_types[t], 256, 37, scratch); /* two full panels and one of five rows */
-        check_packed(k_types[t], 768, 21, scratch);
-        check_packed(k_types[t], 4864, 19, scratch); /* Qwen2.5-0.5B's ffn_down rows */
+        check_packed(k_types[t], 256, 37, 17, scratch); /* two full panels and one of five rows */
+        check_packed(k_types[t], 768, 21, 17, scratch);
+        check_packed(k_types[t], 4864, 19, 17, scratch); /* Qwen2.5-0.5B's ffn_down rows */
     }
     static const enum ty_type q32[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_0, TY_TYPE_Q4_1, TY_TYPE_Q5_0, TY_TYPE_Q5_1};
-    for (int t = 0; t < 5; t++) check_packed(q32[t], 224, 23, scratch);
+    for (int t = 0; t < 5; t++) {
+        check_packed(q32[t], 224, 23, 17, scratch);
+        /* ffn_down's rows, 70 columns: AVX2's gemm tiles of 32 blocks (a partial last one) and groups of 64 columns */
+        check_packed(q32[t], 4864, 19, 70, scratch);
+    }
     static const enum ty_type ft[] = {TY_TYPE_F32, TY_TYPE_F16, TY_TYPE_BF16};
     for (int t = 0; t < 3; t++) {
-        check_packed(ft[t], 33, 37, scratch); /* odd K: the last step has no partner */
-        check_packed(ft[t], 896, 21, scratch);
+        check_packed(ft[t], 33, 37, 17, scratch); /* odd K: the last step has no partner */
+        check_packed(ft[t], 896, 21, 17, scratch);
     }
     ty__free_aligned(scratch);
 }

@@ -394,47 +394,70 @@ INLINE int panel_rows(int64_t rows, int64_t r) {
     return rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
 }
 
+/* Step k (0..3) of half h of a packed 4/5-bit block: the levels of elements 4k..4k+3 (lo) and 16+4k.. (hi) of its
+ * 8 rows, one dword a row. */
+INLINE AVX2 void q32_step_levels(const struct ty_pack_layout *l, const uint8_t *pb, int h, int k, __m256i *lo,
+                                 __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256i v = _mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * k + 32 * h));
+    *lo = _mm256_and_si256(v, low4), *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    if (l->five) {
+        *lo = _mm256_or_si256(*lo, fifth_bits(pb + l->off_qh + 8 * k + 4 * h));
+        *hi = _mm256_or_si256(*hi, fifth_bits(pb + l->off_qh + 8 * (k + 4) + 4 * h));
+    }
+}
+
+/* Step st (0..7) of half h of a packed Q8_0 block: the signed levels of elements 4st..4st+3 of its 8 rows. */
+INLINE AVX2 __m256i q8_step_levels(const struct ty_pack_layout *l, const uint8_t *pb, int h, int st) {
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * st + 32 * h)),
+                            _mm256_set1_epi8((char)0x80));
+}
+
+/* One Q8_0 step against NC columns: q the signed levels, qa their magnitudes (the sign moves onto x). */
+INLINE AVX2 void q8_step_dot(int NC, __m256i q, __m256i qa, const int8_t *const *x, int st, __m256i *isum) {
+    for (int c = 0; c < NC; c++) {
+        __m256i xb = _mm256_set1_epi32(load_i32(x[c] + 4 * st));
+        isum[c] = _mm256_add_epi32(isum[c], mul_sum_u8s8(qa, _mm256_sign_epi8(xb, q)));
+    }
+}
+
+/* One 4/5-bit step against NC columns: the pair sums of lo and hi into each column's int16 sums. */
+INLINE AVX2 void q32_step_dot(int NC, __m256i lo, __m256i hi, const int8_t *const *x, int k, __m256i *w16) {
+    for (int c = 0; c < NC; c++) {
+        __m256i q0 = _mm256_set1_epi32(load_i32(x[c] + 4 * k)), q1 = _mm256_set1_epi32(load_i32(x[c] + 16 + 4 * k));
+        w16[c] = _mm256_add_epi16(w16[c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, q0), _mm256_maddubs_epi16(hi, q1)));
+    }
+}
+
+/* Steps whose pair sums add up in int16 (at most 2 x 31 x 127 each): a whole block of 4-bit levels, half of 5-bit. */
+INLINE int q32_piece(const struct ty_pack_layout *l) {
+    return l->five ? 2 : 4;
+}
+
 /* Halves h0..h0+NH-1 of one packed block against NC columns (x[c]: the column's 32 levels of the block; NH x NC at
  * most 4): isum[NC (h - h0) + c] (each row's start, the offset correction) plus the rows' integer dots. gemv takes both
- * halves of one column (each line of levels used whole), gemm one half of several columns.
- * 4/5-bit levels: the pair sums of vpmaddubsw (at most 2 x 31 x 127) add up in int16 over the block, or over half of
- * it for 5 bits, before one vpmaddwd widens them: about half the multiplies of widening each. Q8_0: signed levels
- * again, the sign moved onto x. Integer sums are exact, so the grouping gives every column the same bits. */
+ * halves of one column (each line of levels used whole). 4/5-bit levels: the pair sums of vpmaddubsw add up in int16
+ * over a piece before one vpmaddwd widens them: about half the multiplies of widening each. Q8_0: signed levels again,
+ * the sign moved onto x. Integer sums are exact, so any grouping gives every column the same bits. */
 INLINE AVX2 void q32_halves(int NC, int NH, const struct ty_pack_layout *l, const uint8_t *pb, int h0,
                             const int8_t *const *x, __m256i *isum) {
     if (l->bits == 8) {
         for (int st = 0; st < 8; st++)
             for (int h = 0; h < NH; h++) {
-                __m256i q =
-                    _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * st + 32 * (h0 + h))),
-                                     _mm256_set1_epi8((char)0x80));
-                __m256i qa = _mm256_sign_epi8(q, q);
-                for (int c = 0; c < NC; c++) {
-                    __m256i xb = _mm256_set1_epi32(load_i32(x[c] + 4 * st));
-                    isum[NC * h + c] = _mm256_add_epi32(isum[NC * h + c], mul_sum_u8s8(qa, _mm256_sign_epi8(xb, q)));
-                }
+                __m256i q = q8_step_levels(l, pb, h0 + h, st);
+                q8_step_dot(NC, q, _mm256_sign_epi8(q, q), x, st, isum + NC * h);
             }
         return;
     }
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    const int piece = l->five ? 2 : 4; /* chunks whose pair sums add up in int16 */
+    const int piece = q32_piece(l);
     for (int k0 = 0; k0 < 4; k0 += piece) {
         __m256i w16[4];
         for (int i = 0; i < NH * NC; i++) w16[i] = _mm256_setzero_si256();
         for (int k = k0; k < k0 + piece; k++)
             for (int h = 0; h < NH; h++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * k + 32 * (h0 + h)));
-                __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-                if (l->five) {
-                    lo = _mm256_or_si256(lo, fifth_bits(pb + l->off_qh + 8 * k + 4 * (h0 + h)));
-                    hi = _mm256_or_si256(hi, fifth_bits(pb + l->off_qh + 8 * (k + 4) + 4 * (h0 + h)));
-                }
-                for (int c = 0; c < NC; c++) {
-                    __m256i q0 = _mm256_set1_epi32(load_i32(x[c] + 4 * k)),
-                            q1 = _mm256_set1_epi32(load_i32(x[c] + 16 + 4 * k));
-                    w16[NC * h + c] = _mm256_add_epi16(
-                        w16[NC * h + c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, q0), _mm256_maddubs_epi16(hi, q1)));
-                }
+                __m256i lo, hi;
+                q32_step_levels(l, pb, h0 + h, k, &lo, &hi);
+                q32_step_dot(NC, lo, hi, x, k, w16 + NC * h);
             }
         for (int i = 0; i < NH * NC; i++)
             isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(w16[i], _mm256_set1_epi16(1)));
@@ -446,15 +469,21 @@ INLINE AVX2 __m256i q32_start(const struct ty_pack_layout *l, int32_t sum) {
     return l->affine || l->bits == 8 ? _mm256_setzero_si256() : _mm256_set1_epi32(-l->offset * sum);
 }
 
-/* A half block's float step for one column: its dot times scale x dx, and for affine types minimum x dx x sum. */
-INLINE AVX2 void q32_half_float(const struct ty_pack_layout *l, const uint8_t *pb, int h, __m256i isum, float dx,
-                                int32_t sum, __m256 *acc, __m256 *accm) {
-    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pb + 16 * h)));
+/* A half block's float step for one column from its row scales dw (and minimums m, affine types): its dot times
+ * scale x dx, and for affine types minimum x dx x sum. */
+INLINE AVX2 void q32_float(const struct ty_pack_layout *l, __m256 dw, __m256 m, __m256i isum, float dx, int32_t sum,
+                           __m256 *acc, __m256 *accm) {
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), *acc);
-    if (l->affine) {
-        __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pb + l->off_m + 16 * h)));
-        *accm = _mm256_fmadd_ps(m, _mm256_set1_ps(dx * (float)sum), *accm);
-    }
+    if (l->affine) *accm = _mm256_fmadd_ps(m, _mm256_set1_ps(dx * (float)sum), *accm);
+}
+
+/* The row scales (minimums) of half h of a packed block. */
+INLINE AVX2 __m256 q32_scales(const uint8_t *pb, int h) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pb + 16 * h)));
+}
+INLINE AVX2 __m256 q32_mins(const struct ty_pack_layout *l, const uint8_t *pb, int h) {
+    return l->affine ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pb + l->off_m + 16 * h)))
+                     : _mm256_setzero_ps();
 }
 
 /* Rows 8h.. of a panel (rv valid in the whole panel) from a half's sums. */
@@ -474,27 +503,10 @@ INLINE AVX2 void panel_q32(const struct ty_pack_layout *l, int64_t nb, const uin
         const int8_t *x = a.qs + 32 * b;
         __m256i isum[2] = {q32_start(l, a.sum[b]), q32_start(l, a.sum[b])};
         q32_halves(1, 2, l, p, 0, &x, isum);
-        for (int h = 0; h < 2; h++) q32_half_float(l, p, h, isum[h], a.d[b], a.sum[b], &acc[h], &accm[h]);
+        for (int h = 0; h < 2; h++)
+            q32_float(l, q32_scales(p, h), q32_mins(l, p, h), isum[h], a.d[b], a.sum[b], &acc[h], &accm[h]);
     }
     for (int h = 0; h < 2; h++) store_half(out, h, rv, acc[h], accm[h]);
-}
-
-/* NC columns, one half of the panel at a time (the registers hold NC columns of one half). */
-INLINE AVX2 void panel_q32_cols(int NC, const struct ty_pack_layout *l, int64_t nb, const uint8_t *p,
-                                const struct ty_q8_act *a, float *out, int64_t ld_out, int rv) {
-    for (int h = 0; h < 2; h++) {
-        __m256 acc[4], accm[4];
-        for (int c = 0; c < NC; c++) acc[c] = accm[c] = _mm256_setzero_ps();
-        const uint8_t *pb = p;
-        for (int64_t b = 0; b < nb; b++, pb += l->bp) {
-            const int8_t *x[4];
-            __m256i isum[4];
-            for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b, isum[c] = q32_start(l, a[c].sum[b]);
-            q32_halves(NC, 1, l, pb, h, x, isum);
-            for (int c = 0; c < NC; c++) q32_half_float(l, pb, h, isum[c], a[c].d[b], a[c].sum[b], &acc[c], &accm[c]);
-        }
-        for (int c = 0; c < NC; c++) store_half(out + c * ld_out, h, rv, acc[c], accm[c]);
-    }
 }
 
 INLINE AVX2 void gemv_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
@@ -508,26 +520,99 @@ INLINE AVX2 void gemv_panels_q32(enum ty_type type, int64_t n, int64_t rows, con
     }
 }
 
-/* Panels outer, columns in groups of 4 (then 2, 1) inner: a panel stays in L1/L2 while the columns pass. */
+/* ==== gemm of the 32-element types on unpacked tiles ====
+ * Many columns pass over each half panel, so its levels are unpacked once per chunk of blocks into a tile that stays
+ * in L1 (the scratch), and every column then costs only its multiplies, sums and float steps: the nibble and fifth-bit
+ * work, which bounded the 4-column kernel straight on the panels (Q5_0 prefill 88 GOP/s a thread), is shared by up to
+ * TILE_COLS columns. A column's accumulators carry over from chunk to chunk, so its sums are gemv's, step for step. */
+
+#define TILE_BLOCKS 32 /* blocks per tile: 32 x 576 bytes, in L1 */
+#define TILE_COLS   64 /* columns per pass over a half panel's tiles */
+
+struct q32_tile {
+    __m256i lv[16]; /* 4/5 bits: lo and hi of steps 0..3; Q8_0: the signed levels of steps 0..7, then magnitudes */
+    __m256 dw, m;   /* row scales, minimums (affine types) */
+};
+_Static_assert(TILE_BLOCKS * sizeof(struct q32_tile) <= (size_t)TY_PANEL_MAX_ROWS * TY_PANEL_KC_INT * 2,
+               "a tile fits the gemm scratch (its panel buffer alone)");
+
+INLINE AVX2 void q32_unpack(const struct ty_pack_layout *l, const uint8_t *pb, int h, struct q32_tile *t) {
+    if (l->bits == 8)
+        for (int st = 0; st < 8; st++)
+            t->lv[st] = q8_step_levels(l, pb, h, st), t->lv[8 + st] = _mm256_sign_epi8(t->lv[st], t->lv[st]);
+    else
+        for (int k = 0; k < 4; k++) q32_step_levels(l, pb, h, k, &t->lv[2 * k], &t->lv[2 * k + 1]);
+    t->dw = q32_scales(pb, h), t->m = q32_mins(l, pb, h);
+}
+
+/* NC columns (a[c]) over tiles of blocks b0.. of one half, into their accumulators. */
+INLINE AVX2 void q32_tile_cols(int NC, const struct ty_pack_layout *l, const struct q32_tile *t, int64_t b0, int64_t nb,
+                               const struct ty_q8_act *a, __m256 *acc, __m256 *accm) {
+    for (int64_t i = 0; i < nb; i++, t++) {
+        const int64_t b = b0 + i;
+        const int8_t *x[4];
+        __m256i isum[4];
+        for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b, isum[c] = q32_start(l, a[c].sum[b]);
+        if (l->bits == 8)
+            for (int st = 0; st < 8; st++) q8_step_dot(NC, t->lv[st], t->lv[8 + st], x, st, isum);
+        else
+            for (int k0 = 0; k0 < 4; k0 += q32_piece(l)) {
+                __m256i w16[4];
+                for (int c = 0; c < NC; c++) w16[c] = _mm256_setzero_si256();
+                for (int k = k0; k < k0 + q32_piece(l); k++)
+                    q32_step_dot(NC, t->lv[2 * k], t->lv[2 * k + 1], x, k, w16);
+                for (int c = 0; c < NC; c++)
+                    isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(w16[c], _mm256_set1_epi16(1)));
+            }
+        for (int c = 0; c < NC; c++) q32_float(l, t->dw, t->m, isum[c], a[c].d[b], a[c].sum[b], &acc[c], &accm[c]);
+    }
+}
+
+/* Columns of one group over the tiles of a chunk: 4 at a time (then 2, 1), their accumulators kept in st. */
+INLINE AVX2 void q32_tile_group(const struct ty_pack_layout *l, const struct q32_tile *t, int64_t b0, int64_t nb,
+                                int64_t n, const void *xq, size_t x_stride, int ncols, __m256 (*st)[2]) {
+    for (int c = 0; c < ncols;) {
+        const int nc = ncols - c >= 4 ? 4 : ncols - c >= 2 ? 2 : 1;
+        struct ty_q8_act a[4];
+        __m256 acc[4], accm[4];
+        for (int i = 0; i < nc; i++) {
+            a[i] = ty__q8_act((const char *)xq + (size_t)(c + i) * x_stride, n);
+            acc[i] = st[c + i][0], accm[i] = st[c + i][1];
+        }
+        if (nc == 4)
+            q32_tile_cols(4, l, t, b0, nb, a, acc, accm);
+        else if (nc == 2)
+            q32_tile_cols(2, l, t, b0, nb, a, acc, accm);
+        else
+            q32_tile_cols(1, l, t, b0, nb, a, acc, accm);
+        for (int i = 0; i < nc; i++) st[c + i][0] = acc[i], st[c + i][1] = accm[i];
+        c += nc;
+    }
+}
+
+/* Panels outer, then halves, groups of TILE_COLS columns, chunks of TILE_BLOCKS blocks (unpacked into the scratch). */
 INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                                 int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+                                 int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                                 void *scratch) {
     struct ty_pack_layout l;
     ty__pack_layout(type, &l);
+    struct q32_tile *tile = scratch;
+    const int64_t nb = n / 32;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         const int rv = panel_rows(rows, r);
         const uint8_t *p = panel_at(w, panel_stride, r);
-        for (int64_t c = 0; c < cols;) {
-            struct ty_q8_act a[4];
-            int nc = cols - c < 4 ? (int)(cols - c) : 4;
-            for (int i = 0; i < nc; i++) a[i] = ty__q8_act((const char *)xq + (size_t)(c + i) * x_stride, n);
-            float *o = out + c * ld_out + r;
-            if (nc == 4)
-                panel_q32_cols(4, &l, n / 32, p, a, o, ld_out, rv), c += 4;
-            else if (nc >= 2)
-                panel_q32_cols(2, &l, n / 32, p, a, o, ld_out, rv), c += 2;
-            else
-                panel_q32(&l, n / 32, p, a[0], o, rv), c += 1;
-        }
+        for (int h = 0; h < 2; h++)
+            for (int64_t c0 = 0; c0 < cols; c0 += TILE_COLS) {
+                const int ncols = cols - c0 < TILE_COLS ? (int)(cols - c0) : TILE_COLS;
+                __m256 st[TILE_COLS][2];
+                for (int c = 0; c < ncols; c++) st[c][0] = st[c][1] = _mm256_setzero_ps();
+                for (int64_t b0 = 0; b0 < nb; b0 += TILE_BLOCKS) {
+                    const int64_t nt = nb - b0 < TILE_BLOCKS ? nb - b0 : TILE_BLOCKS;
+                    for (int64_t i = 0; i < nt; i++) q32_unpack(&l, p + (size_t)(b0 + i) * l.bp, h, &tile[i]);
+                    q32_tile_group(&l, tile, b0, nt, n, (const char *)xq + (size_t)c0 * x_stride, x_stride, ncols, st);
+                }
+                for (int c = 0; c < ncols; c++) store_half(out + (c0 + c) * ld_out + r, h, rv, st[c][0], st[c][1]);
+            }
     }
 }
 
@@ -539,8 +624,7 @@ INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, con
     }                                                                                                                  \
     static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
                                        const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
-        (void)scratch;                                                                                                 \
-        gemm_panels_##kind(T, n, rows, w, ps, cols, xq, xs, out, ld_out);                                              \
+        gemm_panels_##kind(T, n, rows, w, ps, cols, xq, xs, out, ld_out, scratch);                                     \
     }
 PACKED(q4_0, q32, TY_TYPE_Q4_0)
 PACKED(q4_1, q32, TY_TYPE_Q4_1)
@@ -714,7 +798,9 @@ INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const
 
 /* Panels outer, then halves, then columns in pairs (the last one alone). */
 INLINE AVX2 void gemm_panels_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                               int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+                               int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                               void *scratch) {
+    (void)scratch;
     struct ty_pack_k_layout l;
     ty__pack_k_layout(type, &l);
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
@@ -793,7 +879,9 @@ INLINE AVX2 void gemv_panels_float(enum fkind k, int64_t n, int64_t rows, const 
 
 /* Panels outer, columns in pairs inner (the last one alone). */
 INLINE AVX2 void gemm_panels_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                                   int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+                                   int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                                   void *scratch) {
+    (void)scratch;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         const int rv = panel_rows(rows, r);
         const uint8_t *p = panel_at(w, panel_stride, r);
