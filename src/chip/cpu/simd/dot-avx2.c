@@ -568,54 +568,6 @@ INLINE AVX2 void q32_tile_cols(int NC, const struct ty_pack_layout *l, const str
     }
 }
 
-/* Columns of one group over the tiles of a chunk: 4 at a time (then 2, 1), their accumulators kept in st. */
-INLINE AVX2 void q32_tile_group(const struct ty_pack_layout *l, const struct q32_tile *t, int64_t b0, int64_t nb,
-                                int64_t n, const void *xq, size_t x_stride, int ncols, __m256 (*st)[2]) {
-    for (int c = 0; c < ncols;) {
-        const int nc = ncols - c >= 4 ? 4 : ncols - c >= 2 ? 2 : 1;
-        struct ty_q8_act a[4];
-        __m256 acc[4], accm[4];
-        for (int i = 0; i < nc; i++) {
-            a[i] = ty__q8_act((const char *)xq + (size_t)(c + i) * x_stride, n);
-            acc[i] = st[c + i][0], accm[i] = st[c + i][1];
-        }
-        if (nc == 4)
-            q32_tile_cols(4, l, t, b0, nb, a, acc, accm);
-        else if (nc == 2)
-            q32_tile_cols(2, l, t, b0, nb, a, acc, accm);
-        else
-            q32_tile_cols(1, l, t, b0, nb, a, acc, accm);
-        for (int i = 0; i < nc; i++) st[c + i][0] = acc[i], st[c + i][1] = accm[i];
-        c += nc;
-    }
-}
-
-/* Panels outer, then halves, groups of TILE_COLS columns, chunks of TILE_BLOCKS blocks (unpacked into the scratch). */
-INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                                 int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
-                                 void *scratch) {
-    struct ty_pack_layout l;
-    ty__pack_layout(type, &l);
-    struct q32_tile *tile = scratch;
-    const int64_t nb = n / 32;
-    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
-        const int rv = panel_rows(rows, r);
-        const uint8_t *p = panel_at(w, panel_stride, r);
-        for (int h = 0; h < 2; h++)
-            for (int64_t c0 = 0; c0 < cols; c0 += TILE_COLS) {
-                const int ncols = cols - c0 < TILE_COLS ? (int)(cols - c0) : TILE_COLS;
-                __m256 st[TILE_COLS][2];
-                for (int c = 0; c < ncols; c++) st[c][0] = st[c][1] = _mm256_setzero_ps();
-                for (int64_t b0 = 0; b0 < nb; b0 += TILE_BLOCKS) {
-                    const int64_t nt = nb - b0 < TILE_BLOCKS ? nb - b0 : TILE_BLOCKS;
-                    for (int64_t i = 0; i < nt; i++) q32_unpack(&l, p + (size_t)(b0 + i) * l.bp, h, &tile[i]);
-                    q32_tile_group(&l, tile, b0, nt, n, (const char *)xq + (size_t)c0 * x_stride, x_stride, ncols, st);
-                }
-                for (int c = 0; c < ncols; c++) store_half(out + (c0 + c) * ld_out + r, h, rv, st[c][0], st[c][1]);
-            }
-    }
-}
-
 /* The table's packed kernels of one type: gemv and gemm on panels through the drivers of its kind (q32, k, float). */
 #define PACKED(sfx, kind, T)                                                                                           \
     static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
@@ -626,11 +578,6 @@ INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, con
                                        const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
         gemm_panels_##kind(T, n, rows, w, ps, cols, xq, xs, out, ld_out, scratch);                                     \
     }
-PACKED(q4_0, q32, TY_TYPE_Q4_0)
-PACKED(q4_1, q32, TY_TYPE_Q4_1)
-PACKED(q5_0, q32, TY_TYPE_Q5_0)
-PACKED(q5_1, q32, TY_TYPE_Q5_1)
-PACKED(q8_0, q32, TY_TYPE_Q8_0)
 
 /* ==== Packed K-quant panels (pack.c): 16 rows as two halves of 8, for NC columns ====
  * A half's sub-block (Q4_K, Q5_K: 32 elements; Q6_K: 16) is a few vpmaddubsw per step against broadcast activation
@@ -647,47 +594,76 @@ INLINE AVX2 __m256i dword_byte_twice(int k) {
     return _mm256_add_epi32(_mm256_set1_epi32((int)(0x80008000u | (unsigned)k | (unsigned)k << 16)), offs);
 }
 
+/* The 6-bit scales and minimums of half h of a Q4_K / Q5_K super-block: byte j of dword r holds row r's of sub-block
+ * j (lo) or 4 + j (hi). */
+struct qk_scales {
+    __m256i s_lo, s_hi, m_lo, m_hi;
+};
+INLINE AVX2 struct qk_scales qk_half_scales(const struct ty_pack_k_layout *l, const uint8_t *p, int h) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), m6 = _mm256_set1_epi8(0x3f), m2h = _mm256_set1_epi8(0x30);
+    const __m256i W0 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 32 * h));
+    const __m256i W1 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 64 + 32 * h));
+    const __m256i W2 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 128 + 32 * h));
+    return (struct qk_scales){
+        _mm256_and_si256(W0, m6),
+        _mm256_or_si256(_mm256_and_si256(W2, low4), _mm256_and_si256(_mm256_srli_epi32(W0, 2), m2h)),
+        _mm256_and_si256(W1, m6),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(W2, 4), low4),
+                        _mm256_and_si256(_mm256_srli_epi32(W1, 2), m2h)),
+    };
+}
+
+/* Sub-block j's scale and minimum of each row in both words of its dword (vpmaddwd operands). */
+INLINE AVX2 void qk_sub_scales(const struct qk_scales *s, int j, __m256i *sc, __m256i *mn) {
+    const __m256i sel = dword_byte_twice(j % 4);
+    *sc = _mm256_shuffle_epi8(j < 4 ? s->s_lo : s->s_hi, sel);
+    *mn = _mm256_shuffle_epi8(j < 4 ? s->m_lo : s->m_hi, sel);
+}
+
+/* Step k (0..3) of sub-block j of half h of a Q4_K / Q5_K super-block: levels of elements 4k.. (lo) and 16+4k.. (hi).
+ */
+INLINE AVX2 void qk_step_levels(bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int j, int h, int k,
+                                __m256i *lo, __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const uint8_t *grp = p + l->off_grp + l->gb * j;
+    __m256i v = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
+    *lo = _mm256_and_si256(v, low4), *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    if (five) {
+        *lo = _mm256_or_si256(*lo, fifth_bits(grp + 8 * k + 4 * h));
+        *hi = _mm256_or_si256(*hi, fifth_bits(grp + 8 * (k + 4) + 4 * h));
+    }
+}
+
+/* A sub-block's int16 sums (w16[piece][c]; Q5_K's two pieces) widened by the rows' scales into A[c], its minimums
+ * against the activation's two sums of 16 into B[c]. */
+INLINE AVX2 void qk_sub_sums(int NC, bool five, __m256i (*w16)[4], __m256i sc, __m256i mn,
+                             const struct ty_block_q8_K *const *y, int j, __m256i *A, __m256i *B) {
+    for (int c = 0; c < NC; c++) {
+        __m256i d = _mm256_madd_epi16(w16[0][c], sc);
+        if (five) d = _mm256_add_epi32(d, _mm256_madd_epi16(w16[1][c], sc));
+        A[c] = _mm256_add_epi32(A[c], d);
+        B[c] = _mm256_add_epi32(B[c], _mm256_madd_epi16(mn, _mm256_set1_epi32(load_i32(y[c]->bsums + 2 * j))));
+    }
+}
+
 /* Half h of a Q4_K (five false) / Q5_K super-block against NC columns (y[c]: the column's block): A[c] += each row's
  * sub-block dots times their scales, B[c] += its minimums against the activation's sums of 16. */
 INLINE AVX2 void qk_half(int NC, bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
                          const struct ty_block_q8_K *const *y, __m256i *A, __m256i *B) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f), m6 = _mm256_set1_epi8(0x3f), m2h = _mm256_set1_epi8(0x30);
-    /* byte j of dword r: the 6-bit scale (minimum) of sub-block j (4 + j) of row r */
-    const __m256i W0 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 32 * h));
-    const __m256i W1 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 64 + 32 * h));
-    const __m256i W2 = _mm256_loadu_si256((const __m256i *)(p + l->off_sc + 128 + 32 * h));
-    const __m256i s_lo = _mm256_and_si256(W0, m6), m_lo = _mm256_and_si256(W1, m6);
-    const __m256i s_hi = _mm256_or_si256(_mm256_and_si256(W2, low4), _mm256_and_si256(_mm256_srli_epi32(W0, 2), m2h));
-    const __m256i m_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(W2, 4), low4),
-                                         _mm256_and_si256(_mm256_srli_epi32(W1, 2), m2h));
+    const struct qk_scales s = qk_half_scales(l, p, h);
     for (int j = 0; j < 8; j++) {
-        const uint8_t *grp = p + l->off_grp + l->gb * j;
-        const __m256i sel = dword_byte_twice(j % 4);
-        __m256i w16[2][2]; /* column, piece */
-        for (int c = 0; c < NC; c++) w16[c][0] = w16[c][1] = _mm256_setzero_si256();
+        __m256i w16[2][4]; /* piece, column */
+        const int8_t *x[4];
+        for (int c = 0; c < NC; c++) w16[0][c] = w16[1][c] = _mm256_setzero_si256();
+        for (int c = 0; c < NC; c++) x[c] = y[c]->qs + 32 * j;
         for (int k = 0; k < 4; k++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
-            __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-            if (five) {
-                lo = _mm256_or_si256(lo, fifth_bits(grp + 8 * k + 4 * h));
-                hi = _mm256_or_si256(hi, fifth_bits(grp + 8 * (k + 4) + 4 * h));
-            }
-            for (int c = 0; c < NC; c++) {
-                const int8_t *x = y[c]->qs + 32 * j;
-                __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x + 4 * k)));
-                __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x + 16 + 4 * k)));
-                __m256i *sum = &w16[c][five ? k / 2 : 0];
-                *sum = _mm256_add_epi16(*sum, _mm256_add_epi16(pl, ph));
-            }
+            __m256i lo, hi;
+            qk_step_levels(five, l, p, j, h, k, &lo, &hi);
+            q32_step_dot(NC, lo, hi, x, k, w16[five ? k / 2 : 0]);
         }
-        const __m256i sc = _mm256_shuffle_epi8(j < 4 ? s_lo : s_hi, sel);
-        const __m256i mn = _mm256_shuffle_epi8(j < 4 ? m_lo : m_hi, sel); /* twice, against two sums of 16 */
-        for (int c = 0; c < NC; c++) {
-            __m256i d = _mm256_madd_epi16(w16[c][0], sc);
-            if (five) d = _mm256_add_epi32(d, _mm256_madd_epi16(w16[c][1], sc));
-            A[c] = _mm256_add_epi32(A[c], d);
-            B[c] = _mm256_add_epi32(B[c], _mm256_madd_epi16(mn, _mm256_set1_epi32(load_i32(y[c]->bsums + 2 * j))));
-        }
+        __m256i sc, mn;
+        qk_sub_scales(&s, j, &sc, &mn);
+        qk_sub_sums(NC, five, w16, sc, mn, y, j, A, B);
     }
 }
 
@@ -699,77 +675,89 @@ INLINE AVX2 __m256i q6k_top_bits(__m256i qh, int k) {
                     : _mm256_srli_epi16(qh, 2);
 }
 
+/* Step k (0..3) of group g of half h of a Q6_K super-block: levels (+ 32) of elements 4k.. (lo, sub-block 2g) and
+ * 16+4k.. (hi, sub-block 2g + 1). */
+INLINE AVX2 void q6k_step_levels(const struct ty_pack_k_layout *l, const uint8_t *p, int g, int h, int k, __m256i *lo,
+                                 __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    const uint8_t *grp = p + l->off_grp + l->gb * g;
+    const __m256i H0 = _mm256_loadu_si256((const __m256i *)(grp + 32 * h));
+    const __m256i H1 = _mm256_loadu_si256((const __m256i *)(grp + 64 + 32 * h));
+    __m256i t = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
+    *lo = _mm256_or_si256(_mm256_and_si256(t, low4), _mm256_and_si256(q6k_top_bits(H0, k), m30));
+    *hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(t, 4), low4), _mm256_and_si256(q6k_top_bits(H1, k), m30));
+}
+
+/* Group g's scales of half h: sp, row r's scales of sub-blocks 2g and 2g + 1 as the two words of dword r; sc0 and sc1
+ * each of them in both words. */
+INLINE AVX2 void q6k_group_scales(const struct ty_pack_k_layout *l, const uint8_t *p, int g, int h, __m256i *sp,
+                                  __m256i *sc0, __m256i *sc1) {
+    const __m256i first = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5,
+                                           8, 9, 8, 9, 12, 13, 12, 13);
+    *sp = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + l->off_sc + 32 * g + 16 * h)));
+    *sc0 = _mm256_shuffle_epi8(*sp, first),
+    *sc1 = _mm256_shuffle_epi8(*sp, _mm256_add_epi8(first, _mm256_set1_epi8(2)));
+}
+
+/* One Q6_K step against NC columns: lo's pair sums into sub-block 2g's piece k / 2, hi's into 2g + 1's (w16[4][c]). */
+INLINE AVX2 void q6k_step_dot(int NC, __m256i lo, __m256i hi, const int8_t *const *x, int k, __m256i (*w16)[4]) {
+    for (int c = 0; c < NC; c++) {
+        __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x[c] + 4 * k)));
+        __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x[c] + 16 + 4 * k)));
+        if (k % 2)
+            w16[k / 2][c] = _mm256_add_epi16(w16[k / 2][c], pl),
+                    w16[2 + k / 2][c] = _mm256_add_epi16(w16[2 + k / 2][c], ph);
+        else
+            w16[k / 2][c] = pl, w16[2 + k / 2][c] = ph;
+    }
+}
+
+/* A group's int16 sums widened by the rows' scales into A[c], the scales against the activation's sums of 16 into
+ * O[c]. */
+INLINE AVX2 void q6k_group_sums(int NC, __m256i (*w16)[4], __m256i sp, __m256i sc0, __m256i sc1,
+                                const struct ty_block_q8_K *const *y, int g, __m256i *A, __m256i *O) {
+    for (int c = 0; c < NC; c++) {
+        __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(w16[0][c], sc0), _mm256_madd_epi16(w16[1][c], sc0));
+        __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(w16[2][c], sc1), _mm256_madd_epi16(w16[3][c], sc1));
+        A[c] = _mm256_add_epi32(A[c], _mm256_add_epi32(d0, d1));
+        O[c] = _mm256_add_epi32(O[c], _mm256_madd_epi16(sp, _mm256_set1_epi32(load_i32(y[c]->bsums + 2 * g))));
+    }
+}
+
 /* Half h of a Q6_K super-block against NC columns: A[c] += each row's sub-block dots times their scales, O[c] += its
  * scales against the activation's sums of 16 (the levels' + 32, taken off as 32 O at the end). */
 INLINE AVX2 void q6k_half(int NC, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
                           const struct ty_block_q8_K *const *y, __m256i *A, __m256i *O) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-    const __m256i first = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5,
-                                           8, 9, 8, 9, 12, 13, 12, 13);
-    const __m256i second = _mm256_add_epi8(first, _mm256_set1_epi8(2));
     for (int g = 0; g < 8; g++) {
-        const uint8_t *grp = p + l->off_grp + l->gb * g;
-        const __m256i H0 = _mm256_loadu_si256((const __m256i *)(grp + 32 * h));
-        const __m256i H1 = _mm256_loadu_si256((const __m256i *)(grp + 64 + 32 * h));
-        __m256i w16[2][4]; /* column; sub-block 2g in two pieces, then 2g + 1 */
+        __m256i w16[4][4]; /* sub-block 2g in two pieces, then 2g + 1; column */
+        const int8_t *x[4];
+        for (int c = 0; c < NC; c++) x[c] = y[c]->qs + 32 * g;
         for (int k = 0; k < 4; k++) {
-            __m256i t = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
-            const __m256i h0 = q6k_top_bits(H0, k), h1 = q6k_top_bits(H1, k);
-            __m256i lo = _mm256_or_si256(_mm256_and_si256(t, low4), _mm256_and_si256(h0, m30));
-            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(t, 4), low4), _mm256_and_si256(h1, m30));
-            for (int c = 0; c < NC; c++) {
-                const int8_t *x = y[c]->qs + 32 * g;
-                __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x + 4 * k)));
-                __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x + 16 + 4 * k)));
-                if (k % 2)
-                    w16[c][k / 2] = _mm256_add_epi16(w16[c][k / 2], pl),
-                               w16[c][2 + k / 2] = _mm256_add_epi16(w16[c][2 + k / 2], ph);
-                else
-                    w16[c][k / 2] = pl, w16[c][2 + k / 2] = ph;
-            }
+            __m256i lo, hi;
+            q6k_step_levels(l, p, g, h, k, &lo, &hi);
+            q6k_step_dot(NC, lo, hi, x, k, w16);
         }
-        /* row r's scales of sub-blocks 2g and 2g + 1 as the two words of dword r */
-        const __m256i sp = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + l->off_sc + 32 * g + 16 * h)));
-        const __m256i sc0 = _mm256_shuffle_epi8(sp, first), sc1 = _mm256_shuffle_epi8(sp, second);
-        for (int c = 0; c < NC; c++) {
-            __m256i d0 = _mm256_add_epi32(_mm256_madd_epi16(w16[c][0], sc0), _mm256_madd_epi16(w16[c][1], sc0));
-            __m256i d1 = _mm256_add_epi32(_mm256_madd_epi16(w16[c][2], sc1), _mm256_madd_epi16(w16[c][3], sc1));
-            A[c] = _mm256_add_epi32(A[c], _mm256_add_epi32(d0, d1));
-            O[c] = _mm256_add_epi32(O[c], _mm256_madd_epi16(sp, _mm256_set1_epi32(load_i32(y[c]->bsums + 2 * g))));
-        }
+        __m256i sp, sc0, sc1;
+        q6k_group_scales(l, p, g, h, &sp, &sc0, &sc1);
+        q6k_group_sums(NC, w16, sp, sc0, sc1, y, g, A, O);
     }
 }
 
-/* A super-block half's float step for one column: Q4_K / Q5_K (A dw - B dm) dx, Q6_K (A - 32 O) dw dx. */
-INLINE AVX2 __m256 k_half_float(bool six, const struct ty_pack_k_layout *l, const uint8_t *p, int h, __m256i A,
-                                __m256i B, float dx, __m256 acc) {
-    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
+/* A super-block half's float step for one column from its row scales dw (and minimum scales dm): Q4_K / Q5_K
+ * (A dw - B dm) dx, Q6_K (A - 32 O) dw dx. */
+INLINE AVX2 __m256 k_float(bool six, __m256 dw, __m256 dm, __m256i A, __m256i B, float dx, __m256 acc) {
     if (six) {
         __m256i a = _mm256_sub_epi32(A, _mm256_slli_epi32(B, 5));
         return _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc);
     }
-    __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + l->off_dmin + 16 * h)));
     __m256 t = _mm256_fmsub_ps(_mm256_cvtepi32_ps(A), dw, _mm256_mul_ps(_mm256_cvtepi32_ps(B), dm));
     return _mm256_fmadd_ps(t, _mm256_set1_ps(dx), acc);
 }
-
-/* Half h of one K-quant panel against NC columns (y[c]: the column's first block), into rows 8h.. of out + c ld_out. */
-INLINE AVX2 void panel_k_half(int NC, enum ty_type type, const struct ty_pack_k_layout *l, int64_t nsb,
-                              const uint8_t *p, int h, const struct ty_block_q8_K *const *y, float *out, int64_t ld_out,
-                              int rv) {
-    __m256 acc[2];
-    for (int c = 0; c < NC; c++) acc[c] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nsb; b++, p += l->bp) {
-        const struct ty_block_q8_K *yb[2];
-        __m256i A[2], B[2];
-        for (int c = 0; c < NC; c++) yb[c] = y[c] + b, A[c] = B[c] = _mm256_setzero_si256();
-        if (type == TY_TYPE_Q6_K)
-            q6k_half(NC, l, p, h, yb, A, B);
-        else
-            qk_half(NC, type == TY_TYPE_Q5_K, l, p, h, yb, A, B);
-        for (int c = 0; c < NC; c++) acc[c] = k_half_float(type == TY_TYPE_Q6_K, l, p, h, A[c], B[c], yb[c]->d, acc[c]);
-    }
-    for (int c = 0; c < NC; c++) store_half(out + c * ld_out, h, rv, acc[c], _mm256_setzero_ps());
+INLINE AVX2 __m256 k_row_scales(const uint8_t *p, int h) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16 * h)));
+}
+INLINE AVX2 __m256 k_row_mins(const struct ty_pack_k_layout *l, const uint8_t *p, int h) {
+    return l->six ? _mm256_setzero_ps() : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + l->off_dmin + 16 * h)));
 }
 
 /* One column: both halves of each super-block in turn (one pass over the panel: decode streams it once). */
@@ -789,35 +777,152 @@ INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const
                     q6k_half(1, &l, p, h, &yb, &A, &B);
                 else
                     qk_half(1, type == TY_TYPE_Q5_K, &l, p, h, &yb, &A, &B);
-                acc[h] = k_half_float(type == TY_TYPE_Q6_K, &l, p, h, A, B, yb->d, acc[h]);
+                acc[h] = k_float(l.six, k_row_scales(p, h), k_row_mins(&l, p, h), A, B, yb->d, acc[h]);
             }
         }
         for (int h = 0; h < 2; h++) store_half(out + r, h, rv, acc[h], _mm256_setzero_ps());
     }
 }
 
-/* Panels outer, then halves, then columns in pairs (the last one alone). */
-INLINE AVX2 void gemm_panels_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                               int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
-                               void *scratch) {
-    (void)scratch;
-    struct ty_pack_k_layout l;
-    ty__pack_k_layout(type, &l);
+/* ==== gemm of the K-quants on unpacked tiles (as the 32-element types' above) ==== */
+
+#define TILE_SUPERS 8 /* super-blocks per tile: 8 x 2880 bytes, in L1 */
+
+struct k_tile {
+    __m256i lv[8][8];            /* sub-block (Q6_K: group of 32) j: lo and hi of steps 0..3 */
+    __m256i s0[8], s1[8], s2[8]; /* Q4_K / Q5_K: scales, minimums (words); Q6_K: sc0, sc1, sp of each group */
+    __m256 dw, dm;
+};
+_Static_assert(TILE_SUPERS * sizeof(struct k_tile) <= (size_t)TY_PANEL_MAX_ROWS * TY_PANEL_KC_INT * 2,
+               "a tile fits the gemm scratch (its panel buffer alone)");
+
+INLINE AVX2 void k_unpack(const struct ty_pack_k_layout *l, const uint8_t *p, int h, struct k_tile *t) {
+    if (l->six) {
+        for (int g = 0; g < 8; g++) {
+            q6k_group_scales(l, p, g, h, &t->s2[g], &t->s0[g], &t->s1[g]);
+            for (int k = 0; k < 4; k++) q6k_step_levels(l, p, g, h, k, &t->lv[g][2 * k], &t->lv[g][2 * k + 1]);
+        }
+    } else {
+        const struct qk_scales sc = qk_half_scales(l, p, h);
+        for (int j = 0; j < 8; j++) {
+            qk_sub_scales(&sc, j, &t->s0[j], &t->s1[j]);
+            for (int k = 0; k < 4; k++) qk_step_levels(l->five, l, p, j, h, k, &t->lv[j][2 * k], &t->lv[j][2 * k + 1]);
+        }
+    }
+    t->dw = k_row_scales(p, h), t->dm = k_row_mins(l, p, h);
+}
+
+/* NC columns (y[c]: the column's first super-block) over tiles of super-blocks s0.. of one half. */
+INLINE AVX2 void k_tile_cols(int NC, const struct ty_pack_k_layout *l, const struct k_tile *t, int64_t s0, int64_t ns,
+                             const struct ty_block_q8_K *const *y, __m256 *acc) {
+    for (int64_t i = 0; i < ns; i++, t++) {
+        const struct ty_block_q8_K *yb[4];
+        const int8_t *x[4];
+        __m256i A[4], B[4];
+        for (int c = 0; c < NC; c++) yb[c] = y[c] + s0 + i, A[c] = B[c] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) {
+            for (int c = 0; c < NC; c++) x[c] = yb[c]->qs + 32 * j;
+            __m256i w16[4][4];
+            if (l->six) {
+                for (int k = 0; k < 4; k++) q6k_step_dot(NC, t->lv[j][2 * k], t->lv[j][2 * k + 1], x, k, w16);
+                q6k_group_sums(NC, w16, t->s2[j], t->s0[j], t->s1[j], yb, j, A, B);
+            } else {
+                for (int c = 0; c < NC; c++) w16[0][c] = w16[1][c] = _mm256_setzero_si256();
+                for (int k = 0; k < 4; k++)
+                    q32_step_dot(NC, t->lv[j][2 * k], t->lv[j][2 * k + 1], x, k, w16[l->five ? k / 2 : 0]);
+                qk_sub_sums(NC, l->five, w16, t->s0[j], t->s1[j], yb, j, A, B);
+            }
+        }
+        for (int c = 0; c < NC; c++) acc[c] = k_float(l->six, t->dw, t->dm, A[c], B[c], yb[c]->d, acc[c]);
+    }
+}
+
+/* ==== The tile driver, both kinds ==== */
+
+/* Columns of one group over the tiles of a chunk (units u0.., nt of them): 4 at a time for the 32-element types, 2
+ * for the K-quants (then fewer), their accumulators kept in st. */
+INLINE AVX2 void tile_group(bool kq, const struct ty_pack_layout *l, const struct ty_pack_k_layout *lk,
+                            const void *tile, int64_t u0, int64_t nt, int64_t n, const void *xq, size_t x_stride,
+                            int ncols, __m256 (*st)[2]) {
+    const int most = kq ? 2 : 4;
+    for (int c = 0; c < ncols;) {
+        const int nc = ncols - c >= most ? most : ncols - c >= 2 ? 2 : 1;
+        struct ty_q8_act a[4];
+        const struct ty_block_q8_K *y[4];
+        __m256 acc[4], accm[4];
+        for (int i = 0; i < nc; i++) {
+            const char *x = (const char *)xq + (size_t)(c + i) * x_stride;
+            if (kq)
+                y[i] = (const struct ty_block_q8_K *)x;
+            else
+                a[i] = ty__q8_act(x, n);
+            acc[i] = st[c + i][0], accm[i] = st[c + i][1];
+        }
+        if (kq && nc == 2)
+            k_tile_cols(2, lk, tile, u0, nt, y, acc);
+        else if (kq)
+            k_tile_cols(1, lk, tile, u0, nt, y, acc);
+        else if (nc == 4)
+            q32_tile_cols(4, l, tile, u0, nt, a, acc, accm);
+        else if (nc == 2)
+            q32_tile_cols(2, l, tile, u0, nt, a, acc, accm);
+        else
+            q32_tile_cols(1, l, tile, u0, nt, a, acc, accm);
+        for (int i = 0; i < nc; i++) st[c + i][0] = acc[i], st[c + i][1] = accm[i];
+        c += nc;
+    }
+}
+
+/* Panels outer, then halves, groups of TILE_COLS columns, chunks of blocks (super-blocks) unpacked into the scratch. */
+INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                            int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out, void *scratch) {
+    struct ty_pack_layout l;
+    struct ty_pack_k_layout lk;
+    if (kq)
+        ty__pack_k_layout(type, &lk);
+    else
+        ty__pack_layout(type, &l);
+    const int64_t units = kq ? n / TY_QK_K : n / 32, per = kq ? TILE_SUPERS : TILE_BLOCKS;
+    const size_t bp = (size_t)(kq ? lk.bp : l.bp);
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         const int rv = panel_rows(rows, r);
         const uint8_t *p = panel_at(w, panel_stride, r);
         for (int h = 0; h < 2; h++)
-            for (int64_t c = 0; c < cols; c += 2) {
-                const struct ty_block_q8_K *y[2] = {(const void *)((const char *)xq + (size_t)c * x_stride), NULL};
-                y[1] = c + 1 < cols ? (const void *)((const char *)xq + (size_t)(c + 1) * x_stride) : y[0];
-                if (c + 2 <= cols)
-                    panel_k_half(2, type, &l, n / TY_QK_K, p, h, y, out + c * ld_out + r, ld_out, rv);
-                else
-                    panel_k_half(1, type, &l, n / TY_QK_K, p, h, y, out + c * ld_out + r, ld_out, rv);
+            for (int64_t c0 = 0; c0 < cols; c0 += TILE_COLS) {
+                const int ncols = cols - c0 < TILE_COLS ? (int)(cols - c0) : TILE_COLS;
+                __m256 st[TILE_COLS][2];
+                for (int c = 0; c < ncols; c++) st[c][0] = st[c][1] = _mm256_setzero_ps();
+                for (int64_t u0 = 0; u0 < units; u0 += per) {
+                    const int64_t nt = units - u0 < per ? units - u0 : per;
+                    for (int64_t i = 0; i < nt; i++)
+                        if (kq)
+                            k_unpack(&lk, p + (size_t)(u0 + i) * bp, h, (struct k_tile *)scratch + i);
+                        else
+                            q32_unpack(&l, p + (size_t)(u0 + i) * bp, h, (struct q32_tile *)scratch + i);
+                    tile_group(kq, &l, &lk, scratch, u0, nt, n, (const char *)xq + (size_t)c0 * x_stride, x_stride,
+                               ncols, st);
+                }
+                for (int c = 0; c < ncols; c++) store_half(out + (c0 + c) * ld_out + r, h, rv, st[c][0], st[c][1]);
             }
     }
 }
 
+INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                                 int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                                 void *scratch) {
+    gemm_tiles(false, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
+}
+INLINE AVX2 void gemm_panels_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                               int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                               void *scratch) {
+    gemm_tiles(true, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
+}
+
+PACKED(q4_0, q32, TY_TYPE_Q4_0)
+PACKED(q4_1, q32, TY_TYPE_Q4_1)
+PACKED(q5_0, q32, TY_TYPE_Q5_0)
+PACKED(q5_1, q32, TY_TYPE_Q5_1)
+PACKED(q8_0, q32, TY_TYPE_Q8_0)
 PACKED(q4_K, k, TY_TYPE_Q4_K)
 PACKED(q5_K, k, TY_TYPE_Q5_K)
 PACKED(q6_K, k, TY_TYPE_Q6_K)
