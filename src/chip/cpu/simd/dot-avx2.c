@@ -382,9 +382,10 @@ static AVX2 void gemv_q6_K(int64_t n, int64_t rows, const void *w, size_t ws, co
     for (; r < rows; r++) rows_q6_K(1, n, p + r * ws, ws, xq, out + r);
 }
 
-/* ==== Packed 32-element panels (pack.c): 16 rows as two halves of 8, for NC columns ====
- * gemv is one column; gemm (direct on the panels) shares each half block's unpacked levels among NC columns, and
- * gives every column the same operations in the same order as gemv, so the same bits. */
+/* ==== Packed 32-element panels (pack.c): 16 rows as two halves of 8 ====
+ * gemv streams the panels (decode); gemm (prefill) runs on tiles of them unpacked into L1 (below). Both go through the
+ * same step helpers, and give every column the same operations in the same order, so the same bits: integer sums are
+ * exact whatever their grouping, and the float steps are the same. */
 
 /* The panel of packed rows [r, r + TY_PACK_ROWS) (r a multiple of it), and how many of its rows the matrix has. */
 INLINE const uint8_t *panel_at(const void *w, size_t panel_stride, int64_t r) {
@@ -434,33 +435,29 @@ INLINE int q32_piece(const struct ty_pack_layout *l) {
     return l->five ? 2 : 4;
 }
 
-/* Halves h0..h0+NH-1 of one packed block against NC columns (x[c]: the column's 32 levels of the block; NH x NC at
- * most 4): isum[NC (h - h0) + c] (each row's start, the offset correction) plus the rows' integer dots. gemv takes both
- * halves of one column (each line of levels used whole). 4/5-bit levels: the pair sums of vpmaddubsw add up in int16
- * over a piece before one vpmaddwd widens them: about half the multiplies of widening each. Q8_0: signed levels again,
- * the sign moved onto x. Integer sums are exact, so any grouping gives every column the same bits. */
-INLINE AVX2 void q32_halves(int NC, int NH, const struct ty_pack_layout *l, const uint8_t *pb, int h0,
-                            const int8_t *const *x, __m256i *isum) {
+/* Both halves of one packed block against one column (x: its 32 levels of the block), each line of levels used
+ * whole: isum[h] (each row's start, the offset correction) plus the rows' integer dots. 4/5-bit levels: the pair sums
+ * of vpmaddubsw add up in int16 over a piece before one vpmaddwd widens them: about half the multiplies of widening
+ * each. Q8_0: signed levels again, the sign moved onto x. */
+INLINE AVX2 void q32_block(const struct ty_pack_layout *l, const uint8_t *pb, const int8_t *x, __m256i *isum) {
     if (l->bits == 8) {
         for (int st = 0; st < 8; st++)
-            for (int h = 0; h < NH; h++) {
-                __m256i q = q8_step_levels(l, pb, h0 + h, st);
-                q8_step_dot(NC, q, _mm256_sign_epi8(q, q), x, st, isum + NC * h);
+            for (int h = 0; h < 2; h++) {
+                __m256i q = q8_step_levels(l, pb, h, st);
+                q8_step_dot(1, q, _mm256_sign_epi8(q, q), &x, st, isum + h);
             }
         return;
     }
-    const int piece = q32_piece(l);
-    for (int k0 = 0; k0 < 4; k0 += piece) {
-        __m256i w16[4];
-        for (int i = 0; i < NH * NC; i++) w16[i] = _mm256_setzero_si256();
-        for (int k = k0; k < k0 + piece; k++)
-            for (int h = 0; h < NH; h++) {
+    for (int k0 = 0; k0 < 4; k0 += q32_piece(l)) {
+        __m256i w16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int k = k0; k < k0 + q32_piece(l); k++)
+            for (int h = 0; h < 2; h++) {
                 __m256i lo, hi;
-                q32_step_levels(l, pb, h0 + h, k, &lo, &hi);
-                q32_step_dot(NC, lo, hi, x, k, w16 + NC * h);
+                q32_step_levels(l, pb, h, k, &lo, &hi);
+                q32_step_dot(1, lo, hi, &x, k, w16 + h);
             }
-        for (int i = 0; i < NH * NC; i++)
-            isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(w16[i], _mm256_set1_epi16(1)));
+        for (int h = 0; h < 2; h++)
+            isum[h] = _mm256_add_epi32(isum[h], _mm256_madd_epi16(w16[h], _mm256_set1_epi16(1)));
     }
 }
 
@@ -500,9 +497,8 @@ INLINE AVX2 void panel_q32(const struct ty_pack_layout *l, int64_t nb, const uin
                            int rv) {
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, accm[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
-        const int8_t *x = a.qs + 32 * b;
         __m256i isum[2] = {q32_start(l, a.sum[b]), q32_start(l, a.sum[b])};
-        q32_halves(1, 2, l, p, 0, &x, isum);
+        q32_block(l, p, a.qs + 32 * b, isum);
         for (int h = 0; h < 2; h++)
             q32_float(l, q32_scales(p, h), q32_mins(l, p, h), isum[h], a.d[b], a.sum[b], &acc[h], &accm[h]);
     }
@@ -568,24 +564,12 @@ INLINE AVX2 void q32_tile_cols(int NC, const struct ty_pack_layout *l, const str
     }
 }
 
-/* The table's packed kernels of one type: gemv and gemm on panels through the drivers of its kind (q32, k, float). */
-#define PACKED(sfx, kind, T)                                                                                           \
-    static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
-                                       float *out) {                                                                   \
-        gemv_panels_##kind(T, n, rows, w, ps, xq, out);                                                                \
-    }                                                                                                                  \
-    static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
-                                       const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
-        gemm_panels_##kind(T, n, rows, w, ps, cols, xq, xs, out, ld_out, scratch);                                     \
-    }
-
-/* ==== Packed K-quant panels (pack.c): 16 rows as two halves of 8, for NC columns ====
+/* ==== Packed K-quant panels (pack.c): 16 rows as two halves of 8 ====
  * A half's sub-block (Q4_K, Q5_K: 32 elements; Q6_K: 16) is a few vpmaddubsw per step against broadcast activation
  * quads whose int16 pair sums add up as far as they cannot overflow (Q4_K's whole sub-block, 8 x 2 x 15 x 127;
  * Q5_K's and Q6_K's halves of it), then one vpmaddwd by the rows' scales (each row's scale in both words of its dword)
- * gives sub-block sums times scales, exact in int32 as on the other paths. gemm (direct on the panels) shares each
- * half's unpacked levels and scales between two columns; gemv is one column through the same steps, so the same
- * bits. */
+ * gives sub-block sums times scales, exact in int32 as on the other paths. gemv streams the panels; gemm runs on
+ * unpacked tiles (below) through the same steps, so the same bits. */
 
 /* vpshufb selectors within each 128-bit lane: byte k of every dword into both of its words, zero-extended. */
 INLINE AVX2 __m256i dword_byte_twice(int k) {
@@ -646,24 +630,22 @@ INLINE AVX2 void qk_sub_sums(int NC, bool five, __m256i (*w16)[4], __m256i sc, _
     }
 }
 
-/* Half h of a Q4_K (five false) / Q5_K super-block against NC columns (y[c]: the column's block): A[c] += each row's
- * sub-block dots times their scales, B[c] += its minimums against the activation's sums of 16. */
-INLINE AVX2 void qk_half(int NC, bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
-                         const struct ty_block_q8_K *const *y, __m256i *A, __m256i *B) {
+/* Half h of a Q4_K (five false) / Q5_K super-block against one column (y: its block): A += each row's sub-block dots
+ * times their scales, B += its minimums against the activation's sums of 16. */
+INLINE AVX2 void qk_half(bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
+                         const struct ty_block_q8_K *y, __m256i *A, __m256i *B) {
     const struct qk_scales s = qk_half_scales(l, p, h);
     for (int j = 0; j < 8; j++) {
-        __m256i w16[2][4]; /* piece, column */
-        const int8_t *x[4];
-        for (int c = 0; c < NC; c++) w16[0][c] = w16[1][c] = _mm256_setzero_si256();
-        for (int c = 0; c < NC; c++) x[c] = y[c]->qs + 32 * j;
+        __m256i w16[2][4] = {{_mm256_setzero_si256()}, {_mm256_setzero_si256()}}; /* piece, column */
+        const int8_t *x = y->qs + 32 * j;
         for (int k = 0; k < 4; k++) {
             __m256i lo, hi;
             qk_step_levels(five, l, p, j, h, k, &lo, &hi);
-            q32_step_dot(NC, lo, hi, x, k, w16[five ? k / 2 : 0]);
+            q32_step_dot(1, lo, hi, &x, k, w16[five ? k / 2 : 0]);
         }
         __m256i sc, mn;
         qk_sub_scales(&s, j, &sc, &mn);
-        qk_sub_sums(NC, five, w16, sc, mn, y, j, A, B);
+        qk_sub_sums(1, five, w16, sc, mn, &y, j, A, B);
     }
 }
 
@@ -724,22 +706,21 @@ INLINE AVX2 void q6k_group_sums(int NC, __m256i (*w16)[4], __m256i sp, __m256i s
     }
 }
 
-/* Half h of a Q6_K super-block against NC columns: A[c] += each row's sub-block dots times their scales, O[c] += its
+/* Half h of a Q6_K super-block against one column: A += each row's sub-block dots times their scales, O += its
  * scales against the activation's sums of 16 (the levels' + 32, taken off as 32 O at the end). */
-INLINE AVX2 void q6k_half(int NC, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
-                          const struct ty_block_q8_K *const *y, __m256i *A, __m256i *O) {
+INLINE AVX2 void q6k_half(const struct ty_pack_k_layout *l, const uint8_t *p, int h, const struct ty_block_q8_K *y,
+                          __m256i *A, __m256i *O) {
     for (int g = 0; g < 8; g++) {
         __m256i w16[4][4]; /* sub-block 2g in two pieces, then 2g + 1; column */
-        const int8_t *x[4];
-        for (int c = 0; c < NC; c++) x[c] = y[c]->qs + 32 * g;
+        const int8_t *x = y->qs + 32 * g;
         for (int k = 0; k < 4; k++) {
             __m256i lo, hi;
             q6k_step_levels(l, p, g, h, k, &lo, &hi);
-            q6k_step_dot(NC, lo, hi, x, k, w16);
+            q6k_step_dot(1, lo, hi, &x, k, w16);
         }
         __m256i sp, sc0, sc1;
         q6k_group_scales(l, p, g, h, &sp, &sc0, &sc1);
-        q6k_group_sums(NC, w16, sp, sc0, sc1, y, g, A, O);
+        q6k_group_sums(1, w16, sp, sc0, sc1, &y, g, A, O);
     }
 }
 
@@ -774,9 +755,9 @@ INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const
             for (int h = 0; h < 2; h++) {
                 __m256i A = _mm256_setzero_si256(), B = _mm256_setzero_si256();
                 if (type == TY_TYPE_Q6_K)
-                    q6k_half(1, &l, p, h, &yb, &A, &B);
+                    q6k_half(&l, p, h, yb, &A, &B);
                 else
-                    qk_half(1, type == TY_TYPE_Q5_K, &l, p, h, &yb, &A, &B);
+                    qk_half(type == TY_TYPE_Q5_K, &l, p, h, yb, &A, &B);
                 acc[h] = k_float(l.six, k_row_scales(p, h), k_row_mins(&l, p, h), A, B, yb->d, acc[h]);
             }
         }
@@ -917,6 +898,17 @@ INLINE AVX2 void gemm_panels_k(enum ty_type type, int64_t n, int64_t rows, const
                                void *scratch) {
     gemm_tiles(true, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
 }
+
+/* The table's packed kernels of one type: gemv and gemm on panels through the drivers of its kind (q32, k, float). */
+#define PACKED(sfx, kind, T)                                                                                           \
+    static AVX2 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,              \
+                                       float *out) {                                                                   \
+        gemv_panels_##kind(T, n, rows, w, ps, xq, out);                                                                \
+    }                                                                                                                  \
+    static AVX2 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,                \
+                                       const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {         \
+        gemm_panels_##kind(T, n, rows, w, ps, cols, xq, xs, out, ld_out, scratch);                                     \
+    }
 
 PACKED(q4_0, q32, TY_TYPE_Q4_0)
 PACKED(q4_1, q32, TY_TYPE_Q4_1)
