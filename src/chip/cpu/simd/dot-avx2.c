@@ -1,9 +1,11 @@
 /*
  * dot-avx2.c - the AVX2 + FMA + F16C kernels (any x86-64 since Haswell / Zen 1): activation quantisers, a gemv per
  * weight type on rows in the file's layout, gemm micro-kernels over the repacked int16 and f32 panels of gemm.c, and
- * gemv and gemm straight on the 16-row packed panels of pack.c for every type that packs (what the fast backend runs:
- * gemm gives each column gemv's bits, so a token's result does not depend on its batch). Every function carries its
- * own target attribute, so the file builds for any x86-64 and only runs where dispatch.c found the features.
+ * kernels on the 16-row packed panels of pack.c for every type that packs (what the fast backend runs): gemv straight
+ * on them, and a gemm (the quantised types: on tiles of a panel unpacked into L1 once for many columns; the float
+ * types: straight on the panels) that gives each column gemv's bits, so a token's result does not depend on its
+ * batch. Every function carries its own target attribute, so the file builds for any x86-64 and only runs where
+ * dispatch.c found the features.
  *
  * Integer dots multiply unsigned weight levels by signed activation levels with vpmaddubsw (pair sums stay below
  * 32767 for every level of at most 6 bits; Q8_0 moves the weight's sign onto the activation with vpsignb) and widen

@@ -107,11 +107,12 @@ struct ty_simd_type {
      * argument is the panel stride (ty__pack_size(type, TY_PACK_ROWS, n)) and row 0 starts a panel. */
     ty_gemv_fn gemv_packed;
     ty_gemm_fn gemm_packed;
-    /* gemm_packed works straight on the panels (no repacking) and computes every column alike whatever `cols` is,
-     * one column with gemv_packed's steps: a backend may run every matrix product through it, decode included, and
-     * a column's result then never depends on the batch it came in. ty__simd_gemm_packed gives such a type's single
-     * column to gemv_packed itself, whose panel loop streams faster than gemm_packed's over a runtime column count
-     * (one thread: Q8_0 3.5-5%, Q5_0 2-4%), which decode, bound by each core's stream, pays. */
+    /* gemm_packed works from the panels (no repacking into gemm.c's layouts; AVX2 unpacks tiles of a panel into the
+     * scratch, shared by many columns) and computes every column alike whatever `cols` is, one column with
+     * gemv_packed's steps: a backend may run every matrix product through it, decode included, and a column's result
+     * then never depends on the batch it came in. ty__simd_gemm_packed gives such a type's single column to
+     * gemv_packed itself, whose panel loop streams faster than gemm_packed's over a runtime column count (one thread:
+     * Q8_0 3.5-5%, Q5_0 2-4%), which decode, bound by each core's stream, pays. */
     bool gemm_packed_direct;
 };
 
