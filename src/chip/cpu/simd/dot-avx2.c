@@ -465,7 +465,9 @@ INLINE AVX2 void q32_block(const struct ty_pack_layout *l, const uint8_t *pb, co
 
 /* The offset correction a row's integer dot starts from: -offset x the block's activation sum (symmetric types). */
 INLINE AVX2 __m256i q32_start(const struct ty_pack_layout *l, int32_t sum) {
-    return l->affine || l->bits == 8 ? _mm256_setzero_si256() : _mm256_set1_epi32(-l->offset * sum);
+    if (l->affine || l->bits == 8) return _mm256_setzero_si256();
+    /* |sum| <= 32 x 127 fits the low word; vpmaddwd by (-offset, 0) saves a trip through a general register */
+    return _mm256_madd_epi16(_mm256_set1_epi32(sum), _mm256_set1_epi32(-l->offset & 0xffff));
 }
 
 /* A half block's float step for one column from its row scales dw (and minimums m, affine types): its dot times
@@ -528,45 +530,70 @@ INLINE AVX2 void gemv_panels_q32(enum ty_type type, int64_t n, int64_t rows, con
  * work, which bounded the 4-column kernel straight on the panels (Q5_0 prefill 88 GOP/s a thread), is shared by up to
  * TILE_COLS columns. A column's accumulators carry over from chunk to chunk, so its sums are gemv's, step for step. */
 
-#define TILE_BLOCKS 32 /* blocks per tile: 32 x 576 bytes, in L1 */
-#define TILE_COLS   64 /* columns per pass over a half panel's tiles */
+#define TILE_BLOCKS 16 /* blocks per tile: 16 x 1152 bytes, in L1 */
+#define TILE_COLS   64 /* columns per pass over a panel's tiles */
 
-struct q32_tile {
-    __m256i lv[16]; /* 4/5 bits: lo and hi of steps 0..3; Q8_0: the signed levels of steps 0..7, then magnitudes */
-    __m256 dw, m;   /* row scales, minimums (affine types) */
+struct q32_tile {       /* both halves of a block */
+    __m256i lv[2][16];  /* 4/5 bits: lo and hi of steps 0..3; Q8_0: the signed levels of steps 0..7, then magnitudes */
+    __m256 dw[2], m[2]; /* row scales, minimums (affine types) */
 };
 _Static_assert(TILE_BLOCKS * sizeof(struct q32_tile) <= (size_t)TY_PANEL_MAX_ROWS * TY_PANEL_KC_INT * 2,
                "a tile fits the gemm scratch (its panel buffer alone)");
 
-INLINE AVX2 void q32_unpack(const struct ty_pack_layout *l, const uint8_t *pb, int h, struct q32_tile *t) {
-    if (l->bits == 8)
-        for (int st = 0; st < 8; st++)
-            t->lv[st] = q8_step_levels(l, pb, h, st), t->lv[8 + st] = _mm256_sign_epi8(t->lv[st], t->lv[st]);
-    else
-        for (int k = 0; k < 4; k++) q32_step_levels(l, pb, h, k, &t->lv[2 * k], &t->lv[2 * k + 1]);
-    t->dw = q32_scales(pb, h), t->m = q32_mins(l, pb, h);
+INLINE AVX2 void q32_unpack(const struct ty_pack_layout *l, const uint8_t *pb, struct q32_tile *t) {
+    for (int h = 0; h < 2; h++) {
+        if (l->bits == 8)
+            for (int st = 0; st < 8; st++)
+                t->lv[h][st] = q8_step_levels(l, pb, h, st),
+                t->lv[h][8 + st] = _mm256_sign_epi8(t->lv[h][st], t->lv[h][st]);
+        else
+            for (int k = 0; k < 4; k++) q32_step_levels(l, pb, h, k, &t->lv[h][2 * k], &t->lv[h][2 * k + 1]);
+        t->dw[h] = q32_scales(pb, h), t->m[h] = q32_mins(l, pb, h);
+    }
 }
 
-/* NC columns (a[c]) over tiles of blocks b0.. of one half, into their accumulators. */
+/* NC columns (a[c]) over tiles of blocks b0.., both halves at once (acc[2c + h]): each broadcast activation quad
+ * serves 16 rows. The kernel is bound by its instruction count (every vector instruction, the broadcasts included,
+ * takes an issue slot the multiplies need): sharing the quads, the column's scale and its offset term between the
+ * halves took one thread's Q4_0 prefill in bench_kernels from 144 to 152 GOP/s, Q5_0 from 135 to 143. */
 INLINE AVX2 void q32_tile_cols(int NC, const struct ty_pack_layout *l, const struct q32_tile *t, int64_t b0, int64_t nb,
                                const struct ty_q8_act *a, __m256 *acc, __m256 *accm) {
     for (int64_t i = 0; i < nb; i++, t++) {
         const int64_t b = b0 + i;
-        const int8_t *x[4];
+        const int8_t *x[2];
         __m256i isum[4];
-        for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b, isum[c] = q32_start(l, a[c].sum[b]);
-        if (l->bits == 8)
-            for (int st = 0; st < 8; st++) q8_step_dot(NC, t->lv[st], t->lv[8 + st], x, st, isum);
-        else
+        for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b;
+        if (l->bits == 8) {
+            for (int c = 0; c < 2 * NC; c++) isum[c] = _mm256_setzero_si256();
+            for (int st = 0; st < 8; st++)
+                for (int c = 0; c < NC; c++) {
+                    __m256i xb = _mm256_set1_epi32(load_i32(x[c] + 4 * st));
+                    for (int h = 0; h < 2; h++)
+                        isum[2 * c + h] = _mm256_add_epi32(
+                            isum[2 * c + h], mul_sum_u8s8(t->lv[h][8 + st], _mm256_sign_epi8(xb, t->lv[h][st])));
+                }
+        } else {
+            for (int c = 0; c < NC; c++) isum[2 * c] = isum[2 * c + 1] = q32_start(l, a[c].sum[b]);
             for (int k0 = 0; k0 < 4; k0 += q32_piece(l)) {
                 __m256i w16[4];
-                for (int c = 0; c < NC; c++) w16[c] = _mm256_setzero_si256();
+                for (int c = 0; c < 2 * NC; c++) w16[c] = _mm256_setzero_si256();
                 for (int k = k0; k < k0 + q32_piece(l); k++)
-                    q32_step_dot(NC, t->lv[2 * k], t->lv[2 * k + 1], x, k, w16);
-                for (int c = 0; c < NC; c++)
+                    for (int c = 0; c < NC; c++) {
+                        const __m256i q0 = _mm256_set1_epi32(load_i32(x[c] + 4 * k)),
+                                      q1 = _mm256_set1_epi32(load_i32(x[c] + 16 + 4 * k));
+                        for (int h = 0; h < 2; h++)
+                            w16[2 * c + h] = _mm256_add_epi16(
+                                w16[2 * c + h], _mm256_add_epi16(_mm256_maddubs_epi16(t->lv[h][2 * k], q0),
+                                                                 _mm256_maddubs_epi16(t->lv[h][2 * k + 1], q1)));
+                    }
+                for (int c = 0; c < 2 * NC; c++)
                     isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(w16[c], _mm256_set1_epi16(1)));
             }
-        for (int c = 0; c < NC; c++) q32_float(l, t->dw, t->m, isum[c], a[c].d[b], a[c].sum[b], &acc[c], &accm[c]);
+        }
+        for (int c = 0; c < NC; c++)
+            for (int h = 0; h < 2; h++)
+                q32_float(l, t->dw[h], t->m[h], isum[2 * c + h], a[c].d[b], a[c].sum[b], &acc[2 * c + h],
+                          &accm[2 * c + h]);
     }
 }
 
@@ -826,41 +853,45 @@ INLINE AVX2 void k_tile_cols(int NC, const struct ty_pack_k_layout *l, const str
 
 /* ==== The tile driver, both kinds ==== */
 
-/* Columns of one group over the tiles of a chunk (units u0.., nt of them): 4 at a time for the 32-element types, 2
- * for the K-quants (then fewer), their accumulators kept in st. */
+/* Columns of one group over the tiles of a chunk (units u0.., nt of them): 2 at a time (the 32-element types: both
+ * halves; the K-quants: half h), then 1, and Q8_0 1 at a time; their accumulators kept in st[column][half] (sums,
+ * minimum terms). More columns spill the tile's levels to the stack (clang), which costs more than the broadcasts
+ * saved (Q8_0: 2 columns 76-88 GOP/s, 1 column 95-97, on one thread). */
 INLINE AVX2 void tile_group(bool kq, const struct ty_pack_layout *l, const struct ty_pack_k_layout *lk,
-                            const void *tile, int64_t u0, int64_t nt, int64_t n, const void *xq, size_t x_stride,
-                            int ncols, __m256 (*st)[2]) {
-    const int most = kq ? 2 : 4;
+                            const void *tile, int h, int64_t u0, int64_t nt, int64_t n, const void *xq, size_t x_stride,
+                            int ncols, __m256 (*st)[2][2]) {
     for (int c = 0; c < ncols;) {
-        const int nc = ncols - c >= most ? most : ncols - c >= 2 ? 2 : 1;
-        struct ty_q8_act a[4];
-        const struct ty_block_q8_K *y[4];
-        __m256 acc[4], accm[4];
-        for (int i = 0; i < nc; i++) {
-            const char *x = (const char *)xq + (size_t)(c + i) * x_stride;
-            if (kq)
-                y[i] = (const struct ty_block_q8_K *)x;
+        const int nc = ncols - c < 2 || (!kq && l->bits == 8) ? 1 : 2;
+        const char *x = (const char *)xq + (size_t)c * x_stride;
+        if (kq) {
+            const struct ty_block_q8_K *y[2];
+            __m256 acc[2];
+            for (int i = 0; i < nc; i++) y[i] = (const void *)(x + (size_t)i * x_stride), acc[i] = st[c + i][h][0];
+            if (nc == 2)
+                k_tile_cols(2, lk, tile, u0, nt, y, acc);
             else
-                a[i] = ty__q8_act(x, n);
-            acc[i] = st[c + i][0], accm[i] = st[c + i][1];
+                k_tile_cols(1, lk, tile, u0, nt, y, acc);
+            for (int i = 0; i < nc; i++) st[c + i][h][0] = acc[i];
+        } else {
+            struct ty_q8_act a[2];
+            __m256 acc[4], accm[4];
+            for (int i = 0; i < nc; i++) {
+                a[i] = ty__q8_act(x + (size_t)i * x_stride, n);
+                for (int hh = 0; hh < 2; hh++) acc[2 * i + hh] = st[c + i][hh][0], accm[2 * i + hh] = st[c + i][hh][1];
+            }
+            if (nc == 2)
+                q32_tile_cols(2, l, tile, u0, nt, a, acc, accm);
+            else
+                q32_tile_cols(1, l, tile, u0, nt, a, acc, accm);
+            for (int i = 0; i < nc; i++)
+                for (int hh = 0; hh < 2; hh++) st[c + i][hh][0] = acc[2 * i + hh], st[c + i][hh][1] = accm[2 * i + hh];
         }
-        if (kq && nc == 2)
-            k_tile_cols(2, lk, tile, u0, nt, y, acc);
-        else if (kq)
-            k_tile_cols(1, lk, tile, u0, nt, y, acc);
-        else if (nc == 4)
-            q32_tile_cols(4, l, tile, u0, nt, a, acc, accm);
-        else if (nc == 2)
-            q32_tile_cols(2, l, tile, u0, nt, a, acc, accm);
-        else
-            q32_tile_cols(1, l, tile, u0, nt, a, acc, accm);
-        for (int i = 0; i < nc; i++) st[c + i][0] = acc[i], st[c + i][1] = accm[i];
         c += nc;
     }
 }
 
-/* Panels outer, then halves, groups of TILE_COLS columns, chunks of blocks (super-blocks) unpacked into the scratch. */
+/* Panels outer, then passes (the 32-element types: one for both halves; the K-quants: one a half), groups of
+ * TILE_COLS columns, chunks of blocks (super-blocks) unpacked into the scratch. */
 INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                             int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out, void *scratch) {
     struct ty_pack_layout l;
@@ -874,22 +905,25 @@ INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows,
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         const int rv = panel_rows(rows, r);
         const uint8_t *p = panel_at(w, panel_stride, r);
-        for (int h = 0; h < 2; h++)
+        for (int h = 0; h < (kq ? 2 : 1); h++)
             for (int64_t c0 = 0; c0 < cols; c0 += TILE_COLS) {
                 const int ncols = cols - c0 < TILE_COLS ? (int)(cols - c0) : TILE_COLS;
-                __m256 st[TILE_COLS][2];
-                for (int c = 0; c < ncols; c++) st[c][0] = st[c][1] = _mm256_setzero_ps();
+                __m256 st[TILE_COLS][2][2];
+                for (int c = 0; c < ncols; c++)
+                    for (int hh = 0; hh < 2; hh++) st[c][hh][0] = st[c][hh][1] = _mm256_setzero_ps();
                 for (int64_t u0 = 0; u0 < units; u0 += per) {
                     const int64_t nt = units - u0 < per ? units - u0 : per;
                     for (int64_t i = 0; i < nt; i++)
                         if (kq)
                             k_unpack(&lk, p + (size_t)(u0 + i) * bp, h, (struct k_tile *)scratch + i);
                         else
-                            q32_unpack(&l, p + (size_t)(u0 + i) * bp, h, (struct q32_tile *)scratch + i);
-                    tile_group(kq, &l, &lk, scratch, u0, nt, n, (const char *)xq + (size_t)c0 * x_stride, x_stride,
+                            q32_unpack(&l, p + (size_t)(u0 + i) * bp, (struct q32_tile *)scratch + i);
+                    tile_group(kq, &l, &lk, scratch, h, u0, nt, n, (const char *)xq + (size_t)c0 * x_stride, x_stride,
                                ncols, st);
                 }
-                for (int c = 0; c < ncols; c++) store_half(out + (c0 + c) * ld_out + r, h, rv, st[c][0], st[c][1]);
+                for (int c = 0; c < ncols; c++)
+                    for (int hh = kq ? h : 0; hh < (kq ? h + 1 : 2); hh++)
+                        store_half(out + (c0 + c) * ld_out + r, hh, rv, st[c][hh][0], st[c][hh][1]);
             }
     }
 }
