@@ -525,8 +525,8 @@ INLINE AVX2 void gemv_panels_q32(enum ty_type type, int64_t n, int64_t rows, con
 }
 
 /* ==== gemm of the 32-element types on unpacked tiles ====
- * Many columns pass over each half panel, so its levels are unpacked once per chunk of blocks into a tile that stays
- * in L1 (the scratch), and every column then costs only its multiplies, sums and float steps: the nibble and fifth-bit
+ * Many columns pass over each panel, so its levels are unpacked once per chunk of blocks into a tile that stays in
+ * L1 (the scratch), and every column then costs only its multiplies, sums and float steps: the nibble and fifth-bit
  * work, which bounded the 4-column kernel straight on the panels (Q5_0 prefill 88 GOP/s a thread), is shared by up to
  * TILE_COLS columns. A column's accumulators carry over from chunk to chunk, so its sums are gemv's, step for step. */
 
@@ -800,102 +800,101 @@ INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const
 
 /* ==== gemm of the K-quants on unpacked tiles (as the 32-element types' above) ==== */
 
-#define TILE_SUPERS 8 /* super-blocks per tile: 8 x 2880 bytes, in L1 */
+#define TILE_SUPERS 4 /* super-blocks per tile: 4 x 5760 bytes, in L1 */
 
-struct k_tile {
-    __m256i lv[8][8];            /* sub-block (Q6_K: group of 32) j: lo and hi of steps 0..3 */
-    __m256i s0[8], s1[8], s2[8]; /* Q4_K / Q5_K: scales, minimums (words); Q6_K: sc0, sc1, sp of each group */
-    __m256 dw, dm;
+struct k_tile {                           /* both halves of a super-block */
+    __m256i lv[2][8][8];                  /* half, sub-block (Q6_K: group of 32) j: lo and hi of steps 0..3 */
+    __m256i s0[2][8], s1[2][8], s2[2][8]; /* Q4_K / Q5_K: scales, minimums (words); Q6_K: sc0, sc1, sp of a group */
+    __m256 dw[2], dm[2];
 };
 _Static_assert(TILE_SUPERS * sizeof(struct k_tile) <= (size_t)TY_PANEL_MAX_ROWS * TY_PANEL_KC_INT * 2,
                "a tile fits the gemm scratch (its panel buffer alone)");
 
-INLINE AVX2 void k_unpack(const struct ty_pack_k_layout *l, const uint8_t *p, int h, struct k_tile *t) {
-    if (l->six) {
-        for (int g = 0; g < 8; g++) {
-            q6k_group_scales(l, p, g, h, &t->s2[g], &t->s0[g], &t->s1[g]);
-            for (int k = 0; k < 4; k++) q6k_step_levels(l, p, g, h, k, &t->lv[g][2 * k], &t->lv[g][2 * k + 1]);
-        }
-    } else {
-        const struct qk_scales sc = qk_half_scales(l, p, h);
-        for (int j = 0; j < 8; j++) {
-            qk_sub_scales(&sc, j, &t->s0[j], &t->s1[j]);
-            for (int k = 0; k < 4; k++) qk_step_levels(l->five, l, p, j, h, k, &t->lv[j][2 * k], &t->lv[j][2 * k + 1]);
-        }
-    }
-    t->dw = k_row_scales(p, h), t->dm = k_row_mins(l, p, h);
-}
-
-/* NC columns (y[c]: the column's first super-block) over tiles of super-blocks s0.. of one half. */
-INLINE AVX2 void k_tile_cols(int NC, const struct ty_pack_k_layout *l, const struct k_tile *t, int64_t s0, int64_t ns,
-                             const struct ty_block_q8_K *const *y, __m256 *acc) {
-    for (int64_t i = 0; i < ns; i++, t++) {
-        const struct ty_block_q8_K *yb[4];
-        const int8_t *x[4];
-        __m256i A[4], B[4];
-        for (int c = 0; c < NC; c++) yb[c] = y[c] + s0 + i, A[c] = B[c] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; j++) {
-            for (int c = 0; c < NC; c++) x[c] = yb[c]->qs + 32 * j;
-            __m256i w16[4][4];
-            if (l->six) {
-                for (int k = 0; k < 4; k++) q6k_step_dot(NC, t->lv[j][2 * k], t->lv[j][2 * k + 1], x, k, w16);
-                q6k_group_sums(NC, w16, t->s2[j], t->s0[j], t->s1[j], yb, j, A, B);
-            } else {
-                for (int c = 0; c < NC; c++) w16[0][c] = w16[1][c] = _mm256_setzero_si256();
+INLINE AVX2 void k_unpack(const struct ty_pack_k_layout *l, const uint8_t *p, struct k_tile *t) {
+    for (int h = 0; h < 2; h++) {
+        if (l->six) {
+            for (int g = 0; g < 8; g++) {
+                q6k_group_scales(l, p, g, h, &t->s2[h][g], &t->s0[h][g], &t->s1[h][g]);
                 for (int k = 0; k < 4; k++)
-                    q32_step_dot(NC, t->lv[j][2 * k], t->lv[j][2 * k + 1], x, k, w16[l->five ? k / 2 : 0]);
-                qk_sub_sums(NC, l->five, w16, t->s0[j], t->s1[j], yb, j, A, B);
+                    q6k_step_levels(l, p, g, h, k, &t->lv[h][g][2 * k], &t->lv[h][g][2 * k + 1]);
+            }
+        } else {
+            const struct qk_scales sc = qk_half_scales(l, p, h);
+            for (int j = 0; j < 8; j++) {
+                qk_sub_scales(&sc, j, &t->s0[h][j], &t->s1[h][j]);
+                for (int k = 0; k < 4; k++)
+                    qk_step_levels(l->five, l, p, j, h, k, &t->lv[h][j][2 * k], &t->lv[h][j][2 * k + 1]);
             }
         }
-        for (int c = 0; c < NC; c++) acc[c] = k_float(l->six, t->dw, t->dm, A[c], B[c], yb[c]->d, acc[c]);
+        t->dw[h] = k_row_scales(p, h), t->dm[h] = k_row_mins(l, p, h);
+    }
+}
+
+/* One column (y: its first super-block) over tiles of super-blocks s0.., both halves at once (acc[h]): the halves'
+ * identical activation broadcasts are one (the compiler shares them), so each serves 16 rows. */
+INLINE AVX2 void k_tile_col(const struct ty_pack_k_layout *l, const struct k_tile *t, int64_t s0, int64_t ns,
+                            const struct ty_block_q8_K *y, __m256 *acc) {
+    for (int64_t i = 0; i < ns; i++, t++) {
+        const struct ty_block_q8_K *yb = y + s0 + i;
+        __m256i A[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, B[2] = {A[0], A[0]};
+        for (int j = 0; j < 8; j++) {
+            const int8_t *x = yb->qs + 32 * j;
+            for (int h = 0; h < 2; h++) {
+                __m256i w16[4][4];
+                if (l->six) {
+                    for (int k = 0; k < 4; k++) q6k_step_dot(1, t->lv[h][j][2 * k], t->lv[h][j][2 * k + 1], &x, k, w16);
+                    q6k_group_sums(1, w16, t->s2[h][j], t->s0[h][j], t->s1[h][j], &yb, j, A + h, B + h);
+                } else {
+                    w16[0][0] = w16[1][0] = _mm256_setzero_si256();
+                    for (int k = 0; k < 4; k++)
+                        q32_step_dot(1, t->lv[h][j][2 * k], t->lv[h][j][2 * k + 1], &x, k, w16[l->five ? k / 2 : 0]);
+                    qk_sub_sums(1, l->five, w16, t->s0[h][j], t->s1[h][j], &yb, j, A + h, B + h);
+                }
+            }
+        }
+        for (int h = 0; h < 2; h++) acc[h] = k_float(l->six, t->dw[h], t->dm[h], A[h], B[h], yb->d, acc[h]);
     }
 }
 
 /* ==== The tile driver, both kinds ==== */
 
-/* Columns of one group over the tiles of a chunk (units u0.., nt of them): 2 at a time (the 32-element types: both
- * halves; the K-quants: half h), then 1, and Q8_0 1 at a time; their accumulators kept in st[column][half] (sums,
- * minimum terms). More columns spill the tile's levels to the stack (clang), which costs more than the broadcasts
- * saved (Q8_0: 2 columns 76-88 GOP/s, 1 column 95-97, on one thread). */
+/* Columns of one group over the tiles of a chunk (units u0.., nt of them), both halves of the panel: the 4/5-bit
+ * 32-element types 2 at a time (then 1), Q8_0 and the K-quants 1 at a time; their accumulators kept in
+ * st[column][half] (sums, minimum terms). More columns spill the tile's levels to the stack (clang), which costs more
+ * than the broadcasts saved (Q8_0 on one thread: 2 columns 76-88 GOP/s, 1 column 95-97). */
 INLINE AVX2 void tile_group(bool kq, const struct ty_pack_layout *l, const struct ty_pack_k_layout *lk,
-                            const void *tile, int h, int64_t u0, int64_t nt, int64_t n, const void *xq, size_t x_stride,
+                            const void *tile, int64_t u0, int64_t nt, int64_t n, const void *xq, size_t x_stride,
                             int ncols, __m256 (*st)[2][2]) {
     for (int c = 0; c < ncols;) {
-        const int nc = ncols - c < 2 || (!kq && l->bits == 8) ? 1 : 2;
+        const int nc = ncols - c < 2 || kq || l->bits == 8 ? 1 : 2;
         const char *x = (const char *)xq + (size_t)c * x_stride;
         if (kq) {
-            const struct ty_block_q8_K *y[2];
-            __m256 acc[2];
-            for (int i = 0; i < nc; i++) y[i] = (const void *)(x + (size_t)i * x_stride), acc[i] = st[c + i][h][0];
-            if (nc == 2)
-                k_tile_cols(2, lk, tile, u0, nt, y, acc);
-            else
-                k_tile_cols(1, lk, tile, u0, nt, y, acc);
-            for (int i = 0; i < nc; i++) st[c + i][h][0] = acc[i];
+            __m256 acc[2] = {st[c][0][0], st[c][1][0]};
+            k_tile_col(lk, tile, u0, nt, (const struct ty_block_q8_K *)x, acc);
+            st[c][0][0] = acc[0], st[c][1][0] = acc[1];
         } else {
             struct ty_q8_act a[2];
             __m256 acc[4], accm[4];
             for (int i = 0; i < nc; i++) {
                 a[i] = ty__q8_act(x + (size_t)i * x_stride, n);
-                for (int hh = 0; hh < 2; hh++) acc[2 * i + hh] = st[c + i][hh][0], accm[2 * i + hh] = st[c + i][hh][1];
+                for (int h = 0; h < 2; h++) acc[2 * i + h] = st[c + i][h][0], accm[2 * i + h] = st[c + i][h][1];
             }
             if (nc == 2)
                 q32_tile_cols(2, l, tile, u0, nt, a, acc, accm);
             else
                 q32_tile_cols(1, l, tile, u0, nt, a, acc, accm);
             for (int i = 0; i < nc; i++)
-                for (int hh = 0; hh < 2; hh++) st[c + i][hh][0] = acc[2 * i + hh], st[c + i][hh][1] = accm[2 * i + hh];
+                for (int h = 0; h < 2; h++) st[c + i][h][0] = acc[2 * i + h], st[c + i][h][1] = accm[2 * i + h];
         }
         c += nc;
     }
 }
 
-/* Panels outer, then passes (the 32-element types: one for both halves; the K-quants: one a half), groups of
- * TILE_COLS columns, chunks of blocks (super-blocks) unpacked into the scratch. */
+/* Panels outer, then groups of TILE_COLS columns, then chunks of blocks (super-blocks) unpacked into the scratch. */
 INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                             int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out, void *scratch) {
-    struct ty_pack_layout l;
-    struct ty_pack_k_layout lk;
+    struct ty_pack_layout l = {0};
+    struct ty_pack_k_layout lk = {0};
     if (kq)
         ty__pack_k_layout(type, &lk);
     else
@@ -905,26 +904,24 @@ INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows,
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         const int rv = panel_rows(rows, r);
         const uint8_t *p = panel_at(w, panel_stride, r);
-        for (int h = 0; h < (kq ? 2 : 1); h++)
-            for (int64_t c0 = 0; c0 < cols; c0 += TILE_COLS) {
-                const int ncols = cols - c0 < TILE_COLS ? (int)(cols - c0) : TILE_COLS;
-                __m256 st[TILE_COLS][2][2];
-                for (int c = 0; c < ncols; c++)
-                    for (int hh = 0; hh < 2; hh++) st[c][hh][0] = st[c][hh][1] = _mm256_setzero_ps();
-                for (int64_t u0 = 0; u0 < units; u0 += per) {
-                    const int64_t nt = units - u0 < per ? units - u0 : per;
-                    for (int64_t i = 0; i < nt; i++)
-                        if (kq)
-                            k_unpack(&lk, p + (size_t)(u0 + i) * bp, h, (struct k_tile *)scratch + i);
-                        else
-                            q32_unpack(&l, p + (size_t)(u0 + i) * bp, (struct q32_tile *)scratch + i);
-                    tile_group(kq, &l, &lk, scratch, h, u0, nt, n, (const char *)xq + (size_t)c0 * x_stride, x_stride,
-                               ncols, st);
-                }
-                for (int c = 0; c < ncols; c++)
-                    for (int hh = kq ? h : 0; hh < (kq ? h + 1 : 2); hh++)
-                        store_half(out + (c0 + c) * ld_out + r, hh, rv, st[c][hh][0], st[c][hh][1]);
+        for (int64_t c0 = 0; c0 < cols; c0 += TILE_COLS) {
+            const int ncols = cols - c0 < TILE_COLS ? (int)(cols - c0) : TILE_COLS;
+            __m256 st[TILE_COLS][2][2];
+            for (int c = 0; c < ncols; c++)
+                for (int h = 0; h < 2; h++) st[c][h][0] = st[c][h][1] = _mm256_setzero_ps();
+            for (int64_t u0 = 0; u0 < units; u0 += per) {
+                const int64_t nt = units - u0 < per ? units - u0 : per;
+                for (int64_t i = 0; i < nt; i++)
+                    if (kq)
+                        k_unpack(&lk, p + (size_t)(u0 + i) * bp, (struct k_tile *)scratch + i);
+                    else
+                        q32_unpack(&l, p + (size_t)(u0 + i) * bp, (struct q32_tile *)scratch + i);
+                tile_group(kq, &l, &lk, scratch, u0, nt, n, (const char *)xq + (size_t)c0 * x_stride, x_stride, ncols,
+                           st);
             }
+            for (int c = 0; c < ncols; c++)
+                for (int h = 0; h < 2; h++) store_half(out + (c0 + c) * ld_out + r, h, rv, st[c][h][0], st[c][h][1]);
+        }
     }
 }
 
