@@ -651,12 +651,13 @@ static void test_packed_direct(void) {
     for (int t = 0; t < 3; t++) {
         check_packed(k_types[t], 256, 37, 17, scratch); /* two full panels and one of five rows */
         check_packed(k_types[t], 768, 21, 17, scratch);
-        check_packed(k_types[t], 4864, 19, 17, scratch); /* Qwen2.5-0.5B's ffn_down rows */
+        /* Qwen2.5-0.5B's ffn_down rows, 70 columns: AVX2's gemm tiles of 4 super-blocks and groups of 64 columns */
+        check_packed(k_types[t], 4864, 19, 70, scratch);
     }
     static const enum ty_type q32[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_0, TY_TYPE_Q4_1, TY_TYPE_Q5_0, TY_TYPE_Q5_1};
     for (int t = 0; t < 5; t++) {
         check_packed(q32[t], 224, 23, 17, scratch);
-        /* ffn_down's rows, 70 columns: AVX2's gemm tiles of 32 blocks (a partial last one) and groups of 64 columns */
+        /* ffn_down's rows, 70 columns: AVX2's gemm tiles of 16 blocks (a partial last one) and groups of 64 columns */
         check_packed(q32[t], 4864, 19, 70, scratch);
     }
     static const enum ty_type ft[] = {TY_TYPE_F32, TY_TYPE_F16, TY_TYPE_BF16};
