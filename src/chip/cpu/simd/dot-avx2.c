@@ -397,17 +397,20 @@ INLINE int panel_rows(int64_t rows, int64_t r) {
     return rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
 }
 
-/* Step k (0..3) of half h of a packed 4/5-bit block: the levels of elements 4k..4k+3 (lo) and 16+4k.. (hi) of its
- * 8 rows, one dword a row. */
+/* One step of 8 packed rows of 4/5-bit levels (the 32-element types and Q4_K / Q5_K alike): the low nibbles of the
+ * 32 bytes at qs (lo: elements 4k..4k+3 of each row, one dword a row) and the high ones (hi: 16+4k..), with the fifth
+ * bits of the words at qh and qh + 32 where qh is not NULL. */
+INLINE AVX2 void step_levels(const uint8_t *qs, const uint8_t *qh, __m256i *lo, __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256i v = _mm256_loadu_si256((const __m256i *)qs);
+    *lo = _mm256_and_si256(v, low4), *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    if (qh) *lo = _mm256_or_si256(*lo, fifth_bits(qh)), *hi = _mm256_or_si256(*hi, fifth_bits(qh + 32));
+}
+
+/* Step k (0..3) of half h of a packed 4/5-bit block. */
 INLINE AVX2 void q32_step_levels(const struct ty_pack_layout *l, const uint8_t *pb, int h, int k, __m256i *lo,
                                  __m256i *hi) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m256i v = _mm256_loadu_si256((const __m256i *)(pb + l->off_qs + 64 * k + 32 * h));
-    *lo = _mm256_and_si256(v, low4), *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-    if (l->five) {
-        *lo = _mm256_or_si256(*lo, fifth_bits(pb + l->off_qh + 8 * k + 4 * h));
-        *hi = _mm256_or_si256(*hi, fifth_bits(pb + l->off_qh + 8 * (k + 4) + 4 * h));
-    }
+    step_levels(pb + l->off_qs + 64 * k + 32 * h, l->five ? pb + l->off_qh + 8 * k + 4 * h : NULL, lo, hi);
 }
 
 /* Step st (0..7) of half h of a packed Q8_0 block: the signed levels of elements 4st..4st+3 of its 8 rows. */
@@ -637,18 +640,11 @@ INLINE AVX2 void qk_sub_scales(const struct qk_scales *s, int j, __m256i *sc, __
     *mn = _mm256_shuffle_epi8(j < 4 ? s->m_lo : s->m_hi, sel);
 }
 
-/* Step k (0..3) of sub-block j of half h of a Q4_K / Q5_K super-block: levels of elements 4k.. (lo) and 16+4k.. (hi).
- */
+/* Step k (0..3) of sub-block j of half h of a Q4_K / Q5_K super-block. */
 INLINE AVX2 void qk_step_levels(bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int j, int h, int k,
                                 __m256i *lo, __m256i *hi) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
     const uint8_t *grp = p + l->off_grp + l->gb * j;
-    __m256i v = _mm256_loadu_si256((const __m256i *)(grp + l->qh_b + 64 * k + 32 * h));
-    *lo = _mm256_and_si256(v, low4), *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-    if (five) {
-        *lo = _mm256_or_si256(*lo, fifth_bits(grp + 8 * k + 4 * h));
-        *hi = _mm256_or_si256(*hi, fifth_bits(grp + 8 * (k + 4) + 4 * h));
-    }
+    step_levels(grp + l->qh_b + 64 * k + 32 * h, five ? grp + 8 * k + 4 * h : NULL, lo, hi);
 }
 
 /* A sub-block's int16 sums (w16[piece][c]; Q5_K's two pieces) widened by the rows' scales into A[c], its minimums
