@@ -855,25 +855,28 @@ INLINE AVX2 void k_tile_col(const struct ty_pack_k_layout *l, const struct k_til
 /* ==== The tile driver, both kinds ==== */
 
 /* Columns of one group over the tiles of a chunk (units u0.., nt of them), both halves of the panel: the 4/5-bit
- * 32-element types 2 at a time (then 1), Q8_0 and the K-quants 1 at a time; their accumulators kept in
- * st[column][half] (sums, minimum terms). More columns spill the tile's levels to the stack (clang), which costs more
- * than the broadcasts saved (Q8_0 on one thread: 2 columns 76-88 GOP/s, 1 column 95-97). */
+ * 32-element types 2 at a time (then 1), Q8_0 and the K-quants 1 at a time; their accumulators start at zero in the
+ * first chunk (u0 0) and are kept in st[column][half] (sums, minimum terms) between chunks. More columns spill the
+ * tile's levels to the stack (clang), which costs more than the broadcasts saved (Q8_0 on one thread: 2 columns 76-88
+ * GOP/s, 1 column 95-97). */
 INLINE AVX2 void tile_group(bool kq, const struct ty_pack_layout *l, const struct ty_pack_k_layout *lk,
                             const void *tile, int64_t u0, int64_t nt, int64_t n, const void *xq, size_t x_stride,
                             int ncols, __m256 (*st)[2][2]) {
+    const __m256 zero = _mm256_setzero_ps();
     for (int c = 0; c < ncols;) {
         const int nc = ncols - c < 2 || kq || l->bits == 8 ? 1 : 2;
         const char *x = (const char *)xq + (size_t)c * x_stride;
         if (kq) {
-            __m256 acc[2] = {st[c][0][0], st[c][1][0]};
+            __m256 acc[2] = {u0 ? st[c][0][0] : zero, u0 ? st[c][1][0] : zero};
             k_tile_col(lk, tile, u0, nt, (const struct ty_block_q8_K *)x, acc);
-            st[c][0][0] = acc[0], st[c][1][0] = acc[1];
+            st[c][0][0] = acc[0], st[c][1][0] = acc[1], st[c][0][1] = st[c][1][1] = zero;
         } else {
             struct ty_q8_act a[2];
             __m256 acc[4], accm[4];
             for (int i = 0; i < nc; i++) {
                 a[i] = ty__q8_act(x + (size_t)i * x_stride, n);
-                for (int h = 0; h < 2; h++) acc[2 * i + h] = st[c + i][h][0], accm[2 * i + h] = st[c + i][h][1];
+                for (int h = 0; h < 2; h++)
+                    acc[2 * i + h] = u0 ? st[c + i][h][0] : zero, accm[2 * i + h] = u0 ? st[c + i][h][1] : zero;
             }
             if (nc == 2)
                 q32_tile_cols(2, l, tile, u0, nt, a, acc, accm);
@@ -902,9 +905,7 @@ INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows,
         const uint8_t *p = panel_at(w, panel_stride, r);
         for (int64_t c0 = 0; c0 < cols; c0 += TILE_COLS) {
             const int ncols = cols - c0 < TILE_COLS ? (int)(cols - c0) : TILE_COLS;
-            __m256 st[TILE_COLS][2][2];
-            for (int c = 0; c < ncols; c++)
-                for (int h = 0; h < 2; h++) st[c][h][0] = st[c][h][1] = _mm256_setzero_ps();
+            __m256 st[TILE_COLS][2][2]; /* written by the first chunk */
             for (int64_t u0 = 0; u0 < units; u0 += per) {
                 const int64_t nt = units - u0 < per ? units - u0 : per;
                 for (int64_t i = 0; i < nt; i++)
