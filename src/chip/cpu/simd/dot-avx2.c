@@ -566,29 +566,23 @@ INLINE AVX2 void q32_tile_cols(int NC, const struct ty_pack_layout *l, const str
         const int8_t *x[2];
         __m256i isum[4];
         for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b;
+        /* the halves' steps through the shared step helpers, one column at a time (their broadcasts are the same
+         * expressions, which the compiler computes once) */
         if (l->bits == 8) {
             for (int c = 0; c < 2 * NC; c++) isum[c] = _mm256_setzero_si256();
             for (int st = 0; st < 8; st++)
-                for (int c = 0; c < NC; c++) {
-                    __m256i xb = _mm256_set1_epi32(load_i32(x[c] + 4 * st));
+                for (int c = 0; c < NC; c++)
                     for (int h = 0; h < 2; h++)
-                        isum[2 * c + h] = _mm256_add_epi32(
-                            isum[2 * c + h], mul_sum_u8s8(t->lv[h][8 + st], _mm256_sign_epi8(xb, t->lv[h][st])));
-                }
+                        q8_step_dot(1, t->lv[h][st], t->lv[h][8 + st], x + c, st, isum + 2 * c + h);
         } else {
             for (int c = 0; c < NC; c++) isum[2 * c] = isum[2 * c + 1] = q32_start(l, a[c].sum[b]);
             for (int k0 = 0; k0 < 4; k0 += q32_piece(l)) {
                 __m256i w16[4];
                 for (int c = 0; c < 2 * NC; c++) w16[c] = _mm256_setzero_si256();
                 for (int k = k0; k < k0 + q32_piece(l); k++)
-                    for (int c = 0; c < NC; c++) {
-                        const __m256i q0 = _mm256_set1_epi32(load_i32(x[c] + 4 * k)),
-                                      q1 = _mm256_set1_epi32(load_i32(x[c] + 16 + 4 * k));
+                    for (int c = 0; c < NC; c++)
                         for (int h = 0; h < 2; h++)
-                            w16[2 * c + h] = _mm256_add_epi16(
-                                w16[2 * c + h], _mm256_add_epi16(_mm256_maddubs_epi16(t->lv[h][2 * k], q0),
-                                                                 _mm256_maddubs_epi16(t->lv[h][2 * k + 1], q1)));
-                    }
+                            q32_step_dot(1, t->lv[h][2 * k], t->lv[h][2 * k + 1], x + c, k, w16 + 2 * c + h);
                 for (int c = 0; c < 2 * NC; c++)
                     isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(w16[c], _mm256_set1_epi16(1)));
             }
