@@ -58,9 +58,7 @@ def sh(cmd):
 
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip() or platform.processor()
 isa = rows[0].get("isa", "?") if rows else "?"
-int8_insn = {"avx512vnni": "`vpdpbusd` (u8 x s8)", "avx512bf16": "`vpdpbusd` (u8 x s8)",
-             "avx512": "`vpmaddwd` + `vpaddd` (int16)", "avx2": "`vpmaddubsw` + `vpaddw` (u8 x s8)",
-             "neon": "`sdot` (s8 x s8)"}.get(isa, "the integer dot")
+int8_insn = f"`{rows[0]['int8_insn']}`" if rows and rows[0].get("int8_insn") else "the integer dot"
 commit = sh("git rev-parse --short HEAD") or "unknown"
 L = []
 L.append("# CPU performance\n")

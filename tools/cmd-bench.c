@@ -427,6 +427,7 @@ static void print_json(const struct bench_opts *o, const struct result *r) {
     json_object_set_new(j, "mem_bw_mean_gbs", json_real(f->mem_bw_mean_gbs));
     json_object_set_new(j, "fma_gflops", json_real(f->fma_gflops));
     json_object_set_new(j, "int8_gops", json_real(f->int8_gops));
+    json_object_set_new(j, "int8_insn", json_string(f->int8_insn ? f->int8_insn : "?"));
     json_object_set_new(j, "bf16_gflops", json_real(f->bf16_gflops));
     if (o->n_prompt > 0) {
         json_object_set_new(j, "pp_tok_s", json_real(r->pp.mean));

@@ -20,7 +20,7 @@
  *
  * Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 matrices should be packed once at load (ty__pack, below): their packed kernels
  * are about 2-5x faster, which decode needs to keep up with DRAM. So should K-quant and F32/F16/BF16 matrices on the
- * paths whose table has packed kernels for them (AVX2, AVX-512): there gemm works straight on the panels for prefill.
+ * paths whose table has packed kernels for them (AVX2, AVX-512): there gemm works from the panels for prefill.
  *
  * Results: every path computes the same sum as the scalar reference (dot-scalar.c) for its activation format, up to
  * the order of f32 additions; tests/chip/test_simd.c holds every path to that and to a dequantise-then-f64 ground
