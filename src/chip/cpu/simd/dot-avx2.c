@@ -72,8 +72,8 @@ INLINE AVX2 __m256i nibbles32(const uint8_t *qs) {
 
 /* Bit j of the 32-bit word at p as 16 in byte j (the fifth bit of a 5-bit level). The word is broadcast straight
  * from memory (a load); dword d takes bits 4d..4d+3 down to 0..3, then one multiply spreads bit j to bit 4 of byte j
- * (the four shifted copies never overlap, so no carries): fewer shuffles than spreading bytes with vpshufb, which the
- * 5-bit kernels, bound by their instruction count, feel (Q5_0 panels 18 -> 22 GB/s on one thread, cached). */
+ * (the four shifted copies never overlap, so no carries): fewer shuffles than spreading bytes with vpshufb. For rows
+ * in the file's layout; the packed panels store the fifth bits as planes (step_levels). */
 INLINE AVX2 __m256i fifth_bits(const uint8_t *p) {
     float f;
     memcpy(&f, p, 4);
@@ -397,20 +397,26 @@ INLINE int panel_rows(int64_t rows, int64_t r) {
     return rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
 }
 
-/* One step of 8 packed rows of 4/5-bit levels (the 32-element types and Q4_K / Q5_K alike): the low nibbles of the
- * 32 bytes at qs (lo: elements 4k..4k+3 of each row, one dword a row) and the high ones (hi: 16+4k..), with the fifth
- * bits of the words at qh and qh + 32 where qh is not NULL. */
-INLINE AVX2 void step_levels(const uint8_t *qs, const uint8_t *qh, __m256i *lo, __m256i *hi) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
+/* One step k (0..3) of 8 packed rows of 4/5-bit levels (the 32-element types and Q4_K / Q5_K alike): the low nibbles
+ * of the 32 bytes at qs (lo: elements 4k..4k+3 of each row, one dword a row) and the high ones (hi: 16+4k..), with
+ * the fifth bits of the 32 plane bytes at qh where qh is not NULL: bit k (lo's step) and bit 4 + k (hi's) of each,
+ * moved to bit 4 by one 16-bit shift each (what crosses into the next byte is masked off). Spreading a 32-bit mask a
+ * step over 32 bytes took five instructions (Q5_0 gemv ~20 GB/s a core, against 41 for Q4_0). */
+INLINE AVX2 void step_levels(const uint8_t *qs, const uint8_t *qh, int k, __m256i *lo, __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(16);
     __m256i v = _mm256_loadu_si256((const __m256i *)qs);
     *lo = _mm256_and_si256(v, low4), *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-    if (qh) *lo = _mm256_or_si256(*lo, fifth_bits(qh)), *hi = _mm256_or_si256(*hi, fifth_bits(qh + 32));
+    if (qh) {
+        const __m256i planes = _mm256_loadu_si256((const __m256i *)qh);
+        *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_slli_epi16(planes, 4 - k), bit4));
+        *hi = _mm256_or_si256(*hi, _mm256_and_si256(k ? _mm256_srli_epi16(planes, k) : planes, bit4));
+    }
 }
 
 /* Step k (0..3) of half h of a packed 4/5-bit block. */
 INLINE AVX2 void q32_step_levels(const struct ty_pack_layout *l, const uint8_t *pb, int h, int k, __m256i *lo,
                                  __m256i *hi) {
-    step_levels(pb + l->off_qs + 64 * k + 32 * h, l->five ? pb + l->off_qh + 8 * k + 4 * h : NULL, lo, hi);
+    step_levels(pb + l->off_qs + 64 * k + 32 * h, l->five ? pb + l->off_qh + 32 * h : NULL, k, lo, hi);
 }
 
 /* Step st (0..7) of half h of a packed Q8_0 block: the signed levels of elements 4st..4st+3 of its 8 rows. */
@@ -638,7 +644,7 @@ INLINE AVX2 void qk_sub_scales(const struct qk_scales *s, int j, __m256i *sc, __
 INLINE AVX2 void qk_step_levels(bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int j, int h, int k,
                                 __m256i *lo, __m256i *hi) {
     const uint8_t *grp = p + l->off_grp + l->gb * j;
-    step_levels(grp + l->qh_b + 64 * k + 32 * h, five ? grp + 8 * k + 4 * h : NULL, lo, hi);
+    step_levels(grp + l->qh_b + 64 * k + 32 * h, five ? grp + 32 * h : NULL, k, lo, hi);
 }
 
 /* A sub-block's int16 sums (w16[piece][c]; Q5_K's two pieces) widened by the rows' scales into A[c], its minimums

@@ -396,6 +396,12 @@ static KTARGET void KFN(gemv_q6_K)(int64_t n, int64_t rows, const void *w, size_
 
 /* ==== Packed 4/5-bit panels (pack.c) ==== */
 
+/* The fifth bits of step st of a packed block (Q5_0, Q5_1) or group (Q5_K) as a byte mask over its 64-byte step
+ * vector: bit st of each byte of the 64 plane bytes (pack.c stores a bit per step in the level's byte position). */
+INLINE KTARGET __mmask64 KFN(plane_mask)(__m512i planes, int st) {
+    return _mm512_test_epi8_mask(planes, _mm512_set1_epi8((char)(1u << st)));
+}
+
 /* One panel of 16 rows: per block, four 64-byte chunks give the levels of steps c (low nibbles) and c + 4 (high),
  * each step one integer dot of 16 rows with a broadcast activation quad; two chains, one per nibble. The float
  * steps are panel_gemm_body's, in its order, so a column gets the same bits from gemv and from gemm. A symmetric
@@ -441,10 +447,9 @@ INLINE KTARGET void KFN(panel_q45)(const struct ty_pack_layout *l, int64_t nb, c
             __m512i v = _mm512_loadu_si512(p + l->off_qs + 64 * c);
             __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
             if (l->five) {
-                uint64_t m0, m1;
-                memcpy(&m0, p + l->off_qh + 8 * c, 8), memcpy(&m1, p + l->off_qh + 8 * (c + 4), 8);
-                lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(m0), lo, sixteen);
-                hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(m1), hi, sixteen);
+                const __m512i planes = _mm512_loadu_si512(p + l->off_qh);
+                lo = _mm512_mask_add_epi8(lo, KFN(plane_mask)(planes, c), lo, sixteen);
+                hi = _mm512_mask_add_epi8(hi, KFN(plane_mask)(planes, c + 4), hi, sixteen);
             }
             i0 = DPBUSD(i0, lo, _mm512_set1_epi32(load_i32(x + 4 * c)));
             i1 = DPBUSD(i1, hi, _mm512_set1_epi32(load_i32(x + 16 + 4 * c)));
@@ -500,11 +505,8 @@ INLINE KTARGET void KFN(panel_block)(const struct ty_pack_layout *l, const uint8
         }
     }
     if (l->five) {
-        for (int st = 0; st < 8; st++) {
-            uint64_t m;
-            memcpy(&m, p + l->off_qh + 8 * st, 8);
-            v[st] = _mm512_mask_add_epi8(v[st], _cvtu64_mask64(m), v[st], sixteen);
-        }
+        const __m512i planes = _mm512_loadu_si512(p + l->off_qh);
+        for (int st = 0; st < 8; st++) v[st] = _mm512_mask_add_epi8(v[st], KFN(plane_mask)(planes, st), v[st], sixteen);
     }
     *dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
     *mw = l->affine ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + l->off_m))) : *dw;
@@ -660,12 +662,10 @@ INLINE KTARGET void KFN(qk_sub)(bool five, const struct ty_pack_k_layout *l, con
         __m512i t = _mm512_loadu_si512(q + 64 * cc);
         v[cc] = _mm512_and_si512(t, low4), v[cc + 4] = _mm512_and_si512(_mm512_srli_epi16(t, 4), low4);
     }
-    if (five)
-        for (int st = 0; st < 8; st++) {
-            uint64_t m;
-            memcpy(&m, p + l->off_grp + l->gb * j + 8 * st, 8);
-            v[st] = _mm512_mask_add_epi8(v[st], _cvtu64_mask64(m), v[st], sixteen);
-        }
+    if (five) {
+        const __m512i planes = _mm512_loadu_si512(p + l->off_grp + l->gb * j);
+        for (int st = 0; st < 8; st++) v[st] = _mm512_mask_add_epi8(v[st], KFN(plane_mask)(planes, st), v[st], sixteen);
+    }
     *sc = _mm512_shuffle_epi8(j < 4 ? s_lo : s_hi, KFN(dword_bytes)(j % 4, false));
 }
 

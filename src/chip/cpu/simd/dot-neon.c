@@ -205,6 +205,11 @@ INLINE uint8x16_t fifth_bits16(uint32_t bits) {
     return vandq_u8(vtstq_u8(v, vld1q_u8(sel)), vdupq_n_u8(16));
 }
 
+/* Bit st of each of 16 plane bytes as 16 in that byte (packed panels: the fifth bits of step st). */
+INLINE uint8x16_t plane_bits16(uint8x16_t planes, int st) {
+    return vandq_u8(vtstq_u8(planes, vdupq_n_u8((uint8_t)(1u << st))), vdupq_n_u8(16));
+}
+
 /* The integer dot of one block, on four lanes. Levels become signed (minus 8 or 16) for the symmetric types, so no
  * correction is needed; affine types keep 0..15 / 0..31 and report their minimum. */
 INLINE int32x4_t block_dot(enum ty_type type, const uint8_t *q, const int8_t *xs, float *m) {
@@ -401,14 +406,13 @@ INLINE void panel_q45(const struct ty_pack_layout *l, int64_t nb, const uint8_t 
         /* chunk c: low nibbles are step c (lane c of x0), high nibbles step c + 4 (lane c of x1) */
 #define CHUNK(c)                                                                                                       \
     do {                                                                                                               \
-        uint64_t m0 = 0, m1 = 0;                                                                                       \
-        if (l->five) memcpy(&m0, p + l->off_qh + 8 * (c), 8), memcpy(&m1, p + l->off_qh + 8 * ((c) + 4), 8);           \
         for (int g = 0; g < 4; g++) {                                                                                  \
             uint8x16_t v = vld1q_u8(p + l->off_qs + 64 * (c) + 16 * g);                                                \
             uint8x16_t lo = vandq_u8(v, low4), hi = vshrq_n_u8(v, 4);                                                  \
             if (l->five) {                                                                                             \
-                lo = vorrq_u8(lo, fifth_bits16((uint32_t)(m0 >> (16 * g))));                                           \
-                hi = vorrq_u8(hi, fifth_bits16((uint32_t)(m1 >> (16 * g))));                                           \
+                const uint8x16_t planes = vld1q_u8(p + l->off_qh + 16 * g);                                            \
+                lo = vorrq_u8(lo, plane_bits16(planes, c));                                                            \
+                hi = vorrq_u8(hi, plane_bits16(planes, (c) + 4));                                                      \
             }                                                                                                          \
             i[g] = sdot_lane##c(i[g], vreinterpretq_s8_u8(lo), x0);                                                    \
             i[g] = sdot_lane##c(i[g], vreinterpretq_s8_u8(hi), x1);                                                    \

@@ -84,7 +84,7 @@ static void k_packed_pos(const struct ty_pack_k_layout *l, int r, int e, int *qb
     if (l->six)
         *hb = grp + 64 * (s / 4) + byte, *hsh = 2 * (s % 4);
     else
-        *hb = grp + 8 * s + byte / 8, *hsh = byte % 8;
+        *hb = grp + byte, *hsh = s;
 }
 
 /* Writes row r of a packed super-block (zeroed beforehand: Q5_K rows share their fifth-bit bytes). */
@@ -116,8 +116,7 @@ static void pack_k_block(const struct ty_pack_k_layout *l, const uint8_t *blk, i
                 }
         else if (l->five)
             for (int st = 0; st < 8; st++)
-                for (int j = 0; j < 4; j++)
-                    grp[8 * st + (4 * r + j) / 8] |= (uint8_t)((ug[4 * st + j] >> 4) << ((4 * r + j) % 8));
+                for (int j = 0; j < 4; j++) grp[4 * r + j] |= (uint8_t)((ug[4 * st + j] >> 4) << st);
     }
 }
 
@@ -246,7 +245,7 @@ void ty__pack(enum ty_type type, int64_t rows, int64_t n, const void *w, size_t 
                         continue;
                     }
                     out[l.off_qs + 64 * (s % 4) + byte] |= (uint8_t)((u[k] & 0x0f) << (s < 4 ? 0 : 4));
-                    if (l.five) out[l.off_qh + 8 * s + byte / 8] |= (uint8_t)((u[k] >> 4) << (byte % 8));
+                    if (l.five) out[l.off_qh + byte] |= (uint8_t)((u[k] >> 4) << s);
                 }
             }
         }
@@ -258,12 +257,12 @@ static int packed_level(const struct ty_pack_layout *l, const uint8_t *p, int r,
     int s = k / 4, byte = 4 * r + k % 4;
     if (l->bits == 8) return p[l->off_qs + 64 * s + byte];
     int u = (p[l->off_qs + 64 * (s % 4) + byte] >> (s < 4 ? 0 : 4)) & 0x0f;
-    if (l->five) u |= ((p[l->off_qh + 8 * s + byte / 8] >> (byte % 8)) & 1) << 4;
+    if (l->five) u |= ((p[l->off_qh + byte] >> s) & 1) << 4;
     return u;
 }
 
 /* The gemm driver unpacks every row of every panel it multiplies, so this one walks bytes, not elements: row r owns
- * bytes 4r..4r+3 of each chunk (elements 4c..4c+3 low, 16+4c..19+4c high) and bits 4r..4r+3 of each step mask. */
+ * bytes 4r..4r+3 of each chunk (elements 4c..4c+3 low, 16+4c..19+4c high) and of the fifth-bit planes. */
 void ty__packed_block_levels(const struct ty_pack_layout *l, const uint8_t *p, int r, int8_t lv[32], float *scale,
                              float *min) {
     uint16_t d, m = 0;
@@ -280,8 +279,8 @@ void ty__packed_block_levels(const struct ty_pack_layout *l, const uint8_t *p, i
         for (int j = 0; j < 4; j++) {
             int lo = q[j] & 0x0f, hi = q[j] >> 4;
             if (l->five) {
-                lo |= ((p[l->off_qh + 8 * c + r / 2] >> (4 * (r % 2) + j)) & 1) << 4;
-                hi |= ((p[l->off_qh + 8 * (c + 4) + r / 2] >> (4 * (r % 2) + j)) & 1) << 4;
+                lo |= ((p[l->off_qh + 4 * r + j] >> c) & 1) << 4;
+                hi |= ((p[l->off_qh + 4 * r + j] >> (c + 4)) & 1) << 4;
             }
             lv[4 * c + j] = (int8_t)(lo - l->offset);
             lv[16 + 4 * c + j] = (int8_t)(hi - l->offset);

@@ -149,7 +149,8 @@ size_t ty__gemm_scratch_size(void);
  * a packed matrix runs whatever TY_CPU_ISA says. One packed block of 16 rows (type size x 16 bytes):
  *     ty_f16 d[16];            the rows' scales
  *     ty_f16 m[16];            their minimums (Q4_1, Q5_1)
- *     uint8_t qh[8][8];        fifth bits (Q5_0, Q5_1): step s, bit 4r + j = element 4s + j of row r
+ *     uint8_t qh[64];          fifth bits (Q5_0, Q5_1): byte 4r + j, bit s = element 4s + j of row r (the byte's
+ *                              position in each step's vector, a bit per step: one shift and mask per step)
  *     uint8_t qs[4][64];       chunk c, byte 4r + j: low nibble element 4c + j, high nibble element 16 + 4c + j
  *     (Q8_0: uint8_t qs[8][64]; step s, byte 4r + j: element 4s + j of row r, plus 128)
  * Panels follow each other; within a panel the blocks of its rows come in order.
@@ -162,7 +163,7 @@ size_t ty__gemm_scratch_size(void);
  *     ty_f16 d[16], dmin[16];
  *     uint32_t sc[3][16];        word w of row r: the row's 12 scale bytes 4w..4w+3, as quant-k.c packs them
  *     then per group g of 32 elements, in order (one stream for the prefetchers):
- *       uint8_t qh[8][8];        Q5_K only: step s, bit 4r + j = fifth bit of element 32g + 4s + j of row r
+ *       uint8_t qh[64];          Q5_K only: byte 4r + j, bit s = fifth bit of element 32g + 4s + j of row r
  *       uint8_t qs[4][64];       chunk c, byte 4r + j: low nibble element 32g + 4c + j, high nibble + 16
  *   Q6_K (3360 bytes):
  *     ty_f16 d[16];
