@@ -21,7 +21,9 @@ const char *ty_status_str(enum ty_status status) {
     }
 }
 
-const char *ty_last_error(void) { return last_error; }
+const char *ty_last_error(void) {
+    return last_error;
+}
 
 enum ty_status ty__error(enum ty_status status, const char *fmt, ...) {
     va_list ap;
@@ -38,7 +40,9 @@ enum ty_status ty__error_prefix(enum ty_status status, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, last_error, sizeof old);
-    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old[0] ? old : ty_status_str(status));
+    if (snprintf(last_error, sizeof last_error, "%s: %s", prefix, old[0] ? old : ty_status_str(status)) >=
+        (int)sizeof last_error)
+        memcpy(last_error + sizeof last_error - 4, "...", 4); /* cut short: say so */
     return status;
 }
 
