@@ -170,7 +170,7 @@ TY_API enum ty_status ty_detokenize_flush(struct ty_detokenizer *st, char *out, 
 struct ty_model;
 
 struct ty_model_params {
-    int n_threads;      /* worker threads for the backend; 0 = one per core */
+    int n_threads;       /* worker threads for the backend; 0 = one per core */
     const char *backend; /* backend name ("cpu"); NULL = the best available */
     const char *lora;    /* a LoRA adapter GGUF (`tongyun finetune`) applied at load, or NULL */
     float lora_scale;    /* its strength: 1 = as trained (the default), 0 = off */
@@ -237,8 +237,7 @@ struct ty_sampler_params {
 };
 
 TY_API struct ty_sampler_params ty_sampler_default_params(void);
-TY_API enum ty_status ty_sampler_init(const struct ty_sampler_params *params, int32_t n_vocab,
-                                      struct ty_sampler **out);
+TY_API enum ty_status ty_sampler_init(const struct ty_sampler_params *params, int32_t n_vocab, struct ty_sampler **out);
 TY_API void ty_sampler_free(struct ty_sampler *smp);
 /* Picks the next token from `logits` (n_vocab floats, modified in place) and records it in the penalty history. */
 TY_API int32_t ty_sampler_sample(struct ty_sampler *smp, float *logits);

@@ -31,7 +31,7 @@ void ty_tests(void); /* defined by each test file */
         ty_test_checks++;                                                                                              \
         if (!(cond)) {                                                                                                 \
             ty_test_failures++;                                                                                        \
-            fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__, ty_test_current, #cond);             \
+            fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__, ty_test_current, #cond);              \
         }                                                                                                              \
     } while (0)
 
@@ -40,7 +40,7 @@ void ty_tests(void); /* defined by each test file */
         ty_test_checks++;                                                                                              \
         if (!(cond)) {                                                                                                 \
             ty_test_failures++;                                                                                        \
-            fprintf(stderr, "%s:%d: %s: check failed: %s: ", __FILE__, __LINE__, ty_test_current, #cond);             \
+            fprintf(stderr, "%s:%d: %s: check failed: %s: ", __FILE__, __LINE__, ty_test_current, #cond);              \
             fprintf(stderr, __VA_ARGS__);                                                                              \
             fputc('\n', stderr);                                                                                       \
         }                                                                                                              \
@@ -50,13 +50,13 @@ void ty_tests(void); /* defined by each test file */
 #define CHECK_OK(expr)                                                                                                 \
     do {                                                                                                               \
         enum ty_status st_ = (expr);                                                                                   \
-        CHECK_MSG(st_ == TY_OK, "%s -> %s: %s", #expr, ty_status_str(st_), ty_last_error());                          \
+        CHECK_MSG(st_ == TY_OK, "%s -> %s: %s", #expr, ty_status_str(st_), ty_last_error());                           \
     } while (0)
 
 #define CHECK_STATUS(expr, want)                                                                                       \
     do {                                                                                                               \
         enum ty_status st_ = (expr);                                                                                   \
-        CHECK_MSG(st_ == (want), "%s -> %s, want %s (%s)", #expr, ty_status_str(st_), ty_status_str(want),            \
+        CHECK_MSG(st_ == (want), "%s -> %s, want %s (%s)", #expr, ty_status_str(st_), ty_status_str(want),             \
                   ty_last_error());                                                                                    \
     } while (0)
 

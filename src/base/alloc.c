@@ -16,7 +16,9 @@
 static atomic_size_t bytes_live;
 static atomic_long fail_countdown;
 
-void ty__alloc_fail_after(long n) { atomic_store(&fail_countdown, n); }
+void ty__alloc_fail_after(long n) {
+    atomic_store(&fail_countdown, n);
+}
 
 static bool injected_failure(void) {
     long n = atomic_load(&fail_countdown);
@@ -75,7 +77,9 @@ char *ty__strndup(const char *s, size_t n) {
     return d;
 }
 
-char *ty__strdup(const char *s) { return ty__strndup(s, strlen(s)); }
+char *ty__strdup(const char *s) {
+    return ty__strndup(s, strlen(s));
+}
 
 /* Aligned blocks keep their own header: [size][offset back to malloc's pointer] just below the aligned address. */
 void *ty__malloc_aligned(size_t size) {
@@ -143,4 +147,6 @@ void ty__huge_free(void *ptr) {
 #endif
 }
 
-size_t ty_mem_allocated(void) { return atomic_load(&bytes_live); }
+size_t ty_mem_allocated(void) {
+    return atomic_load(&bytes_live);
+}

@@ -61,10 +61,18 @@ void ty__huge_free(void *ptr);
 
 /* ==== Checked arithmetic: true on overflow ==== */
 
-static inline bool ty__mul_overflow(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }
-static inline bool ty__add_overflow(size_t a, size_t b, size_t *r) { return __builtin_add_overflow(a, b, r); }
-static inline bool ty__mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) { return __builtin_mul_overflow(a, b, r); }
-static inline bool ty__add_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) { return __builtin_add_overflow(a, b, r); }
+static inline bool ty__mul_overflow(size_t a, size_t b, size_t *r) {
+    return __builtin_mul_overflow(a, b, r);
+}
+static inline bool ty__add_overflow(size_t a, size_t b, size_t *r) {
+    return __builtin_add_overflow(a, b, r);
+}
+static inline bool ty__mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) {
+    return __builtin_mul_overflow(a, b, r);
+}
+static inline bool ty__add_overflow_u64(uint64_t a, uint64_t b, uint64_t *r) {
+    return __builtin_add_overflow(a, b, r);
+}
 
 /* ==== Half precision ==== */
 
@@ -72,7 +80,7 @@ typedef uint16_t ty_f16;  /* IEEE 754 binary16 bits */
 typedef uint16_t ty_bf16; /* bfloat16 bits */
 
 float ty__f16_to_f32(ty_f16 h);
-ty_f16 ty__f32_to_f16(float f); /* round to nearest even, as the hardware converts */
+ty_f16 ty__f32_to_f16(float f);                                /* round to nearest even, as the hardware converts */
 void ty__f32_to_f16_row(const float *x, ty_f16 *y, int64_t n); /* n of them, bit for bit ty__f32_to_f16 */
 static inline float ty__bf16_to_f32(ty_bf16 h) {
     uint32_t u = (uint32_t)h << 16;

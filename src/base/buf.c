@@ -38,7 +38,9 @@ void ty__buf_append(struct ty_buf *b, const void *data, size_t n) {
     b->data[b->len] = 0;
 }
 
-void ty__buf_puts(struct ty_buf *b, const char *s) { ty__buf_append(b, s, strlen(s)); }
+void ty__buf_puts(struct ty_buf *b, const char *s) {
+    ty__buf_append(b, s, strlen(s));
+}
 
 void ty__buf_printf(struct ty_buf *b, const char *fmt, ...) {
     va_list ap, ap2;

@@ -58,8 +58,7 @@ enum ty_status ty__file_read(const char *path, size_t max_size, char **out, size
         if (b.len + n > max_size) {
             fclose(f);
             ty__buf_free(&b);
-            return ty__error(TY_ERR_FORMAT, "%s: larger than the %zu-byte limit for this kind of file", path,
-                             max_size);
+            return ty__error(TY_ERR_FORMAT, "%s: larger than the %zu-byte limit for this kind of file", path, max_size);
         }
         ty__buf_append(&b, chunk, n);
     }

@@ -43,7 +43,7 @@ ty_f16 ty__f32_to_f16(float f) {
         return (ty_f16)(sign | 0x7c00 | (abs > 0x7f800000u ? 0x200 | ((abs >> 13) & 0x3ff) : 0));
     if (abs >= 0x477ff000u) /* rounds to a value >= 65520: overflow to inf */
         return (ty_f16)(sign | 0x7c00);
-    if (abs < 0x38800000u) { /* below the smallest normal: subnormal or zero */
+    if (abs < 0x38800000u) {                        /* below the smallest normal: subnormal or zero */
         if (abs < 0x33000000u) return (ty_f16)sign; /* below half the smallest subnormal */
         uint32_t e = abs >> 23;
         uint32_t man = (abs & 0x7fffff) | 0x800000;

@@ -20,7 +20,9 @@ static int level_from_env(void) {
     return TY_LOG_WARN;
 }
 
-void ty__log_set_level(enum ty_log_level level) { log_level = (int)level; }
+void ty__log_set_level(enum ty_log_level level) {
+    log_level = (int)level;
+}
 enum ty_log_level ty__log_get_level(void) {
     if (log_level < 0) log_level = level_from_env();
     return (enum ty_log_level)log_level;

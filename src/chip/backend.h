@@ -345,15 +345,28 @@ enum ty_status ty__backend_cpu_init(int n_threads, struct ty_backend **out);
 /* ==== Op profile (profile.c): where a forward pass spends its time, op by op ==== */
 
 /* The ops a wrapper below issues, as the profile counts them. */
+/* clang-format off: one op a line (clang-format cannot keep an X-macro list that way) */
 #define TY_PROFILE_OPS(X)                                                                                              \
     X(GET_ROWS, "get_rows")                                                                                            \
     X(RMS_NORM, "rms_norm")                                                                                            \
     X(MATMUL, "matmul")                                                                                                \
     X(ROPE, "rope")                                                                                                    \
-    X(COPY, "copy (KV write)") X(ATTENTION, "attention") X(SWIGLU, "swiglu") X(ADD, "add")                             \
-        X(SCATTER_ADD, "scatter_add") X(L2_NORM, "l2_norm") X(CONV1D, "conv1d_causal") X(GATED_DELTA, "gated_delta")   \
-            X(ATTENTION_PAGED, "attention_paged") X(MATMUL_MULTI, "matmul_multi") X(MATMUL_SWIGLU, "matmul_swiglu")    \
-                X(ATTN_INPUT, "attn_input") X(FFN_INPUT, "ffn_input") X(ATTN_BLOCK, "attn_block") X(FFN, "ffn")
+    X(COPY, "copy (KV write)")                                                                                         \
+    X(ATTENTION, "attention")                                                                                          \
+    X(SWIGLU, "swiglu")                                                                                                \
+    X(ADD, "add")                                                                                                      \
+    X(SCATTER_ADD, "scatter_add")                                                                                      \
+    X(L2_NORM, "l2_norm")                                                                                              \
+    X(CONV1D, "conv1d_causal")                                                                                         \
+    X(GATED_DELTA, "gated_delta")                                                                                      \
+    X(ATTENTION_PAGED, "attention_paged")                                                                              \
+    X(MATMUL_MULTI, "matmul_multi")                                                                                    \
+    X(MATMUL_SWIGLU, "matmul_swiglu")                                                                                  \
+    X(ATTN_INPUT, "attn_input")                                                                                        \
+    X(FFN_INPUT, "ffn_input")                                                                                          \
+    X(ATTN_BLOCK, "attn_block")                                                                                        \
+    X(FFN, "ffn")
+/* clang-format on */
 #define TY_PROFILE_ENUM(e, name) TY_OP_##e,
 enum ty_profile_op { TY_PROFILE_OPS(TY_PROFILE_ENUM) TY_OP_COUNT };
 #undef TY_PROFILE_ENUM

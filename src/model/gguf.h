@@ -30,7 +30,7 @@ enum ty_gguf_type {
     TY_GGUF_TYPE_COUNT = 13
 };
 
-#define TY_GGUF_MAX_DIMS 4
+#define TY_GGUF_MAX_DIMS          4
 #define TY_GGUF_DEFAULT_ALIGNMENT 32
 
 const char *ty__gguf_type_name(enum ty_gguf_type t);
@@ -42,13 +42,13 @@ struct ty_gguf_str {
 };
 
 struct ty_gguf_tensor {
-    const char *name;   /* NUL-terminated copy owned by the reader */
+    const char *name; /* NUL-terminated copy owned by the reader */
     enum ty_type type;
     int n_dims;
     int64_t ne[TY_GGUF_MAX_DIMS]; /* elements per dimension, ne[0] fastest-varying; unused dims are 1 */
-    uint64_t offset;    /* from the start of the data section */
+    uint64_t offset;              /* from the start of the data section */
     size_t nbytes;
-    const void *data;   /* into the mapping; valid while the reader is open */
+    const void *data; /* into the mapping; valid while the reader is open */
 };
 
 /* ==== Reader ==== */
@@ -71,7 +71,7 @@ size_t ty__gguf_file_size(const struct ty_gguf *g);
 /* Metadata by index (0 .. n_kv-1) or by key. */
 int64_t ty__gguf_n_kv(const struct ty_gguf *g);
 int64_t ty__gguf_find_key(const struct ty_gguf *g, const char *key); /* index, or -1 */
-const char *ty__gguf_key(const struct ty_gguf *g, int64_t i);         /* NUL-terminated copy */
+const char *ty__gguf_key(const struct ty_gguf *g, int64_t i);        /* NUL-terminated copy */
 enum ty_gguf_type ty__gguf_kv_type(const struct ty_gguf *g, int64_t i);
 
 /* Typed getters by key. TY_ERR_NOT_FOUND when absent; TY_ERR_FORMAT (naming the key, wanted and actual type) on a

@@ -33,21 +33,56 @@ enum ty_status ty__row_size(enum ty_type type, int64_t n, size_t *out);
 /* Bytes of a tensor, with overflow checks on every product; errors name `what` (e.g. the tensor name). */
 enum ty_status ty__tensor_nbytes(enum ty_type type, int n_dims, const int64_t *ne, const char *what, size_t *out);
 
-#define TY_QK4_0 32
-#define TY_QK8_0 32
-#define TY_QK_K 256
+#define TY_QK4_0        32
+#define TY_QK8_0        32
+#define TY_QK_K         256
 #define TY_K_SCALE_SIZE 12
 
 /* Block layouts (byte-compatible with the GGUF definitions). */
-struct ty_block_q4_0 { ty_f16 d; uint8_t qs[TY_QK4_0 / 2]; };
-struct ty_block_q4_1 { ty_f16 d, m; uint8_t qs[TY_QK4_0 / 2]; };
-struct ty_block_q5_0 { ty_f16 d; uint8_t qh[4]; uint8_t qs[TY_QK4_0 / 2]; };
-struct ty_block_q5_1 { ty_f16 d, m; uint8_t qh[4]; uint8_t qs[TY_QK4_0 / 2]; };
-struct ty_block_q8_0 { ty_f16 d; int8_t qs[TY_QK8_0]; };
-struct ty_block_q4_K { ty_f16 d, dmin; uint8_t scales[TY_K_SCALE_SIZE]; uint8_t qs[TY_QK_K / 2]; };
-struct ty_block_q5_K { ty_f16 d, dmin; uint8_t scales[TY_K_SCALE_SIZE]; uint8_t qh[TY_QK_K / 8]; uint8_t qs[TY_QK_K / 2]; };
-struct ty_block_q6_K { uint8_t ql[TY_QK_K / 2]; uint8_t qh[TY_QK_K / 4]; int8_t scales[TY_QK_K / 16]; ty_f16 d; };
-struct ty_block_q8_K { float d; int8_t qs[TY_QK_K]; int16_t bsums[TY_QK_K / 16]; };
+struct ty_block_q4_0 {
+    ty_f16 d;
+    uint8_t qs[TY_QK4_0 / 2];
+};
+struct ty_block_q4_1 {
+    ty_f16 d, m;
+    uint8_t qs[TY_QK4_0 / 2];
+};
+struct ty_block_q5_0 {
+    ty_f16 d;
+    uint8_t qh[4];
+    uint8_t qs[TY_QK4_0 / 2];
+};
+struct ty_block_q5_1 {
+    ty_f16 d, m;
+    uint8_t qh[4];
+    uint8_t qs[TY_QK4_0 / 2];
+};
+struct ty_block_q8_0 {
+    ty_f16 d;
+    int8_t qs[TY_QK8_0];
+};
+struct ty_block_q4_K {
+    ty_f16 d, dmin;
+    uint8_t scales[TY_K_SCALE_SIZE];
+    uint8_t qs[TY_QK_K / 2];
+};
+struct ty_block_q5_K {
+    ty_f16 d, dmin;
+    uint8_t scales[TY_K_SCALE_SIZE];
+    uint8_t qh[TY_QK_K / 8];
+    uint8_t qs[TY_QK_K / 2];
+};
+struct ty_block_q6_K {
+    uint8_t ql[TY_QK_K / 2];
+    uint8_t qh[TY_QK_K / 4];
+    int8_t scales[TY_QK_K / 16];
+    ty_f16 d;
+};
+struct ty_block_q8_K {
+    float d;
+    int8_t qs[TY_QK_K];
+    int16_t bsums[TY_QK_K / 16];
+};
 
 _Static_assert(sizeof(struct ty_block_q4_0) == 18, "q4_0 block");
 _Static_assert(sizeof(struct ty_block_q4_1) == 20, "q4_1 block");

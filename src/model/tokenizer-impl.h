@@ -227,5 +227,4 @@ enum ty_status ty__tok_pretokenize(const struct ty_tokenizer *t, enum tok_pre_im
 enum ty_status ty__tokenizer_load_hf_mem(const char *json, size_t len, const char *config, size_t config_len,
                                          const char *config_json_ids, size_t ids_len, struct ty_tokenizer **out);
 
-
 #endif /* TY_TOKENIZER_IMPL_H */

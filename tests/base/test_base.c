@@ -34,9 +34,9 @@ static void test_f16_rounding(void) {
     /* 1 + 3*2^-11 is halfway between 1+2^-10 (odd mantissa) and 1+2^-9: ties to even -> 1+2^-9. */
     CHECK(ty__f32_to_f16(1.0f + 3 * 0x1p-11f) == 0x3c02);
     CHECK(ty__f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f) == 0x3c01); /* just above half: rounds up */
-    CHECK(ty__f32_to_f16(65520.0f) == 0x7c00);                      /* rounds to inf */
+    CHECK(ty__f32_to_f16(65520.0f) == 0x7c00);                   /* rounds to inf */
     CHECK(ty__f32_to_f16(65519.0f) == 0x7bff);
-    CHECK(ty__f32_to_f16(0x1p-25f) == 0x0000);           /* exactly half the smallest subnormal: ties to even 0 */
+    CHECK(ty__f32_to_f16(0x1p-25f) == 0x0000);            /* exactly half the smallest subnormal: ties to even 0 */
     CHECK(ty__f32_to_f16(0x1p-25f + 0x1p-35f) == 0x0001); /* above half */
     CHECK(ty__f32_to_f16(-0.0f) == 0x8000);
     CHECK(ty__f32_to_f16(INFINITY) == 0x7c00);
