@@ -60,6 +60,14 @@ INLINE AVX2 float hmax_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* v as a register the compiler cannot rematerialise by loading it again: a tile's levels, loaded once and used by
+ * several columns, would otherwise be reloaded for each (clang does so under register pressure), and the tile kernels
+ * are bound by their loads. */
+INLINE AVX2 __m256i in_register(__m256i v) {
+    __asm__("" : "+x"(v));
+    return v;
+}
+
 INLINE AVX2 __m256i mul_sum_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
@@ -586,9 +594,10 @@ INLINE AVX2 void q32_tile_cols(int NC, const struct ty_pack_layout *l, const str
                 __m256i w16[4];
                 for (int c = 0; c < 2 * NC; c++) w16[c] = _mm256_setzero_si256();
                 for (int k = k0; k < k0 + q32_piece(l); k++)
-                    for (int c = 0; c < NC; c++)
-                        for (int h = 0; h < 2; h++)
-                            q32_step_dot(1, t->lv[h][2 * k], t->lv[h][2 * k + 1], x + c, k, w16 + 2 * c + h);
+                    for (int h = 0; h < 2; h++) {
+                        const __m256i lo = in_register(t->lv[h][2 * k]), hi = in_register(t->lv[h][2 * k + 1]);
+                        for (int c = 0; c < NC; c++) q32_step_dot(1, lo, hi, x + c, k, w16 + 2 * c + h);
+                    }
                 for (int c = 0; c < 2 * NC; c++)
                     isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(w16[c], _mm256_set1_epi16(1)));
             }
