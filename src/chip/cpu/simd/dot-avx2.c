@@ -570,9 +570,11 @@ INLINE AVX2 void q32_unpack(const struct ty_pack_layout *l, const uint8_t *pb, s
 }
 
 /* NC columns (a[c]) over tiles of blocks b0.., both halves at once (acc[2c + h]): each broadcast activation quad
- * serves 16 rows. The kernel is bound by its instruction count (every vector instruction, the broadcasts included,
- * takes an issue slot the multiplies need): sharing the quads, the column's scale and its offset term between the
- * halves took one thread's Q4_0 prefill in bench_kernels from 144 to 152 GOP/s, Q5_0 from 135 to 143. */
+ * serves 16 rows, each level vector NC columns. Sharing the quads, the column's scale and its offset term between the
+ * halves took one thread's Q4_0 prefill in bench_kernels from 144 to 152 GOP/s, Q5_0 from 135 to 143; loading each
+ * level vector once for both columns (in_register) to 162 and 147-152. Tried and no faster (same bench): 3 columns;
+ * the step in inline assembly; the roles swapped (each row's weight quad broadcast against activation vectors of 8
+ * columns laid out per call, half the instructions per vpmaddubsw: 163-166 for Q4_0, Q4_1 and Q5_0 slower). */
 INLINE AVX2 void q32_tile_cols(int NC, const struct ty_pack_layout *l, const struct q32_tile *t, int64_t b0, int64_t nb,
                                const struct ty_q8_act *a, __m256 *acc, __m256 *accm) {
     for (int64_t i = 0; i < nb; i++, t++) {
@@ -580,8 +582,8 @@ INLINE AVX2 void q32_tile_cols(int NC, const struct ty_pack_layout *l, const str
         const int8_t *x[2];
         __m256i isum[4];
         for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b;
-        /* the halves' steps through the shared step helpers, one column at a time (their broadcasts are the same
-         * expressions, which the compiler computes once) */
+        /* the halves' steps through the shared step helpers: a 4/5-bit step's levels loaded once for the NC
+         * columns, each column's broadcast quads once for both halves (the same expressions, computed once) */
         if (l->bits == 8) {
             for (int c = 0; c < 2 * NC; c++) isum[c] = _mm256_setzero_si256();
             for (int st = 0; st < 8; st++)
@@ -865,9 +867,11 @@ INLINE AVX2 void k_tile_col(const struct ty_pack_k_layout *l, const struct k_til
 
 /* Columns of one group over the tiles of a chunk (units u0.., nt of them), both halves of the panel: the 4/5-bit
  * 32-element types 2 at a time (then 1), Q8_0 and the K-quants 1 at a time; their accumulators start at zero in the
- * first chunk (u0 0) and are kept in st[column][half] (sums, minimum terms) between chunks. More columns spill the
- * tile's levels to the stack (clang), which costs more than the broadcasts saved (Q8_0 on one thread: 2 columns 76-88
- * GOP/s, 1 column 95-97). */
+ * first chunk (u0 0) and are kept in st[column][half] (sums, minimum terms) between chunks. More columns cost more
+ * than the broadcasts they save: Q8_0 2 columns 76-88 GOP/s on one thread (90-94 with its levels in_register), 1
+ * column 95-100 (its vpsignb and vpmaddwd per vpmaddubsw bound it, not loads); the K-quants 2 columns (levels
+ * in_register) Q4_K 133-145 against 145-149, Q6_K 84-91 against 108-110 (the sub-block sums of 4 columns and halves
+ * spill). */
 INLINE AVX2 void tile_group(bool kq, const struct ty_pack_layout *l, const struct ty_pack_k_layout *lk,
                             const void *tile, int64_t u0, int64_t nt, int64_t n, const void *xq, size_t x_stride,
                             int ncols, __m256 (*st)[2][2]) {
