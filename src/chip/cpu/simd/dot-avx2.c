@@ -670,22 +670,25 @@ INLINE AVX2 void qk_sub_sums(int NC, bool five, __m256i (*w16)[4], __m256i sc, _
     }
 }
 
-/* Half h of a Q4_K (five false) / Q5_K super-block against one column (y: its block): A += each row's sub-block dots
- * times their scales, B += its minimums against the activation's sums of 16. */
-INLINE AVX2 void qk_half(bool five, const struct ty_pack_k_layout *l, const uint8_t *p, int h,
-                         const struct ty_block_q8_K *y, __m256i *A, __m256i *B) {
-    const struct qk_scales s = qk_half_scales(l, p, h);
+/* Both halves of a Q4_K (five false) / Q5_K super-block against one column (y: its block), sub-block by sub-block:
+ * A[h] += each row's sub-block dots times their scales, B[h] += its minimums against the activation's sums of 16. A
+ * step's broadcast quads serve both halves (the same expressions, computed once). */
+INLINE AVX2 void qk_super(bool five, const struct ty_pack_k_layout *l, const uint8_t *p, const struct ty_block_q8_K *y,
+                          __m256i *A, __m256i *B) {
+    const struct qk_scales s[2] = {qk_half_scales(l, p, 0), qk_half_scales(l, p, 1)};
     for (int j = 0; j < 8; j++) {
-        __m256i w16[2][4] = {{_mm256_setzero_si256()}, {_mm256_setzero_si256()}}; /* piece, column */
         const int8_t *x = y->qs + 32 * j;
-        for (int k = 0; k < 4; k++) {
-            __m256i lo, hi;
-            qk_step_levels(five, l, p, j, h, k, &lo, &hi);
-            q32_step_dot(1, lo, hi, &x, k, w16[five ? k / 2 : 0]);
+        for (int h = 0; h < 2; h++) {
+            __m256i w16[2][4] = {{_mm256_setzero_si256()}, {_mm256_setzero_si256()}}; /* piece, column */
+            for (int k = 0; k < 4; k++) {
+                __m256i lo, hi;
+                qk_step_levels(five, l, p, j, h, k, &lo, &hi);
+                q32_step_dot(1, lo, hi, &x, k, w16[five ? k / 2 : 0]);
+            }
+            __m256i sc, mn;
+            qk_sub_scales(&s[h], j, &sc, &mn);
+            qk_sub_sums(1, five, w16, sc, mn, &y, j, A + h, B + h);
         }
-        __m256i sc, mn;
-        qk_sub_scales(&s, j, &sc, &mn);
-        qk_sub_sums(1, five, w16, sc, mn, &y, j, A, B);
     }
 }
 
@@ -746,21 +749,23 @@ INLINE AVX2 void q6k_group_sums(int NC, __m256i (*w16)[4], __m256i sp, __m256i s
     }
 }
 
-/* Half h of a Q6_K super-block against one column: A += each row's sub-block dots times their scales, O += its
- * scales against the activation's sums of 16 (the levels' + 32, taken off as 32 O at the end). */
-INLINE AVX2 void q6k_half(const struct ty_pack_k_layout *l, const uint8_t *p, int h, const struct ty_block_q8_K *y,
-                          __m256i *A, __m256i *O) {
+/* Both halves of a Q6_K super-block against one column, group by group: A[h] += each row's sub-block dots times their
+ * scales, O[h] += its scales against the activation's sums of 16 (the levels' + 32, taken off as 32 O at the end). */
+INLINE AVX2 void q6k_super(const struct ty_pack_k_layout *l, const uint8_t *p, const struct ty_block_q8_K *y,
+                           __m256i *A, __m256i *O) {
     for (int g = 0; g < 8; g++) {
-        __m256i w16[4][4]; /* sub-block 2g in two pieces, then 2g + 1; column */
         const int8_t *x = y->qs + 32 * g;
-        for (int k = 0; k < 4; k++) {
-            __m256i lo, hi;
-            q6k_step_levels(l, p, g, h, k, &lo, &hi);
-            q6k_step_dot(1, lo, hi, &x, k, w16);
+        for (int h = 0; h < 2; h++) {
+            __m256i w16[4][4]; /* sub-block 2g in two pieces, then 2g + 1; column */
+            for (int k = 0; k < 4; k++) {
+                __m256i lo, hi;
+                q6k_step_levels(l, p, g, h, k, &lo, &hi);
+                q6k_step_dot(1, lo, hi, &x, k, w16);
+            }
+            __m256i sp, sc0, sc1;
+            q6k_group_scales(l, p, g, h, &sp, &sc0, &sc1);
+            q6k_group_sums(1, w16, sp, sc0, sc1, &y, g, A + h, O + h);
         }
-        __m256i sp, sc0, sc1;
-        q6k_group_scales(l, p, g, h, &sp, &sc0, &sc1);
-        q6k_group_sums(1, w16, sp, sc0, sc1, &y, g, A, O);
     }
 }
 
@@ -792,14 +797,13 @@ INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const
         __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int64_t b = 0; b < n / TY_QK_K; b++, p += l.bp) {
             const struct ty_block_q8_K *yb = (const struct ty_block_q8_K *)xq + b;
-            for (int h = 0; h < 2; h++) {
-                __m256i A = _mm256_setzero_si256(), B = _mm256_setzero_si256();
-                if (type == TY_TYPE_Q6_K)
-                    q6k_half(&l, p, h, yb, &A, &B);
-                else
-                    qk_half(type == TY_TYPE_Q5_K, &l, p, h, yb, &A, &B);
-                acc[h] = k_float(l.six, k_row_scales(p, h), k_row_mins(&l, p, h), A, B, yb->d, acc[h]);
-            }
+            __m256i A[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, B[2] = {A[0], A[0]};
+            if (type == TY_TYPE_Q6_K)
+                q6k_super(&l, p, yb, A, B);
+            else
+                qk_super(type == TY_TYPE_Q5_K, &l, p, yb, A, B);
+            for (int h = 0; h < 2; h++)
+                acc[h] = k_float(l.six, k_row_scales(p, h), k_row_mins(&l, p, h), A[h], B[h], yb->d, acc[h]);
         }
         for (int h = 0; h < 2; h++) store_half(out + r, h, rv, acc[h], _mm256_setzero_ps());
     }
