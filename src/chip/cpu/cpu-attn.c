@@ -39,17 +39,24 @@
 
 #define TILE_KEYS   64
 #define QUERY_BLOCK 16
-#define VALUE_CHUNK 64 /* output dimensions accumulated in registers at a time */
 #define CHUNK       16 /* floats of one vector: keys of a score vector, dimensions of a value vector */
 #define KEY_CHUNKS  (TILE_KEYS / CHUNK)
-/* (query, head) pairs that share each loaded K or V vector: 4 pairs x 4 chunks is 16 accumulators, half of
- * AVX-512's 32 registers, the rest for the loaded vectors. Where a v16 takes two or four registers (AVX2, SSE),
- * one pair's 64 keys already fill them. */
+/* (query, head) pairs that share each loaded K or V vector, and the chunks of 16 keys (output dimensions) a kernel
+ * keeps in registers: AVX-512, 4 pairs x 4 chunks, 16 accumulators in half of its 32 registers; AVX, where a v16 is
+ * two registers, 2 pairs x 2 chunks (8 of 16; one pair's 64 keys would fill them and need a load per multiply-add:
+ * 51% of bench_kernels' attention FMA peak on one Zen 4 thread, against 53-62% with 2 x 2); otherwise (SSE: four
+ * registers a v16; NEON) one pair. */
 #if defined(__AVX512F__)
 #define PAIR_BLOCK 4
+#define REG_CHUNKS 4
+#elif defined(__AVX__)
+#define PAIR_BLOCK 2
+#define REG_CHUNKS 2
 #else
 #define PAIR_BLOCK 1
+#define REG_CHUNKS 4
 #endif
+#define VALUE_CHUNK (REG_CHUNKS * CHUNK) /* output dimensions accumulated in registers at a time */
 
 /* 16 floats as one value (GCC/clang vector extension): accumulators the compiler keeps in registers (one zmm, two
  * ymm or four xmm, whatever the target has), where a float array indexed in a loop was spilled to the stack on every
@@ -280,8 +287,8 @@ DEFINE_SCORES(1, 2)
 DEFINE_SCORES(1, 3)
 DEFINE_SCORES(1, 4)
 DEFINE_VALUES(1, 1)
-DEFINE_VALUES(1, 4)
 #if PAIR_BLOCK == 4
+DEFINE_VALUES(1, 4)
 DEFINE_SCORES(2, 1)
 DEFINE_SCORES(2, 2)
 DEFINE_SCORES(2, 3)
@@ -308,15 +315,32 @@ static const scores_fn scores_kernels[PAIR_BLOCK][KEY_CHUNKS] = {
 };
 static const values_fn values_kernels[PAIR_BLOCK][2] = {
     {values_1_1, values_1_4}, {values_2_1, values_2_4}, {values_3_1, values_3_4}, {values_4_1, values_4_4}};
+#elif PAIR_BLOCK == 2
+DEFINE_SCORES(2, 1)
+DEFINE_SCORES(2, 2)
+DEFINE_VALUES(1, 2)
+DEFINE_VALUES(2, 1)
+DEFINE_VALUES(2, 2)
+/* Two pairs against 3 or 4 chunks: the first two chunks, then the rest (lanes are independent, so the same bits). */
+static void scores_2_3(const float *const *qr, const float *kt, int64_t dk, float *out) {
+    scores_2_2(qr, kt, dk, out), scores_2_1(qr, kt + 2 * CHUNK, dk, out + 2 * CHUNK);
+}
+static void scores_2_4(const float *const *qr, const float *kt, int64_t dk, float *out) {
+    scores_2_2(qr, kt, dk, out), scores_2_2(qr, kt + 2 * CHUNK, dk, out + 2 * CHUNK);
+}
+static const scores_fn scores_kernels[PAIR_BLOCK][KEY_CHUNKS] = {{scores_1_1, scores_1_2, scores_1_3, scores_1_4},
+                                                                 {scores_2_1, scores_2_2, scores_2_3, scores_2_4}};
+static const values_fn values_kernels[PAIR_BLOCK][2] = {{values_1_1, values_1_2}, {values_2_1, values_2_2}};
 #elif PAIR_BLOCK == 1
+DEFINE_VALUES(1, 4)
 static const scores_fn scores_kernels[1][KEY_CHUNKS] = {{scores_1_1, scores_1_2, scores_1_3, scores_1_4}};
 static const values_fn values_kernels[1][2] = {{values_1_1, values_1_4}};
 #else
-#error "PAIR_BLOCK: kernels are instantiated for 1 and 4"
+#error "PAIR_BLOCK: kernels are instantiated for 1, 2 and 4"
 #endif
 
-/* The P.V step of R pairs over all dv dimensions: 64 at a time, then 16, then the last dv % 16 element by element
- * (the same operations a vector lane runs). */
+/* The P.V step of R pairs over all dv dimensions: VALUE_CHUNK at a time, then 16, then the last dv % 16 element by
+ * element (the same operations a vector lane runs). */
 static void values(float *const *o, const float *c, const float *w, int64_t ws, const int64_t *nk, const float *vt,
                    int64_t dv, int R) {
     int64_t d0 = 0;
