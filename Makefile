@@ -2,6 +2,7 @@
 #
 #   make                                  build build/tongyun and the static and shared library
 #   make test                             build and run every test (ctest), with a bounded fuzz run under clang
+#                                         (first installs what only the tests need, see scripts/install-deps.sh)
 #   make SANITIZE=address,undefined test  the same under ASan and UBSan, in build-san/
 #   make ci                               what CI runs: test, then the sanitizer pass, then a gcc build
 #   make demo                             the README's main job: chat with the bundled Tongyun-Mini model
@@ -36,7 +37,9 @@ configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_C_COMPILER=$(CC) -DTY_SANITIZE=$(SANITIZE) $(CMAKE_FLAGS) \
 	  | { grep -E '✓|✗|Tongyun' || true; }
 
-test: all
+test:
+	@bash scripts/install-deps.sh --test
+	@$(MAKE) --no-print-directory all
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 ci:

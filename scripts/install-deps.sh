@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# install-deps.sh - installs the Debian packages Tongyun builds and tests with, only those that are missing, so it
-# is safe to run on every `make`. Runs apt-get as root, or through sudo when that is available.
+# install-deps.sh - installs the Debian packages Tongyun builds with, only those that are missing, so it is safe to
+# run on every `make`; with --test (make test) also those only the tests need. Runs apt-get as root, or through sudo
+# when that is available.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libjansson-dev libutf8proc-dev libpcre2-dev libevent-dev libsqlite3-dev libssl-dev python3 python3-venv gzip)
-# on x86-64, a cross compiler and qemu so that the test suite also runs the NEON kernels (CMakeLists.txt)
-[ "$(uname -m)" = x86_64 ] && pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+# tests on x86-64: a cross compiler and qemu, so that the suite also runs the NEON kernels (CMakeLists.txt)
+if [ "${1:-}" = --test ] && [ "$(uname -m)" = x86_64 ]; then
+    pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
