@@ -138,6 +138,13 @@ static void test_errors(void) {
     CHECK(!strcmp(ty_last_error(), "tensor x: bad"));
     CHECK(ty__error_prefix(TY_ERR_FORMAT, "file %s", "m.gguf") == TY_ERR_FORMAT);
     CHECK(!strcmp(ty_last_error(), "file m.gguf: tensor x: bad"));
+    /* a prefix that no longer fits keeps the message's start and ends it with "..." */
+    char long_name[1000];
+    memset(long_name, 'a', sizeof long_name - 1), long_name[sizeof long_name - 1] = 0;
+    CHECK(ty__error(TY_ERR_FORMAT, "tensor %s: bad", long_name) == TY_ERR_FORMAT);
+    CHECK(ty__error_prefix(TY_ERR_FORMAT, "file %s", "m.gguf") == TY_ERR_FORMAT);
+    const char *e = ty_last_error();
+    CHECK(strlen(e) == 1023 && !strncmp(e, "file m.gguf: tensor aaa", 23) && !strcmp(e + 1020, "..."));
     size_t r;
     CHECK(ty__mul_overflow(SIZE_MAX / 2 + 1, 2, &r));
     CHECK(!ty__mul_overflow(1 << 20, 1 << 10, &r) && r == (size_t)1 << 30);
