@@ -5,12 +5,13 @@
  * instructions the kernels use (int8 dot products for quantised weights, bf16 or f32 FMA otherwise;
  * chip/cpu/roofline.h).
  *
- * Prefill is one batch of -p random tokens from an empty cache with the last token's logits; decode is -n single-token
- * steps from an empty cache, each with its logits, as llama-bench's pp and tg tests. One untimed warm-up of each runs
- * first. Decode's bandwidth is measured again right before and right after each of its repetitions (a bandwidth
- * probe, roofline.h), since a VM's host may change it within seconds; the roofline of the start of the run is kept
- * in the table and in mem_bw_gbs. --json prints one JSON object per thread count (JSON Lines), carrying every figure
- * of the table.
+ * Prefill is one batch of -p random tokens with the last token's logits; decode is -n single-token steps, each with its
+ * logits, as llama-bench's pp and tg tests: from an empty cache, or with -d on top of that many cached tokens (filled
+ * once per depth, untimed; each repetition truncates the cache back to it), as llama-bench's "pp512 @ d4096". One
+ * untimed warm-up of each runs first. Decode's bandwidth is measured again right before and right after each of its
+ * repetitions (a bandwidth probe, roofline.h), since a VM's host may change it within seconds; the roofline of the
+ * start of the run is kept in the table and in mem_bw_gbs. --json prints one JSON object per thread count and depth
+ * (JSON Lines), carrying every figure of the table.
  */
 #include "cli.h"
 
@@ -39,6 +40,9 @@ static void usage(FILE *f) {
             "  -t, --threads N[,N...]    thread counts to run (default: one per core)\n"
             "  -p, --n-prompt N          prompt tokens of the prefill test (default 512; 0 = skip)\n"
             "  -n, --n-gen N             tokens of the decode test (default 128; 0 = skip)\n"
+            "  -d, --n-depth N[,N...]    tokens already in the KV cache when each test starts (default 0): the\n"
+            "                            tests at a context depth, as llama-bench's \"tg128 @ d4096\"; the\n"
+            "                            rooflines count the attention FLOPs and KV bytes of that depth\n"
             "  -r, --repetitions N       timed repetitions of each test (default 5)\n"
             "      --backend NAME        compute backend (default: the best available)\n"
             "      --kv-type f16|f32     KV cache precision (default f16)\n"
@@ -48,9 +52,9 @@ static void usage(FILE *f) {
             "                            of weights (products) or K/V (attention) it read; for products, the\n"
             "                            microseconds the calling thread worked alone (before and after the\n"
             "                            threads stream) and the GB/s of the rest\n"
-            "      --json                one JSON object per thread count instead of the table, with at least\n"
-            "                            pp_tok_s, tg_tok_s, mem_bw_gbs, tg_roofline_pct and pp_peak_pct\n"
-            "                            (and with --profile, pp_profile and tg_profile)\n"
+            "      --json                one JSON object per thread count and depth instead of the table, with\n"
+            "                            at least pp_tok_s, tg_tok_s, mem_bw_gbs, tg_roofline_pct, pp_peak_pct\n"
+            "                            and n_depth (and with --profile, pp_profile and tg_profile)\n"
             "  -h, --help                this help\n"
             "\n"
             "TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|neon forces a CPU dispatch path.\n");
@@ -61,6 +65,8 @@ struct bench_opts {
     long threads[MAX_LIST];
     int n_threads;
     long n_prompt, n_gen, reps;
+    long depths[MAX_LIST];
+    int n_depths;
     double roofline_s;
     enum ty_type kv_type;
     bool json, profile;
@@ -106,6 +112,9 @@ static int parse(int argc, char **argv, struct bench_opts *o) {
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
             TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 0, 1 << 20, &o->n_gen)) return 2;
+        } else if (!strcmp(a, "-d") || !strcmp(a, "--n-depth")) {
+            TY_CLI_VALUE();
+            if (!parse_list(a, v, 0, 1 << 20, o->depths, &o->n_depths)) return 2;
         } else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) {
             TY_CLI_VALUE();
             if (!ty_cli_int(a, v, 1, 1000, &o->reps)) return 2;
@@ -167,6 +176,7 @@ static void stats_finish(struct stats *s) {
 
 struct result {
     int threads;
+    long depth; /* tokens in the cache when each test starts */
     struct ty_roofline roof;
     struct ty_model_cost cost;
     struct stats pp, tg;
@@ -191,13 +201,17 @@ static double type_peak(const struct ty_roofline *r, enum ty_type t) {
     }
 }
 
-/* The roofline figures of `res` from its cost and measured peaks. */
+/* The roofline figures of `res` from its cost and measured peaks: its tests start at res->depth cached tokens, so a
+ * prompt token attends to depth + (n_prompt + 1) / 2 positions on average and a decode step reads the KV of depth +
+ * (n_gen + 1) / 2. */
 static void rooflines(struct result *res, long n_prompt, long n_gen) {
     const struct ty_model_cost *c = &res->cost;
+    const double depth = (double)res->depth;
     if (n_prompt > 0) {
         /* the ideal time of one prompt token: each type's share of the FLOPs at its own peak, attention at FMA peak;
          * the output matrix runs for the last token only (the prompt's one row of logits) */
-        double attn = c->attn_flops_per_pos * (double)(n_prompt + 1) / 2.0, s = attn / (res->roof.fma_gflops * 1e9);
+        double attn = c->attn_flops_per_pos * (depth + (double)(n_prompt + 1) / 2.0),
+               s = attn / (res->roof.fma_gflops * 1e9);
         double skipped = c->output_flops * (1.0 - 1.0 / (double)n_prompt);
         for (int t = 0; t < TY_TYPE_COUNT; t++) {
             double f = c->flops_by_type[t] - (t == (int)c->output_type ? skipped : 0.0);
@@ -208,16 +222,60 @@ static void rooflines(struct result *res, long n_prompt, long n_gen) {
         res->pp_peak_gops = res->pp_flops * res->pp_peak_tok_s / 1e9;
     }
     if (n_gen > 0) {
-        res->tg_bytes = c->weight_bytes + c->state_bytes + c->kv_bytes_per_pos * (double)(n_gen + 1) / 2.0;
+        res->tg_bytes = c->weight_bytes + c->state_bytes + c->kv_bytes_per_pos * (depth + (double)(n_gen + 1) / 2.0);
         res->tg_bw_gbs = res->tg_bw.n > 0 ? res->tg_bw.mean : res->roof.mem_bw_gbs;
         res->tg_roof_tok_s = res->tg_bw_gbs * 1e9 / res->tg_bytes;
     }
 }
 
+/* The tests of one thread count at one depth on a loaded model: the cache is filled to the depth once (untimed), and
+ * every repetition truncates it back there. */
+static enum ty_status run_depth(const struct bench_opts *o, struct ty_context *ctx, struct ty_backend *be,
+                                struct ty_bw_probe *probe, const int32_t *ids, float *logits, struct result *res) {
+    const int32_t depth = (int32_t)res->depth;
+    TY_TRY(ty_context_truncate(ctx, 0));
+    if (depth > 0) TY_TRY(ty_context_eval(ctx, ids, (size_t)depth, TY_LOGITS_NONE, NULL));
+    ids += depth;
+    for (long rep = -1; rep < o->reps && o->n_prompt > 0; rep++) { /* rep -1: warm-up */
+        TY_TRY(ty_context_truncate(ctx, depth));
+        be->profile = o->profile && rep >= 0 ? &res->pp_prof : NULL;
+        double t0 = ty__time_s();
+        enum ty_status st = ty_context_eval(ctx, ids, (size_t)o->n_prompt, TY_LOGITS_LAST, logits);
+        double t = ty__time_s() - t0;
+        be->profile = NULL;
+        TY_TRY(st);
+        if (rep >= 0)
+            stats_add(&res->pp, (double)o->n_prompt / t), res->pp_tokens += (double)o->n_prompt, res->pp_seconds += t;
+    }
+    /* Decode's roofline is measured around each timed repetition (a probe right before and right after it): the
+     * bandwidth a VM's host gives can change within seconds (roofline.h). */
+    for (long rep = -1; rep < o->reps && o->n_gen > 0; rep++) {
+        TY_TRY(ty_context_truncate(ctx, depth));
+        long steps = rep < 0 ? (o->n_gen < 8 ? o->n_gen : 8) : o->n_gen;
+        double bw_before = rep >= 0 ? ty__bw_probe_gbs(probe, 2) : 0;
+        be->profile = o->profile && rep >= 0 ? &res->tg_prof : NULL;
+        enum ty_status st = TY_OK;
+        double t0 = ty__time_s();
+        for (long i = 0; i < steps && st == TY_OK; i++) st = ty_context_eval(ctx, &ids[i], 1, TY_LOGITS_LAST, logits);
+        double t = ty__time_s() - t0;
+        be->profile = NULL;
+        TY_TRY(st);
+        if (rep < 0) continue;
+        stats_add(&res->tg, (double)steps / t), res->tg_tokens += (double)steps, res->tg_seconds += t;
+        stats_add(&res->tg_bw, (bw_before + ty__bw_probe_gbs(probe, 2)) / 2);
+    }
+    stats_finish(&res->pp);
+    stats_finish(&res->tg);
+    stats_finish(&res->tg_bw);
+    rooflines(res, o->n_prompt, o->n_gen);
+    return TY_OK;
+}
+
+/* Every depth's tests with `threads` threads into res[0 .. o->n_depths): one roofline measurement and one model load
+ * for all of them. */
 static enum ty_status run_one(const struct bench_opts *o, int threads, struct result *res) {
-    memset(res, 0, sizeof *res);
-    res->threads = threads;
-    TY_TRY(ty__roofline_measure(&res->roof, threads, o->roofline_s));
+    memset(res, 0, (size_t)o->n_depths * sizeof *res);
+    TY_TRY(ty__roofline_measure(&res[0].roof, threads, o->roofline_s));
 
     struct ty_model_params mp = ty_model_default_params();
     mp.n_threads = threads;
@@ -229,15 +287,19 @@ static enum ty_status run_one(const struct bench_opts *o, int threads, struct re
     struct ty_bw_probe *probe = NULL;
     enum ty_status st = ty_model_load(o->model, &mp, &model);
     if (st != TY_OK) return st;
-    ty__model_cost(model, o->kv_type, &res->cost);
-    snprintf(res->backend, sizeof res->backend, "%s", ty__model_backend_name(model));
-    snprintf(res->type, sizeof res->type, "%s", ty__model_type_label(model));
-    snprintf(res->arch, sizeof res->arch, "%s", ty_model_arch(model));
+    ty__model_cost(model, o->kv_type, &res[0].cost);
+    snprintf(res[0].backend, sizeof res[0].backend, "%s", ty__model_backend_name(model));
+    snprintf(res[0].type, sizeof res[0].type, "%s", ty__model_type_label(model));
+    snprintf(res[0].arch, sizeof res[0].arch, "%s", ty_model_arch(model));
 
+    long max_depth = 0;
+    for (int d = 0; d < o->n_depths; d++) max_depth = o->depths[d] > max_depth ? o->depths[d] : max_depth;
     struct ty_context_params cp = ty_context_default_params();
-    int64_t need = (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen) + 1;
+    int64_t need = max_depth + (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen) + 1;
+    if (need > INT32_MAX) return ty__error(TY_ERR_INVALID_ARG, "depth + test tokens %" PRId64 " too many", need);
     cp.n_ctx = (int32_t)need;
-    cp.n_batch = (int32_t)(o->n_prompt > 0 ? o->n_prompt : 1);
+    /* the prefill test's batch; a decode-only run fills its depth in batches of up to 512 */
+    cp.n_batch = (int32_t)(o->n_prompt > 0 ? o->n_prompt : max_depth > 512 ? 512 : max_depth > 0 ? max_depth : 1);
     cp.kv_type = o->kv_type;
     int32_t n_vocab = ty_model_n_vocab(model);
     if ((st = ty_context_init(model, &cp, &ctx)) != TY_OK) goto done;
@@ -252,40 +314,17 @@ static enum ty_status run_one(const struct bench_opts *o, int threads, struct re
         rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
         ids[i] = (int32_t)(rng % (uint64_t)n_vocab);
     }
-
-    struct ty_backend *be = ty__model_backend(model);
-    for (long rep = -1; rep < o->reps && o->n_prompt > 0; rep++) { /* rep -1: warm-up */
-        if ((st = ty_context_truncate(ctx, 0)) != TY_OK) goto done;
-        be->profile = o->profile && rep >= 0 ? &res->pp_prof : NULL;
-        double t0 = ty__time_s();
-        st = ty_context_eval(ctx, ids, (size_t)o->n_prompt, TY_LOGITS_LAST, logits);
-        double t = ty__time_s() - t0;
-        be->profile = NULL;
-        if (st != TY_OK) goto done;
-        if (rep >= 0)
-            stats_add(&res->pp, (double)o->n_prompt / t), res->pp_tokens += (double)o->n_prompt, res->pp_seconds += t;
-    }
-    /* Decode's roofline is measured around each timed repetition (a probe right before and right after it): the
-     * bandwidth a VM's host gives can change within seconds (roofline.h). */
     if (o->n_gen > 0 && (st = ty__bw_probe_new(threads, 0, &probe)) != TY_OK) goto done;
-    for (long rep = -1; rep < o->reps && o->n_gen > 0; rep++) {
-        if ((st = ty_context_truncate(ctx, 0)) != TY_OK) goto done;
-        long steps = rep < 0 ? (o->n_gen < 8 ? o->n_gen : 8) : o->n_gen;
-        double bw_before = rep >= 0 ? ty__bw_probe_gbs(probe, 2) : 0;
-        be->profile = o->profile && rep >= 0 ? &res->tg_prof : NULL;
-        double t0 = ty__time_s();
-        for (long i = 0; i < steps && st == TY_OK; i++) st = ty_context_eval(ctx, &ids[i], 1, TY_LOGITS_LAST, logits);
-        double t = ty__time_s() - t0;
-        be->profile = NULL;
-        if (st != TY_OK) goto done;
-        if (rep < 0) continue;
-        stats_add(&res->tg, (double)steps / t), res->tg_tokens += (double)steps, res->tg_seconds += t;
-        stats_add(&res->tg_bw, (bw_before + ty__bw_probe_gbs(probe, 2)) / 2);
+    for (int d = 0; d < o->n_depths && st == TY_OK; d++) {
+        struct result *r = &res[d];
+        if (d > 0) { /* the figures every depth shares */
+            r->roof = res[0].roof, r->cost = res[0].cost;
+            memcpy(r->backend, res[0].backend, sizeof r->backend), memcpy(r->type, res[0].type, sizeof r->type);
+            memcpy(r->arch, res[0].arch, sizeof r->arch);
+        }
+        r->threads = threads, r->depth = o->depths[d];
+        st = run_depth(o, ctx, ty__model_backend(model), probe, ids, logits, r);
     }
-    stats_finish(&res->pp);
-    stats_finish(&res->tg);
-    stats_finish(&res->tg_bw);
-    rooflines(res, o->n_prompt, o->n_gen);
 done:
     ty__bw_probe_free(probe);
     ty_free(ids);
@@ -373,31 +412,46 @@ static json_t *profile_json(const struct ty_profile *p, double tokens, double se
     return a;
 }
 
-static void print_table(const struct bench_opts *o, const struct result *rs, int n) {
+/* A test's name as llama-bench prints it: "pp512", "tg128", "tg128 @ d4096". */
+static const char *test_name(char *buf, size_t size, const char *kind, long tokens, long depth) {
+    if (depth > 0)
+        snprintf(buf, size, "%s%ld @ d%ld", kind, tokens, depth);
+    else
+        snprintf(buf, size, "%s%ld", kind, tokens);
+    return buf;
+}
+
+/* rs: o->n_threads x o->n_depths results, thread count by thread count. */
+static void print_table(const struct bench_opts *o, const struct result *rs) {
+    const int n = o->n_threads * o->n_depths;
+    char name[64];
     print_header(o, &rs[0]);
-    for (int i = 0; i < n; i++) print_roof_row(&rs[i]);
+    for (int i = 0; i < n; i += o->n_depths) print_roof_row(&rs[i]);
     printf("\n| backend | threads | test | t/s | roofline t/s | %% of roofline |\n"
            "| --- | ---: | --- | ---: | ---: | ---: |\n");
     for (int i = 0; i < n; i++) {
         const struct result *r = &rs[i];
         if (o->n_prompt > 0)
-            printf("| %s | %d | pp%ld | %.2f ± %.2f | %.1f (%.0f GOP/s) | %.1f |\n", r->backend, r->threads,
-                   o->n_prompt, r->pp.mean, r->pp.sd, r->pp_peak_tok_s, r->pp_peak_gops,
-                   pct(r->pp.mean, r->pp_peak_tok_s));
+            printf("| %s | %d | %s | %.2f ± %.2f | %.1f (%.0f GOP/s) | %.1f |\n", r->backend, r->threads,
+                   test_name(name, sizeof name, "pp", o->n_prompt, r->depth), r->pp.mean, r->pp.sd, r->pp_peak_tok_s,
+                   r->pp_peak_gops, pct(r->pp.mean, r->pp_peak_tok_s));
         if (o->n_gen > 0)
-            printf("| %s | %d | tg%ld | %.2f ± %.2f | %.1f (%.1f MiB/token at %.1f GB/s) | %.1f |\n", r->backend,
-                   r->threads, o->n_gen, r->tg.mean, r->tg.sd, r->tg_roof_tok_s, r->tg_bytes / (1024.0 * 1024),
-                   r->tg_bw_gbs, pct(r->tg.mean, r->tg_roof_tok_s));
+            printf("| %s | %d | %s | %.2f ± %.2f | %.1f (%.1f MiB/token at %.1f GB/s) | %.1f |\n", r->backend,
+                   r->threads, test_name(name, sizeof name, "tg", o->n_gen, r->depth), r->tg.mean, r->tg.sd,
+                   r->tg_roof_tok_s, r->tg_bytes / (1024.0 * 1024), r->tg_bw_gbs, pct(r->tg.mean, r->tg_roof_tok_s));
     }
-    if (n > 1 && o->n_prompt > 0 && rs[0].pp.mean > 0)
-        printf("\nprefill scaling %d -> %d threads: %.2fx\n", rs[0].threads, rs[n - 1].threads,
-               rs[n - 1].pp.mean / rs[0].pp.mean);
+    for (int d = 0; d < o->n_depths && o->n_threads > 1 && o->n_prompt > 0; d++) {
+        const struct result *first = &rs[d], *last = &rs[n - o->n_depths + d];
+        if (first->pp.mean <= 0) continue;
+        printf("%sprefill scaling %d -> %d threads", d ? "" : "\n", first->threads, last->threads);
+        if (first->depth > 0) printf(" @ d%ld", first->depth);
+        printf(": %.2fx\n", last->pp.mean / first->pp.mean);
+    }
     for (int i = 0; i < n && o->profile; i++) {
-        char test[32];
-        snprintf(test, sizeof test, "pp%ld", o->n_prompt);
-        print_profile(test, &rs[i], &rs[i].pp_prof, rs[i].pp_tokens, rs[i].pp_seconds);
-        snprintf(test, sizeof test, "tg%ld", o->n_gen);
-        print_profile(test, &rs[i], &rs[i].tg_prof, rs[i].tg_tokens, rs[i].tg_seconds);
+        print_profile(test_name(name, sizeof name, "pp", o->n_prompt, rs[i].depth), &rs[i], &rs[i].pp_prof,
+                      rs[i].pp_tokens, rs[i].pp_seconds);
+        print_profile(test_name(name, sizeof name, "tg", o->n_gen, rs[i].depth), &rs[i], &rs[i].tg_prof,
+                      rs[i].tg_tokens, rs[i].tg_seconds);
     }
 }
 
@@ -422,6 +476,8 @@ static void print_json(const struct bench_opts *o, const struct result *r) {
     json_object_set_new(j, "kv_type", json_string(o->kv_type == TY_TYPE_F32 ? "f32" : "f16"));
     json_object_set_new(j, "n_prompt", json_integer(o->n_prompt));
     json_object_set_new(j, "n_gen", json_integer(o->n_gen));
+    json_object_set_new(j, "n_depth", json_integer(r->depth));
+    json_object_set_new(j, "attn_flops_per_position", json_real(r->cost.attn_flops_per_pos));
     json_object_set_new(j, "repetitions", json_integer(o->reps));
     json_object_set_new(j, "mem_bw_gbs", json_real(f->mem_bw_gbs));
     json_object_set_new(j, "mem_bw_mean_gbs", json_real(f->mem_bw_mean_gbs));
@@ -463,20 +519,22 @@ int ty_cmd_bench(int argc, char **argv) {
     int rc = parse(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
     if (o.n_threads == 0) o.threads[o.n_threads++] = ty__cpu_count();
-    struct result *rs = ty__calloc((size_t)o.n_threads, sizeof *rs);
+    if (o.n_depths == 0) o.depths[o.n_depths++] = 0;
+    struct result *rs = ty__calloc((size_t)o.n_threads * (size_t)o.n_depths, sizeof *rs);
     if (!rs) return ty_cli_fail("bench", TY_ERR_NO_MEMORY);
     for (int i = 0; i < o.n_threads; i++) {
-        enum ty_status st = run_one(&o, (int)o.threads[i], &rs[i]);
+        struct result *mine = &rs[(size_t)i * (size_t)o.n_depths];
+        enum ty_status st = run_one(&o, (int)o.threads[i], mine);
         if (st != TY_OK) {
             ty_free(rs);
             return ty_cli_fail("bench", st);
         }
-        if (o.json) {
-            print_json(&o, &rs[i]);
+        for (int d = 0; d < o.n_depths && o.json; d++) {
+            print_json(&o, &mine[d]);
             fflush(stdout);
         }
     }
-    if (!o.json) print_table(&o, rs, o.n_threads);
+    if (!o.json) print_table(&o, rs);
     ty_free(rs);
     return 0;
 }

@@ -24,7 +24,7 @@
 #define KV_BYTES 2   /* f16 KV cache, the engine's default */
 
 enum ty_status ty__sim_predict_bench(const struct ty_sim_host_bench *hb, const struct ty_sim_model *m,
-                                     double weight_bits, int n_prompt, int n_gen, int n_threads,
+                                     double weight_bits, int n_prompt, int n_gen, int n_depth, int n_threads,
                                      struct ty_sim_bench_pred *out) {
     memset(out, 0, sizeof *out);
     TY_TRY(ty__sim_model_validate(m));
@@ -34,6 +34,7 @@ enum ty_status ty__sim_predict_bench(const struct ty_sim_host_bench *hb, const s
         return ty__error(TY_ERR_INVALID_ARG, "weight bits %g out of range", weight_bits);
     if (n_prompt < 1) n_prompt = 512;
     if (n_gen < 1) n_gen = 128;
+    if (n_depth < 0) return ty__error(TY_ERR_INVALID_ARG, "context depth %d is negative", n_depth);
     int th = n_threads > 0 && n_threads < hb->n_threads ? n_threads : hb->n_threads;
     double bw = hb->read_bw_1t_gbs * th < hb->read_bw_gbs ? hb->read_bw_1t_gbs * th : hb->read_bw_gbs;
     double fma = hb->fma_gflops_1t * th < hb->fma_gflops ? hb->fma_gflops_1t * th : hb->fma_gflops;
@@ -52,13 +53,13 @@ enum ty_status ty__sim_predict_bench(const struct ty_sim_host_bench *hb, const s
     double kv_tok = s.n_full * s.kv_elems_token * KV_BYTES;
     double layers_s = m->n_layer * TY_SIM_HOST_LAYER_US * 1e-6;
     /* Generation. */
-    double ctx = n_prompt + n_gen / 2.0;
+    double ctx = n_depth + n_prompt + n_gen / 2.0;
     double tg_bytes = wbytes + ctx * kv_tok + (m->full_attn_interval > 1 ? s.n_lin * s.lin_state_elems * 4 * 2 : 0);
     double tg_flops = 2 * matrices + 2 * (s.attn_qk_dim + s.attn_pv_dim) * m->n_head * s.n_full * ctx;
     double t_tg_m = tg_bytes / (bw * TY_SIM_HOST_MBU), t_tg_c = tg_flops / (gemm_rate * TY_SIM_HOST_MFU);
     double t_tg = (t_tg_m > t_tg_c ? t_tg_m : t_tg_c) + layers_s;
     /* Prompt processing. */
-    double attn_pairs = (n_prompt + 1) / 2.0;
+    double attn_pairs = n_depth + (n_prompt + 1) / 2.0;
     double pp_gemm = 2 * matrices, pp_attn = 2 * (s.attn_qk_dim + s.attn_pv_dim) * m->n_head * s.n_full * attn_pairs;
     double batch = n_prompt < PP_BATCH ? n_prompt : PP_BATCH;
     double t_pp = pp_gemm / (gemm_rate * TY_SIM_HOST_MFU) + pp_attn / (fma * TY_SIM_HOST_ATTN_MFU) +
@@ -99,6 +100,7 @@ static enum ty_status one_entry(const struct ty_sim_host_bench *hb, const char *
     static const char *const k_bw[] = {"mem_bw_gbs", "bandwidth_gbs", NULL};
     static const char *const k_np[] = {"n_prompt", "pp", "prompt_tokens", NULL};
     static const char *const k_ng[] = {"n_gen", "tg", "gen_tokens", NULL};
+    static const char *const k_nd[] = {"n_depth", NULL};
     static const char *const k_th[] = {"threads", "n_threads", NULL};
     if (!json_is_object(e)) return ty__error(TY_ERR_FORMAT, "%s: entry %zu is not an object", path, idx + 1);
     json_t *jm = get_any(e, k_model);
@@ -133,7 +135,8 @@ static enum ty_status one_entry(const struct ty_sim_host_bench *hb, const char *
         here.int8_gops = here.int8_gops_1t = num(e, k_i8, 0);
     }
     struct ty_sim_bench_pred p;
-    TY_TRY(ty__sim_predict_bench(&here, &m, bits, (int)num(e, k_np, 512), (int)num(e, k_ng, 128), threads, &p));
+    TY_TRY(ty__sim_predict_bench(&here, &m, bits, (int)num(e, k_np, 512), (int)num(e, k_ng, 128), (int)num(e, k_nd, 0),
+                                 threads, &p));
     double mpp = num(e, k_pp, 0), mtg = num(e, k_tg, 0), mbw = num(e, k_bw, 0);
     json_t *row = json_object();
     json_object_set_new(row, "model", json_string(m.name));

@@ -427,8 +427,9 @@ struct ty_sim_bench_pred {
     double tg_bytes_per_tok; /* bytes streamed per generated token */
     double pp_flops_per_tok;
 };
+/* n_depth: tokens already cached when the tests start (`tongyun bench -d`): attention and KV reads grow by it. */
 enum ty_status ty__sim_predict_bench(const struct ty_sim_host_bench *hb, const struct ty_sim_model *m,
-                                     double weight_bits, int n_prompt, int n_gen, int n_threads,
+                                     double weight_bits, int n_prompt, int n_gen, int n_depth, int n_threads,
                                      struct ty_sim_bench_pred *out);
 /* Compares a `tongyun bench --json` output (an object or array of objects with pp_tok_s, tg_tok_s, mem_bw_gbs and the
  * model) with predictions from `hb`; returns a JSON array of {model, type, measured, predicted, error}. */

@@ -4,8 +4,8 @@
 # count of the checkpoint, the FLOPs of a prompt token (the output matrix for the last token only), the bytes a decode
 # step reads (all weights of the tied dense model; one embedding row and k of E experts in the MoE model), each
 # computed independently from the Hugging Face checkpoint here, the recurrent state a hybrid (Qwen3-Next) decode step
-# reads and writes back, the op profile (--profile), the table form, and usage errors. No timing is asserted: speeds
-# only have to be positive.
+# reads and writes back, the tests at a context depth (-d), the op profile (--profile), the table form, and usage
+# errors. No timing is asserted: speeds only have to be positive.
 set -euo pipefail
 : "${TONGYUN:?}" "${TY_SOURCE_DIR:?}"
 tmp=$(mktemp -d)
@@ -164,6 +164,39 @@ for be in ("cpu", "cpu-ref"):
 print("bench --profile checks passed")
 EOF
 
+# -d: the tests start at a context depth (the cache filled once, untimed): one JSON line per thread count and depth
+# in that order, each with its n_depth; a decode step at depth D reads the KV of D + (n + 1) / 2 positions on average
+# and a prompt token attends to D + (p + 1) / 2, so the rooflines grow by exactly the depth's KV bytes and attention
+# FLOPs over the depth-0 line's; the table names the tests as llama-bench does ("tg6 @ d20")
+"$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 12 -n 6 -r 2 -t 1,2 -d 0,20 --roofline-seconds 0.3 --json \
+    > "$tmp/depth.jsonl" 2> "$tmp/depth.err" || { cat "$tmp/depth.err" >&2; fail "bench -d failed"; }
+python3 - "$tmp" "$TY_SOURCE_DIR/tests/data/models" <<'EOF2'
+import json, sys
+tmp, models = sys.argv[1], sys.argv[2]
+cfg = json.load(open(f"{models}/qwen3-tiny/config.json"))
+L, head = cfg["num_hidden_layers"], cfg["head_dim"]
+kv = L * cfg["num_key_value_heads"] * 2 * head * 2  # f16 K and V bytes per cached position
+attn = L * 2 * cfg["num_attention_heads"] * 2 * head  # attention FLOPs per (query, key) pair
+rows = [json.loads(l) for l in open(f"{tmp}/depth.jsonl").read().splitlines()]
+if [(r["threads"], r["n_depth"]) for r in rows] != [(1, 0), (1, 20), (2, 0), (2, 20)]:
+    sys.exit(f"test_bench_cli: -d lines {[(r['threads'], r['n_depth']) for r in rows]}")
+for d0, d20 in ((rows[0], rows[1]), (rows[2], rows[3])):
+    if not all(r[k] > 0 for r in (d0, d20) for k in ("pp_tok_s", "tg_tok_s", "pp_peak_pct", "tg_roofline_pct")):
+        sys.exit(f"test_bench_cli: -d: a speed or roofline is not positive: {d20}")
+    if abs(d20["tg_bytes_per_token"] - d0["tg_bytes_per_token"] - 20 * kv) > 1e-6 * d20["tg_bytes_per_token"]:
+        sys.exit(f"test_bench_cli: -d 20: decode bytes {d20['tg_bytes_per_token']}, want "
+                 f"{d0['tg_bytes_per_token']} + 20 x {kv}")
+    if abs(d20["pp_flops_per_token"] - d0["pp_flops_per_token"] - 20 * attn) > 1e-6 * d20["pp_flops_per_token"]:
+        sys.exit(f"test_bench_cli: -d 20: prefill FLOPs {d20['pp_flops_per_token']}, want "
+                 f"{d0['pp_flops_per_token']} + 20 x {attn}")
+print("bench -d checks passed")
+EOF2
+"$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 8 -n 4 -r 1 -t 1,2 -d 20 --roofline-seconds 0.3 > "$tmp/depth.out" \
+    2>&1 || { cat "$tmp/depth.out" >&2; fail "table run with -d failed"; }
+for want in "| pp8 @ d20 |" "| tg4 @ d20 |" "prefill scaling 1 -> 2 threads @ d20:"; do
+    grep -qF -- "$want" "$tmp/depth.out" || { cat "$tmp/depth.out" >&2; fail "-d table lacks '$want'"; }
+done
+
 # the table
 "$TONGYUN" bench -m "$tmp/qwen3-tiny.gguf" -p 8 -n 4 -r 1 -t 1 --roofline-seconds 0.3 --profile > "$tmp/table.out" \
     2>&1 || { cat "$tmp/table.out" >&2; fail "table run failed"; }
@@ -187,5 +220,6 @@ expect 2 "-m MODEL is required" -p 8
 expect 2 "nothing to measure" -m "$tmp/qwen3-tiny.gguf" -p 0 -n 0
 expect 2 "-t" -m "$tmp/qwen3-tiny.gguf" -t 1,x
 expect 2 "--kv-type" -m "$tmp/qwen3-tiny.gguf" --kv-type q8
+expect 2 "-d" -m "$tmp/qwen3-tiny.gguf" -d 5,-1
 expect 1 "no-such.gguf" -m "$tmp/no-such.gguf"
 echo "test_bench_cli: all checks passed"

@@ -863,20 +863,30 @@ static void test_bench_prediction(void) {
         .n_threads = 2, .read_bw_gbs = 20, .read_bw_1t_gbs = 12, .fma_gflops = 100, .fma_gflops_1t = 50, .mem_gb = 16};
     struct ty_sim_model m = model("qwen3-0.6b");
     struct ty_sim_bench_pred p8, p4, p1t;
-    CHECK_OK(ty__sim_predict_bench(&hb, &m, 8.5, 512, 128, 0, &p8));
-    CHECK_OK(ty__sim_predict_bench(&hb, &m, 4.5, 512, 128, 0, &p4));
-    CHECK_OK(ty__sim_predict_bench(&hb, &m, 8.5, 512, 128, 1, &p1t));
+    CHECK_OK(ty__sim_predict_bench(&hb, &m, 8.5, 512, 128, 0, 0, &p8));
+    CHECK_OK(ty__sim_predict_bench(&hb, &m, 4.5, 512, 128, 0, 0, &p4));
+    CHECK_OK(ty__sim_predict_bench(&hb, &m, 8.5, 512, 128, 0, 1, &p1t));
     CHECK(p4.tg_tok_s > p8.tg_tok_s && p1t.tg_tok_s < p8.tg_tok_s);
     CHECK(p8.mem_bw_gbs == 20 && p1t.mem_bw_gbs == 12);
     CHECK_NEAR(1 / p8.tg_tok_s, p8.tg_bytes_per_tok / (20e9 * 0.85) + 28 * 10e-6, 1e-12);
     CHECK(p8.pp_tok_s > p8.tg_tok_s);
+    /* At a context depth (bench -d) a generated token reads the depth's KV too and a prompt token attends to it: the
+     * bytes grow by depth x the per-position KV, the FLOPs by depth x the attention FLOPs of a position. */
+    struct ty_sim_bench_pred d4k, d8k;
+    CHECK_OK(ty__sim_predict_bench(&hb, &m, 8.5, 512, 128, 4096, 0, &d4k));
+    CHECK_OK(ty__sim_predict_bench(&hb, &m, 8.5, 512, 128, 8192, 0, &d8k));
+    CHECK_NEAR(d8k.tg_bytes_per_tok - d4k.tg_bytes_per_tok, d4k.tg_bytes_per_tok - p8.tg_bytes_per_tok, 1e-3);
+    CHECK_NEAR(d4k.tg_bytes_per_tok - p8.tg_bytes_per_tok, 4096.0 * 28 * 8 * 128 * 2 * 2, 1e-3); /* 28 layers, f16 */
+    CHECK_NEAR(d4k.pp_flops_per_tok - p8.pp_flops_per_tok, 4096.0 * 28 * 16 * (128 + 128) * 2, 1e-3);
+    CHECK(d4k.tg_tok_s < p8.tg_tok_s && d4k.pp_tok_s < p8.pp_tok_s);
+    CHECK_STATUS(ty__sim_predict_bench(&hb, &m, 8.5, 512, 128, -1, 0, &d4k), TY_ERR_INVALID_ARG);
     /* Quantised weights run prompts on the integer dot product; 16-bit ones on f32 FMA. */
     struct ty_sim_host_bench hb8 = hb;
     hb8.int8_gops = 400, hb8.int8_gops_1t = 200;
     struct ty_sim_bench_pred q8, f16a, f16b;
-    CHECK_OK(ty__sim_predict_bench(&hb8, &m, 8.5, 512, 128, 0, &q8));
-    CHECK_OK(ty__sim_predict_bench(&hb, &m, 16, 512, 128, 0, &f16a));
-    CHECK_OK(ty__sim_predict_bench(&hb8, &m, 16, 512, 128, 0, &f16b));
+    CHECK_OK(ty__sim_predict_bench(&hb8, &m, 8.5, 512, 128, 0, 0, &q8));
+    CHECK_OK(ty__sim_predict_bench(&hb, &m, 16, 512, 128, 0, 0, &f16a));
+    CHECK_OK(ty__sim_predict_bench(&hb8, &m, 16, 512, 128, 0, 0, &f16b));
     CHECK(q8.pp_tok_s > p8.pp_tok_s * 2 && f16a.pp_tok_s == f16b.pp_tok_s);
     /* Against a bench JSON: predictions with the error of each figure. */
     const char *path = ty_test_tmp("bench.json");
