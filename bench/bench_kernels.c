@@ -19,14 +19,16 @@
  *   attention  (with --attention N[,N...]) the fast backend's causal attention (cpu-attn.c) over a prompt of N
  *              tokens from position 0, Qwen2.5-0.5B's heads (14 query heads on 2 KV heads of 64) over an f16 cache:
  *              GFLOP/s of the exact causal count (2 per multiply-add, q.k and p.v) and the percentage of the f32 FMA
- *              peak, the roofline `tongyun bench` holds attention to.
+ *              peak, the roofline `tongyun bench` holds attention to; with --attention-decode N[,N...] the same
+ *              for one decode step at a context of N cached tokens (the query at position N - 1).
  * Each weight type is run pure (rows that do not fit a K type's 256 fall back as llama.cpp does: Q4_K -> Q5_0,
  * Q5_K -> Q5_1, Q6_K -> Q8_0), plus q4_k_m, the mix `tongyun quantize q4_k_m` gives Qwen2.5-0.5B. Weights are random
  * blocks with sane scales (the kernels' speed does not depend on the values); activations are quantised once per
  * row, outside the timing.
  *
  *   bench_kernels [--types q8_0,q4_0,...|all|none] [--threads 1,2] [--seconds S] [--prefill N[,N...]]
- *                 [--layout natural|packed|both] [--isa PATH] [--attention N[,N...]] [--json]
+ *                 [--layout natural|packed|both] [--isa PATH] [--attention N[,N...]]
+ *                 [--attention-decode N[,N...]] [--json]
  *
  * Types with a packed layout (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, and the q4_k_m mix: Q5_0 and Q8_0 at this width) run twice
  * by default: in the file's layout and packed once beforehand as a backend would at load ("/p" in the table).
@@ -343,18 +345,20 @@ static const enum ty_type default_types[] = {TY_TYPE_F32,  TY_TYPE_F16,  TY_TYPE
 
 /* ==== Attention ==== */
 
-/* Best GFLOP/s over `seconds` of causal attention of n prompt tokens from position 0 (see the header). */
-static double time_attention(struct ty_threadpool *pool, int64_t n, double seconds) {
-    const int64_t dk = 64, dv = 64, nh = 14, nkv = 2;
+/* Best GFLOP/s over `seconds` of causal attention over n cached tokens from position 0 (see the header): a prompt of
+ * all n (decode false), or one decode step, the query at position n - 1. */
+static double time_attention(struct ty_threadpool *pool, int64_t n, bool decode, double seconds) {
+    const int64_t dk = 64, dv = 64, nh = 14, nkv = 2, nq = decode ? 1 : n;
     struct ty_buffer buf[4] = {{0}};
-    struct ty_tensor t[4]; /* q (dk, nh, n), k (dk, nkv, n), v (dv, nkv, n) f16, out (dv, nh, n) */
+    struct ty_tensor t[4]; /* q (dk, nh, nq), k (dk, nkv, n), v (dv, nkv, n) f16, out (dv, nh, nq) */
     const enum ty_type types[4] = {TY_TYPE_F32, TY_TYPE_F16, TY_TYPE_F16, TY_TYPE_F32};
-    const int64_t ne0[4] = {dk, dk, dv, dv}, ne1[4] = {nh, nkv, nkv, nh};
+    const int64_t ne0[4] = {dk, dk, dv, dv}, ne1[4] = {nh, nkv, nkv, nh}, ne2[4] = {nq, n, n, nq};
     for (int i = 0; i < 4; i++) {
-        ty__tensor_init(&t[i], NULL, 0, types[i], ne0[i], ne1[i], n, 1);
+        ty__tensor_init(&t[i], NULL, 0, types[i], ne0[i], ne1[i], ne2[i], 1);
         buf[i].size = ty__tensor_size(&t[i]), buf[i].host = true;
         if (!(buf[i].data = ty__malloc_aligned(buf[i].size))) return 0;
         t[i].buf = &buf[i];
+        if (i == 1 || i == 2) ty__kv_cache_head_major(&t[i]); /* K and V laid out as the engine's cache */
         for (int64_t j = 0; j < ty__tensor_nelements(&t[i]); j++) {
             float r = (float)((int64_t)(next_u64() % 2001) - 1000) / 500.0f;
             if (types[i] == TY_TYPE_F16)
@@ -364,7 +368,7 @@ static double time_attention(struct ty_threadpool *pool, int64_t n, double secon
         }
     }
     struct ty_cpu_scratch scratch = {0};
-    struct ty_attn at = {0.125f, 0};
+    struct ty_attn at = {0.125f, decode ? (int32_t)n - 1 : 0};
     double tb = 1e30, t_end = ty__time_s() + seconds;
     int reps = 0;
     do {
@@ -379,12 +383,13 @@ static double time_attention(struct ty_threadpool *pool, int64_t n, double secon
     } while (ty__time_s() < t_end || reps < 3);
     ty__cpu_scratch_free(&scratch);
     for (int i = 0; i < 4; i++) ty__free_aligned(buf[i].data);
-    return (double)(dk + dv) * (double)nh * (double)n * (double)(n + 1) / tb / 1e9;
+    return (double)(dk + dv) * (double)nh * (decode ? 2.0 * (double)n : (double)n * (double)(n + 1)) / tb / 1e9;
 }
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_kernels [--types LIST|all|none] [--threads LIST] [--seconds S] [--prefill N[,N...]] "
-                    "[--layout natural|packed|both] [--isa PATH] [--attention N[,N...]] [--json]\n"
+                    "[--layout natural|packed|both] [--isa PATH] [--attention N[,N...]] [--attention-decode N[,N...]] "
+                    "[--json]\n"
                     "  LIST: comma-separated weight types (f32, f16, bf16, q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1,\n"
                     "        q4_0) and q4_k_m; thread counts likewise (default: 1 and the core count)\n");
     return 2;
@@ -396,6 +401,7 @@ int main(int argc, char **argv) {
     double seconds = 1.5;
     int prefill[8] = {128}, n_prefill = 1; /* gemm widths; none with --prefill 0 */
     int attention[8], n_attention = 0;     /* prompt lengths of the attention benchmark */
+    int attn_decode[8], n_attn_decode = 0; /* contexts of its decode steps */
     bool no_types = false;
     bool json = false;
     const char *isa_name = NULL;
@@ -447,6 +453,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--attention") && v) {
             i++;
             if ((n_attention = bench_int_list(v, attention, 8)) < 1) return usage();
+        } else if (!strcmp(a, "--attention-decode") && v) {
+            i++;
+            if ((n_attn_decode = bench_int_list(v, attn_decode, 8)) < 1) return usage();
         } else {
             return usage();
         }
@@ -502,24 +511,26 @@ int main(int argc, char **argv) {
     json_object_set_new(root, "roofline", jroof);
 
     /* Attention (its kernel is compiled for the build machine, whatever --isa says) */
-    if (n_attention > 0) {
+    if (n_attention + n_attn_decode > 0) {
         json_t *jatt = json_array();
         ty__cpu_ref_setup(); /* the f16 table of the cache conversion's fallback */
         for (int th = 0; th < n_threads; th++) {
             struct ty_threadpool *pool;
             if (ty__threadpool_init(threads[th], &pool) != TY_OK) return 1;
-            for (int ai = 0; ai < n_attention; ai++) {
-                double gf = time_attention(pool, attention[ai], seconds / 2);
+            for (int ai = 0; ai < n_attention + n_attn_decode; ai++) {
+                const bool decode = ai >= n_attention;
+                const int n = decode ? attn_decode[ai - n_attention] : attention[ai];
+                double gf = time_attention(pool, n, decode, seconds / 2);
                 json_t *j = json_object();
                 json_object_set_new(j, "threads", json_integer(ty__threadpool_size(pool)));
-                json_object_set_new(j, "tokens", json_integer(attention[ai]));
+                json_object_set_new(j, decode ? "context" : "tokens", json_integer(n));
                 json_object_set_new(j, "gflops", json_real(gf));
                 json_object_set_new(j, "fma_pct", json_real(100 * gf / roof[th].fma_gflops));
                 json_array_append_new(jatt, j);
                 if (!json)
-                    printf("attention pp%d, %d thread%s: %.1f GFLOP/s, %.0f%% of the FMA peak\n", attention[ai],
-                           ty__threadpool_size(pool), ty__threadpool_size(pool) > 1 ? "s" : "", gf,
-                           100 * gf / roof[th].fma_gflops);
+                    printf("attention %s%d, %d thread%s: %.1f GFLOP/s, %.0f%% of the FMA peak\n",
+                           decode ? "decode at context " : "pp", n, ty__threadpool_size(pool),
+                           ty__threadpool_size(pool) > 1 ? "s" : "", gf, 100 * gf / roof[th].fma_gflops);
             }
             ty__threadpool_free(pool);
         }

@@ -7,6 +7,7 @@
 #   scripts/bench-cpu.sh                 # all four types, -t 1,2, -p 512 -n 128 -r 3
 #   TYPES="q8_0" REPS=5 scripts/bench-cpu.sh
 #   MOE="" scripts/bench-cpu.sh          # skip the mixture-of-experts section (MOE_THREADS: default 2)
+#   DEPTH_TYPE="" scripts/bench-cpu.sh   # skip decode at context depths (DEPTHS: default 0,1024,4096; Q4_0)
 #
 # Then the mixture-of-experts and hybrid presets (MOE, default Qwen3-30B-A3B and Qwen3-Next-80B-A3B), reduced to
 # MOE_LAYERS layers (default 4) so that they fit and load quickly, in Q8_0: decode against the roofline of the bytes a
@@ -32,6 +33,16 @@ for t in $types; do
     echo "bench: $model" >&2
     "$ty" bench -m "$model" -t "$threads" -p 512 -n 128 -r "$reps" --profile --json | tee -a "$jsonl"
 done
+depth_type=${DEPTH_TYPE-q4_0} # decode at context depths (tongyun bench -d); "" skips it
+depths=${DEPTHS:-0,1024,4096}
+depth_jsonl=$dir/bench-depth.jsonl
+: > "$depth_jsonl"
+if [ -n "$depth_type" ]; then
+    model=$dir/$preset-$depth_type.gguf
+    [ -f "$model" ] || "$ty" mkmodel --preset "$preset" --type "$depth_type" "$model"
+    echo "bench: $model at depths $depths" >&2
+    "$ty" bench -m "$model" -t 2 -p 0 -n 64 -d "$depths" -r "$reps" --profile --json | tee -a "$depth_jsonl"
+fi
 moe=${MOE-qwen3-30b-a3b qwen3-next-80b-a3b}
 moe_layers=${MOE_LAYERS:-4}
 moe_threads=${MOE_THREADS:-2} # the issue's target is 2 threads; these models take minutes to load
@@ -45,9 +56,9 @@ for p in $moe; do
         tee -a "$moe_jsonl"
 done
 
-python3 - "$jsonl" "$out" "$preset" "$threads" "$reps" "$moe_jsonl" "$moe_layers" "$moe_threads" <<'EOF'
+python3 - "$jsonl" "$out" "$preset" "$threads" "$reps" "$moe_jsonl" "$moe_layers" "$moe_threads" "$depth_jsonl" <<'EOF'
 import json, platform, subprocess, sys, datetime
-jsonl, out, preset, threads, reps, moe_jsonl, moe_layers, moe_threads = sys.argv[1:]
+jsonl, out, preset, threads, reps, moe_jsonl, moe_layers, moe_threads, depth_jsonl = sys.argv[1:]
 rows = [json.loads(l) for l in open(jsonl) if l.strip()]
 
 def sh(cmd):
@@ -145,6 +156,29 @@ L.append("From the same runs (`--profile`: every backend op timed from its wrapp
          "while the other threads wait (quantising the first product's input, with the norm where fused).\n")
 top = max(r["threads"] for r in rows) if rows else 0
 profile_tables([r for r in rows if r["threads"] == top], f"{top} threads, {preset}")
+deep = [json.loads(l) for l in open(depth_jsonl) if l.strip()]
+if deep:
+    L.append("## Decode at a context depth\n")
+    L.append(f"`tongyun bench -m {preset}-{deep[0]['type'].lower()}.gguf -t 2 -p 0 -n 64 -d "
+             f"{','.join(str(r['n_depth']) for r in deep)} -r {reps} --profile --json`: the cache is filled to the depth "
+             "once (untimed) and each repetition decodes 64 tokens on top of it, as llama-bench's \"tg64 @ d4096\". "
+             "The bandwidth roofline counts the depth's K and V bytes too. With 7 query heads on each KV head "
+             "(Qwen2.5-0.5B) attention does 7 FLOPs per byte of f16 cache; where the FMA peak over the read bandwidth "
+             "(the rooflines above) is lower than that, attention at depth is bound by the FMA peak rather than by the "
+             "cache's bytes, and the bandwidth roofline cannot be reached. The last column is the time attention's "
+             "FLOPs take at the FMA peak, against the time the whole attention block (with its weights) took.\n")
+    L.append("| depth | tg64 t/s | % of bandwidth roofline | MiB/token | read GB/s | attn_block share of the time | attention FLOPs at FMA peak / attn_block time |")
+    L.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in deep:
+        ops = {e["op"]: e for e in r.get("tg_profile", [])}
+        ab = ops.get("attn_block", {})
+        ctx = r["n_depth"] + (r["n_gen"] + 1) / 2
+        ideal_us = r["attn_flops_per_position"] * ctx / (r["fma_gflops"] * 1e9) * 1e6
+        frac = f"{100 * ideal_us / ab['us_per_token']:.0f}%" if ab.get("us_per_token") else "-"
+        L.append(f"| {r['n_depth']} | {r['tg_tok_s']:.2f} ± {r['tg_tok_s_sd']:.2f} | {r['tg_roofline_pct']:.1f} "
+                 f"| {r['tg_bytes_per_token'] / 2**20:.0f} | {r['tg_mem_bw_gbs']:.1f} "
+                 f"| {100 * ab.get('share', 0):.1f}% | {frac} |")
+    L.append("")
 moe = [json.loads(l) for l in open(moe_jsonl) if l.strip()]
 if moe:
     L.append(f"## Mixture-of-experts and hybrid models\n")

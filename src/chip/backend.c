@@ -74,6 +74,12 @@ struct ty_tensor ty__tensor_slice(const struct ty_tensor *t, int dim, int64_t fi
     return v;
 }
 
+void ty__kv_cache_head_major(struct ty_tensor *t) {
+    TY_ASSERT(ty__tensor_is_contiguous(t) && t->ne[3] == 1);
+    const size_t row = row_bytes(t);
+    t->nb[2] = row, t->nb[1] = row * (size_t)t->ne[2], t->nb[3] = t->nb[1] * (size_t)t->ne[1];
+}
+
 struct ty_tensor ty__tensor_reshape(const struct ty_tensor *t, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3) {
     TY_ASSERT(ty__tensor_is_contiguous(t) && ne0 * ne1 * ne2 * ne3 == ty__tensor_nelements(t));
     struct ty_tensor v;

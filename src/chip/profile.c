@@ -49,5 +49,5 @@ double ty__profile_paged_bytes(const struct ty_tensor *k_pool, const struct ty_t
                                const struct ty_paged_attn *p) {
     double positions = 0;
     for (int32_t s = 0; s < p->n_seqs; s++) positions += (double)p->seqs[s].pos0 + (double)p->seqs[s].n;
-    return positions * (double)(k_pool->nb[2] + v_pool->nb[2]);
+    return positions * (ty__kv_position_bytes(k_pool) + ty__kv_position_bytes(v_pool));
 }

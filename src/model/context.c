@@ -38,6 +38,8 @@ static enum ty_status alloc_kv(struct ty_context *ctx) {
         int64_t n_pos = ctx->model->layers[il].recurrent ? 1 : ctx->n_ctx;
         ty__layout_place(&lay, &ctx->k_cache[il], ctx->kv_type, hp->head_dim_k, hp->n_head_kv, n_pos);
         ty__layout_place(&lay, &ctx->v_cache[il], ctx->kv_type, hp->head_dim_v, hp->n_head_kv, n_pos);
+        ty__kv_cache_head_major(&ctx->k_cache[il]);
+        ty__kv_cache_head_major(&ctx->v_cache[il]);
     }
     if (lay.overflow)
         return ty__error(TY_ERR_NO_MEMORY, "a KV cache of %d positions does not fit in memory; use a smaller context",

@@ -18,6 +18,7 @@
 #include "chip/backend.h"
 #include "model/cost.h"
 #include "model/gguf.h"
+#include "model/model-impl.h"
 #include "model/quant.h"
 #include "model/tokenizer.h"
 
@@ -536,6 +537,17 @@ static void test_context_full_and_truncate(void) {
     struct ty_context *ctx = context(m, 16, 4, TY_TYPE_F16);
     CHECK(ty_context_n_ctx(ctx) == 16);
     float *full = eval_all(ctx, ids, 12, V);
+    /* the cache is head-major (ty__kv_cache_head_major): a KV head's successive positions are adjacent rows, and the
+     * next head's start n_ctx rows on, so attention streams each head's keys and values contiguously */
+    for (int il = 0; il < c.n_layer; il++)
+        for (int kv = 0; kv < 2; kv++) {
+            const struct ty_tensor *t = kv ? &ctx->v_cache[il] : &ctx->k_cache[il];
+            const ptrdiff_t row = (ptrdiff_t)(t->ne[0] * (int64_t)sizeof(ty_f16));
+            CHECK(t->ne[1] == 2 && t->ne[2] == 16);
+            CHECK((char *)ty__tensor_row(t, 1, 5, 0) - (char *)ty__tensor_row(t, 1, 4, 0) == row);
+            CHECK((char *)ty__tensor_row(t, 1, 0, 0) - (char *)ty__tensor_row(t, 0, 0, 0) == 16 * row);
+            CHECK(ty__kv_position_bytes(t) == (double)(2 * row));
+        }
     float *lg = ty__malloc(sizeof(float) * 16 * (size_t)V);
     CHECK_STATUS(ty_context_eval(ctx, ids, 5, TY_LOGITS_LAST, lg), TY_ERR_CONTEXT_FULL);
     CHECK(strstr(ty_last_error(), "16") != NULL);
