@@ -8,6 +8,7 @@
  *    the scores are in the hundreds: an f32 score of 300 is already 1.5e-5 off, and exp passes that on);
  *  - batch invariance, bit for bit: the same output with 1, 2 and 3 threads, for each query decoded alone at its own
  *    position, and for the prompt split into two chunks anywhere;
+ *  - the same bits over a head-major cache (each KV head's positions adjacent, as the engine lays it out);
  *  - causality: a key past a query's position whose K gives a score far above the others and whose V is infinite (the
  *    last key of the batch) leaves every earlier query's bits unchanged. (Not NaN: the exp converts its argument to
  *    an integer, which UBSan rightly reports for NaN.)
@@ -104,6 +105,28 @@ static void check_shape(const struct shape *s, enum ty_type kv_type) {
         CHECK_MSG(!memcmp(other, out, bytes), "attention %s dk %lld dv %lld heads %lld/%lld: %d threads differ",
                   ty_type_name(kv_type), (long long)dk, (long long)dv, (long long)nh, (long long)nkv, th);
     }
+    /* the engine's cache is head-major (ty__kv_cache_head_major): the same keys and values laid out so give the
+     * same bits */
+    struct host_tensor kh, vh;
+    host_make(&kh, kv_type, dk, nkv, ctx), host_make(&vh, kv_type, dv, nkv, ctx);
+    ty__kv_cache_head_major(&kh.t), ty__kv_cache_head_major(&vh.t);
+    const size_t esize = kv_type == TY_TYPE_F16 ? sizeof(ty_f16) : sizeof(float);
+    for (int64_t g = 0; g < nkv; g++)
+        for (int64_t p = 0; p < ctx; p++) {
+            memcpy(ty__tensor_row(&kh.t, g, p, 0), ty__tensor_row(&k.t, g, p, 0), (size_t)dk * esize);
+            memcpy(ty__tensor_row(&vh.t, g, p, 0), ty__tensor_row(&v.t, g, p, 0), (size_t)dv * esize);
+        }
+    for (int th = 1; th <= 2; th++) {
+        attend(th, &q, &kh, &vh, pos0, 0, n, scale, other);
+        CHECK_MSG(!memcmp(other, out, bytes),
+                  "attention %s dk %lld dv %lld heads %lld/%lld: a head-major cache differs", ty_type_name(kv_type),
+                  (long long)dk, (long long)dv, (long long)nh, (long long)nkv);
+    }
+    attend(1, &q, &kh, &vh, pos0, n - 1, 1, scale, other); /* the last query decoded alone */
+    CHECK_MSG(!memcmp(other, out + (size_t)(n - 1) * row, sizeof(float) * row),
+              "attention %s dk %lld dv %lld heads %lld/%lld: a decode step over a head-major cache differs",
+              ty_type_name(kv_type), (long long)dk, (long long)dv, (long long)nh, (long long)nkv);
+    host_free(&kh), host_free(&vh);
     bool alone = true, chunks = true;
     for (int64_t t = 0; t < n; t++) {
         attend(1 + (int)(t % 3), &q, &k, &v, pos0, t, 1, scale, other);

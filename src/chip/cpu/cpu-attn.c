@@ -186,6 +186,15 @@ static void load_tile(const struct ty_tensor *c, const struct attn_seq *sq, int6
             memset(out + i * TILE_KEYS + (j1 - j0), 0, sizeof(float) * (size_t)(TILE_KEYS - (j1 - j0)));
     int64_t j = j0;
     const bool hw = c->type == TY_TYPE_F16 && have_f16c(); /* asked once per tile, not per row */
+    const size_t row_bytes = (size_t)d * (c->type == TY_TYPE_F16 ? sizeof(ty_f16) : sizeof(float));
+    if (!trans && !sq->table && c->nb[2] == row_bytes) { /* a head-major cache: the tile's rows are one block */
+        const void *src = ty__tensor_row(c, g, j0, 0);
+        if (c->type == TY_TYPE_F16)
+            f16_row(hw, src, out, (j1 - j0) * d);
+        else
+            memcpy(out, src, (size_t)(j1 - j0) * row_bytes);
+        return;
+    }
     if (trans && hw && d % 8 == 0)
         for (; j + 8 <= j1; j += 8) {
             const ty_f16 *rows[8];
