@@ -20,7 +20,9 @@
  *              tokens from position 0, Qwen2.5-0.5B's heads (14 query heads on 2 KV heads of 64) over an f16 cache:
  *              GFLOP/s of the exact causal count (2 per multiply-add, q.k and p.v) and the percentage of the f32 FMA
  *              peak, the roofline `tongyun bench` holds attention to; with --attention-decode N[,N...] the same
- *              for one decode step at a context of N cached tokens (the query at position N - 1).
+ *              for one decode step at a context of N cached tokens (the query at position N - 1), with its cache hot
+ *              and from memory (24 caches attended in turn, as a 24-layer model's step reads them). The caches are
+ *              head-major, as the engine's (ty__kv_cache_head_major).
  * Each weight type is run pure (rows that do not fit a K type's 256 fall back as llama.cpp does: Q4_K -> Q5_0,
  * Q5_K -> Q5_1, Q6_K -> Q8_0), plus q4_k_m, the mix `tongyun quantize q4_k_m` gives Qwen2.5-0.5B. Weights are random
  * blocks with sane scales (the kernels' speed does not depend on the values); activations are quantised once per
@@ -345,23 +347,29 @@ static const enum ty_type default_types[] = {TY_TYPE_F32,  TY_TYPE_F16,  TY_TYPE
 
 /* ==== Attention ==== */
 
+#define COLD_LAYERS 24 /* Qwen2.5-0.5B's: the caches a decode step's attention reads in turn */
+
 /* Best GFLOP/s over `seconds` of causal attention over n cached tokens from position 0 (see the header): a prompt of
- * all n (decode false), or one decode step, the query at position n - 1. */
-static double time_attention(struct ty_threadpool *pool, int64_t n, bool decode, double seconds) {
+ * all n (decode false), or one decode step, the query at position n - 1. `layers` caches are attended in turn and the
+ * time is per cache: 1 keeps the one cache hot; COLD_LAYERS makes a decode step read its keys and values from memory,
+ * as a model's step does after the other layers' weights and caches went through. */
+static double time_attention(struct ty_threadpool *pool, int64_t n, bool decode, int layers, double seconds) {
     const int64_t dk = 64, dv = 64, nh = 14, nkv = 2, nq = decode ? 1 : n;
-    struct ty_buffer buf[4] = {{0}};
-    struct ty_tensor t[4]; /* q (dk, nh, nq), k (dk, nkv, n), v (dv, nkv, n) f16, out (dv, nh, nq) */
-    const enum ty_type types[4] = {TY_TYPE_F32, TY_TYPE_F16, TY_TYPE_F16, TY_TYPE_F32};
-    const int64_t ne0[4] = {dk, dk, dv, dv}, ne1[4] = {nh, nkv, nkv, nh}, ne2[4] = {nq, n, n, nq};
-    for (int i = 0; i < 4; i++) {
-        ty__tensor_init(&t[i], NULL, 0, types[i], ne0[i], ne1[i], ne2[i], 1);
+    const int nbuf = 2 + 2 * layers; /* q, out, then each layer's k and v */
+    struct ty_buffer buf[2 + 2 * COLD_LAYERS] = {{0}};
+    struct ty_tensor t[2 + 2 * COLD_LAYERS]; /* q (dk, nh, nq), out (dv, nh, nq) f32; k (dk, nkv, n), v f16 */
+    TY_ASSERT(layers >= 1 && layers <= COLD_LAYERS);
+    for (int i = 0; i < nbuf; i++) {
+        const bool kv = i >= 2, is_v = kv && i % 2;
+        ty__tensor_init(&t[i], NULL, 0, kv ? TY_TYPE_F16 : TY_TYPE_F32, kv && !is_v ? dk : dv, kv ? nkv : nh,
+                        kv ? n : nq, 1);
         buf[i].size = ty__tensor_size(&t[i]), buf[i].host = true;
         if (!(buf[i].data = ty__malloc_aligned(buf[i].size))) return 0;
         t[i].buf = &buf[i];
-        if (i == 1 || i == 2) ty__kv_cache_head_major(&t[i]); /* K and V laid out as the engine's cache */
+        if (kv) ty__kv_cache_head_major(&t[i]); /* laid out as the engine's cache */
         for (int64_t j = 0; j < ty__tensor_nelements(&t[i]); j++) {
             float r = (float)((int64_t)(next_u64() % 2001) - 1000) / 500.0f;
-            if (types[i] == TY_TYPE_F16)
+            if (kv)
                 ((ty_f16 *)buf[i].data)[j] = ty__f32_to_f16(r);
             else
                 ((float *)buf[i].data)[j] = r;
@@ -373,16 +381,17 @@ static double time_attention(struct ty_threadpool *pool, int64_t n, bool decode,
     int reps = 0;
     do {
         double t0 = ty__time_s();
-        if (ty__cpu_attention(pool, &scratch, &t[3], &t[0], &t[1], &t[2], &at) != TY_OK) {
-            tb = 1e30;
-            break;
-        }
-        double tt = ty__time_s() - t0;
+        for (int l = 0; l < layers; l++)
+            if (ty__cpu_attention(pool, &scratch, &t[1], &t[0], &t[2 + 2 * l], &t[3 + 2 * l], &at) != TY_OK) {
+                tb = 1e30;
+                break;
+            }
+        double tt = (ty__time_s() - t0) / layers;
         if (tt < tb) tb = tt;
         reps++;
     } while (ty__time_s() < t_end || reps < 3);
     ty__cpu_scratch_free(&scratch);
-    for (int i = 0; i < 4; i++) ty__free_aligned(buf[i].data);
+    for (int i = 0; i < nbuf; i++) ty__free_aligned(buf[i].data);
     return (double)(dk + dv) * (double)nh * (decode ? 2.0 * (double)n : (double)n * (double)(n + 1)) / tb / 1e9;
 }
 
@@ -520,17 +529,27 @@ int main(int argc, char **argv) {
             for (int ai = 0; ai < n_attention + n_attn_decode; ai++) {
                 const bool decode = ai >= n_attention;
                 const int n = decode ? attn_decode[ai - n_attention] : attention[ai];
-                double gf = time_attention(pool, n, decode, seconds / 2);
+                double gf = time_attention(pool, n, decode, 1, seconds / 2),
+                       cold = decode ? time_attention(pool, n, true, COLD_LAYERS, seconds / 2) : 0;
                 json_t *j = json_object();
                 json_object_set_new(j, "threads", json_integer(ty__threadpool_size(pool)));
                 json_object_set_new(j, decode ? "context" : "tokens", json_integer(n));
                 json_object_set_new(j, "gflops", json_real(gf));
                 json_object_set_new(j, "fma_pct", json_real(100 * gf / roof[th].fma_gflops));
+                if (decode) {
+                    json_object_set_new(j, "cold_gflops", json_real(cold));
+                    json_object_set_new(j, "cold_fma_pct", json_real(100 * cold / roof[th].fma_gflops));
+                }
                 json_array_append_new(jatt, j);
-                if (!json)
-                    printf("attention %s%d, %d thread%s: %.1f GFLOP/s, %.0f%% of the FMA peak\n",
+                if (!json) {
+                    printf("attention %s%d, %d thread%s: %.1f GFLOP/s, %.0f%% of the FMA peak",
                            decode ? "decode at context " : "pp", n, ty__threadpool_size(pool),
                            ty__threadpool_size(pool) > 1 ? "s" : "", gf, 100 * gf / roof[th].fma_gflops);
+                    if (decode)
+                        printf("; from memory (%d caches in turn) %.1f GFLOP/s, %.0f%%", COLD_LAYERS, cold,
+                               100 * cold / roof[th].fma_gflops);
+                    printf("\n");
+                }
             }
             ty__threadpool_free(pool);
         }

@@ -166,9 +166,9 @@ static void f16_row(bool hw, const ty_f16 *h, float *o, int64_t d) {
  * flight: a decode step's cache was evicted by the weights streamed since the last step, and the conversion's own
  * loads, a few rows at a time, read it at a fraction of the memory's rate. Into L2, not L1 (locality 1: prefetcht2
  * on x86): a tile's worth of L1 prefetches holds the miss buffers the computation's own loads need and evicts the
- * f32 tiles; one decode step at 4096 cold positions (24 layers' caches in turn, bench_kernels' kernel with a temporary
- * cold-cache loop) went from 26.6-26.8 to 34.3-35.3 GFLOP/s on one thread, 52-53 to 56-69 on two, against 38 and 64
- * with the cache hot. */
+ * f32 tiles; one decode step at 4096 positions read from memory (`bench_kernels --attention-decode 4096`, 24 caches
+ * in turn) went from 19.5-25.6 to 32.3-32.6 GFLOP/s on one thread and from 36.8-41.9 to 64.7-67.2 on two, against
+ * 40 and 57-80 with the cache hot (alternating binaries). */
 static void prefetch_tile(const struct ty_tensor *c, const struct attn_seq *sq, int64_t g, int64_t j0, int64_t j1,
                           int64_t d) {
     const size_t bytes = (size_t)d * (c->type == TY_TYPE_F16 ? sizeof(ty_f16) : sizeof(float));
