@@ -530,6 +530,57 @@ INLINE AVX2 void panel_q32(const struct ty_pack_layout *l, int64_t nb, const uin
     for (int h = 0; h < 2; h++) store_half(out, h, rv, acc[h], accm[h]);
 }
 
+/* ==== A few columns straight on the panels (a batch of decode steps) ====
+ * Up to FEW_DIRECT columns stream each panel once, each step's levels extracted once for all of them, where the
+ * tiles' unpacking (shared by many columns in a prefill) costs more than it saves: two to four columns ran at the
+ * speed of one column each (bench_kernels --prefill 2,4). Every column gets gemv's operations (exact integer sums,
+ * the same float steps in the same order), so its bits do not depend on the batch. */
+#define FEW_DIRECT 4
+
+/* Both halves of one packed block against NC columns (x[c]): isum[2c + h] as q32_block's isum[h] for column c. */
+INLINE AVX2 void q32_block_cols(int NC, const struct ty_pack_layout *l, const uint8_t *pb, const int8_t *const *x,
+                                __m256i *isum) {
+    if (l->bits == 8) {
+        for (int st = 0; st < 8; st++)
+            for (int h = 0; h < 2; h++) {
+                const __m256i q = q8_step_levels(l, pb, h, st), qa = _mm256_sign_epi8(q, q);
+                for (int c = 0; c < NC; c++) q8_step_dot(1, q, qa, x + c, st, isum + 2 * c + h);
+            }
+        return;
+    }
+    for (int k0 = 0; k0 < 4; k0 += q32_piece(l)) {
+        __m256i w16[2 * FEW_DIRECT];
+        for (int c = 0; c < 2 * NC; c++) w16[c] = _mm256_setzero_si256();
+        for (int k = k0; k < k0 + q32_piece(l); k++)
+            for (int h = 0; h < 2; h++) {
+                __m256i lo, hi;
+                q32_step_levels(l, pb, h, k, &lo, &hi);
+                for (int c = 0; c < NC; c++) q32_step_dot(1, lo, hi, x + c, k, w16 + 2 * c + h);
+            }
+        for (int c = 0; c < 2 * NC; c++)
+            isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(w16[c], _mm256_set1_epi16(1)));
+    }
+}
+
+/* NC columns (a[c], into out[c]) over one panel, both halves of each block in turn. */
+INLINE AVX2 void panel_q32_cols(int NC, const struct ty_pack_layout *l, int64_t nb, const uint8_t *p,
+                                const struct ty_q8_act *a, float *const *out, int rv) {
+    __m256 acc[2 * FEW_DIRECT], accm[2 * FEW_DIRECT];
+    for (int c = 0; c < 2 * NC; c++) acc[c] = accm[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, p += l->bp) {
+        const int8_t *x[FEW_DIRECT];
+        __m256i isum[2 * FEW_DIRECT];
+        for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b, isum[2 * c] = isum[2 * c + 1] = q32_start(l, a[c].sum[b]);
+        q32_block_cols(NC, l, p, x, isum);
+        for (int c = 0; c < NC; c++)
+            for (int h = 0; h < 2; h++)
+                q32_float(l, q32_scales(p, h), q32_mins(l, p, h), isum[2 * c + h], a[c].d[b], a[c].sum[b],
+                          &acc[2 * c + h], &accm[2 * c + h]);
+    }
+    for (int c = 0; c < NC; c++)
+        for (int h = 0; h < 2; h++) store_half(out[c], h, rv, acc[2 * c + h], accm[2 * c + h]);
+}
+
 INLINE AVX2 void gemv_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                  const void *xq, float *out) {
     struct ty_pack_layout l;
@@ -809,6 +860,75 @@ INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const
     }
 }
 
+/* Both halves of a Q4_K / Q5_K super-block against NC columns (y[c]): A[h][c], B[h][c] as qk_super's A[h], B[h]. */
+INLINE AVX2 void qk_super_cols(int NC, bool five, const struct ty_pack_k_layout *l, const uint8_t *p,
+                               const struct ty_block_q8_K *const *y, __m256i (*A)[FEW_DIRECT],
+                               __m256i (*B)[FEW_DIRECT]) {
+    const struct qk_scales s[2] = {qk_half_scales(l, p, 0), qk_half_scales(l, p, 1)};
+    for (int j = 0; j < 8; j++) {
+        const int8_t *x[FEW_DIRECT];
+        for (int c = 0; c < NC; c++) x[c] = y[c]->qs + 32 * j;
+        for (int h = 0; h < 2; h++) {
+            __m256i w16[2][4]; /* piece, column */
+            for (int c = 0; c < NC; c++) w16[0][c] = w16[1][c] = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++) {
+                __m256i lo, hi;
+                qk_step_levels(five, l, p, j, h, k, &lo, &hi);
+                q32_step_dot(NC, lo, hi, x, k, w16[five ? k / 2 : 0]);
+            }
+            __m256i sc, mn;
+            qk_sub_scales(&s[h], j, &sc, &mn);
+            qk_sub_sums(NC, five, w16, sc, mn, y, j, A[h], B[h]);
+        }
+    }
+}
+
+/* Both halves of a Q6_K super-block against NC columns, as q6k_super's for each. */
+INLINE AVX2 void q6k_super_cols(int NC, const struct ty_pack_k_layout *l, const uint8_t *p,
+                                const struct ty_block_q8_K *const *y, __m256i (*A)[FEW_DIRECT],
+                                __m256i (*O)[FEW_DIRECT]) {
+    for (int g = 0; g < 8; g++) {
+        const int8_t *x[FEW_DIRECT];
+        for (int c = 0; c < NC; c++) x[c] = y[c]->qs + 32 * g;
+        for (int h = 0; h < 2; h++) {
+            __m256i w16[4][4]; /* sub-block 2g in two pieces, then 2g + 1; column */
+            for (int k = 0; k < 4; k++) {
+                __m256i lo, hi;
+                q6k_step_levels(l, p, g, h, k, &lo, &hi);
+                q6k_step_dot(NC, lo, hi, x, k, w16);
+            }
+            __m256i sp, sc0, sc1;
+            q6k_group_scales(l, p, g, h, &sp, &sc0, &sc1);
+            q6k_group_sums(NC, w16, sp, sc0, sc1, y, g, A[h], O[h]);
+        }
+    }
+}
+
+/* NC columns (their activations at xq + c * x_stride, into out[c]) over one panel p of rv valid rows. */
+INLINE AVX2 void panel_k_cols(int NC, enum ty_type type, const struct ty_pack_k_layout *l, int64_t n, const uint8_t *p,
+                              int rv, const void *xq, size_t x_stride, float *const *out) {
+    __m256 acc[2][FEW_DIRECT];
+    for (int c = 0; c < NC; c++) acc[0][c] = acc[1][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / TY_QK_K; b++, p += l->bp) {
+        const struct ty_block_q8_K *yb[FEW_DIRECT];
+        __m256i A[2][FEW_DIRECT], B[2][FEW_DIRECT];
+        for (int c = 0; c < NC; c++) {
+            yb[c] = (const struct ty_block_q8_K *)((const char *)xq + (size_t)c * x_stride) + b;
+            A[0][c] = A[1][c] = B[0][c] = B[1][c] = _mm256_setzero_si256();
+        }
+        if (type == TY_TYPE_Q6_K)
+            q6k_super_cols(NC, l, p, yb, A, B);
+        else
+            qk_super_cols(NC, type == TY_TYPE_Q5_K, l, p, yb, A, B);
+        for (int c = 0; c < NC; c++)
+            for (int h = 0; h < 2; h++)
+                acc[h][c] =
+                    k_float(l->six, k_row_scales(p, h), k_row_mins(l, p, h), A[h][c], B[h][c], yb[c]->d, acc[h][c]);
+    }
+    for (int c = 0; c < NC; c++)
+        for (int h = 0; h < 2; h++) store_half(out[c], h, rv, acc[h][c], _mm256_setzero_ps());
+}
+
 /* ==== gemm of the K-quants on unpacked tiles (as the 32-element types' above) ==== */
 
 #define TILE_SUPERS 4 /* super-blocks per tile: 4 x 5760 bytes, in L1 */
@@ -939,15 +1059,64 @@ INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows,
     }
 }
 
+/* Fewer columns than this run straight on the panels, FEW_DIRECT at a time (each panel read once per group, the
+ * groups back to back while it is in cache); more go through the tiles. bench_kernels --prefill N on 2 threads:
+ * widths 2 and 4 gained 1.3-3x for Q4_0, Q8_0 and Q4_K_M; at 8-15 the two ran even for Q4_0 and Q8_0 and the tiles
+ * were ahead for Q4_K_M. */
+#define DIRECT_BELOW 8
+
+/* Panels outer, then groups of up to FEW_DIRECT columns, each through the kernel of its literal width (a single
+ * column through gemv's own panel loop). */
+INLINE AVX2 void gemm_direct(bool kq, enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                             int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+    struct ty_pack_layout l = {0};
+    struct ty_pack_k_layout lk = {0};
+    if (kq)
+        ty__pack_k_layout(type, &lk);
+    else
+        ty__pack_layout(type, &l);
+    for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+        const int rv = panel_rows(rows, r);
+        const uint8_t *p = panel_at(w, panel_stride, r);
+        for (int64_t c0 = 0; c0 < cols; c0 += FEW_DIRECT) {
+            const int nc = cols - c0 < FEW_DIRECT ? (int)(cols - c0) : FEW_DIRECT;
+            const char *x = (const char *)xq + (size_t)c0 * x_stride;
+            float *o[FEW_DIRECT];
+            struct ty_q8_act a[FEW_DIRECT];
+            for (int c = 0; c < nc; c++) {
+                o[c] = out + (size_t)(c0 + c) * (size_t)ld_out + r;
+                if (!kq) a[c] = ty__q8_act(x + (size_t)c * x_stride, n);
+            }
+            if (kq) {
+                if (nc == 1) panel_k_cols(1, type, &lk, n, p, rv, x, x_stride, o);
+                if (nc == 2) panel_k_cols(2, type, &lk, n, p, rv, x, x_stride, o);
+                if (nc == 3) panel_k_cols(3, type, &lk, n, p, rv, x, x_stride, o);
+                if (nc == 4) panel_k_cols(4, type, &lk, n, p, rv, x, x_stride, o);
+            } else {
+                if (nc == 1) panel_q32(&l, n / 32, p, a[0], o[0], rv);
+                if (nc == 2) panel_q32_cols(2, &l, n / 32, p, a, o, rv);
+                if (nc == 3) panel_q32_cols(3, &l, n / 32, p, a, o, rv);
+                if (nc == 4) panel_q32_cols(4, &l, n / 32, p, a, o, rv);
+            }
+        }
+    }
+}
+
 INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                  int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
                                  void *scratch) {
-    gemm_tiles(false, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
+    if (cols < DIRECT_BELOW)
+        gemm_direct(false, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out);
+    else
+        gemm_tiles(false, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
 }
 INLINE AVX2 void gemm_panels_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
                                void *scratch) {
-    gemm_tiles(true, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
+    if (cols < DIRECT_BELOW)
+        gemm_direct(true, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out);
+    else
+        gemm_tiles(true, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
 }
 
 /* The table's packed kernels of one type: gemv and gemm on panels through the drivers of its kind (q32, k, float). */
