@@ -1027,14 +1027,11 @@ INLINE AVX2 void tile_group(bool kq, const struct ty_pack_layout *l, const struc
 }
 
 /* Panels outer, then groups of TILE_COLS columns, then chunks of blocks (super-blocks) unpacked into the scratch. */
-INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                            int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out, void *scratch) {
-    struct ty_pack_layout l = {0};
-    struct ty_pack_k_layout lk = {0};
-    if (kq)
-        ty__pack_k_layout(type, &lk);
-    else
-        ty__pack_layout(type, &l);
+INLINE AVX2 void gemm_tiles(bool kq, const struct ty_pack_layout *pl, const struct ty_pack_k_layout *plk, int64_t n,
+                            int64_t rows, const void *w, size_t panel_stride, int64_t cols, const void *xq,
+                            size_t x_stride, float *out, int64_t ld_out, void *scratch) {
+    const struct ty_pack_layout l = *pl; /* local copies: constants the compiler sees through */
+    const struct ty_pack_k_layout lk = *plk;
     const int64_t units = kq ? n / TY_QK_K : n / 32, per = kq ? TILE_SUPERS : TILE_BLOCKS;
     const size_t bp = (size_t)(kq ? lk.bp : l.bp);
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
@@ -1067,14 +1064,12 @@ INLINE AVX2 void gemm_tiles(bool kq, enum ty_type type, int64_t n, int64_t rows,
 
 /* Panels outer, then groups of up to FEW_DIRECT columns, each through the kernel of its literal width (a single
  * column through gemv's own panel loop). */
-INLINE AVX2 void gemm_direct(bool kq, enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                             int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
-    struct ty_pack_layout l = {0};
-    struct ty_pack_k_layout lk = {0};
-    if (kq)
-        ty__pack_k_layout(type, &lk);
-    else
-        ty__pack_layout(type, &l);
+INLINE AVX2 void gemm_direct(bool kq, enum ty_type type, const struct ty_pack_layout *pl,
+                             const struct ty_pack_k_layout *plk, int64_t n, int64_t rows, const void *w,
+                             size_t panel_stride, int64_t cols, const void *xq, size_t x_stride, float *out,
+                             int64_t ld_out) {
+    const struct ty_pack_layout l = *pl;
+    const struct ty_pack_k_layout lk = *plk;
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         const int rv = panel_rows(rows, r);
         const uint8_t *p = panel_at(w, panel_stride, r);
@@ -1102,21 +1097,29 @@ INLINE AVX2 void gemm_direct(bool kq, enum ty_type type, int64_t n, int64_t rows
     }
 }
 
+/* A packed gemm of either kind: a few columns straight on the panels, more on tiles. */
+INLINE AVX2 void gemm_panels(bool kq, enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                             int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out, void *scratch) {
+    struct ty_pack_layout l = {0};
+    struct ty_pack_k_layout lk = {0};
+    if (kq)
+        ty__pack_k_layout(type, &lk);
+    else
+        ty__pack_layout(type, &l);
+    if (cols < DIRECT_BELOW)
+        gemm_direct(kq, type, &l, &lk, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out);
+    else
+        gemm_tiles(kq, &l, &lk, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
+}
 INLINE AVX2 void gemm_panels_q32(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                  int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
                                  void *scratch) {
-    if (cols < DIRECT_BELOW)
-        gemm_direct(false, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out);
-    else
-        gemm_tiles(false, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
+    gemm_panels(false, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
 }
 INLINE AVX2 void gemm_panels_k(enum ty_type type, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
                                void *scratch) {
-    if (cols < DIRECT_BELOW)
-        gemm_direct(true, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out);
-    else
-        gemm_tiles(true, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
+    gemm_panels(true, type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
 }
 
 /* The table's packed kernels of one type: gemv and gemm on panels through the drivers of its kind (q32, k, float). */
