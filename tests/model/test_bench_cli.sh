@@ -180,6 +180,8 @@ attn = L * 2 * cfg["num_attention_heads"] * 2 * head  # attention FLOPs per (que
 rows = [json.loads(l) for l in open(f"{tmp}/depth.jsonl").read().splitlines()]
 if [(r["threads"], r["n_depth"]) for r in rows] != [(1, 0), (1, 20), (2, 0), (2, 20)]:
     sys.exit(f"test_bench_cli: -d lines {[(r['threads'], r['n_depth']) for r in rows]}")
+if any(r["attn_flops_per_position"] != attn for r in rows):
+    sys.exit(f"test_bench_cli: attn_flops_per_position {[r['attn_flops_per_position'] for r in rows]}, want {attn}")
 for d0, d20 in ((rows[0], rows[1]), (rows[2], rows[3])):
     if not all(r[k] > 0 for r in (d0, d20) for k in ("pp_tok_s", "tg_tok_s", "pp_peak_pct", "tg_roofline_pct")):
         sys.exit(f"test_bench_cli: -d: a speed or roofline is not positive: {d20}")
