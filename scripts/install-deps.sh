@@ -4,9 +4,10 @@
 # when that is available.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libjansson-dev libutf8proc-dev libpcre2-dev libevent-dev libsqlite3-dev libssl-dev python3 python3-venv gzip)
-# tests on x86-64: a cross compiler and qemu, so that the suite also runs the NEON kernels (CMakeLists.txt)
+# tests on x86-64: a cross compiler and qemu, so that the suite also runs the NEON kernels, and SIMDe, so that it
+# runs the AVX-512 ones in portable C on hosts without AVX-512 (CMakeLists.txt)
 if [ "${1:-}" = --test ] && [ "$(uname -m)" = x86_64 ]; then
-    pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+    pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libsimde-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

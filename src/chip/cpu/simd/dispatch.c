@@ -57,6 +57,9 @@ static void detect(void) {
             if (max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = f.avx512f && (a & (1u << 5));
         }
     }
+#if defined(TY_AVX512_EMULATED) /* the emulated test build: its AVX-512 kernels run as AVX2 code (dot-avx512.c) */
+    f.avx512f = f.avx512dq = f.avx512bw = f.avx512vl = f.avx512vnni = f.avx512bf16 = f.avx2 && f.fma && f.f16c;
+#endif
 #elif defined(__aarch64__)
     f.neon = true; /* Advanced SIMD is mandatory in AArch64 */
 #if defined(__linux__) && defined(HWCAP_ASIMDDP)

@@ -14,14 +14,23 @@
 
 #if defined(__x86_64__)
 
-#include <immintrin.h>
 #include <math.h>
 
+#if defined(TY_AVX512_EMULATED) /* the emulated test build: portable intrinsics (tests/chip/avx512-emu.h), AVX2 code   \
+                                 */
+#include "avx512-emu.h"
+#define TARGET_BASE "avx2,fma,f16c,bmi,bmi2"
+#define AVX512      __attribute__((target(TARGET_BASE)))
+#define AVX512_VNNI AVX512
+#define AVX512_BF16 AVX512
+#else
+#include <immintrin.h>
 #define TARGET_BASE "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2"
 #define AVX512      __attribute__((target(TARGET_BASE)))
 #define AVX512_VNNI __attribute__((target(TARGET_BASE ",avx512vnni")))
 #define AVX512_BF16 __attribute__((target(TARGET_BASE ",avx512vnni,avx512bf16")))
-#define INLINE      static inline __attribute__((always_inline))
+#endif
+#define INLINE static inline __attribute__((always_inline))
 
 /* ==== Helpers ==== */
 

@@ -1,0 +1,183 @@
+/*
+ * avx512-emu.h - the AVX-512 intrinsics of dot-avx512.c and roofline.c in portable C, for the emulated test build
+ * (CMakeLists.txt: test_simd_avx512_emulated), which runs the AVX-512, VNNI and BF16 kernels against the scalar ones
+ * on a host without AVX-512. SIMDe (Debian's libsimde-dev) provides most intrinsics under their own names
+ * (SIMDE_ENABLE_NATIVE_ALIASES); the ones its 0.7.4 lacks are below, each to the instruction's documented semantics
+ * (Intel SDM): masked loads touch no masked-off byte, vpmovdw / vpmovdb truncate, vcvtps2dq rounds to nearest even
+ * and gives 0x80000000 for NaN and out-of-range values, reductions add in GCC's order (halves, then quarters...).
+ * Only what the kernels use; a kernel that starts using another missing intrinsic fails to build here, not silently.
+ */
+#ifndef TY_TESTS_AVX512_EMU_H
+#define TY_TESTS_AVX512_EMU_H
+
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define EMU_INLINE static inline __attribute__((unused))
+
+/* SIMDe 0.7.4's alias of vpmaddwd takes the masked form's four arguments */
+#undef _mm512_madd_epi16
+#define _mm512_madd_epi16(a, b) simde_mm512_madd_epi16((a), (b))
+/* ... and vshuff32x4 has none under gcc */
+#undef _mm512_shuffle_f32x4
+#define _mm512_shuffle_f32x4(a, b, imm) simde_mm512_shuffle_f32x4((a), (b), (imm))
+
+/* ==== Lanes in and out ==== */
+#define EMU_TO(arr, v)   memcpy((arr), &(v), sizeof(v))
+#define EMU_FROM(v, arr) memcpy(&(v), (arr), sizeof(v))
+
+/* ==== Masks ==== */
+EMU_INLINE simde__mmask64 emu_cvtu64_mask64(uint64_t a) {
+    return (simde__mmask64)a;
+}
+#define _cvtu64_mask64(a) emu_cvtu64_mask64(a)
+
+/* ==== Masked loads and stores: lane by lane, only the lanes whose bit is set ==== */
+#define EMU_MASKZ_LOAD(name, T, VT, N, MT)                                                                             \
+    EMU_INLINE VT name(MT k, const void *p) {                                                                          \
+        T lane[N];                                                                                                     \
+        for (int i = 0; i < (N); i++) {                                                                                \
+            lane[i] = 0;                                                                                               \
+            if ((k >> i) & 1) memcpy(&lane[i], (const char *)p + (size_t)i * sizeof(T), sizeof(T));                    \
+        }                                                                                                              \
+        VT r;                                                                                                          \
+        EMU_FROM(r, lane);                                                                                             \
+        return r;                                                                                                      \
+    }
+#define EMU_MASK_STORE(name, T, VT, N, MT)                                                                             \
+    EMU_INLINE void name(void *p, MT k, VT a) {                                                                        \
+        T lane[N];                                                                                                     \
+        EMU_TO(lane, a);                                                                                               \
+        for (int i = 0; i < (N); i++)                                                                                  \
+            if ((k >> i) & 1) memcpy((char *)p + (size_t)i * sizeof(T), &lane[i], sizeof(T));                          \
+    }
+EMU_MASKZ_LOAD(emu_mm512_maskz_loadu_epi8, int8_t, simde__m512i, 64, simde__mmask64)
+EMU_MASKZ_LOAD(emu_mm512_maskz_loadu_epi16, int16_t, simde__m512i, 32, simde__mmask32)
+EMU_MASKZ_LOAD(emu_mm512_maskz_loadu_ps, float, simde__m512, 16, simde__mmask16)
+EMU_MASKZ_LOAD(emu_mm256_maskz_loadu_epi16, int16_t, simde__m256i, 16, simde__mmask16)
+EMU_MASKZ_LOAD(emu_mm_maskz_loadu_epi32, int32_t, simde__m128i, 4, simde__mmask8)
+EMU_MASKZ_LOAD(emu_mm_maskz_loadu_ps, float, simde__m128, 4, simde__mmask8)
+EMU_MASK_STORE(emu_mm512_mask_storeu_ps, float, simde__m512, 16, simde__mmask16)
+EMU_MASK_STORE(emu_mm256_mask_storeu_epi16, int16_t, simde__m256i, 16, simde__mmask16)
+#define _mm512_maskz_loadu_epi8(k, p)     emu_mm512_maskz_loadu_epi8((k), (p))
+#define _mm512_maskz_loadu_epi16(k, p)    emu_mm512_maskz_loadu_epi16((k), (p))
+#define _mm512_maskz_loadu_ps(k, p)       emu_mm512_maskz_loadu_ps((k), (p))
+#define _mm256_maskz_loadu_epi16(k, p)    emu_mm256_maskz_loadu_epi16((k), (p))
+#define _mm_maskz_loadu_epi32(k, p)       emu_mm_maskz_loadu_epi32((k), (p))
+#define _mm_maskz_loadu_ps(k, p)          emu_mm_maskz_loadu_ps((k), (p))
+#define _mm512_mask_storeu_ps(p, k, a)    emu_mm512_mask_storeu_ps((p), (k), (a))
+#define _mm256_mask_storeu_epi16(p, k, a) emu_mm256_mask_storeu_epi16((p), (k), (a))
+
+/* ==== Conversions ==== */
+EMU_INLINE simde__m512 emu_mm512_cvtepi32_ps(simde__m512i a) {
+    int32_t x[16];
+    float y[16];
+    EMU_TO(x, a);
+    for (int i = 0; i < 16; i++) y[i] = (float)x[i]; /* vcvtdq2ps: round to nearest, as C's conversion here */
+    simde__m512 r;
+    EMU_FROM(r, y);
+    return r;
+}
+EMU_INLINE simde__m512i emu_mm512_cvtps_epi32(simde__m512 a) {
+    float x[16];
+    int32_t y[16];
+    EMU_TO(x, a);
+    for (int i = 0; i < 16; i++)
+        y[i] = x[i] >= -2147483648.0f && x[i] < 2147483648.0f ? (int32_t)nearbyintf(x[i]) : INT32_MIN;
+    simde__m512i r;
+    EMU_FROM(r, y);
+    return r;
+}
+EMU_INLINE simde__m256i emu_mm512_cvtepi32_epi16(simde__m512i a) {
+    int32_t x[16];
+    int16_t y[16];
+    EMU_TO(x, a);
+    for (int i = 0; i < 16; i++) y[i] = (int16_t)(uint16_t)(uint32_t)x[i];
+    simde__m256i r;
+    EMU_FROM(r, y);
+    return r;
+}
+EMU_INLINE simde__m128i emu_mm512_cvtepi32_epi8(simde__m512i a) {
+    int32_t x[16];
+    int8_t y[16];
+    EMU_TO(x, a);
+    for (int i = 0; i < 16; i++) y[i] = (int8_t)(uint8_t)(uint32_t)x[i];
+    simde__m128i r;
+    EMU_FROM(r, y);
+    return r;
+}
+EMU_INLINE simde__m512i emu_mm512_cvtepu16_epi32(simde__m256i a) {
+    uint16_t x[16];
+    int32_t y[16];
+    EMU_TO(x, a);
+    for (int i = 0; i < 16; i++) y[i] = x[i];
+    simde__m512i r;
+    EMU_FROM(r, y);
+    return r;
+}
+/* f16 to f32 is exact: the host's F16C, a half at a time */
+EMU_INLINE simde__m512 emu_mm512_cvtph_ps(simde__m256i a) {
+    uint16_t x[16];
+    float y[16];
+    EMU_TO(x, a);
+    for (int h = 0; h < 2; h++) {
+        __m128i v;
+        memcpy(&v, x + 8 * h, sizeof v);
+        _mm256_storeu_ps(y + 8 * h, _mm256_cvtph_ps(v));
+    }
+    simde__m512 r;
+    EMU_FROM(r, y);
+    return r;
+}
+EMU_INLINE simde__m512i emu_mm512_zextsi256_si512(simde__m256i a) {
+    uint8_t y[64] = {0};
+    memcpy(y, &a, 32);
+    simde__m512i r;
+    EMU_FROM(r, y);
+    return r;
+}
+#define _mm512_cvtepi32_ps(a)     emu_mm512_cvtepi32_ps(a)
+#define _mm512_cvtps_epi32(a)     emu_mm512_cvtps_epi32(a)
+#define _mm512_cvtepi32_epi16(a)  emu_mm512_cvtepi32_epi16(a)
+#define _mm512_cvtepi32_epi8(a)   emu_mm512_cvtepi32_epi8(a)
+#define _mm512_cvtepu16_epi32(a)  emu_mm512_cvtepu16_epi32(a)
+#define _mm512_cvtph_ps(a)        emu_mm512_cvtph_ps(a)
+#define _mm512_zextsi256_si512(a) emu_mm512_zextsi256_si512(a)
+
+/* ==== Shifts ==== */
+EMU_INLINE simde__m512i emu_mm512_srai_epi32(simde__m512i a, unsigned imm) {
+    int32_t x[16];
+    EMU_TO(x, a);
+    for (int i = 0; i < 16; i++) x[i] = imm > 31 ? (x[i] < 0 ? -1 : 0) : x[i] >> imm; /* arithmetic on gcc/clang */
+    simde__m512i r;
+    EMU_FROM(r, x);
+    return r;
+}
+#define _mm512_srai_epi32(a, imm) emu_mm512_srai_epi32((a), (unsigned)(imm))
+
+/* ==== Reductions: GCC's order (the upper half onto the lower, 8, 4, then pairs) ==== */
+#define EMU_REDUCE(name, T, VT, OP)                                                                                    \
+    EMU_INLINE T name(VT a) {                                                                                          \
+        T x[64 / sizeof(T)];                                                                                           \
+        EMU_TO(x, a);                                                                                                  \
+        for (int w = (int)(64 / sizeof(T)) / 2; w >= 1; w /= 2)                                                        \
+            for (int i = 0; i < w; i++) x[i] = OP(x[i + w], x[i]);                                                     \
+        return x[0];                                                                                                   \
+    }
+#define EMU_ADD(a, b)  ((a) + (b))
+#define EMU_WRAP(a, b) ((__typeof__(a))((uint64_t)(a) + (uint64_t)(b))) /* vpaddd / vpaddq wrap around */
+#define EMU_MAX(a, b)  ((a) > (b) ? (a) : (b))
+EMU_REDUCE(emu_mm512_reduce_add_epi32, int32_t, simde__m512i, EMU_WRAP)
+EMU_REDUCE(emu_mm512_reduce_add_epi64, int64_t, simde__m512i, EMU_WRAP)
+EMU_REDUCE(emu_mm512_reduce_add_ps, float, simde__m512, EMU_ADD)
+EMU_REDUCE(emu_mm512_reduce_max_ps, float, simde__m512, EMU_MAX)
+#define _mm512_reduce_add_epi32(a) emu_mm512_reduce_add_epi32(a)
+#define _mm512_reduce_add_epi64(a) emu_mm512_reduce_add_epi64(a)
+#define _mm512_reduce_add_ps(a)    emu_mm512_reduce_add_ps(a)
+#define _mm512_reduce_max_ps(a)    emu_mm512_reduce_max_ps(a)
+
+#endif
