@@ -1,7 +1,7 @@
 /*
- * avx512-emu.h - the AVX-512 intrinsics of dot-avx512.c and roofline.c in portable C, for the emulated test build
- * (CMakeLists.txt: test_simd_avx512_emulated), which runs the AVX-512, VNNI and BF16 kernels against the scalar ones
- * on a host without AVX-512. SIMDe (Debian's libsimde-dev) provides most intrinsics under their own names
+ * avx512-emu.h - the AVX-512 intrinsics of dot-avx512.c and roofline.c in portable C, for the library's emulated
+ * test build (CMakeLists.txt: tongyun_static_avx512_emulated), whose tests run the avx512, avx512vnni and avx512bf16
+ * paths on a host without AVX-512. SIMDe (Debian's libsimde-dev) provides most intrinsics under their own names
  * (SIMDE_ENABLE_NATIVE_ALIASES); the ones its 0.7.4 lacks are below, each to the instruction's documented semantics
  * (Intel SDM): masked loads touch no masked-off byte, vpmovdw / vpmovdb truncate, vcvtps2dq rounds to nearest even
  * and gives 0x80000000 for NaN and out-of-range values, reductions add in GCC's order (halves, then quarters...).

@@ -3,7 +3,9 @@
 # perplexity of every tiny checkpoint against Hugging Face transformers, with the tolerances stated there) still match
 # on every CPU dispatch path: test_reference runs once per TY_CPU_ISA value, on the default ("cpu") backend, whose
 # matrix products use that path's kernels. A path this CPU or build cannot run is reported and skipped (the backend
-# refuses it with "cannot run the <path> kernels"); at least the scalar path must run.
+# refuses it with "cannot run the <path> kernels"); at least the scalar path must run. Where the build has the
+# AVX-512 paths in portable C (test_reference_avx512_emulated, CMakeLists.txt), an AVX-512 path the CPU lacks runs
+# there instead.
 set -uo pipefail
 : "${TY_BUILD_DIR:?}"
 bin="$TY_BUILD_DIR/tests/test_reference"
@@ -11,11 +13,22 @@ bin="$TY_BUILD_DIR/tests/test_reference"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+emulated="$TY_BUILD_DIR/tests/test_reference_avx512_emulated"
+
 ran=0
 for isa in scalar avx2 avx512 avx512vnni avx512bf16 neon; do
     if TY_CPU_ISA=$isa "$bin" > "$tmp/$isa.log" 2>&1; then
         echo "ok   $isa: $(tail -n 1 "$tmp/$isa.log")"
         ran=$((ran + 1))
+    elif grep -q "cannot run the $isa kernels" "$tmp/$isa.log" && [[ $isa == avx512* ]] && [ -x "$emulated" ]; then
+        if TY_CPU_ISA=$isa TONGYUN="$TY_BUILD_DIR/tests/tongyun_avx512_emulated" "$emulated" > "$tmp/$isa.log" 2>&1; then
+            echo "ok   $isa (in portable C): $(tail -n 1 "$tmp/$isa.log")"
+            ran=$((ran + 1))
+        else
+            cat "$tmp/$isa.log" >&2
+            echo "test_reference_isa: the reference fixtures fail with TY_CPU_ISA=$isa (in portable C)" >&2
+            exit 1
+        fi
     elif grep -q "cannot run the $isa kernels" "$tmp/$isa.log"; then
         echo "skip $isa: not supported here"
     else

@@ -16,8 +16,9 @@
 
 #include <math.h>
 
-#if defined(TY_AVX512_EMULATED) /* the emulated test build: portable intrinsics (tests/chip/avx512-emu.h), AVX2 code   \
-                                 */
+/* TY_AVX512_EMULATED: the library's emulated test build (CMakeLists.txt), the intrinsics in portable C
+ * (tests/chip/avx512-emu.h) compiled as AVX2 code */
+#if defined(TY_AVX512_EMULATED)
 #include "avx512-emu.h"
 #define TARGET_BASE "avx2,fma,f16c,bmi,bmi2"
 #define AVX512      __attribute__((target(TARGET_BASE)))
