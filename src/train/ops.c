@@ -192,10 +192,18 @@ static inline float max_of(const float *x, int64_t n) {
  * A by the NC columns. Every element of C is one chain of fused multiply-adds in k order, started from C (accumulate,
  * or any KC chunk after the first) or from zero; padding only adds rows and columns that are thrown away. So an
  * element's bits depend neither on the tiling, nor on the edge it sits on, nor on the thread split. */
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(TY_AVX512_EMULATED)
+/* the library's emulated test build (CMakeLists.txt): the AVX-512 f32 kernel and the bf16 section with the
+ * intrinsics in portable C (tests/chip/avx512-emu.h), compiled as AVX2 code */
+#include "avx512-emu.h"
+#define ZMM_KERNEL 1
+#elif defined(__x86_64__)
 #include <immintrin.h>
 #endif
 #if defined(__AVX512F__)
+#define ZMM_KERNEL 1
+#endif
+#if defined(ZMM_KERNEL)
 #define MR 8
 #define NR 32
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -234,7 +242,7 @@ struct gemm_job {
     int64_t shared_pad, shared_k;
 };
 
-#if defined(__AVX512F__)
+#if defined(ZMM_KERNEL)
 /* 8 x 32: 16 zmm accumulators, two loads of B and eight broadcasts of A per k. */
 static inline void kernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, bool from_c) {
     __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
@@ -483,7 +491,11 @@ _Static_assert(MC % BMR == 0 && NC % BNR == 0, "the f32 blocks hold whole bf16 p
 
 #if defined(__x86_64__)
 #define HAVE_BF16 1
-#define T_BF16    __attribute__((target("avx,avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#if defined(TY_AVX512_EMULATED)
+#define T_BF16 __attribute__((target("avx,avx2,fma")))
+#else
+#define T_BF16 __attribute__((target("avx,avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#endif
 
 /* f32 to bf16 bits as vcvtneps2bf16 converts: nearest even, denormals to (signed) zero, NaN made quiet */
 static uint32_t bf16_bits(float f) {

@@ -8,8 +8,12 @@
 
 #include <math.h>
 
-#if defined(__AVX512F__)
+#if defined(__x86_64__) && defined(TY_AVX512_EMULATED) /* the emulated test build (see ops.c) */
+#include "avx512-emu.h"
+#define ZMM_ADAM 1
+#elif defined(__AVX512F__)
 #include <immintrin.h>
+#define ZMM_ADAM 1
 #endif
 
 struct ty_train_optim_params ty__train_optim_default_params(void) {
@@ -147,7 +151,7 @@ static void adam_tensors(void *arg, int ith, int nth) {
         const float *g = j->grads + t->offset;
         float *mm = j->o->m + t->offset, *vv = j->o->v + t->offset;
         int64_t k = b;
-#if defined(__AVX512F__)
+#if defined(ZMM_ADAM)
         const __m512 clip = _mm512_set1_ps(j->clip_coef), decay = _mm512_set1_ps(t->decay ? j->decay : 1.0f);
         const __m512 b1c = _mm512_set1_ps(j->b1c), b2 = _mm512_set1_ps(j->b2), b2c = _mm512_set1_ps(j->b2c);
         const __m512 eps = _mm512_set1_ps(j->eps), neg_step = _mm512_set1_ps(j->neg_step);

@@ -180,4 +180,79 @@ EMU_REDUCE(emu_mm512_reduce_max_ps, float, simde__m512, EMU_MAX)
 #define _mm512_reduce_add_ps(a)    emu_mm512_reduce_add_ps(a)
 #define _mm512_reduce_max_ps(a)    emu_mm512_reduce_max_ps(a)
 
+/* ==== BF16: vcvtne2ps2bf16 / vcvtneps2bf16 and vdpbf16ps as the SDM gives them ====
+ * Conversion: NaN made quiet, denormal inputs to signed zero, then nearest even. The dot: denormal inputs (the
+ * accumulator and the factors) as zero, each pair's odd product added before its even one, each sum rounded and a
+ * denormal sum flushed to zero; a product of two bf16 values is exact in f32. (SIMDe 0.7.4 adds the even product first
+ * and keeps denormals.) */
+EMU_INLINE float emu_daz(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+EMU_INLINE uint16_t emu_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000);
+    return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+EMU_INLINE float emu_bf16_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return emu_daz(x);
+}
+EMU_INLINE simde__m512bh emu_mm512_cvtne2ps_pbh(simde__m512 a, simde__m512 b) {
+    float fa[16], fb[16];
+    uint16_t y[32];
+    EMU_TO(fa, a);
+    EMU_TO(fb, b);
+    for (int i = 0; i < 16; i++) y[i] = emu_bf16(fb[i]), y[16 + i] = emu_bf16(fa[i]);
+    simde__m512bh r;
+    EMU_FROM(r, y);
+    return r;
+}
+EMU_INLINE simde__m256bh emu_mm256_cvtne2ps_pbh(simde__m256 a, simde__m256 b) {
+    float fa[8], fb[8];
+    uint16_t y[16];
+    EMU_TO(fa, a);
+    EMU_TO(fb, b);
+    for (int i = 0; i < 8; i++) y[i] = emu_bf16(fb[i]), y[8 + i] = emu_bf16(fa[i]);
+    simde__m256bh r;
+    EMU_FROM(r, y);
+    return r;
+}
+EMU_INLINE simde__m256bh emu_mm512_cvtneps_pbh(simde__m512 a) {
+    float fa[16];
+    uint16_t y[16];
+    EMU_TO(fa, a);
+    for (int i = 0; i < 16; i++) y[i] = emu_bf16(fa[i]);
+    simde__m256bh r;
+    EMU_FROM(r, y);
+    return r;
+}
+EMU_INLINE simde__m512 emu_mm512_dpbf16_ps(simde__m512 src, simde__m512bh a, simde__m512bh b) {
+    float acc[16];
+    uint16_t x[32], y[32];
+    EMU_TO(acc, src);
+    EMU_TO(x, a);
+    EMU_TO(y, b);
+    for (int i = 0; i < 16; i++) {
+        float t = emu_daz(acc[i]);
+        t = emu_daz(t + emu_bf16_f32(x[2 * i + 1]) * emu_bf16_f32(y[2 * i + 1]));
+        acc[i] = emu_daz(t + emu_bf16_f32(x[2 * i]) * emu_bf16_f32(y[2 * i]));
+    }
+    simde__m512 r;
+    EMU_FROM(r, acc);
+    return r;
+}
+#undef _mm512_dpbf16_ps
+#define _mm512_cvtne2ps_pbh(a, b) emu_mm512_cvtne2ps_pbh((a), (b))
+#define _mm256_cvtne2ps_pbh(a, b) emu_mm256_cvtne2ps_pbh((a), (b))
+#define _mm512_cvtneps_pbh(a)     emu_mm512_cvtneps_pbh(a)
+#define _mm512_dpbf16_ps(s, a, b) emu_mm512_dpbf16_ps((s), (a), (b))
+
 #endif
