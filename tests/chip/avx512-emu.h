@@ -72,67 +72,41 @@ EMU_MASK_STORE(emu_mm256_mask_storeu_epi16, int16_t, simde__m256i, 16, simde__mm
 #define _mm512_mask_storeu_ps(p, k, a)    emu_mm512_mask_storeu_ps((p), (k), (a))
 #define _mm256_mask_storeu_epi16(p, k, a) emu_mm256_mask_storeu_epi16((p), (k), (a))
 
-/* ==== Conversions ==== */
-EMU_INLINE simde__m512 emu_mm512_cvtepi32_ps(simde__m512i a) {
-    int32_t x[16];
-    float y[16];
-    EMU_TO(x, a);
-    for (int i = 0; i < 16; i++) y[i] = (float)x[i]; /* vcvtdq2ps: round to nearest, as C's conversion here */
-    simde__m512 r;
-    EMU_FROM(r, y);
-    return r;
-}
-EMU_INLINE simde__m512i emu_mm512_cvtps_epi32(simde__m512 a) {
-    float x[16];
-    int32_t y[16];
-    EMU_TO(x, a);
-    for (int i = 0; i < 16; i++)
-        y[i] = x[i] >= -2147483648.0f && x[i] < 2147483648.0f ? (int32_t)nearbyintf(x[i]) : INT32_MIN;
-    simde__m512i r;
-    EMU_FROM(r, y);
-    return r;
-}
-EMU_INLINE simde__m256i emu_mm512_cvtepi32_epi16(simde__m512i a) {
-    int32_t x[16];
-    int16_t y[16];
-    EMU_TO(x, a);
-    for (int i = 0; i < 16; i++) y[i] = (int16_t)(uint16_t)(uint32_t)x[i];
-    simde__m256i r;
-    EMU_FROM(r, y);
-    return r;
-}
-EMU_INLINE simde__m128i emu_mm512_cvtepi32_epi8(simde__m512i a) {
-    int32_t x[16];
-    int8_t y[16];
-    EMU_TO(x, a);
-    for (int i = 0; i < 16; i++) y[i] = (int8_t)(uint8_t)(uint32_t)x[i];
-    simde__m128i r;
-    EMU_FROM(r, y);
-    return r;
-}
-EMU_INLINE simde__m512i emu_mm512_cvtepu16_epi32(simde__m256i a) {
-    uint16_t x[16];
-    int32_t y[16];
-    EMU_TO(x, a);
-    for (int i = 0; i < 16; i++) y[i] = x[i];
-    simde__m512i r;
-    EMU_FROM(r, y);
-    return r;
-}
-/* f16 to f32 is exact: the host's F16C, a half at a time */
-EMU_INLINE simde__m512 emu_mm512_cvtph_ps(simde__m256i a) {
-    uint16_t x[16];
-    float y[16];
-    EMU_TO(x, a);
-    for (int h = 0; h < 2; h++) {
-        __m128i v;
-        memcpy(&v, x + 8 * h, sizeof v);
-        _mm256_storeu_ps(y + 8 * h, _mm256_cvtph_ps(v));
+/* ==== Conversions: lane i of the result is F(lane i of a) ==== */
+#define EMU_LANES(name, VI, TI, VO, TO, N, F)                                                                          \
+    EMU_INLINE VO name(VI a) {                                                                                         \
+        TI x[N];                                                                                                       \
+        TO y[N];                                                                                                       \
+        EMU_TO(x, a);                                                                                                  \
+        for (int i = 0; i < (N); i++) y[i] = F(x[i]);                                                                  \
+        VO r;                                                                                                          \
+        EMU_FROM(r, y);                                                                                                \
+        return r;                                                                                                      \
     }
-    simde__m512 r;
-    EMU_FROM(r, y);
-    return r;
+EMU_INLINE float emu_i32_f32(int32_t x) { /* vcvtdq2ps: round to nearest, as C's conversion here */
+    return (float)x;
 }
+EMU_INLINE int32_t emu_f32_i32(float x) { /* vcvtps2dq: nearest even; NaN and out of range: the "integer indefinite" */
+    return x >= -2147483648.0f && x < 2147483648.0f ? (int32_t)nearbyintf(x) : INT32_MIN;
+}
+EMU_INLINE int16_t emu_i32_i16(int32_t x) { /* vpmovdw: the low half */
+    return (int16_t)(uint16_t)(uint32_t)x;
+}
+EMU_INLINE int8_t emu_i32_i8(int32_t x) { /* vpmovdb: the low byte */
+    return (int8_t)(uint8_t)(uint32_t)x;
+}
+EMU_INLINE int32_t emu_u16_i32(uint16_t x) {
+    return x;
+}
+EMU_INLINE float emu_f16_f32(uint16_t x) { /* exact: the host's F16C */
+    return _cvtsh_ss(x);
+}
+EMU_LANES(emu_mm512_cvtepi32_ps, simde__m512i, int32_t, simde__m512, float, 16, emu_i32_f32)
+EMU_LANES(emu_mm512_cvtps_epi32, simde__m512, float, simde__m512i, int32_t, 16, emu_f32_i32)
+EMU_LANES(emu_mm512_cvtepi32_epi16, simde__m512i, int32_t, simde__m256i, int16_t, 16, emu_i32_i16)
+EMU_LANES(emu_mm512_cvtepi32_epi8, simde__m512i, int32_t, simde__m128i, int8_t, 16, emu_i32_i8)
+EMU_LANES(emu_mm512_cvtepu16_epi32, simde__m256i, uint16_t, simde__m512i, int32_t, 16, emu_u16_i32)
+EMU_LANES(emu_mm512_cvtph_ps, simde__m256i, uint16_t, simde__m512, float, 16, emu_f16_f32)
 EMU_INLINE simde__m512i emu_mm512_zextsi256_si512(simde__m256i a) {
     uint8_t y[64] = {0};
     memcpy(y, &a, 32);
@@ -205,35 +179,21 @@ EMU_INLINE float emu_bf16_f32(uint16_t h) {
     memcpy(&x, &u, 4);
     return emu_daz(x);
 }
-EMU_INLINE simde__m512bh emu_mm512_cvtne2ps_pbh(simde__m512 a, simde__m512 b) {
-    float fa[16], fb[16];
-    uint16_t y[32];
-    EMU_TO(fa, a);
-    EMU_TO(fb, b);
-    for (int i = 0; i < 16; i++) y[i] = emu_bf16(fb[i]), y[16 + i] = emu_bf16(fa[i]);
-    simde__m512bh r;
-    EMU_FROM(r, y);
-    return r;
-}
-EMU_INLINE simde__m256bh emu_mm256_cvtne2ps_pbh(simde__m256 a, simde__m256 b) {
-    float fa[8], fb[8];
-    uint16_t y[16];
-    EMU_TO(fa, a);
-    EMU_TO(fb, b);
-    for (int i = 0; i < 8; i++) y[i] = emu_bf16(fb[i]), y[8 + i] = emu_bf16(fa[i]);
-    simde__m256bh r;
-    EMU_FROM(r, y);
-    return r;
-}
-EMU_INLINE simde__m256bh emu_mm512_cvtneps_pbh(simde__m512 a) {
-    float fa[16];
-    uint16_t y[16];
-    EMU_TO(fa, a);
-    for (int i = 0; i < 16; i++) y[i] = emu_bf16(fa[i]);
-    simde__m256bh r;
-    EMU_FROM(r, y);
-    return r;
-}
+/* vcvtne2ps2bf16: b's lanes converted, then a's */
+#define EMU_CVTNE2(name, VI, VO, N)                                                                                    \
+    EMU_INLINE VO name(VI a, VI b) {                                                                                   \
+        float fa[N], fb[N];                                                                                            \
+        uint16_t y[2 * (N)];                                                                                           \
+        EMU_TO(fa, a);                                                                                                 \
+        EMU_TO(fb, b);                                                                                                 \
+        for (int i = 0; i < (N); i++) y[i] = emu_bf16(fb[i]), y[(N) + i] = emu_bf16(fa[i]);                            \
+        VO r;                                                                                                          \
+        EMU_FROM(r, y);                                                                                                \
+        return r;                                                                                                      \
+    }
+EMU_CVTNE2(emu_mm512_cvtne2ps_pbh, simde__m512, simde__m512bh, 16)
+EMU_CVTNE2(emu_mm256_cvtne2ps_pbh, simde__m256, simde__m256bh, 8)
+EMU_LANES(emu_mm512_cvtneps_pbh, simde__m512, float, simde__m256bh, uint16_t, 16, emu_bf16)
 EMU_INLINE simde__m512 emu_mm512_dpbf16_ps(simde__m512 src, simde__m512bh a, simde__m512bh b) {
     float acc[16];
     uint16_t x[32], y[32];

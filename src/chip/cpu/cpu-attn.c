@@ -46,7 +46,7 @@
  * two registers, 2 pairs x 2 chunks (8 of 16; one pair's 64 keys would fill them and need a load per multiply-add:
  * 51% of bench_kernels' attention FMA peak on one Zen 4 thread, against 53-62% with 2 x 2); otherwise (SSE: four
  * registers a v16; NEON) one pair. */
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(TY_AVX512_EMULATED) /* emulated: the AVX-512 shapes as AVX2 code, for tests */
 #define PAIR_BLOCK 4
 #define REG_CHUNKS 4
 #elif defined(__AVX__)
