@@ -52,6 +52,13 @@
 #define UNIT_ROWS TY_PACK_ROWS
 /* Bytes of quantised activations a column block keeps in L2 while the weights stream past. */
 #define COL_BLOCK_BYTES (256 << 10)
+/* ... but a block of at least this many columns where every product runs on panels (gemm_packed_direct), whose
+ * tiles are unpacked once per block and whose weights stream once per block: with long rows (Qwen2.5-7B's down
+ * product, 18944 inputs) the byte rule gave 8 columns, and the AVX2 panel gemm of a thread's 1792 rows ran at 96
+ * GOP/s on one thread against 146 with 64 (a /tmp harness over ty__simd_gemm_packed); Qwen3-8B's down (12288) 130
+ * against 152. `tongyun bench -p 256 --profile` of Qwen2.5-7B Q4_0 (mkmodel --layers 4), one thread, three runs
+ * alternating: ffn 11.7-12.0 -> 10.3-10.7 ms a token; Qwen2.5-0.5B's ffn (down: 48 -> 64 columns) unchanged. */
+#define MIN_DIRECT_COL_BLOCK 64
 /* Weight bytes of a row tile that gemv runs over every column of a block (non-direct types). */
 #define TILE_BYTES (32 << 10)
 /* Rows of gate and up a swiglu product of many columns computes before it combines them (over every column): their
@@ -693,6 +700,7 @@ static enum ty_status mm_prepare(struct ty_backend *be, struct mm_task *t, enum 
     if (fu) t->norm_w = ty__tensor_host(fu->norm), t->eps = fu->eps, t->heads = fu->heads;
     double work = 0;
     size_t act_bytes = 0, act_col_bytes = 0;
+    bool all_direct = true;
     for (int i = 0; i < n_w; i++) {
         const struct ty_tensor *b = bias ? bias[i] : NULL;
         const struct ty_simd *s = c->k[w[i]->type];
@@ -716,6 +724,7 @@ static enum ty_status mm_prepare(struct ty_backend *be, struct mm_task *t, enum 
             it->w = ty__tensor_host(w[i]), it->stride = w[i]->nb[1], it->packed = false;
         }
         it->direct = it->packed && s->t[it->type].gemm_packed_direct;
+        all_direct &= it->direct;
         it->unit0 = t->units;
         it->units = (it->rows + UNIT_ROWS - 1) / UNIT_ROWS;
         t->units += it->units;
@@ -746,7 +755,8 @@ static enum ty_status mm_prepare(struct ty_backend *be, struct mm_task *t, enum 
     }
     t->norm_rows = (float *)((char *)act->p + copies * act_bytes);
     int64_t blk = (int64_t)(COL_BLOCK_BYTES / (act_col_bytes ? act_col_bytes : 1));
-    t->col_blk = blk < 8 ? 8 : blk / 8 * 8;
+    const int64_t least = all_direct ? MIN_DIRECT_COL_BLOCK : 8;
+    t->col_blk = blk < least ? least : blk / 8 * 8;
     if (t->swiglu) t->units = t->it[0].units; /* each unit covers the same rows of both */
     t->threaded = c->n_threads > 1 && (work >= MIN_PARALLEL_WORK || role != MM_ALONE);
     if (t->cols <= FEW_COLS && role != MM_SECOND) quantize_cols(t, 0, t->cols, 0);
