@@ -1,8 +1,9 @@
 /*
- * avx512-emu.h - the AVX-512 intrinsics of dot-avx512.c and roofline.c in portable C, for the library's emulated
- * test build (CMakeLists.txt: tongyun_static_avx512_emulated), whose tests run the avx512, avx512vnni and avx512bf16
- * paths on a host without AVX-512. SIMDe (Debian's libsimde-dev) provides most intrinsics under their own names
- * (SIMDE_ENABLE_NATIVE_ALIASES); the ones its 0.7.4 lacks are below, each to the instruction's documented semantics
+ * avx512-emu.h - the AVX-512 intrinsics of dot-avx512.c, roofline.c and the trainer (train/ops.c, optim.c) in
+ * portable C, for the library's emulated test build (CMakeLists.txt: tongyun_static_avx512_emulated), whose tests
+ * run the avx512, avx512vnni and avx512bf16 paths on a host without AVX-512. SIMDe (Debian's libsimde-dev) provides
+ * most intrinsics under their own names (SIMDE_ENABLE_NATIVE_ALIASES); the ones its 0.7.4 lacks, mis-aliases or
+ * computes otherwise than the hardware (vdpbf16ps, below) are here, each to the instruction's documented semantics
  * (Intel SDM): masked loads touch no masked-off byte, vpmovdw / vpmovdb truncate, vcvtps2dq rounds to nearest even
  * and gives 0x80000000 for NaN and out-of-range values, reductions add in GCC's order (halves, then quarters...).
  * Only what the kernels use; a kernel that starts using another missing intrinsic fails to build here, not silently.

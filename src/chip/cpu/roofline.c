@@ -16,15 +16,16 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#if defined(__x86_64__)
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#endif
 #if defined(__x86_64__) && defined(TY_AVX512_EMULATED) /* the emulated test build (see dot-avx512.c) */
 #include "avx512-emu.h"
-#define T_AVX2   __attribute__((target("avx2,fma")))
 #define T_AVX512 T_AVX2
 #define T_VNNI   T_AVX2
 #define T_BF16   T_AVX2
 #elif defined(__x86_64__)
 #include <immintrin.h>
-#define T_AVX2   __attribute__((target("avx2,fma")))
 #define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define T_VNNI   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 #define T_BF16   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx2,fma")))
