@@ -522,6 +522,7 @@ INLINE AVX2 void panel_q32(const struct ty_pack_layout *l, int64_t nb, const uin
                            int rv) {
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, accm[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
+        ty__stream_ahead(p, l->bp);
         __m256i isum[2] = {q32_start(l, a.sum[b]), q32_start(l, a.sum[b])};
         q32_block(l, p, a.qs + 32 * b, isum);
         for (int h = 0; h < 2; h++)
@@ -568,6 +569,7 @@ INLINE AVX2 void panel_q32_cols(int NC, const struct ty_pack_layout *l, int64_t 
     __m256 acc[2 * FEW_DIRECT], accm[2 * FEW_DIRECT];
     for (int c = 0; c < 2 * NC; c++) acc[c] = accm[c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
+        ty__stream_ahead(p, l->bp);
         const int8_t *x[FEW_DIRECT];
         __m256i isum[2 * FEW_DIRECT];
         for (int c = 0; c < NC; c++) x[c] = a[c].qs + 32 * b, isum[2 * c] = isum[2 * c + 1] = q32_start(l, a[c].sum[b]);
@@ -847,6 +849,7 @@ INLINE AVX2 void gemv_panels_k(enum ty_type type, int64_t n, int64_t rows, const
         const uint8_t *p = panel_at(w, panel_stride, r);
         __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int64_t b = 0; b < n / TY_QK_K; b++, p += l.bp) {
+            ty__stream_ahead(p, l.bp);
             const struct ty_block_q8_K *yb = (const struct ty_block_q8_K *)xq + b;
             __m256i A[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, B[2] = {A[0], A[0]};
             if (type == TY_TYPE_Q6_K)
@@ -910,6 +913,7 @@ INLINE AVX2 void panel_k_cols(int NC, enum ty_type type, const struct ty_pack_k_
     __m256 acc[2][FEW_DIRECT];
     for (int c = 0; c < NC; c++) acc[0][c] = acc[1][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / TY_QK_K; b++, p += l->bp) {
+        ty__stream_ahead(p, l->bp);
         const struct ty_block_q8_K *yb[FEW_DIRECT];
         __m256i A[2][FEW_DIRECT], B[2][FEW_DIRECT];
         for (int c = 0; c < NC; c++) {
@@ -1174,8 +1178,10 @@ INLINE AVX2 void panel_float(int NC, enum fkind k, int64_t n, const uint8_t *p, 
     __m256 acc[2][2][2]; /* column, step parity, half */
     for (int c = 0; c < NC; c++)
         for (int u = 0; u < 2; u++) acc[c][u][0] = acc[c][u][1] = _mm256_setzero_ps();
+    const size_t step = k == FK_F32 ? 64 : 32;
     for (int64_t i = 0; i < n; i++) {
         const int u = (int)(i & 1);
+        if (step == 64 || !u) ty__stream_ahead(p + (size_t)i * step, 64);
         __m256 w0 = float_step(k, p, i, 0), w1 = float_step(k, p, i, 1);
         for (int c = 0; c < NC; c++) {
             __m256 xv = _mm256_broadcast_ss(x[c] + i);

@@ -414,6 +414,7 @@ INLINE KTARGET void KFN(panel_q45)(const struct ty_pack_layout *l, int64_t nb, c
     const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
+        ty__stream_ahead(p, l->bp);
         const int8_t *x = a.qs + 32 * b;
         __m512i i0 = l->affine ? _mm512_setzero_si512()
                      : start   ? _mm512_set1_epi32(start[b])
@@ -551,6 +552,7 @@ INLINE KTARGET void KFN(panel_gemm_body)(int NC, const struct ty_pack_layout *l,
     for (int64_t b = 0; b < nb; b++, p += l->bp) {
         __m512i v[8];
         __m512 dw, mw;
+        if (!unpacked) ty__stream_ahead(p, l->bp);
         if (unpacked) {
             const uint8_t *u = unpacked + (size_t)b * UNPACKED_BLOCK;
             for (int st = 0; st < 8; st++) v[st] = _mm512_load_si512(u + 64 * st);
@@ -710,6 +712,7 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, bool buffered, const s
     __m512 acc[8];
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; b++, p += l->bp) {
+        if (!buffered) ty__stream_ahead(p, l->bp);
         const uint8_t *ub = buffered ? unpacked + (size_t)b * QK_UNPACKED : NULL;
         __m512i s_lo, s_hi, m_lo, m_hi;
         if (!buffered) KFN(qk_scales)(l, p, &s_lo, &s_hi, &m_lo, &m_hi);
@@ -807,6 +810,7 @@ INLINE KTARGET void KFN(panel_q6k_body)(int NC, bool buffered, const struct ty_p
     __m512 acc[8];
     for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nsb; b++, p += l->bp) {
+        if (!buffered) ty__stream_ahead(p, l->bp);
         const uint8_t *ub = buffered ? unpacked + (size_t)b * Q6K_UNPACKED : NULL;
         __m512i A[8];
         for (int c = 0; c < NC; c++) A[c] = _mm512_setzero_si512();

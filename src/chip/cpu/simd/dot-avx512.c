@@ -268,6 +268,7 @@ INLINE AVX512 void panel_float(int NC, enum fkind k, int64_t n, const uint8_t *p
     for (int c = 0; c < NC; c++) a0[c] = a1[c] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= n; i += 2, p += 2 * step) {
+        ty__stream_ahead(p, 2 * step);
         __m512 w0 = load_step(k, p), w1 = load_step(k, p + step);
 #pragma GCC unroll 8
         for (int c = 0; c < NC; c++) {
