@@ -57,7 +57,7 @@ static void usage(FILE *f) {
             "                            and n_depth (and with --profile, pp_profile and tg_profile)\n"
             "  -h, --help                this help\n"
             "\n"
-            "TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|neon forces a CPU dispatch path.\n");
+            "TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|avx512amx|neon forces a CPU dispatch path.\n");
 }
 
 struct bench_opts {
@@ -190,10 +190,13 @@ struct result {
 
 /* Peak of the instruction the kernels of weight type `t` use, in 1e9 operations per second. */
 static double type_peak(const struct ty_roofline *r, enum ty_type t) {
-    switch (ty__simd_act_format(ty__simd_for_type(ty__simd(), t), t)) {
+    const struct ty_simd *s = ty__simd_for_type(ty__simd(), t);
+    switch (ty__simd_act_format(s, t)) {
     case TY_ACT_Q8:
-    case TY_ACT_Q8_K:
-        return r->int8_gops;
+    case TY_ACT_Q8_K: /* the AMX tile peak where this type's prefill runs on the tile unit */
+        return r->amx_int8_gops > 0 && s->t[t].gemm_packed && s->t[t].gemm_isa && !strcmp(s->t[t].gemm_isa, "avx512amx")
+                   ? r->amx_int8_gops
+                   : r->int8_gops;
     case TY_ACT_BF16:
         return r->bf16_gflops > 0 ? r->bf16_gflops : r->fma_gflops;
     default:
@@ -352,8 +355,10 @@ static void print_header(const struct bench_opts *o, const struct result *r) {
 
 static void print_roof_row(const struct result *r) {
     const struct ty_roofline *f = &r->roof;
-    printf("| %d | %s | %.1f (%s) | %.0f | %.0f | %.0f |\n", r->threads, ty__cpu_isa_name(f->isa), f->mem_bw_gbs,
-           f->mem_insn ? f->mem_insn : "?", f->fma_gflops, f->int8_gops, f->bf16_gflops);
+    char amx[48] = "";
+    if (f->amx_int8_gops > 0) snprintf(amx, sizeof amx, " (AMX tiles: %.0f)", f->amx_int8_gops);
+    printf("| %d | %s | %.1f (%s) | %.0f | %.0f%s | %.0f |\n", r->threads, ty__cpu_isa_name(f->isa), f->mem_bw_gbs,
+           f->mem_insn ? f->mem_insn : "?", f->fma_gflops, f->int8_gops, amx, f->bf16_gflops);
 }
 
 /* GB/s of `bytes` over `seconds`, 0 when either is not positive. */
@@ -484,6 +489,7 @@ static void print_json(const struct bench_opts *o, const struct result *r) {
     json_object_set_new(j, "int8_gops", json_real(f->int8_gops));
     json_object_set_new(j, "int8_insn", json_string(f->int8_insn ? f->int8_insn : "?"));
     json_object_set_new(j, "bf16_gflops", json_real(f->bf16_gflops));
+    if (f->amx_int8_gops > 0) json_object_set_new(j, "amx_int8_gops", json_real(f->amx_int8_gops));
     if (o->n_prompt > 0) {
         json_object_set_new(j, "pp_tok_s", json_real(r->pp.mean));
         json_object_set_new(j, "pp_tok_s_sd", json_real(r->pp.sd));

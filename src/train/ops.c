@@ -704,7 +704,8 @@ static enum ty_status cpu_check_precision(void *ctx, enum ty_train_precision pre
         return ty__error(TY_ERR_UNSUPPORTED,
                          "train: bf16 mixed precision needs an x86-64 CPU with AVX512_BF16 (vdpbf16ps), which this "
                          "machine lacks; train in f32 (--precision f32, the default)");
-    if (ty__simd()->isa != TY_CPU_ISA_AVX512BF16)
+    enum ty_cpu_isa isa = ty__simd()->isa; /* avx512amx is avx512bf16 plus the tile unit */
+    if (isa != TY_CPU_ISA_AVX512BF16 && isa != TY_CPU_ISA_AVX512AMX)
         return ty__error(TY_ERR_UNSUPPORTED,
                          "train: bf16 mixed precision needs the avx512bf16 kernels, but TY_CPU_ISA selects %s; unset "
                          "TY_CPU_ISA or train in f32",

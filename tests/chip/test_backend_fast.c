@@ -1,7 +1,7 @@
 /*
  * test_backend_fast.c - the fast CPU backend ("cpu", src/chip/cpu/cpu.c) against the reference backend ("cpu-ref")
  * and a double-precision formula, on every dispatch path this CPU supports (TY_CPU_ISA=scalar, avx2, avx512,
- * avx512vnni, avx512bf16, neon), with 1, 2 and 3 threads.
+ * avx512vnni, avx512bf16, avx512amx, neon), with 1, 2 and 3 threads.
  *
  * Matrix products, for every weight type, prepared (packed / copied to huge pages by weight_prepare) and not:
  *  - accuracy: NMSE (sum of squared errors over sum of squares) against the product of the dequantised weights with

@@ -558,7 +558,8 @@ static void test_packed(void) {
 }
 
 static bool avx512(const struct ty_simd *s) {
-    return s->isa == TY_CPU_ISA_AVX512 || s->isa == TY_CPU_ISA_AVX512VNNI || s->isa == TY_CPU_ISA_AVX512BF16;
+    return s->isa == TY_CPU_ISA_AVX512 || s->isa == TY_CPU_ISA_AVX512VNNI || s->isa == TY_CPU_ISA_AVX512BF16 ||
+           s->isa == TY_CPU_ISA_AVX512AMX;
 }
 
 /* Whether path s reads panels of `type`: the 32-element types on every path; the K-quants and the float types on the
@@ -657,6 +658,8 @@ static void test_packed_direct(void) {
     static const enum ty_type q32[] = {TY_TYPE_Q8_0, TY_TYPE_Q4_0, TY_TYPE_Q4_1, TY_TYPE_Q5_0, TY_TYPE_Q5_1};
     for (int t = 0; t < 5; t++) {
         check_packed(q32[t], 224, 23, 17, scratch);
+        /* AMX (avx512amx): tiles of 16 columns by one and two panels, then the 2 columns past the last tile */
+        check_packed(q32[t], 512, 37, 50, scratch);
         /* ffn_down's rows, 70 columns: AVX2's gemm tiles of 16 blocks (a partial last one) and groups of 64 columns */
         check_packed(q32[t], 4864, 19, 70, scratch);
     }

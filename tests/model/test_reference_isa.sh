@@ -16,7 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 emulated="$TY_BUILD_DIR/tests/test_reference_avx512_emulated"
 
 ran=0
-for isa in scalar avx2 avx512 avx512vnni avx512bf16 neon; do
+for isa in scalar avx2 avx512 avx512vnni avx512bf16 avx512amx neon; do
     label=$isa
     TY_CPU_ISA=$isa "$bin" > "$tmp/$isa.log" 2>&1
     status=$?

@@ -29,6 +29,8 @@
 #define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define T_VNNI   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 #define T_BF16   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx2,fma")))
+#define T_AMX    __attribute__((target("amx-tile,amx-int8")))
+#define HAVE_AMX 1
 #endif
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -170,6 +172,38 @@ static T_BF16 double bf16_avx512(int64_t iters) {
     _Pragma("GCC unroll 12") for (int c = 1; c < CHAINS; c++) acc[0] = _mm512_add_ps(acc[0], acc[c]);
     return _mm512_reduce_add_ps(acc[0]);
 }
+
+#if defined(HAVE_AMX)
+/* tdpbssd: 16 x 16 dots of 64 s8 pairs per instruction (16384 multiply-adds); four accumulator tiles, three
+ * instructions each per iteration (CHAINS), the two source tiles fixed. Loads and releases its own configuration. */
+static T_AMX double int8_amx(int64_t iters) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg = {.palette = 1};
+    for (int t = 0; t < 6; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+    static const int8_t src[16 * 64] = {1, 2, 3};
+    int32_t out[16 * 16];
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, src, 64);
+    _tile_loadd(5, src, 64);
+    for (int64_t i = 0; i < iters; i++)
+        for (int r = 0; r < CHAINS / 4; r++) {
+            _tile_dpbssd(0, 4, 5);
+            _tile_dpbssd(1, 5, 4);
+            _tile_dpbssd(2, 4, 5);
+            _tile_dpbssd(3, 5, 4);
+        }
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+#endif
 #endif
 
 #if defined(__aarch64__)
@@ -222,11 +256,12 @@ struct kernels {
     double (*bf16)(int64_t iters);
     double fma_flops, int8_ops, bf16_flops; /* per iteration of one chain */
     const char *mem_insn, *fma_insn, *int8_insn, *bf16_insn;
+    double (*amx)(int64_t iters); /* tdpbssd, on the avx512amx path: 32768 OPs per chain and iteration */
 };
 
 static struct kernels kernels_for(enum ty_cpu_isa isa) {
-    struct kernels k = {read_scalar, fma_scalar,      int8_scalar,           NULL, 2, 2, 0,
-                        "mov r64",   "fmaf (scalar)", "imul + add (scalar)", NULL};
+    struct kernels k = {read_scalar, fma_scalar,      int8_scalar,           NULL, 2,   2, 0,
+                        "mov r64",   "fmaf (scalar)", "imul + add (scalar)", NULL, NULL};
     switch (isa) {
 #if defined(__x86_64__)
     case TY_CPU_ISA_AVX2:
@@ -240,6 +275,7 @@ static struct kernels kernels_for(enum ty_cpu_isa isa) {
                              "vmovdqa ymm",
                              "vfmadd231ps ymm",
                              "vpmaddubsw + vpaddw ymm (u8 x s8)",
+                             NULL,
                              NULL};
         break;
     case TY_CPU_ISA_AVX512:
@@ -253,10 +289,12 @@ static struct kernels kernels_for(enum ty_cpu_isa isa) {
                              "vmovdqa64 zmm",
                              "vfmadd231ps zmm",
                              "vpmaddwd + vpaddd zmm (int16)",
+                             NULL,
                              NULL};
         break;
     case TY_CPU_ISA_AVX512VNNI:
     case TY_CPU_ISA_AVX512BF16:
+    case TY_CPU_ISA_AVX512AMX:
         k = (struct kernels){read_avx512,
                              fma_avx512,
                              int8_vnni,
@@ -267,8 +305,12 @@ static struct kernels kernels_for(enum ty_cpu_isa isa) {
                              "vmovdqa64 zmm",
                              "vfmadd231ps zmm",
                              "vpdpbusd zmm (u8 x s8)",
+                             NULL,
                              NULL};
-        if (isa == TY_CPU_ISA_AVX512BF16) k.bf16 = bf16_avx512, k.bf16_flops = 64, k.bf16_insn = "vdpbf16ps zmm";
+        if (isa != TY_CPU_ISA_AVX512VNNI) k.bf16 = bf16_avx512, k.bf16_flops = 64, k.bf16_insn = "vdpbf16ps zmm";
+#if defined(HAVE_AMX)
+        if (isa == TY_CPU_ISA_AVX512AMX) k.amx = int8_amx;
+#endif
         break;
 #endif
 #if defined(__aarch64__)
@@ -289,7 +331,7 @@ static struct kernels kernels_for(enum ty_cpu_isa isa) {
 
 struct job {
     const struct kernels *k;
-    int what; /* 0 touch, 1 read, 2 fma, 3 int8, 4 bf16 */
+    int what; /* 0 touch, 1 read, 2 fma, 3 int8, 4 bf16, 5 amx */
     uint8_t *buf;
     size_t bytes;
     int64_t iters;
@@ -309,7 +351,10 @@ static void job_run(void *arg, int ith, int nth) {
             atomic_fetch_add_explicit(&sink, j->k->read(p, n), memory_order_relaxed);
         return;
     }
-    double r = j->what == 2 ? j->k->fma(j->iters) : j->what == 3 ? j->k->int8(j->iters) : j->k->bf16(j->iters);
+    double r = j->what == 2   ? j->k->fma(j->iters)
+               : j->what == 3 ? j->k->int8(j->iters)
+               : j->what == 4 ? j->k->bf16(j->iters)
+                              : j->k->amx(j->iters);
     atomic_fetch_add_explicit(&sink, (uint64_t)(int64_t)r, memory_order_relaxed);
 }
 
@@ -409,10 +454,11 @@ enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, d
     ty__huge_free(buf);
 
     /* Peaks: the rest of the budget, shared. */
-    double share = 0.4 * seconds_budget / (k.bf16 ? 3 : 2);
+    double share = 0.4 * seconds_budget / (2 + (k.bf16 != NULL) + (k.amx != NULL));
     out->fma_gflops = peak(pool, &k, 2, k.fma_flops, share) / 1e9;
     out->int8_gops = peak(pool, &k, 3, k.int8_ops, share) / 1e9;
     if (k.bf16) out->bf16_gflops = peak(pool, &k, 4, k.bf16_flops, share) / 1e9;
+    if (k.amx) out->amx_int8_gops = peak(pool, &k, 5, 32768, share) / 1e9, out->amx_insn = "tdpbssd (AMX, s8 x s8)";
     ty__threadpool_free(pool);
     return TY_OK;
 }

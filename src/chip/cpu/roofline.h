@@ -34,6 +34,8 @@ struct ty_roofline {
     const char *fma_insn;   /* e.g. "vfmadd231ps zmm" */
     const char *int8_insn;  /* e.g. "vpdpbusd zmm" (u8 x s8); "vpmaddwd zmm" (s16 x s16) on AVX-512 without VNNI */
     const char *bf16_insn;  /* "vdpbf16ps zmm" or NULL */
+    double amx_int8_gops;   /* AMX tile dot peak (avx512amx path only, else 0): the prefill of the types it serves */
+    const char *amx_insn;   /* "tdpbssd (AMX, s8 x s8)" or NULL */
 };
 
 /* Measures everything with `n_threads` threads (0 = one per core) on the active dispatch path (ty__simd()), within

@@ -18,6 +18,10 @@
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 /* ==== CPU features ==== */
 
@@ -29,6 +33,16 @@ static uint64_t read_xcr0(void) {
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return (uint64_t)hi << 32 | lo;
+}
+
+/* Linux hands out the 8 KiB AMX tile state only to a process that asks for it (arch_prctl ARCH_REQ_XCOMP_PERM for
+ * XTILEDATA, kernel 5.16 on); without the grant the first tile instruction faults. */
+static bool amx_granted(void) {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return false;
+#endif
 }
 #endif
 
@@ -54,11 +68,15 @@ static void detect(void) {
             f.avx512vl = f.avx512f && (b & (1u << 31));
             f.avx512vbmi = f.avx512f && (c & (1u << 1));
             f.avx512vnni = f.avx512f && (c & (1u << 11));
+            bool tiles = (xcr0 & 0x60000) == 0x60000;                 /* XTILECFG and XTILEDATA */
+            bool amx = tiles && (d & (1u << 24)) && (d & (1u << 25)); /* AMX-TILE, AMX-INT8 */
             if (max_sub >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = f.avx512f && (a & (1u << 5));
+            f.amx_int8 = amx && f.avx512bf16 && amx_granted();
         }
     }
 #if defined(TY_AVX512_EMULATED) /* the emulated test build: its AVX-512 kernels run as AVX2 code (dot-avx512.c) */
     f.avx512f = f.avx512dq = f.avx512bw = f.avx512vl = f.avx512vnni = f.avx512bf16 = f.avx2 && f.fma && f.f16c;
+    f.amx_int8 = false; /* no portable AMX intrinsics: dot-amx.h is not built there */
 #endif
 #elif defined(__aarch64__)
     f.neon = true; /* Advanced SIMD is mandatory in AArch64 */
@@ -79,9 +97,13 @@ const struct ty_cpu_features *ty__cpu_features(void) {
 /* ==== Paths ==== */
 
 static const char *const isa_names[TY_CPU_ISA_COUNT] = {
-    [TY_CPU_ISA_SCALAR] = "scalar",         [TY_CPU_ISA_AVX2] = "avx2",
-    [TY_CPU_ISA_AVX512] = "avx512",         [TY_CPU_ISA_AVX512VNNI] = "avx512vnni",
-    [TY_CPU_ISA_AVX512BF16] = "avx512bf16", [TY_CPU_ISA_NEON] = "neon",
+    [TY_CPU_ISA_SCALAR] = "scalar",
+    [TY_CPU_ISA_AVX2] = "avx2",
+    [TY_CPU_ISA_AVX512] = "avx512",
+    [TY_CPU_ISA_AVX512VNNI] = "avx512vnni",
+    [TY_CPU_ISA_AVX512BF16] = "avx512bf16",
+    [TY_CPU_ISA_AVX512AMX] = "avx512amx",
+    [TY_CPU_ISA_NEON] = "neon",
 };
 
 const char *ty__cpu_isa_name(enum ty_cpu_isa isa) {
@@ -114,7 +136,10 @@ bool ty__cpu_isa_supported(enum ty_cpu_isa isa) {
         return avx512 && f->avx512vnni;
     case TY_CPU_ISA_AVX512BF16:
         return avx512 && f->avx512vnni && f->avx512bf16;
+    case TY_CPU_ISA_AVX512AMX:
+        return avx512 && f->avx512vnni && f->avx512bf16 && f->amx_int8;
 #else
+    case TY_CPU_ISA_AVX512AMX:
     case TY_CPU_ISA_AVX2:
     case TY_CPU_ISA_AVX512:
     case TY_CPU_ISA_AVX512VNNI:
@@ -129,8 +154,8 @@ bool ty__cpu_isa_supported(enum ty_cpu_isa isa) {
 }
 
 enum ty_cpu_isa ty__cpu_isa_best(void) {
-    static const enum ty_cpu_isa order[] = {TY_CPU_ISA_AVX512BF16, TY_CPU_ISA_AVX512VNNI, TY_CPU_ISA_AVX512,
-                                            TY_CPU_ISA_AVX2, TY_CPU_ISA_NEON};
+    static const enum ty_cpu_isa order[] = {TY_CPU_ISA_AVX512AMX, TY_CPU_ISA_AVX512BF16, TY_CPU_ISA_AVX512VNNI,
+                                            TY_CPU_ISA_AVX512,    TY_CPU_ISA_AVX2,       TY_CPU_ISA_NEON};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
         if (ty__cpu_isa_supported(order[i])) return order[i];
     return TY_CPU_ISA_SCALAR;
@@ -156,6 +181,8 @@ static void build_tables(void) {
     ty__simd_fill_avx512(&tables[TY_CPU_ISA_AVX512VNNI], 1);
     tables[TY_CPU_ISA_AVX512BF16] = tables[TY_CPU_ISA_AVX512VNNI];
     ty__simd_fill_avx512(&tables[TY_CPU_ISA_AVX512BF16], 2);
+    tables[TY_CPU_ISA_AVX512AMX] = tables[TY_CPU_ISA_AVX512BF16];
+    ty__simd_fill_avx512(&tables[TY_CPU_ISA_AVX512AMX], 3);
 
     tables[TY_CPU_ISA_NEON] = tables[TY_CPU_ISA_SCALAR];
     ty__simd_fill_neon(&tables[TY_CPU_ISA_NEON]);
@@ -180,7 +207,7 @@ enum ty_status ty__simd_get(enum ty_cpu_isa isa, const struct ty_simd **out) {
 }
 
 static const char *path_list(void) {
-    return "scalar, avx2, avx512, avx512vnni, avx512bf16, neon";
+    return "scalar, avx2, avx512, avx512vnni, avx512bf16, avx512amx, neon";
 }
 
 enum ty_status ty__simd_from_env(const struct ty_simd **out) {
@@ -227,5 +254,6 @@ const struct ty_simd *ty__simd_for_type(const struct ty_simd *path, enum ty_type
 }
 
 size_t ty__gemm_scratch_size(void) {
-    return ty__gemm_panels_scratch();
+    size_t panels = ty__gemm_panels_scratch();
+    return panels > TY_AMX_SCRATCH ? panels : TY_AMX_SCRATCH;
 }

@@ -1,8 +1,9 @@
 /*
- * dot-avx512.c - the AVX-512 kernels of three dispatch paths:
+ * dot-avx512.c - the AVX-512 kernels of four dispatch paths:
  *   avx512      AVX-512 F/BW/DQ/VL: integer dots by vpmaddubsw + vpmaddwd, gemm panels of int16 (vpmaddwd);
  *   avx512vnni  + VNNI: vpdpbusd / vpdpwssd, gemm panels of uint8 (vpdpbusd with a broadcast activation quad);
- *   avx512bf16  + BF16: BF16 weights take bf16 activations and vdpbf16ps (32 products per instruction).
+ *   avx512bf16  + BF16: BF16 weights take bf16 activations and vdpbf16ps (32 products per instruction);
+ *   avx512amx   + AMX-INT8: prefill of the packed 32-element types on the tile unit (dot-amx.h).
  * Every function carries its own target attribute, so this file builds for any x86-64 and only runs where
  * dispatch.c found the features. F16 weights convert with F16C (vcvtph2ps), BF16 ones by a 16-bit shift or vdpbf16ps.
  *
@@ -26,10 +27,12 @@
 #define AVX512_BF16 AVX512
 #else
 #include <immintrin.h>
-#define TARGET_BASE "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2"
-#define AVX512      __attribute__((target(TARGET_BASE)))
-#define AVX512_VNNI __attribute__((target(TARGET_BASE ",avx512vnni")))
-#define AVX512_BF16 __attribute__((target(TARGET_BASE ",avx512vnni,avx512bf16")))
+#define TARGET_BASE         "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2"
+#define AVX512              __attribute__((target(TARGET_BASE)))
+#define AVX512_VNNI         __attribute__((target(TARGET_BASE ",avx512vnni")))
+#define AVX512_BF16         __attribute__((target(TARGET_BASE ",avx512vnni,avx512bf16")))
+#define AVX512_AMX          __attribute__((target(TARGET_BASE ",avx512vnni,avx512bf16,amx-tile,amx-int8")))
+#define TY_HAVE_AMX_KERNELS 1 /* not in the emulated build: no portable AMX intrinsics */
 #endif
 #define INLINE static inline __attribute__((always_inline))
 
@@ -373,6 +376,8 @@ static AVX512_BF16 void gemv_bf16_bf16(int64_t n, int64_t rows, const void *w, s
 #undef KTARGET
 #undef KVNNI
 
+#include "chip/cpu/simd/dot-amx.h"
+
 /* ==== Gemm micro-kernels: 16 rows (one vector) by up to 8 columns ==== */
 
 #define PR 16 /* panel rows */
@@ -556,9 +561,13 @@ void ty__simd_fill_avx512(struct ty_simd *s, int level) {
     } else if (level == 1) {
         fill_int_vnni(s, "avx512vnni");
         set_int_gemm(s, true);
-    } else {
+    } else if (level == 2) {
         s->t[TY_TYPE_BF16] = (struct ty_simd_type){
             TY_ACT_BF16, quantize_bf16, gemv_bf16_bf16, gemm_bf16_bf16, "avx512bf16", "avx512bf16", NULL, NULL, false};
+    } else {
+#if defined(TY_HAVE_AMX_KERNELS)
+        fill_amx(s);
+#endif
     }
 }
 

@@ -156,7 +156,7 @@ void ty__packed_block_levels(const struct ty_pack_layout *l, const uint8_t *p, i
 
 void ty__simd_fill_scalar(struct ty_simd *s);
 void ty__simd_fill_avx2(struct ty_simd *s);              /* dot-avx2.c; no-op off x86-64 */
-void ty__simd_fill_avx512(struct ty_simd *s, int level); /* dot-avx512.c; level 0 base, 1 VNNI, 2 VNNI + BF16 */
+void ty__simd_fill_avx512(struct ty_simd *s, int level); /* dot-avx512.c; level 0 base, 1 VNNI, 2 + BF16, 3 + AMX */
 void ty__simd_fill_neon(struct ty_simd *s);              /* dot-neon.c; no-op off AArch64 */
 bool ty__simd_neon_built(void); /* the NEON kernels were compiled (AArch64, and a compiler that reaches sdot) */
 
@@ -234,6 +234,11 @@ void ty__gemm_panels(const struct ty_gemm_impl *impl, enum ty_type type, enum ty
 
 /* Scratch the panel driver needs at most. */
 size_t ty__gemm_panels_scratch(void);
+
+/* The AMX prefill (dot-amx.h) unpacks two panels whole, 640 bytes a block of 32 elements each, into the scratch, for
+ * rows of up to TY_AMX_MAX_BLOCKS blocks (K = 32768: every Qwen width); longer rows take the VNNI kernel. */
+#define TY_AMX_MAX_BLOCKS 1024
+#define TY_AMX_SCRATCH    (2 * (size_t)TY_AMX_MAX_BLOCKS * 640 + 16384)
 
 /* Block loads: weights may sit at any offset of a mapped file. */
 #define TY_SIMD_LOAD(blk, src, i) memcpy(&(blk), (const uint8_t *)(src) + (size_t)(i) * sizeof(blk), sizeof(blk))

@@ -28,9 +28,9 @@
  * and gemm (and packed and natural kernels) add in different orders, so a token decoded alone and the same token in a
  * prefill batch agree to f32 rounding (NMSE ~1e-13), not bit for bit.
  *
- * Paths: TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|neon in the environment forces one (tests, benchmarks,
- * bisecting a numerical difference). ty__simd_from_env() reports an unknown or unsupported name as an error;
- * ty__simd() warns once and uses the best path instead.
+ * Paths: TY_CPU_ISA=scalar|avx2|avx512|avx512vnni|avx512bf16|avx512amx|neon in the environment forces one (tests,
+ * benchmarks, bisecting a numerical difference). ty__simd_from_env() reports an unknown or unsupported name as an
+ * error; ty__simd() warns once and uses the best path instead.
  *
  * Threads: every function here is pure (no global state after the first ty__simd() call) and may run on any number
  * of threads at once, each with its own output range and scratch.
@@ -48,7 +48,8 @@ enum ty_cpu_isa {
     TY_CPU_ISA_AVX512 = 2,     /* + AVX-512 F, BW, DQ, VL */
     TY_CPU_ISA_AVX512VNNI = 3, /* + AVX512-VNNI (vpdpbusd) */
     TY_CPU_ISA_AVX512BF16 = 4, /* + AVX512-BF16 (vdpbf16ps; BF16 weights take bf16 activations) */
-    TY_CPU_ISA_NEON = 5,       /* AArch64 Advanced SIMD with the dot-product extension (sdot) */
+    TY_CPU_ISA_AVX512AMX = 5,  /* + AMX-TILE and AMX-INT8 (tdpbssd: prefill of the packed 32-element types) */
+    TY_CPU_ISA_NEON = 6,       /* AArch64 Advanced SIMD with the dot-product extension (sdot) */
     TY_CPU_ISA_COUNT
 };
 
@@ -56,6 +57,7 @@ enum ty_cpu_isa {
 struct ty_cpu_features {
     bool avx2, fma, f16c;
     bool avx512f, avx512bw, avx512dq, avx512vl, avx512vnni, avx512bf16, avx512vbmi;
+    bool amx_int8; /* AMX-TILE and AMX-INT8, their state enabled in XCR0 and granted to this process (Linux) */
     bool neon, dotprod;
 };
 const struct ty_cpu_features *ty__cpu_features(void);
