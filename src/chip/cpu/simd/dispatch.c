@@ -255,5 +255,6 @@ const struct ty_simd *ty__simd_for_type(const struct ty_simd *path, enum ty_type
 
 size_t ty__gemm_scratch_size(void) {
     size_t panels = ty__gemm_panels_scratch();
-    return panels > TY_AMX_SCRATCH ? panels : TY_AMX_SCRATCH;
+    bool amx = ty__cpu_isa_supported(TY_CPU_ISA_AVX512AMX); /* its larger scratch only where it can run */
+    return amx && TY_AMX_SCRATCH > panels ? TY_AMX_SCRATCH : panels;
 }
