@@ -667,12 +667,10 @@ int main(int argc, char **argv) {
                 double gops = flops / tb / 1e9;
                 const struct mat *fm = &md.m[0];
                 bool fl = ks->t[fm->type].act == TY_ACT_F32, bf = ks->t[fm->type].act == TY_ACT_BF16;
-                bool amx = !fl && !bf && roof[th].amx_int8_gops > 0 && ks->t[fm->type].gemm_isa &&
-                           !strcmp(ks->t[fm->type].gemm_isa, "avx512amx");
-                double peak_v = fl    ? roof[th].fma_gflops
-                                : bf  ? roof[th].bf16_gflops
-                                : amx ? roof[th].amx_int8_gops
-                                      : roof[th].int8_gops;
+                bool amx = !fl && !bf && ty__roofline_int8_peak(&roof[th], &ks->t[fm->type]) != roof[th].int8_gops;
+                double peak_v = fl   ? roof[th].fma_gflops
+                                : bf ? roof[th].bf16_gflops
+                                     : ty__roofline_int8_peak(&roof[th], &ks->t[fm->type]);
                 json_t *p = json_object();
                 json_object_set_new(p, "threads", json_integer(nth));
                 json_object_set_new(p, "cols", json_integer(cols));

@@ -193,10 +193,8 @@ static double type_peak(const struct ty_roofline *r, enum ty_type t) {
     const struct ty_simd *s = ty__simd_for_type(ty__simd(), t);
     switch (ty__simd_act_format(s, t)) {
     case TY_ACT_Q8:
-    case TY_ACT_Q8_K: /* the AMX tile peak where this type's prefill runs on the tile unit */
-        return r->amx_int8_gops > 0 && s->t[t].gemm_packed && s->t[t].gemm_isa && !strcmp(s->t[t].gemm_isa, "avx512amx")
-                   ? r->amx_int8_gops
-                   : r->int8_gops;
+    case TY_ACT_Q8_K:
+        return ty__roofline_int8_peak(r, &s->t[t]);
     case TY_ACT_BF16:
         return r->bf16_gflops > 0 ? r->bf16_gflops : r->fma_gflops;
     default:

@@ -694,6 +694,7 @@ static void test_roofline(void) {
     CHECK(r.fma_gflops > 0 && r.int8_gops > 0 && isfinite(r.fma_gflops) && isfinite(r.int8_gops));
     CHECK(r.fma_insn && r.int8_insn && r.mem_insn);
     CHECK((r.bf16_insn != NULL) == (r.bf16_gflops > 0));
+    CHECK((r.amx_insn != NULL) == (r.amx_int8_gops > 0) && (r.amx_int8_gops > 0) == (r.isa == TY_CPU_ISA_AVX512AMX));
     CHECK_STATUS(ty__roofline_measure_ex(&r, 1, 0.05, TY_CPU_ISA_SCALAR, 1000), TY_ERR_INVALID_ARG);
     for (int i = 0; i < TY_CPU_ISA_COUNT; i++)
         if (!ty__cpu_isa_supported((enum ty_cpu_isa)i))

@@ -177,11 +177,7 @@ static T_BF16 double bf16_avx512(int64_t iters) {
 /* tdpbssd: 16 x 16 dots of 64 s8 pairs per instruction (16384 multiply-adds); four accumulator tiles, three
  * instructions each per iteration (CHAINS), the two source tiles fixed. Loads and releases its own configuration. */
 static T_AMX double int8_amx(int64_t iters) {
-    struct {
-        uint8_t palette, start_row, reserved[14];
-        uint16_t colsb[16];
-        uint8_t rows[16];
-    } cfg = {.palette = 1};
+    struct ty_amx_config cfg = {.palette = 1};
     for (int t = 0; t < 6; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
     static const int8_t src[16 * 64] = {1, 2, 3};
     int32_t out[16 * 16];
@@ -509,6 +505,11 @@ void ty__bw_probe_free(struct ty_bw_probe *p) {
     if (p->buf) ty__huge_free(p->buf);
     if (p->pool) ty__threadpool_free(p->pool);
     ty_free(p);
+}
+
+double ty__roofline_int8_peak(const struct ty_roofline *r, const struct ty_simd_type *k) {
+    bool amx = r->amx_int8_gops > 0 && k->gemm_packed && k->gemm_isa && !strcmp(k->gemm_isa, "avx512amx");
+    return amx ? r->amx_int8_gops : r->int8_gops;
 }
 
 enum ty_status ty__roofline_measure(struct ty_roofline *out, int n_threads, double seconds_budget) {

@@ -43,6 +43,10 @@ struct ty_roofline {
  * it). TY_ERR_NO_MEMORY when the buffer cannot be had. */
 enum ty_status ty__roofline_measure(struct ty_roofline *out, int n_threads, double seconds_budget);
 
+/* The integer peak a quantised type's prefill is rated against: the AMX tile peak where its packed gemm runs on the
+ * tiles (k: the type's kernels on r's path), else the integer dot's. */
+double ty__roofline_int8_peak(const struct ty_roofline *r, const struct ty_simd_type *k);
+
 /* The same on a given path and buffer size (bytes; 0 = the default). */
 enum ty_status ty__roofline_measure_ex(struct ty_roofline *out, int n_threads, double seconds_budget,
                                        enum ty_cpu_isa isa, size_t mem_bytes);

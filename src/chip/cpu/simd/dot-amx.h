@@ -19,33 +19,14 @@
 
 #if defined(TY_HAVE_AMX_KERNELS)
 
-/* The palette-1 tile configuration (64 bytes, as ldtilecfg reads it). */
-struct amx_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
 #define AMX_COLS 16 /* activation columns per tile */
 
 /* Bytes of the scratch one call uses: two panels' unpacked blocks, the dot tiles, the f32 accumulators. */
 static size_t amx_scratch_bytes(int64_t nb) {
-    return 2 * (size_t)nb * UNPACKED_BLOCK + 2 * 4096 + 2 * AMX_COLS * 2 * TY_PACK_ROWS * sizeof(float);
+    return 2 * (size_t)nb * UNPACKED_BLOCK + 4096 + 2 * AMX_COLS * 2 * TY_PACK_ROWS * sizeof(float);
 }
-_Static_assert(UNPACKED_BLOCK == 640 && 2 * 4096 + 2 * AMX_COLS * 2 * TY_PACK_ROWS * sizeof(float) <= 16384,
+_Static_assert(UNPACKED_BLOCK == 640 && 4096 + 2 * AMX_COLS * 2 * TY_PACK_ROWS * sizeof(float) <= 8192,
                "TY_AMX_SCRATCH (simd-impl.h) holds a call's scratch");
-
-/* Every block of one panel as signed levels (stored level - offset), then dw and mw: UNPACKED_BLOCK bytes a block. */
-INLINE AVX512_AMX void amx_unpack(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, uint8_t *buf) {
-    const __m512i zero = _mm512_set1_epi8((char)l->offset);
-    for (int64_t b = 0; b < nb; b++, p += l->bp, buf += UNPACKED_BLOCK) {
-        __m512i v[8];
-        __m512 dw, mw;
-        panel_block_vnni(l, p, v, &dw, &mw);
-        for (int st = 0; st < 8; st++) _mm512_store_si512(buf + 64 * st, _mm512_sub_epi8(v[st], zero));
-        _mm512_store_ps(buf + 512, dw), _mm512_store_ps(buf + 576, mw);
-    }
-}
 
 /* acc[t] (one column's 16 rows of one panel, in memory) + the dots of tile `dots` (16 columns x 16 rows, int32) scaled
  * as panel_column scales them. */
@@ -93,24 +74,21 @@ INLINE AVX512_AMX void amx_store(int NT, int NP, int32_t *dots) {
 }
 
 /* NT column tiles (1 or 2) by NP panels (1 or 2), every block: acc (NT * 16 columns x NP * 16 rows, row stride
- * NP * 16 floats) holds the sums. Software-pipelined: block b + 1's tile products are issued before block b's dots
- * are scaled (two dots buffers), so the tile unit works while AVX-512 scales (the tiles are not renamed: without
- * this each block's products waited for the previous block's stores and scaling). */
+ * NP * 16 floats) holds the sums. (Issuing block b + 1's products before scaling block b's dots, from a second
+ * buffer, measured the same.) */
 INLINE AVX512_AMX void amx_tiles(int NT, int NP, const struct ty_pack_layout *l, int64_t nb, const int8_t *x0,
                                  const int8_t *x1, size_t x_stride, const uint8_t *u0, const uint8_t *u1,
                                  const struct ty_q8_act *a, int32_t *dots, float *acc) {
     const size_t ld = (size_t)NP * TY_PACK_ROWS;
-    amx_issue(NT, NP, 0, x0, x1, x_stride, u0, u1);
-    amx_store(NT, NP, dots);
     for (int64_t b = 0; b < nb; b++) {
-        int32_t *d = dots + 1024 * (b % 2);
-        if (b + 1 < nb) amx_issue(NT, NP, b + 1, x0, x1, x_stride, u0, u1);
+        amx_issue(NT, NP, b, x0, x1, x_stride, u0, u1);
+        amx_store(NT, NP, dots);
         const uint8_t *b0 = u0 + (size_t)b * UNPACKED_BLOCK, *b1 = u1 + (size_t)b * UNPACKED_BLOCK;
-        amx_scale_add(l, d, b0, a, b, acc, ld);
-        if (NP == 2) amx_scale_add(l, d + 256, b1, a, b, acc + TY_PACK_ROWS, ld);
-        if (NT == 2) amx_scale_add(l, d + 512, b0, a + AMX_COLS, b, acc + AMX_COLS * ld, ld);
-        if (NT == 2 && NP == 2) amx_scale_add(l, d + 768, b1, a + AMX_COLS, b, acc + AMX_COLS * ld + TY_PACK_ROWS, ld);
-        if (b + 1 < nb) amx_store(NT, NP, dots + 1024 * ((b + 1) % 2));
+        amx_scale_add(l, dots, b0, a, b, acc, ld);
+        if (NP == 2) amx_scale_add(l, dots + 256, b1, a, b, acc + TY_PACK_ROWS, ld);
+        if (NT == 2) amx_scale_add(l, dots + 512, b0, a + AMX_COLS, b, acc + AMX_COLS * ld, ld);
+        if (NT == 2 && NP == 2)
+            amx_scale_add(l, dots + 768, b1, a + AMX_COLS, b, acc + AMX_COLS * ld + TY_PACK_ROWS, ld);
     }
 }
 
@@ -125,19 +103,19 @@ static AVX512_AMX void amx_gemm_packed(enum ty_type type, int64_t n, int64_t row
         gemm_packed_vnni(type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
         return;
     }
-    struct amx_config cfg = {.palette = 1};
+    struct ty_amx_config cfg = {.palette = 1};
     for (int t = 0; t < 4; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64; /* dots: 16 columns x 16 int32 */
     for (int t = 4; t < 6; t++) cfg.rows[t] = 16, cfg.colsb[t] = 32; /* columns: 16 x one block of levels */
     for (int t = 6; t < 8; t++) cfg.rows[t] = 8, cfg.colsb[t] = 64;  /* a block of a panel: 8 steps of 16 quads */
     _tile_loadconfig(&cfg);
     uint8_t *u0 = scratch, *u1 = u0 + (size_t)nb * UNPACKED_BLOCK;
     int32_t *dots = (int32_t *)(u1 + (size_t)nb * UNPACKED_BLOCK);
-    float *acc = (float *)(dots + 2048);
+    float *acc = (float *)(dots + 1024);
     for (int64_t r = 0; r < rows; r += 2 * TY_PACK_ROWS) {
         const int np = rows - r > TY_PACK_ROWS ? 2 : 1;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
-        amx_unpack(&l, nb, p, u0);
-        if (np == 2) amx_unpack(&l, nb, p + panel_stride, u1);
+        panel_unpack_vnni(&l, nb, p, u0, l.offset);
+        if (np == 2) panel_unpack_vnni(&l, nb, p + panel_stride, u1, l.offset);
         for (int64_t c = 0; c < full; c += 2 * AMX_COLS) {
             const int nt = full - c > AMX_COLS ? 2 : 1;
             struct ty_q8_act a[2 * AMX_COLS];

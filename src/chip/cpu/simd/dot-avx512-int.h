@@ -530,13 +530,15 @@ INLINE KTARGET __m512 KFN(panel_column)(const struct ty_pack_layout *l, const __
 
 /* Every block of one panel unpacked into `buf` (nb x UNPACKED_BLOCK bytes, 64-byte aligned), for a gemm of many
  * columns to read instead of unpacking each block again for every eight columns (Q5_0's fifth bits alone cost 16
- * operations a block). */
-INLINE KTARGET void KFN(panel_unpack)(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, uint8_t *buf) {
+ * operations a block). Each level less `bias` (0 here; the type's zero for the AMX kernel's signed levels). */
+INLINE KTARGET void KFN(panel_unpack)(const struct ty_pack_layout *l, int64_t nb, const uint8_t *p, uint8_t *buf,
+                                      int bias) {
+    const __m512i minus = _mm512_set1_epi8((char)bias);
     for (int64_t b = 0; b < nb; b++, p += l->bp, buf += UNPACKED_BLOCK) {
         __m512i v[8];
         __m512 dw, mw;
         KFN(panel_block)(l, p, v, &dw, &mw);
-        for (int st = 0; st < 8; st++) _mm512_store_si512(buf + 64 * st, v[st]);
+        for (int st = 0; st < 8; st++) _mm512_store_si512(buf + 64 * st, bias ? _mm512_sub_epi8(v[st], minus) : v[st]);
         _mm512_store_ps(buf + 512, dw), _mm512_store_ps(buf + 576, mw);
     }
 }
@@ -582,7 +584,7 @@ INLINE KTARGET void KFN(gemm_packed)(enum ty_type type, int64_t n, int64_t rows,
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
-        if (buf) KFN(panel_unpack)(&l, nb, p, buf);
+        if (buf) KFN(panel_unpack)(&l, nb, p, buf, 0);
         for (int64_t c = 0; c < cols;) {
             struct ty_q8_act a[8];
             int nc = cols - c < 8 ? (int)(cols - c) : 8;

@@ -238,7 +238,7 @@ size_t ty__gemm_panels_scratch(void);
 /* The AMX prefill (dot-amx.h) unpacks two panels whole, 640 bytes a block of 32 elements each, into the scratch, for
  * rows of up to TY_AMX_MAX_BLOCKS blocks (K = 32768: every Qwen width); longer rows take the VNNI kernel. */
 #define TY_AMX_MAX_BLOCKS 1024
-#define TY_AMX_SCRATCH    (2 * (size_t)TY_AMX_MAX_BLOCKS * 640 + 16384)
+#define TY_AMX_SCRATCH    (2 * (size_t)TY_AMX_MAX_BLOCKS * 640 + 8192)
 
 /* Block loads: weights may sit at any offset of a mapped file. */
 #define TY_SIMD_LOAD(blk, src, i) memcpy(&(blk), (const uint8_t *)(src) + (size_t)(i) * sizeof(blk), sizeof(blk))

@@ -67,6 +67,13 @@ bool ty__cpu_isa_from_name(const char *name, enum ty_cpu_isa *out);
 bool ty__cpu_isa_supported(enum ty_cpu_isa isa); /* this CPU can run the path */
 enum ty_cpu_isa ty__cpu_isa_best(void);          /* the fastest supported path */
 
+/* The AMX palette-1 tile configuration (64 bytes, as ldtilecfg reads it): the avx512amx kernels and the roofline. */
+struct ty_amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
 /* ==== Activation formats ==== */
 
 enum ty_act_format {
