@@ -7,88 +7,118 @@
  * A packed block's eight 64-byte steps (byte 4r + j: element 4s + j of row r) are already the layout tdpbssd wants for
  * its second operand (K / 4 rows of 16 rows' quads), so a panel's blocks are unpacked once into the scratch as signed
  * levels (the stored level minus the type's zero) and read as 8 x 64-byte tiles; the first operand is 16 columns'
- * Q8 activation levels, read in place (32 bytes of each row). Every block has its own scales, so each tdpbssd covers
- * one block (K = 32) into a zeroed tile, and its 16 x 16 integer dots leave through memory for AVX-512 to scale and
- * add: per column and block, acc + cvt(dot) x (dw x dx) (+ mw x dx x sum for the affine types), panel_column's
+ * Q8 activation levels, copied once per call so that each block's 16 x 32 bytes are contiguous (long rows: the
+ * column tiles read in place at a 6 KiB stride ran 17% slower). Every block has its own scales, so each tdpbssd
+ * covers one block (K = 32) into a zeroed tile, and its 16 x 16 integer dots leave through memory for AVX-512 to scale
+ * and add: per column and block, acc + cvt(dot) x (dw x dx) (+ mw x dx x sum for the affine types), panel_column's
  * operations in its order on the same exact integer, so each column gets the bits of the VNNI gemm.
  *
- * Tiles: 0-3 the dots of two column tiles by two panels, 4-5 the two column tiles (16 rows x 32 bytes), 6-7 the two
- * panels' blocks (8 rows x 64 bytes). The tile configuration is loaded at each call and released at its end, so a
- * thread never carries tile state between calls.
+ * Where the time goes (tdpbssd costs the same at K = 32 as at 64, so half the tile peak is the ceiling): per 16 x 16
+ * x 32 block the tile store alone takes as long as the tdpbssd, and the 16 loads, conversions and multiply-adds that
+ * scale its dots take longer. One column tile by one panel per pass keeps the 16 columns' sums in registers (the
+ * earlier 2 x 2 tiles kept theirs in memory: 64 more loads and stores a block); with each block's 16 column scales
+ * gathered into one vector's worth of memory and the activations contiguous, Qwen2.5-0.5B's layer products went from
+ * 544 to 600-650 GOP/s on one thread (bench_kernels --prefill 512, Q4_0 and Q8_0), about 9% of the tile peak.
+ *
+ * Tiles: 0-3 dots (16 columns x 16 rows of int32), 4-5 column tiles (16 x 32 bytes), 6-7 panel blocks (8 x 64 bytes).
+ * The tile configuration is loaded at each call and released at its end, so a thread never carries tile state
+ * between calls.
  */
 
 #if defined(TY_HAVE_AMX_KERNELS)
 
-#define AMX_COLS 16 /* activation columns per tile */
+#define AMX_COLS          16   /* activation columns per tile */
+#define AMX_COPY_MIN_K    2048 /* the shortest rows, and the fewest rows of a call, whose column tiles are copied */
+#define AMX_COPY_MIN_ROWS 64
 
-/* Bytes of the scratch one call uses: two panels' unpacked blocks, the dot tiles, the f32 accumulators. */
-static size_t amx_scratch_bytes(int64_t nb) {
-    return 2 * (size_t)nb * UNPACKED_BLOCK + 4096 + 2 * AMX_COLS * 2 * TY_PACK_ROWS * sizeof(float);
-}
-_Static_assert(UNPACKED_BLOCK == 640 && 4096 + 2 * AMX_COLS * 2 * TY_PACK_ROWS * sizeof(float) <= 8192,
-               "TY_AMX_SCRATCH (simd-impl.h) holds a call's scratch");
-
-/* acc[t] (one column's 16 rows of one panel, in memory) + the dots of tile `dots` (16 columns x 16 rows, int32) scaled
- * as panel_column scales them. */
-INLINE AVX512_AMX void amx_scale_add(const struct ty_pack_layout *l, const int32_t *dots, const uint8_t *blk,
-                                     const struct ty_q8_act *a, int64_t b, float *acc, size_t acc_ld) {
-    const __m512 dw = _mm512_load_ps(blk + 512), mw = _mm512_load_ps(blk + 576);
-    for (int t = 0; t < AMX_COLS; t++, acc += acc_ld) {
-        __m512 s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + 16 * t)),
-                                   _mm512_mul_ps(dw, _mm512_set1_ps(a[t].d[b])), _mm512_load_ps(acc));
-        if (l->affine) s = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[t].d[b] * (float)a[t].sum[b]), s);
-        _mm512_store_ps(acc, s);
+/* acc[t] (column t's 16 rows) + the dots of block b (16 columns x 16 rows, int32, from memory) scaled as panel_column
+ * scales them, with the column tile's scales dx (and for the affine types dm = d x sum) of the block: the same
+ * operations on the same exact integers, so the bits of the VNNI gemm. */
+INLINE AVX512_AMX void amx_scale_add(int AFFINE, const int32_t *dots, const uint8_t *blk, const float *dx,
+                                     const float *dm, __m512 acc[AMX_COLS]) {
+    const __m512 dw = _mm512_load_ps(blk + 512);
+#pragma GCC unroll 16
+    for (int t = 0; t < AMX_COLS; t++)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + 16 * t)),
+                                 _mm512_mul_ps(dw, _mm512_set1_ps(dx[t])), acc[t]);
+    if (AFFINE) {
+        const __m512 mw = _mm512_load_ps(blk + 576);
+#pragma GCC unroll 16
+        for (int t = 0; t < AMX_COLS; t++) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(dm[t]), acc[t]);
     }
 }
 
-/* The dots of block b, NT column tiles by NP panels, into tiles 0-3 (the column tiles read in place, the panels' blocks
- * from u0 and u1). */
-INLINE AVX512_AMX void amx_issue(int NT, int NP, int64_t b, const int8_t *x0, const int8_t *x1, size_t x_stride,
-                                 const uint8_t *u0, const uint8_t *u1) {
-    _tile_loadd(4, x0 + 32 * b, (long)x_stride);
-    _tile_loadd(6, u0 + (size_t)b * UNPACKED_BLOCK, 64);
-    _tile_zero(0);
-    _tile_dpbssd(0, 4, 6);
-    if (NP == 2) {
-        _tile_loadd(7, u1 + (size_t)b * UNPACKED_BLOCK, 64);
-        _tile_zero(1);
-        _tile_dpbssd(1, 4, 7);
-    }
-    if (NT == 2) {
-        _tile_loadd(5, x1 + 32 * b, (long)x_stride);
-        _tile_zero(2);
-        _tile_dpbssd(2, 5, 6);
-        if (NP == 2) {
-            _tile_zero(3);
-            _tile_dpbssd(3, 5, 7);
-        }
-    }
-}
+/* Tile C = the dots of block b: tile A the column tile's levels, tile B the panel's block. */
+#define AMX_DOTS(C, A, B, b)                                                                                           \
+    do {                                                                                                               \
+        _tile_loadd(A, x + (size_t)(b)*x_block, (long)x_stride);                                                       \
+        _tile_loadd(B, u + (size_t)(b)*UNPACKED_BLOCK, 64);                                                            \
+        _tile_zero(C);                                                                                                 \
+        _tile_dpbssd(C, A, B);                                                                                         \
+    } while (0)
 
-/* Tiles 0-3 to dots (1024 int32 each, in the order of amx_issue's tiles). */
-INLINE AVX512_AMX void amx_store(int NT, int NP, int32_t *dots) {
-    _tile_stored(0, dots, 64);
-    if (NP == 2) _tile_stored(1, dots + 256, 64);
-    if (NT == 2) _tile_stored(2, dots + 512, 64);
-    if (NT == 2 && NP == 2) _tile_stored(3, dots + 768, 64);
-}
-
-/* NT column tiles (1 or 2) by NP panels (1 or 2), every block: acc (NT * 16 columns x NP * 16 rows, row stride
- * NP * 16 floats) holds the sums. (Issuing block b + 1's products before scaling block b's dots, from a second
- * buffer, measured the same.) */
-INLINE AVX512_AMX void amx_tiles(int NT, int NP, const struct ty_pack_layout *l, int64_t nb, const int8_t *x0,
-                                 const int8_t *x1, size_t x_stride, const uint8_t *u0, const uint8_t *u1,
-                                 const struct ty_q8_act *a, int32_t *dots, float *acc) {
-    const size_t ld = (size_t)NP * TY_PACK_ROWS;
+/* One column tile (block b's levels at x + b x_block, row stride x_stride; its scales dx and dm, 16 a block) by one
+ * unpacked panel u, every block, the sums in registers. Tiles are not renamed: a tile is loaded or zeroed only once the
+ * instruction before it that reads the tile is done. So block j's dots go to tile j % 4 from tiles 4 + j % 2 and 6 + j
+ * % 2, and are issued two blocks ahead; step b stores block b's dots and scales block b - 1's (stored a step earlier,
+ * so their loads do not wait for the store). out: the columns' rv rows. */
+INLINE AVX512_AMX void amx_column_tile(int AFFINE, int64_t nb, const int8_t *x, size_t x_block, size_t x_stride,
+                                       const uint8_t *u, const float *dx, const float *dm, int32_t *dots, float *out,
+                                       int64_t ld_out, int rv) {
+    __m512 acc[AMX_COLS];
+    for (int t = 0; t < AMX_COLS; t++) acc[t] = _mm512_setzero_ps();
+#define AMX_STEP(C, C2, A2, B2)                                                                                        \
+    do {                                                                                                               \
+        if (b + 2 < nb) AMX_DOTS(C2, A2, B2, b + 2);                                                                   \
+        _tile_stored(C, dots + 256 * (b % 2), 64);                                                                     \
+    } while (0)
+    AMX_DOTS(0, 4, 6, 0);
+    if (nb > 1) AMX_DOTS(1, 5, 7, 1);
     for (int64_t b = 0; b < nb; b++) {
-        amx_issue(NT, NP, b, x0, x1, x_stride, u0, u1);
-        amx_store(NT, NP, dots);
-        const uint8_t *b0 = u0 + (size_t)b * UNPACKED_BLOCK, *b1 = u1 + (size_t)b * UNPACKED_BLOCK;
-        amx_scale_add(l, dots, b0, a, b, acc, ld);
-        if (NP == 2) amx_scale_add(l, dots + 256, b1, a, b, acc + TY_PACK_ROWS, ld);
-        if (NT == 2) amx_scale_add(l, dots + 512, b0, a + AMX_COLS, b, acc + AMX_COLS * ld, ld);
-        if (NT == 2 && NP == 2)
-            amx_scale_add(l, dots + 768, b1, a + AMX_COLS, b, acc + AMX_COLS * ld + TY_PACK_ROWS, ld);
+        switch (b % 4) {
+        case 0:
+            AMX_STEP(0, 2, 4, 6);
+            break;
+        case 1:
+            AMX_STEP(1, 3, 5, 7);
+            break;
+        case 2:
+            AMX_STEP(2, 0, 4, 6);
+            break;
+        default:
+            AMX_STEP(3, 1, 5, 7);
+            break;
+        }
+        if (b > 0)
+            amx_scale_add(AFFINE, dots + 256 * ((b - 1) % 2), u + (size_t)(b - 1) * UNPACKED_BLOCK, dx + 16 * (b - 1),
+                          dm + 16 * (b - 1), acc);
+    }
+#undef AMX_STEP
+    amx_scale_add(AFFINE, dots + 256 * ((nb - 1) % 2), u + (size_t)(nb - 1) * UNPACKED_BLOCK, dx + 16 * (nb - 1),
+                  dm + 16 * (nb - 1), acc);
+    const __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    for (int t = 0; t < AMX_COLS; t++) _mm512_mask_storeu_ps(out + t * ld_out, m, acc[t]);
+}
+#undef AMX_DOTS
+
+/* The scales of columns [c0, c0 + nc) (nc a multiple of 16) for amx_column_tile: per column tile and block, the 16
+ * columns' d, then (affine types) their d x sum, each the product panel_column forms. Gathered 16 columns at a time
+ * (column t's arrays at t x x_stride bytes past column 0's): once per call, not once per panel. */
+INLINE AVX512_AMX void amx_gather_scales(bool affine, int64_t n, const void *xq, size_t x_stride, int64_t c0,
+                                         int64_t nc, float *dx, float *dm) {
+    const int64_t nb = n / 32;
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32((int)x_stride));
+    for (int64_t c = 0; c < nc; c += AMX_COLS) {
+        const struct ty_q8_act a = ty__q8_act((const char *)xq + (size_t)(c0 + c) * x_stride, n);
+        float *tx = dx + (size_t)c * (size_t)nb, *tm = dm + (size_t)c * (size_t)nb;
+        for (int64_t b = 0; b < nb; b++) {
+            const __m512 d = _mm512_i32gather_ps(idx, a.d + b, 1);
+            _mm512_store_ps(tx + 16 * b, d);
+            if (affine)
+                _mm512_store_ps(tm + 16 * b,
+                                _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_i32gather_epi32(idx, a.sum + b, 1))));
+        }
     }
 }
 
@@ -98,8 +128,15 @@ static AVX512_AMX void amx_gemm_packed(enum ty_type type, int64_t n, int64_t row
     struct ty_pack_layout l;
     ty__pack_layout(type, &l);
     const int64_t nb = n / 32, full = cols / AMX_COLS * AMX_COLS;
-    if (full == 0 || !scratch || amx_scratch_bytes(nb) > ty__gemm_scratch_size() || x_stride % 4 ||
-        x_stride > INT32_MAX) {
+    /* Long rows whose panels many columns pass: each column tile's levels are copied so that a block's 16 x 32 bytes
+     * are contiguous (for K = 4864 the tiles read in place at a 6 KiB stride ran 17% slower; for K = 896, and for
+     * calls of a few panels, the copy did not pay). */
+    const bool copy = n >= AMX_COPY_MIN_K && rows >= AMX_COPY_MIN_ROWS;
+    /* the scratch: the unpacked panel, two tiles of dots, then the scales (and levels) of as many tiles as fit */
+    const size_t fixed = (size_t)nb * UNPACKED_BLOCK + 2 * 1024,
+                 per_tile = (size_t)nb * (64 * (l.affine ? 2 : 1) + (copy ? 512 : 0));
+    const size_t size = ty__gemm_scratch_size();
+    if (full == 0 || !scratch || fixed + per_tile > size || x_stride > INT32_MAX / AMX_COLS) {
         gemm_packed_vnni(type, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
         return;
     }
@@ -108,35 +145,33 @@ static AVX512_AMX void amx_gemm_packed(enum ty_type type, int64_t n, int64_t row
     for (int t = 4; t < 6; t++) cfg.rows[t] = 16, cfg.colsb[t] = 32; /* columns: 16 x one block of levels */
     for (int t = 6; t < 8; t++) cfg.rows[t] = 8, cfg.colsb[t] = 64;  /* a block of a panel: 8 steps of 16 quads */
     _tile_loadconfig(&cfg);
-    uint8_t *u0 = scratch, *u1 = u0 + (size_t)nb * UNPACKED_BLOCK;
-    int32_t *dots = (int32_t *)(u1 + (size_t)nb * UNPACKED_BLOCK);
-    float *acc = (float *)(dots + 1024);
-    for (int64_t r = 0; r < rows; r += 2 * TY_PACK_ROWS) {
-        const int np = rows - r > TY_PACK_ROWS ? 2 : 1;
-        const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
-        panel_unpack_vnni(&l, nb, p, u0, l.offset);
-        if (np == 2) panel_unpack_vnni(&l, nb, p + panel_stride, u1, l.offset);
-        for (int64_t c = 0; c < full; c += 2 * AMX_COLS) {
-            const int nt = full - c > AMX_COLS ? 2 : 1;
-            struct ty_q8_act a[2 * AMX_COLS];
-            for (int i = 0; i < nt * AMX_COLS; i++) a[i] = ty__q8_act((const char *)xq + (size_t)(c + i) * x_stride, n);
-            memset(acc, 0, 2 * AMX_COLS * 2 * TY_PACK_ROWS * sizeof(float));
-            const int8_t *x0 = a[0].qs, *x1 = nt == 2 ? a[AMX_COLS].qs : NULL;
-            if (nt == 2 && np == 2)
-                amx_tiles(2, 2, &l, nb, x0, x1, x_stride, u0, u1, a, dots, acc);
-            else if (nt == 2)
-                amx_tiles(2, 1, &l, nb, x0, x1, x_stride, u0, u1, a, dots, acc);
-            else if (np == 2)
-                amx_tiles(1, 2, &l, nb, x0, x1, x_stride, u0, u1, a, dots, acc);
-            else
-                amx_tiles(1, 1, &l, nb, x0, x1, x_stride, u0, u1, a, dots, acc);
-            for (int i = 0; i < nt * AMX_COLS; i++) {
-                for (int j = 0; j < np; j++) {
-                    int64_t r0 = r + (int64_t)j * TY_PACK_ROWS;
-                    int rv = rows - r0 < TY_PACK_ROWS ? (int)(rows - r0) : TY_PACK_ROWS;
-                    _mm512_mask_storeu_ps(out + (c + i) * ld_out + r0, rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1),
-                                          _mm512_load_ps(acc + (size_t)i * np * TY_PACK_ROWS + j * TY_PACK_ROWS));
-                }
+    uint8_t *u = scratch;
+    int32_t *dots = (int32_t *)(u + (size_t)nb * UNPACKED_BLOCK);
+    float *dx = (float *)(dots + 512);
+    const int64_t chunk = (int64_t)((size - fixed) / per_tile) * AMX_COLS; /* columns that fit */
+    for (int64_t c0 = 0; c0 < full; c0 += chunk) {
+        const int64_t nc = full - c0 < chunk ? full - c0 : chunk;
+        float *dm = dx + (size_t)nc * (size_t)nb;                               /* after every tile's dx */
+        int8_t *xl = (int8_t *)(dm + (l.affine ? (size_t)nc * (size_t)nb : 0)); /* then the copied levels */
+        amx_gather_scales(l.affine, n, xq, x_stride, c0, nc, dx, dm);
+        if (copy)
+            for (int64_t c = 0; c < nc; c++) {
+                const int8_t *src = (const int8_t *)xq + (size_t)(c0 + c) * x_stride;
+                int8_t *dst = xl + (size_t)(c / AMX_COLS) * (size_t)nb * 512 + (size_t)(c % AMX_COLS) * 32;
+                for (int64_t b = 0; b < nb; b++) memcpy(dst + (size_t)b * 512, src + 32 * b, 32);
+            }
+        for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
+            const int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+            panel_unpack_vnni(&l, nb, (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride, u, l.offset);
+            for (int64_t c = 0; c < nc; c += AMX_COLS) {
+                const int8_t *x =
+                    copy ? xl + (size_t)c * (size_t)nb * 32 : (const int8_t *)xq + (size_t)(c0 + c) * x_stride;
+                const size_t xb = copy ? 512 : 32, xs = copy ? 32 : x_stride, at = (size_t)c * (size_t)nb;
+                float *o = out + (c0 + c) * ld_out + r;
+                if (l.affine)
+                    amx_column_tile(1, nb, x, xb, xs, u, dx + at, dm + at, dots, o, ld_out, rv);
+                else
+                    amx_column_tile(0, nb, x, xb, xs, u, dx + at, dm + at, dots, o, ld_out, rv);
             }
         }
     }
