@@ -64,6 +64,8 @@
 /* Rows of gate and up a swiglu product of many columns computes before it combines them (over every column): their
  * outputs for a prefill of 512 tokens, 2 x 64 rows x 512 x 4 bytes, stay in L2. */
 #define SWIGLU_ROWS (4 * UNIT_ROWS)
+/* Columns ahead whose gate and up rows the swiglu asks for while it combines the current one. */
+#define SWIGLU_AHEAD 4
 /* Below this many multiply-adds a product runs on the calling thread: waking the pool would cost more. */
 #define MIN_PARALLEL_WORK (1 << 16)
 /* Products of at most this many columns are quantised by the caller and shared out among the threads (decode). */
@@ -394,6 +396,11 @@ static void run_item_rows(const struct mm_task *t, const struct mm_item *it, int
  * swiglu element for element. */
 static void swiglu_combine(const struct mm_task *t, int64_t r0, int64_t r1) {
     for (int64_t c = 0; c < t->cols; c++) {
+        if (c + SWIGLU_AHEAD < t->cols) /* a few hundred bytes a column, columns rows apart: no stream to detect */
+            for (int i = 0; i < 2; i++) {
+                const char *p = (const char *)ty__tensor_row(t->it[i].dst, c + SWIGLU_AHEAD, 0, 0) + r0 * 4;
+                for (int64_t b = 0; b < (r1 - r0) * 4; b += 64) __builtin_prefetch(p + b);
+            }
         float *o = (float *)ty__tensor_row(t->it[0].dst, c, 0, 0) + r0;
         ty__cpu_swiglu_row(o, (const float *)ty__tensor_row(t->it[1].dst, c, 0, 0) + r0, o, r1 - r0);
     }
