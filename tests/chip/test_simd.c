@@ -663,11 +663,13 @@ static void test_packed_direct(void) {
         /* ffn_down's rows, 70 columns: AVX2's gemm tiles of 16 blocks (a partial last one) and groups of 64 columns */
         check_packed(q32[t], 4864, 19, 70, scratch);
         check_packed(q32[t], 32, 17, 33, scratch); /* one block: AMX's pipeline of tiles runs dry at once */
+        /* long rows and many of them: AMX copies each column tile's levels contiguous */
+        check_packed(q32[t], 2048, 70, 40, scratch);
     }
-    /* the longest rows AMX takes: the scratch holds one column tile's levels at a time, so 48 columns run in three
-     * passes over the panels (a plain and an affine type) */
-    check_packed(TY_TYPE_Q4_0, 32768, 17, 48, scratch);
-    check_packed(TY_TYPE_Q5_1, 32768, 17, 48, scratch);
+    /* the longest rows AMX takes: the scratch holds one column tile's copied levels and scales at a time, so 34
+     * columns run in two passes over the panels, then two past the last tile (a plain and an affine type) */
+    check_packed(TY_TYPE_Q4_0, 32768, 65, 34, scratch);
+    check_packed(TY_TYPE_Q5_1, 32768, 65, 34, scratch);
     static const enum ty_type ft[] = {TY_TYPE_F32, TY_TYPE_F16, TY_TYPE_BF16};
     for (int t = 0; t < 3; t++) {
         check_packed(ft[t], 33, 37, 17, scratch); /* odd K: the last step has no partner */

@@ -6,19 +6,22 @@
  *
  * A packed block's eight 64-byte steps (byte 4r + j: element 4s + j of row r) are already the layout tdpbssd wants for
  * its second operand (K / 4 rows of 16 rows' quads), so a panel's blocks are unpacked once into the scratch as signed
- * levels (the stored level minus the type's zero) and read as 8 x 64-byte tiles; the first operand is 16 columns'
- * Q8 activation levels, copied once per call so that each block's 16 x 32 bytes are contiguous (long rows: the
- * column tiles read in place at a 6 KiB stride ran 17% slower). Every block has its own scales, so each tdpbssd
- * covers one block (K = 32) into a zeroed tile, and its 16 x 16 integer dots leave through memory for AVX-512 to scale
- * and add: per column and block, acc + cvt(dot) x (dw x dx) (+ mw x dx x sum for the affine types), panel_column's
- * operations in its order on the same exact integer, so each column gets the bits of the VNNI gemm.
+ * levels (the stored level minus the type's zero) and read as 8 x 64-byte tiles; the first operand is 16 columns' Q8
+ * activation levels, read in place or, for long rows and calls of many panels, copied once per call so that each
+ * block's 16 x 32 bytes are contiguous. Every block has its own scales, so each tdpbssd covers one block (K = 32) into
+ * a zeroed tile, and its 16 x 16 integer dots leave through memory for AVX-512 to scale and add: per column and block,
+ * acc + cvt(dot) x (dw x dx) (+ mw x dx x sum for the affine types), panel_column's operations in its order on the
+ * same exact integer, so each column gets the bits of the VNNI gemm.
  *
  * Where the time goes (tdpbssd costs the same at K = 32 as at 64, so half the tile peak is the ceiling): per 16 x 16
  * x 32 block the tile store alone takes as long as the tdpbssd, and the 16 loads, conversions and multiply-adds that
  * scale its dots take longer. One column tile by one panel per pass keeps the 16 columns' sums in registers (the
- * earlier 2 x 2 tiles kept theirs in memory: 64 more loads and stores a block); with each block's 16 column scales
- * gathered into one vector's worth of memory and the activations contiguous, Qwen2.5-0.5B's layer products went from
- * 544 to 600-650 GOP/s on one thread (bench_kernels --prefill 512, Q4_0 and Q8_0), about 9% of the tile peak.
+ * earlier 2 x 2 tiles kept theirs in memory: 64 more loads and stores a block), and each block's 16 column scales are
+ * gathered into one vector's worth of memory once per call. Against that earlier kernel, in one /tmp harness over
+ * ty__simd_gemm_packed (Q8_0, one thread, alternating binaries): 896 inputs x 64 rows x 208 columns (a prefill's
+ * gate and up slices) 483-487 -> 587-589 GOP/s, 4864 x 32 x 64 (a small share of down) 257-263 -> 496-533, the
+ * whole 896 x 4864 x 512 and 4864 x 896 x 512 within noise (476-611 either way, the host varying); about 8-9% of
+ * the tile peak.
  *
  * Tiles: 0-3 dots (16 columns x 16 rows of int32), 4-5 column tiles (16 x 32 bytes), 6-7 panel blocks (8 x 64 bytes).
  * The tile configuration is loaded at each call and released at its end, so a thread never carries tile state
