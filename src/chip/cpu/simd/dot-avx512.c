@@ -287,8 +287,126 @@ INLINE AVX512 void panel_float(int NC, enum fkind k, int64_t n, const uint8_t *p
     for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, _mm512_add_ps(a0[c], a1[c]));
 }
 
+/* Many columns: two panels at a time, their steps converted to f32 once per chunk of FLOAT_KC steps into the scratch
+ * (32 KiB, in L1) and then read by every column, FLOAT_NC columns at a time. Each f32 vector loaded serves FLOAT_NC
+ * columns and each broadcast activation both panels: 24 multiply-adds a step pair from 16 loads, where panel_float
+ * converts every step again for each group of 8 columns and loads a broadcast per multiply-add. The same two chains
+ * per column and row (even and odd steps, added at the end) as panel_float, kept in the scratch between chunks, so the
+ * same bits. */
+#define FLOAT_KC 256
+#define FLOAT_NC 6
+
+/* Steps [k0, k0 + kc) of NP panels (p0, p1) as f32, step-major: step s of panel j at e + (s * NP + j) * 16. */
+INLINE AVX512 void float_chunk(int NP, enum fkind k, const uint8_t *p0, const uint8_t *p1, int64_t k0, int64_t kc,
+                               float *e) {
+    const size_t step = k == FK_F32 ? 64 : 32;
+    for (int64_t s = 0; s < kc; s++) {
+        _mm512_store_ps(e + (s * NP) * 16, load_step(k, p0 + (size_t)(k0 + s) * step));
+        if (NP == 2) _mm512_store_ps(e + (s * NP + 1) * 16, load_step(k, p1 + (size_t)(k0 + s) * step));
+    }
+}
+
+/* NC columns x NP panels over the chunk's kc steps (global steps k0..; kc even unless it ends the row): the chains
+ * (st: per column and panel, even then odd, 16 floats each) continue from st, or from zero when k0 is 0; `last`
+ * writes a0 + a1 to out instead of back to st. */
+INLINE AVX512 void float_cols(int NC, int NP, const float *e, int64_t kc, int64_t k0, const float *const *x, float *st,
+                              bool last, float *out, int64_t ld_out, int rv0, int rv1) {
+    __m512 a0[FLOAT_NC][2], a1[FLOAT_NC][2];
+    for (int c = 0; c < NC; c++)
+        for (int j = 0; j < NP; j++) {
+            a0[c][j] = k0 ? _mm512_load_ps(st + (c * 4 + j * 2) * 16) : _mm512_setzero_ps();
+            a1[c][j] = k0 ? _mm512_load_ps(st + (c * 4 + j * 2 + 1) * 16) : _mm512_setzero_ps();
+        }
+    int64_t s = 0;
+    for (; s + 2 <= kc; s += 2) {
+        __m512 w0[2], w1[2];
+        for (int j = 0; j < NP; j++)
+            w0[j] = _mm512_load_ps(e + (s * NP + j) * 16), w1[j] = _mm512_load_ps(e + ((s + 1) * NP + j) * 16);
+#pragma GCC unroll 6
+        for (int c = 0; c < NC; c++) {
+            const __m512 x0 = _mm512_set1_ps(x[c][k0 + s]), x1 = _mm512_set1_ps(x[c][k0 + s + 1]);
+            for (int j = 0; j < NP; j++) {
+                a0[c][j] = _mm512_fmadd_ps(w0[j], x0, a0[c][j]);
+                a1[c][j] = _mm512_fmadd_ps(w1[j], x1, a1[c][j]);
+            }
+        }
+    }
+    if (s < kc) /* the row's odd last step: the even chain, as panel_float */
+        for (int c = 0; c < NC; c++)
+            for (int j = 0; j < NP; j++)
+                a0[c][j] =
+                    _mm512_fmadd_ps(_mm512_load_ps(e + (s * NP + j) * 16), _mm512_set1_ps(x[c][k0 + s]), a0[c][j]);
+    for (int c = 0; c < NC; c++)
+        for (int j = 0; j < NP; j++) {
+            if (last) {
+                const int rv = j ? rv1 : rv0;
+                _mm512_mask_storeu_ps(out + c * ld_out + j * TY_PACK_ROWS,
+                                      rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1),
+                                      _mm512_add_ps(a0[c][j], a1[c][j]));
+            } else {
+                _mm512_store_ps(st + (c * 4 + j * 2) * 16, a0[c][j]);
+                _mm512_store_ps(st + (c * 4 + j * 2 + 1) * 16, a1[c][j]);
+            }
+        }
+}
+
+/* Rows [r, r + NP panels) by columns [0, cols) (at most the state's room), chunk by chunk. */
+INLINE AVX512 void float_panels(int NP, enum fkind k, int64_t n, const uint8_t *p0, const uint8_t *p1, int rv0, int rv1,
+                                int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out, float *e,
+                                float *st) {
+    for (int64_t k0 = 0; k0 < n; k0 += FLOAT_KC) {
+        const int64_t kc = n - k0 < FLOAT_KC ? n - k0 : FLOAT_KC;
+        const bool last = k0 + kc == n;
+        float_chunk(NP, k, p0, p1, k0, kc, e);
+        for (int64_t c = 0; c < cols;) {
+            const float *x[FLOAT_NC];
+            const int nc = cols - c < FLOAT_NC ? (int)(cols - c) : FLOAT_NC;
+            for (int i = 0; i < nc; i++) x[i] = (const float *)((const char *)xq + (size_t)(c + i) * x_stride);
+            float *o = out + c * ld_out, *sc = st + (size_t)c * 64;
+            if (nc == FLOAT_NC)
+                float_cols(FLOAT_NC, NP, e, kc, k0, x, sc, last, o, ld_out, rv0, rv1), c += FLOAT_NC;
+            else if (nc >= 4)
+                float_cols(4, NP, e, kc, k0, x, sc, last, o, ld_out, rv0, rv1), c += 4;
+            else if (nc >= 2)
+                float_cols(2, NP, e, kc, k0, x, sc, last, o, ld_out, rv0, rv1), c += 2;
+            else
+                float_cols(1, NP, e, kc, k0, x, sc, last, o, ld_out, rv0, rv1), c += 1;
+        }
+    }
+}
+
+/* gemm_packed_float's many-column path: pairs of panels through float_panels, as many columns at a time as the
+ * scratch holds the chains of (4 x 64 bytes a column). */
+INLINE AVX512 void gemm_packed_float_wide(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
+                                          int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                                          void *scratch, int64_t col_room) {
+    float *e = scratch, *st = e + 2 * FLOAT_KC * 16;
+    for (int64_t c0 = 0; c0 < cols; c0 += col_room) {
+        const int64_t nc = cols - c0 < col_room ? cols - c0 : col_room;
+        const void *x = (const char *)xq + (size_t)c0 * x_stride;
+        for (int64_t r = 0; r < rows; r += 2 * TY_PACK_ROWS) {
+            const uint8_t *p0 = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+            const int rv0 = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+            float *o = out + c0 * ld_out + r;
+            if (rows - r > TY_PACK_ROWS) {
+                const int rv1 = rows - r - TY_PACK_ROWS < TY_PACK_ROWS ? (int)(rows - r - TY_PACK_ROWS) : TY_PACK_ROWS;
+                float_panels(2, k, n, p0, p0 + panel_stride, rv0, rv1, nc, x, x_stride, o, ld_out, e, st);
+            } else {
+                float_panels(1, k, n, p0, NULL, rv0, 0, nc, x, x_stride, o, ld_out, e, st);
+            }
+        }
+    }
+}
+
 INLINE AVX512 void gemm_packed_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
-                                     int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out) {
+                                     int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
+                                     void *scratch) {
+    const size_t room = ty__gemm_scratch_size(), fixed = 2 * FLOAT_KC * 64;
+    const int64_t col_room = scratch && room > fixed ? (int64_t)((room - fixed) / 256) : 0;
+    if (cols >= 2 * FLOAT_NC && col_room >= FLOAT_NC) {
+        gemm_packed_float_wide(k, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch, col_room);
+        return;
+    }
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
         int rv = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
         const uint8_t *p = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
@@ -312,12 +430,11 @@ INLINE AVX512 void gemm_packed_float(enum fkind k, int64_t n, int64_t rows, cons
 #define PACKED_FLOAT(sfx, K)                                                                                           \
     static AVX512 void gemm_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, int64_t cols,              \
                                          const void *xq, size_t xs, float *out, int64_t ld_out, void *scratch) {       \
-        (void)scratch;                                                                                                 \
-        gemm_packed_float(K, n, rows, w, ps, cols, xq, xs, out, ld_out);                                               \
+        gemm_packed_float(K, n, rows, w, ps, cols, xq, xs, out, ld_out, scratch);                                      \
     }                                                                                                                  \
     static AVX512 void gemv_packed_##sfx(int64_t n, int64_t rows, const void *w, size_t ps, const void *xq,            \
                                          float *out) {                                                                 \
-        gemm_packed_float(K, n, rows, w, ps, 1, xq, 0, out, 0);                                                        \
+        gemm_packed_float(K, n, rows, w, ps, 1, xq, 0, out, 0, NULL);                                                  \
     }
 PACKED_FLOAT(f32, FK_F32)
 PACKED_FLOAT(f16, FK_F16)
