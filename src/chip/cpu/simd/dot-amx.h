@@ -99,7 +99,7 @@ INLINE AVX512_AMX void amx_column_tile(int AFFINE, int64_t nb, const int8_t *x, 
 #undef AMX_STEP
     amx_scale_add(AFFINE, dots + 256 * ((nb - 1) % 2), u + (size_t)(nb - 1) * UNPACKED_BLOCK, dx + 16 * (nb - 1),
                   dm + 16 * (nb - 1), acc);
-    const __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    const __mmask16 m = lanes_mask(rv);
     for (int t = 0; t < AMX_COLS; t++) _mm512_mask_storeu_ps(out + t * ld_out, m, acc[t]);
 }
 #undef AMX_DOTS
@@ -132,8 +132,9 @@ static AVX512_AMX void amx_gemm_packed(enum ty_type type, int64_t n, int64_t row
     ty__pack_layout(type, &l);
     const int64_t nb = n / 32, full = cols / AMX_COLS * AMX_COLS;
     /* Long rows whose panels many columns pass: each column tile's levels are copied so that a block's 16 x 32 bytes
-     * are contiguous (for K = 4864 the tiles read in place at a 6 KiB stride ran 17% slower; for K = 896, and for
-     * calls of a few panels, the copy did not pay). */
+     * are contiguous. In the /tmp harness (Q8_0, one thread): 4864 x 896 x 512 read in place at a 6 KiB stride ran
+     * 17% slower; for K = 896 the copy did not pay; copied for a call of 32 or 16 rows (4864 x 64 columns, a small
+     * share of a down product) it cost 40% and 58% (516-531 -> 305-318 and 499-518 -> 212-218 GOP/s). */
     const bool copy = n >= AMX_COPY_MIN_K && rows >= AMX_COPY_MIN_ROWS;
     /* the scratch: the unpacked panel, two tiles of dots, then the scales (and levels) of as many tiles as fit */
     const size_t fixed = (size_t)nb * UNPACKED_BLOCK + 2 * 1024,

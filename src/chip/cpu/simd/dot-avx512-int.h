@@ -463,7 +463,7 @@ INLINE KTARGET void KFN(panel_q45)(const struct ty_pack_layout *l, int64_t nb, c
             acc = _mm512_fmadd_ps(m, _mm512_set1_ps(a.d[b] * (float)a.sum[b]), acc);
         }
     }
-    _mm512_mask_storeu_ps(out, rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1), acc);
+    _mm512_mask_storeu_ps(out, lanes_mask(rv), acc);
 }
 
 /* Blocks (K / 32) up to which gemv_packed keeps the integer starts of panel_q45 in a table on the stack. */
@@ -565,7 +565,7 @@ INLINE KTARGET void KFN(panel_gemm_body)(int NC, const struct ty_pack_layout *l,
 #pragma GCC unroll 8
         for (int c = 0; c < NC; c++) acc[c] = KFN(panel_column)(l, v, dw, mw, &a[c], b, acc[c]);
     }
-    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    __mmask16 m = lanes_mask(rv);
     for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
 }
 
@@ -755,7 +755,7 @@ INLINE KTARGET void KFN(panel_qk_body)(int NC, bool five, bool buffered, const s
             acc[c] = _mm512_fmadd_ps(t, _mm512_set1_ps(y[c][b].d), acc[c]);
         }
     }
-    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    __mmask16 m = lanes_mask(rv);
     for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
 }
 
@@ -842,7 +842,7 @@ INLINE KTARGET void KFN(panel_q6k_body)(int NC, bool buffered, const struct ty_p
         for (int c = 0; c < NC; c++)
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(A[c]), _mm512_mul_ps(dw, _mm512_set1_ps(y[c][b].d)), acc[c]);
     }
-    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    __mmask16 m = lanes_mask(rv);
     for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, acc[c]);
 }
 

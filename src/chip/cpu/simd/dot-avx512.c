@@ -43,6 +43,11 @@ INLINE AVX512 __mmask64 bytes_mask(int bytes) {
     return bytes >= 64 ? ~0ull : bytes <= 0 ? 0 : (1ull << bytes) - 1;
 }
 
+/* The first n of 16 float lanes (all of them from 16 up): a partial panel's rows, a row's last elements. */
+INLINE AVX512 __mmask16 lanes_mask(int64_t n) {
+    return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+}
+
 INLINE uint16_t load_u16(const uint8_t *p) {
     uint16_t v;
     memcpy(&v, p, 2);
@@ -221,7 +226,7 @@ INLINE AVX512 void rows_float(enum fkind k, int R, int64_t n, const uint8_t *w, 
         }
     }
     for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = lanes_mask(n - i);
         __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
         for (int r = 0; r < R; r++) acc[r][0] = _mm512_fmadd_ps(load_w_masked(k, w + r * ws, i, m), xv, acc[r][0]);
     }
@@ -283,7 +288,7 @@ INLINE AVX512 void panel_float(int NC, enum fkind k, int64_t n, const uint8_t *p
         __m512 w0 = load_step(k, p);
         for (int c = 0; c < NC; c++) a0[c] = _mm512_fmadd_ps(w0, _mm512_set1_ps(x[c][i]), a0[c]);
     }
-    __mmask16 m = rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1);
+    __mmask16 m = lanes_mask(rv);
     for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(out + c * ld_out, m, _mm512_add_ps(a0[c], a1[c]));
 }
 
@@ -340,8 +345,7 @@ INLINE AVX512 void float_cols(int NC, int NP, const float *e, int64_t kc, int64_
         for (int j = 0; j < NP; j++) {
             if (last) {
                 const int rv = j ? rv1 : rv0;
-                _mm512_mask_storeu_ps(out + c * ld_out + j * TY_PACK_ROWS,
-                                      rv >= 16 ? 0xffff : (__mmask16)((1u << rv) - 1),
+                _mm512_mask_storeu_ps(out + c * ld_out + j * TY_PACK_ROWS, lanes_mask(rv),
                                       _mm512_add_ps(a0[c][j], a1[c][j]));
             } else {
                 _mm512_store_ps(st + (c * 4 + j * 2) * 16, a0[c][j]);
@@ -350,7 +354,7 @@ INLINE AVX512 void float_cols(int NC, int NP, const float *e, int64_t kc, int64_
         }
 }
 
-/* Rows [r, r + NP panels) by columns [0, cols) (at most the state's room), chunk by chunk. */
+/* Rows [r, r + NP panels) by columns [0, cols), chunk by chunk. */
 INLINE AVX512 void float_panels(int NP, enum fkind k, int64_t n, const uint8_t *p0, const uint8_t *p1, int rv0, int rv1,
                                 int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out, float *e,
                                 float *st) {
@@ -375,25 +379,20 @@ INLINE AVX512 void float_panels(int NP, enum fkind k, int64_t n, const uint8_t *
     }
 }
 
-/* gemm_packed_float's many-column path: pairs of panels through float_panels, as many columns at a time as the
- * scratch holds the chains of (4 x 64 bytes a column). */
+/* gemm_packed_float's many-column path: pairs of panels through float_panels (the scratch holds every column's
+ * chains, 4 x 64 bytes a column). */
 INLINE AVX512 void gemm_packed_float_wide(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                           int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
-                                          void *scratch, int64_t col_room) {
+                                          void *scratch) {
     float *e = scratch, *st = e + 2 * FLOAT_KC * 16;
-    for (int64_t c0 = 0; c0 < cols; c0 += col_room) {
-        const int64_t nc = cols - c0 < col_room ? cols - c0 : col_room;
-        const void *x = (const char *)xq + (size_t)c0 * x_stride;
-        for (int64_t r = 0; r < rows; r += 2 * TY_PACK_ROWS) {
-            const uint8_t *p0 = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
-            const int rv0 = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
-            float *o = out + c0 * ld_out + r;
-            if (rows - r > TY_PACK_ROWS) {
-                const int rv1 = rows - r - TY_PACK_ROWS < TY_PACK_ROWS ? (int)(rows - r - TY_PACK_ROWS) : TY_PACK_ROWS;
-                float_panels(2, k, n, p0, p0 + panel_stride, rv0, rv1, nc, x, x_stride, o, ld_out, e, st);
-            } else {
-                float_panels(1, k, n, p0, NULL, rv0, 0, nc, x, x_stride, o, ld_out, e, st);
-            }
+    for (int64_t r = 0; r < rows; r += 2 * TY_PACK_ROWS) {
+        const uint8_t *p0 = (const uint8_t *)w + (size_t)(r / TY_PACK_ROWS) * panel_stride;
+        const int rv0 = rows - r < TY_PACK_ROWS ? (int)(rows - r) : TY_PACK_ROWS;
+        if (rows - r > TY_PACK_ROWS) {
+            const int rv1 = rows - r - TY_PACK_ROWS < TY_PACK_ROWS ? (int)(rows - r - TY_PACK_ROWS) : TY_PACK_ROWS;
+            float_panels(2, k, n, p0, p0 + panel_stride, rv0, rv1, cols, xq, x_stride, out + r, ld_out, e, st);
+        } else {
+            float_panels(1, k, n, p0, NULL, rv0, 0, cols, xq, x_stride, out + r, ld_out, e, st);
         }
     }
 }
@@ -401,10 +400,10 @@ INLINE AVX512 void gemm_packed_float_wide(enum fkind k, int64_t n, int64_t rows,
 INLINE AVX512 void gemm_packed_float(enum fkind k, int64_t n, int64_t rows, const void *w, size_t panel_stride,
                                      int64_t cols, const void *xq, size_t x_stride, float *out, int64_t ld_out,
                                      void *scratch) {
-    const size_t room = ty__gemm_scratch_size(), fixed = 2 * FLOAT_KC * 64;
-    const int64_t col_room = scratch && room > fixed ? (int64_t)((room - fixed) / 256) : 0;
-    if (cols >= 2 * FLOAT_NC && col_room >= FLOAT_NC) {
-        gemm_packed_float_wide(k, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch, col_room);
+    /* the wide path where the scratch holds the chunk and every column's chains (a few thousand columns; a backend
+     * passes at most a few hundred at a time), else the narrow one */
+    if (cols >= 2 * FLOAT_NC && scratch && 2 * FLOAT_KC * 64 + (size_t)cols * 256 <= ty__gemm_scratch_size()) {
+        gemm_packed_float_wide(k, n, rows, w, panel_stride, cols, xq, x_stride, out, ld_out, scratch);
         return;
     }
     for (int64_t r = 0; r < rows; r += TY_PACK_ROWS) {
@@ -500,7 +499,7 @@ static AVX512_BF16 void gemv_bf16_bf16(int64_t n, int64_t rows, const void *w, s
 #define PR 16 /* panel rows */
 
 INLINE AVX512 void store_cols(int NC, const __m512 *acc, float *out, int64_t ld_out, int c0, int rv, bool accumulate) {
-    __mmask16 m = rv >= PR ? 0xffff : (__mmask16)((1u << rv) - 1);
+    __mmask16 m = lanes_mask(rv);
     for (int c = 0; c < NC; c++) {
         float *o = out + (c0 + c) * ld_out;
         __m512 v = acc[c];

@@ -236,9 +236,9 @@ void ty__gemm_panels(const struct ty_gemm_impl *impl, enum ty_type type, enum ty
 size_t ty__gemm_panels_scratch(void);
 
 /* The AMX prefill (dot-amx.h) unpacks a panel whole, 640 bytes a block of 32 elements, into the scratch, and after it
- * copies the column tiles' levels and scales (576 or 640 bytes a tile and block), for rows of up to TY_AMX_MAX_BLOCKS
- * blocks (K = 32768: every Qwen width; at that width the room for one column tile at a time); longer rows take the
- * VNNI kernel. */
+ * keeps the column tiles' scales (64 or 128 bytes a tile and block) and, for long rows, copies of their levels (512
+ * more), for rows of up to TY_AMX_MAX_BLOCKS blocks (K = 32768: every Qwen width; at that width the room for one column
+ * tile at a time); longer rows take the VNNI kernel. */
 #define TY_AMX_MAX_BLOCKS 1024
 #define TY_AMX_SCRATCH    (2 * (size_t)TY_AMX_MAX_BLOCKS * 640 + 8192)
 
